@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* The vmm daemon's manager: owns the loop, the rpc server, the config
+ * and every piece of state. */
+
+#include <stdio.h>
+#include <systemd/sd-event.h>
+
+#include "daemon.h"
+#include "rpc.h"
+
+typedef struct VmmConfig {
+        RpcServerOptions rpc;
+} VmmConfig;
+
+typedef struct Manager {
+        sd_event *event;
+        RpcLoop *rpc_loop;
+        RpcServer *server;
+        VmmConfig config;
+} Manager;
+
+int manager_new(const DaemonArgs *args, Manager **ret);
+Manager *manager_free(Manager *m);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);
+int manager_start(Manager *m);
+int manager_run(Manager *m);
+void manager_print_config(Manager *m, FILE *f);
