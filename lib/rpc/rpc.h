@@ -85,6 +85,11 @@ RpcServer *rpc_server_free(RpcServer *s);
 int rpc_server_add_methods(RpcServer *s, const RpcMethod *methods, size_t n_methods, void *userdata);
 /* Calls matching no method go here instead of getting UNIMPLEMENTED. */
 void rpc_server_set_fallback(RpcServer *s, RpcRawHandler handler, void *userdata);
+/* Runs first for every call; returning true means it took the call (and
+ * must end it), false lets the method table dispatch it. The gateway uses
+ * this to authenticate every call and to route calls it forwards. */
+typedef bool (*RpcInterceptor)(RpcCall *call, void *userdata);
+void rpc_server_set_interceptor(RpcServer *s, RpcInterceptor interceptor, void *userdata);
 /* Health status of a service name ("" = the server as a whole); SERVING by
  * default once started. Watchers are notified. */
 void rpc_server_set_health(RpcServer *s, const char *service, bool serving);
