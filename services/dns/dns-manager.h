@@ -8,6 +8,7 @@
 #include <systemd/sd-event.h>
 
 #include "daemon.h"
+#include "macro.h"
 #include "rpc.h"
 
 typedef struct DnsConfig {
