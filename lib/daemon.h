@@ -5,6 +5,10 @@
  * (--config, --check-config, --help, --version) and signal set-up. */
 
 #include <stdbool.h>
+#include <stddef.h>
+
+#include "config.h"
+#include "macro.h"
 
 typedef struct DaemonArgs {
         const char *part;          /* "dns" */
