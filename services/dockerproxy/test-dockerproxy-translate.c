@@ -1,0 +1,299 @@
+/* SPDX-License-Identifier: MIT */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <jansson.h>
+#include <sys/stat.h>
+
+#include "dockerproxy-translate.h"
+
+static char root[] = "/tmp/test-dockerproxy-root-XXXXXX";
+static char outside[] = "/tmp/test-dockerproxy-outside-XXXXXX";
+static DockerPolicy policy = {};
+static char *ancestors[] = { (char *) "grandparent", NULL };
+static DockerCaller caller = { .id = "ctr-a", .root = root, .ancestors = ancestors, .policy = &policy };
+
+static void mk(const char *rel) {
+        char p[512];
+        snprintf(p, sizeof(p), "%s/%s", root, rel);
+        assert_int_equal(mkdir(p, 0755), 0);
+}
+
+static void ln(const char *target, const char *rel) {
+        char p[512];
+        snprintf(p, sizeof(p), "%s/%s", root, rel);
+        assert_int_equal(symlink(target, p), 0);
+}
+
+static int setup(void **state) {
+        (void) state;
+        assert_non_null(mkdtemp(root));
+        assert_non_null(mkdtemp(outside));
+        mk("mydata");
+        mk("mydata/sub");
+        mk("proc");
+        mk("etc");
+        ln("/", "escape-root");           /* absolute: would be the host's / */
+        ln("../../../../..", "escape-up"); /* relative, climbing out */
+        ln("mydata/sub", "inside");        /* relative, staying inside */
+        ln("sub/../../etc", "mydata/back");
+        ln(outside, "escape-abs");
+        return 0;
+}
+
+static int teardown(void **state) {
+        char cmd[600];
+        (void) state;
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s' '%s'", root, outside);
+        return system(cmd) == 0 ? 0 : -1;
+}
+
+static void assert_denied(const char *body, unsigned status, const char *rule, const char *msg_part) {
+        DockerDecision d = {};
+        assert_int_equal(docker_translate_create(&caller, body, strlen(body), &d), 0);
+        if (d.status != status || !streq(d.rule, rule) || !d.message || !strstr(d.message, msg_part))
+                fail_msg("body %s: got %u %s \"%s\", want %u %s ~\"%s\"", body, d.status, d.rule, d.message ?: "",
+                         status, rule, msg_part);
+        docker_decision_done(&d);
+}
+
+static json_t *allowed(const char *body, DockerDecision *d) {
+        json_t *j;
+        assert_int_equal(docker_translate_create(&caller, body, strlen(body), d), 0);
+        if (d->status != 0)
+                fail_msg("body %s denied: %s", body, d->message);
+        assert_non_null(d->new_body);
+        j = json_loadb(d->new_body, d->new_body_len, 0, NULL);
+        assert_non_null(j);
+        return j;
+}
+
+static void test_bind_source_is_rewritten_into_the_root(void **state) {
+        DockerDecision d = {};
+        char want[600];
+        json_t *j;
+        (void) state;
+        j = allowed("{\"Image\":\"ubuntu\",\"HostConfig\":{\"Binds\":[\"/mydata:/parent:ro\",\"namedvol:/v\",\"/anon\"]}}", &d);
+        snprintf(want, sizeof(want), "%s/mydata:/parent:ro", root);
+        assert_string_equal(json_string_value(json_array_get(json_object_get(json_object_get(j, "HostConfig"), "Binds"), 0)), want);
+        /* Named and anonymous volumes are untouched. */
+        assert_string_equal(json_string_value(json_array_get(json_object_get(json_object_get(j, "HostConfig"), "Binds"), 1)), "namedvol:/v");
+        assert_string_equal(json_string_value(json_array_get(json_object_get(json_object_get(j, "HostConfig"), "Binds"), 2)), "/anon");
+        /* Ownership labels: own id and every ancestor. */
+        json_t *labels = json_object_get(j, "Labels");
+        assert_non_null(json_object_get(labels, DOCKER_LABEL_OWNER_PREFIX "ctr-a"));
+        assert_non_null(json_object_get(labels, DOCKER_LABEL_OWNER_PREFIX "grandparent"));
+        assert_string_equal(json_string_value(json_object_get(labels, DOCKER_LABEL_CREATOR)), "ctr-a");
+        json_decref(j);
+        docker_decision_done(&d);
+}
+
+static void test_symlinks_inside_the_root_are_followed(void **state) {
+        DockerDecision d = {};
+        char want[600];
+        json_t *j;
+        (void) state;
+        j = allowed("{\"HostConfig\":{\"Mounts\":[{\"Type\":\"bind\",\"Source\":\"/inside\",\"Target\":\"/x\"},"
+                    "{\"Type\":\"bind\",\"Source\":\"/mydata/back\",\"Target\":\"/y\"},"
+                    "{\"Type\":\"volume\",\"Source\":\"v1\",\"Target\":\"/z\"}]}}", &d);
+        snprintf(want, sizeof(want), "%s/mydata/sub", root);
+        json_t *m = json_object_get(json_object_get(j, "HostConfig"), "Mounts");
+        assert_string_equal(json_string_value(json_object_get(json_array_get(m, 0), "Source")), want);
+        snprintf(want, sizeof(want), "%s/etc", root);
+        assert_string_equal(json_string_value(json_object_get(json_array_get(m, 1), "Source")), want);
+        assert_string_equal(json_string_value(json_object_get(json_array_get(m, 2), "Source")), "v1");
+        json_decref(j);
+        docker_decision_done(&d);
+}
+
+static void test_escapes_are_refused_naming_the_mount(void **state) {
+        (void) state;
+        assert_denied("{\"HostConfig\":{\"Binds\":[\"/../../etc:/x\"]}}", 403, "bind-escape", "contains \"..\"");
+        assert_denied("{\"HostConfig\":{\"Binds\":[\"/escape-root:/x\"]}}", 403, "bind-escape", "absolute path \"/\"");
+        assert_denied("{\"HostConfig\":{\"Binds\":[\"/escape-root/etc:/x\"]}}", 403, "bind-escape", "/escape-root/etc");
+        assert_denied("{\"HostConfig\":{\"Binds\":[\"/escape-up/etc:/x\"]}}", 403, "bind-escape", "outside the container's root");
+        assert_denied("{\"HostConfig\":{\"Binds\":[\"/escape-abs:/x\"]}}", 403, "bind-escape", "absolute path");
+        assert_denied("{\"HostConfig\":{\"Mounts\":[{\"Type\":\"bind\",\"Source\":\"/proc/1/root\",\"Target\":\"/x\"}]}}",
+                      403, "bind-escape", "/proc");
+        assert_denied("{\"HostConfig\":{\"Mounts\":[{\"Type\":\"bind\",\"Source\":\"/nonexistent\",\"Target\":\"/x\"}]}}",
+                      403, "bind-escape", "does not exist");
+        assert_denied("{\"HostConfig\":{\"Mounts\":[{\"Type\":\"bind\",\"Source\":\"relative\",\"Target\":\"/x\"}]}}",
+                      403, "bind-escape", "not an absolute path");
+        assert_denied("{\"HostConfig\":{\"Binds\":[\"/a:/b:c:d\"]}}", 400, "invalid-bind", "src:dst");
+}
+
+static void test_json_tricks_are_refused(void **state) {
+        (void) state;
+        /* Duplicate keys: the engine keeps the last. */
+        assert_denied("{\"HostConfig\":{\"Privileged\":false,\"Privileged\":true}}", 400, "invalid-json", "duplicate");
+        /* \u escapes decode to the real name and are checked as such. */
+        assert_denied("{\"Hos\\u0074Config\":{\"Privileged\":true}}", 403, "privileged", "Privileged");
+        assert_denied("{\"HostConfig\":{\"Bind\\u0073\":[\"/../x:/y\"]}}", 403, "bind-escape", "..");
+        /* Case variants the engine's decoder would accept. */
+        assert_denied("{\"hostconfig\":{\"Privileged\":true}}", 400, "case-variant-key", "hostconfig");
+        assert_denied("{\"HostConfig\":{\"BINDS\":[\"/etc:/x\"]}}", 400, "case-variant-key", "BINDS");
+        /* U+017F LATIN SMALL LETTER LONG S folds to 's' in Go. */
+        assert_denied("{\"HostConfig\":{\"Bind\xc5\xbf\":[\"/etc:/x\"]}}", 400, "case-variant-key", "Binds");
+        /* U+212A KELVIN SIGN folds to 'k'. */
+        assert_denied("{\"HostConfig\":{\"Mounts\":[{\"Type\":\"volume\",\"Target\":\"/x\",\"VolumeOptions\":"
+                      "{\"DriverConfig\":{\"Options\":{}}}}],\"Lin\xe2\x84\xaas\":[\"x:y\"]}}", 400, "case-variant-key", "Links");
+        /* Deprecated top-level HostConfig fields. */
+        assert_denied("{\"Image\":\"x\",\"Binds\":[\"/etc:/x\"]}", 400, "toplevel-hostconfig", "Binds");
+        assert_denied("{\"privileged\":true}", 400, "toplevel-hostconfig", "privileged");
+        assert_denied("[1]", 400, "invalid-json", "object");
+        assert_denied("{\"a\":1} {\"b\":2}", 400, "invalid-json", "");
+        /* Forged ownership labels. */
+        assert_denied("{\"Labels\":{\"io.hostmesh.dockerproxy.owner.other\":\"\"}}", 403, "reserved-label", "reserved");
+}
+
+static void test_policy_denies_by_default(void **state) {
+        (void) state;
+        assert_denied("{\"HostConfig\":{\"Privileged\":true}}", 403, "privileged", "Privileged");
+        assert_denied("{\"HostConfig\":{\"CapAdd\":[\"SYS_ADMIN\"]}}", 403, "cap-add", "SYS_ADMIN");
+        assert_denied("{\"HostConfig\":{\"Devices\":[{\"PathOnHost\":\"/dev/sda\"}]}}", 403, "devices", "Devices");
+        assert_denied("{\"HostConfig\":{\"DeviceRequests\":[{\"Count\":-1}]}}", 403, "devices", "DeviceRequests");
+        assert_denied("{\"HostConfig\":{\"PidMode\":\"host\"}}", 403, "host-namespace", "PidMode");
+        assert_denied("{\"HostConfig\":{\"IpcMode\":\"host\"}}", 403, "host-namespace", "IpcMode");
+        assert_denied("{\"HostConfig\":{\"UTSMode\":\"host\"}}", 403, "host-namespace", "UTSMode");
+        assert_denied("{\"HostConfig\":{\"UsernsMode\":\"host\"}}", 403, "host-namespace", "UsernsMode");
+        assert_denied("{\"HostConfig\":{\"NetworkMode\":\"host\"}}", 403, "host-network", "NetworkMode");
+        assert_denied("{\"HostConfig\":{\"SecurityOpt\":[\"seccomp=unconfined\"]}}", 403, "unconfined", "seccomp");
+        assert_denied("{\"HostConfig\":{\"SecurityOpt\":[\"apparmor:unconfined\"]}}", 403, "unconfined", "apparmor");
+        assert_denied("{\"HostConfig\":{\"SecurityOpt\":[\"label=disable\"]}}", 403, "unconfined", "label");
+        assert_denied("{\"HostConfig\":{\"MaskedPaths\":[]}}", 403, "unconfined", "MaskedPaths");
+        assert_denied("{\"HostConfig\":{\"Sysctls\":{\"kernel.x\":\"1\"}}}", 403, "sysctls", "Sysctls");
+        assert_denied("{\"HostConfig\":{\"Mounts\":[{\"Type\":\"volume\",\"Target\":\"/x\",\"VolumeOptions\":"
+                      "{\"DriverConfig\":{\"Options\":{\"type\":\"none\",\"o\":\"bind\",\"device\":\"/etc\"}}}}]}}",
+                      403, "volume-host-bind", "host path");
+        assert_denied("{\"HostConfig\":{\"Mounts\":[{\"Type\":\"npipe\",\"Source\":\"x\",\"Target\":\"/x\"}]}}",
+                      403, "mount-type", "npipe");
+}
+
+static void test_policy_allows_what_the_registration_grants(void **state) {
+        DockerPolicy p = { .allow_privileged = true, .cap_add_allow = (char *[]){ (char *) "NET_ADMIN", NULL },
+                           .allow_host_network = true };
+        DockerCaller c2 = caller;
+        DockerDecision d = {};
+        const char *body = "{\"HostConfig\":{\"Privileged\":true,\"CapAdd\":[\"CAP_NET_ADMIN\"],\"NetworkMode\":\"host\"}}";
+        (void) state;
+        c2.policy = &p;
+        assert_int_equal(docker_translate_create(&c2, body, strlen(body), &d), 0);
+        assert_int_equal(d.status, 0);
+        docker_decision_done(&d);
+}
+
+static void test_container_references_must_be_owned(void **state) {
+        DockerDecision d = {};
+        json_t *j;
+        (void) state;
+        j = allowed("{\"HostConfig\":{\"VolumesFrom\":[\"b:ro\"],\"PidMode\":\"container:c\",\"NetworkMode\":\"container:d\"}}", &d);
+        assert_non_null(d.must_own);
+        assert_string_equal(d.must_own[0], "c");
+        assert_string_equal(d.must_own[1], "d");
+        assert_string_equal(d.must_own[2], "b");
+        assert_null(d.must_own[3]);
+        json_decref(j);
+        docker_decision_done(&d);
+}
+
+static void test_routes(void **state) {
+        DockerDecision d = {};
+        (void) state;
+        assert_int_equal(docker_decide_request(&caller, "HEAD", "/_ping", "", &d), 0);
+        assert_int_equal(d.status, 0);
+        docker_decision_done(&d);
+
+        assert_int_equal(docker_decide_request(&caller, "GET", "/containers/json", "all=1", &d), 0);
+        assert_int_equal(d.status, 0);
+        assert_string_equal(d.new_query, "all=1&filters=%7B%22label%22%3A%5B%22io.hostmesh.dockerproxy.owner.ctr-a%22%5D%7D");
+        docker_decision_done(&d);
+
+        assert_int_equal(docker_decide_request(&caller, "GET", "/containers/json",
+                                               "filters=%7B%22label%22%3A%5B%22x%22%5D%7D&filters=%7B%7D", &d), 0);
+        assert_string_equal(d.new_query, "filters=%7B%22label%22%3A%5B%22x%22%2C%22io.hostmesh.dockerproxy.owner.ctr-a%22%5D%7D");
+        docker_decision_done(&d);
+
+        assert_int_equal(docker_decide_request(&caller, "GET", "/containers/abc/json", "", &d), 0);
+        assert_string_equal(d.must_own[0], "abc");
+        docker_decision_done(&d);
+
+        assert_int_equal(docker_decide_request(&caller, "POST", "/containers/abc/attach", "stream=1", &d), 0);
+        assert_true(d.hijack);
+        docker_decision_done(&d);
+
+        assert_int_equal(docker_decide_request(&caller, "POST", "/exec/e1/start", "", &d), 0);
+        assert_true(d.hijack);
+        assert_string_equal(d.must_own_exec, "e1");
+        docker_decision_done(&d);
+
+        assert_int_equal(docker_decide_request(&caller, "GET", "/images/library/ubuntu/json", "", &d), 0);
+        assert_int_equal(d.status, 0);
+        docker_decision_done(&d);
+
+        assert_int_equal(docker_decide_request(&caller, "POST", "/plugins/pull", "", &d), 0);
+        assert_int_equal(d.status, 403);
+        docker_decision_done(&d);
+        assert_int_equal(docker_decide_request(&caller, "POST", "/swarm/init", "", &d), 0);
+        assert_int_equal(d.status, 403);
+        docker_decision_done(&d);
+        assert_int_equal(docker_decide_request(&caller, "POST", "/volumes/prune", "", &d), 0);
+        assert_int_equal(d.status, 403);
+        docker_decision_done(&d);
+}
+
+static void test_other_bodies(void **state) {
+        DockerDecision d = {};
+        const char *pe = "{\"Cmd\":[\"sh\"],\"Privileged\":true}";
+        const char *vol = "{\"Name\":\"v\",\"DriverOpts\":{\"type\":\"none\",\"o\":\"bind\",\"device\":\"/etc\"}}";
+        const char *svc = "{\"TaskTemplate\":{\"ContainerSpec\":{\"Mounts\":[{\"Type\":\"bind\",\"Source\":\"/\"}]}}}";
+        (void) state;
+        assert_int_equal(docker_decide_body(&caller, "POST", "/containers/x/exec", pe, strlen(pe), &d), 0);
+        assert_int_equal(d.status, 403);
+        assert_string_equal(d.rule, "privileged-exec");
+        docker_decision_done(&d);
+        assert_int_equal(docker_decide_body(&caller, "POST", "/volumes/create", vol, strlen(vol), &d), 0);
+        assert_int_equal(d.status, 403);
+        assert_string_equal(d.rule, "volume-host-bind");
+        docker_decision_done(&d);
+        assert_int_equal(docker_decide_body(&caller, "POST", "/services/create", svc, strlen(svc), &d), 0);
+        assert_int_equal(d.status, 403);
+        assert_string_equal(d.rule, "service-mounts");
+        docker_decision_done(&d);
+}
+
+static void test_inspect_ownership(void **state) {
+        const char *mine = "{\"Id\":\"abc\",\"Config\":{\"Labels\":{\"io.hostmesh.dockerproxy.owner.ctr-a\":\"\"}}}";
+        const char *theirs = "{\"Id\":\"def\",\"Config\":{\"Labels\":{\"io.hostmesh.dockerproxy.owner.ctr-b\":\"\"}}}";
+        _cleanup_free_ char *id = NULL;
+        char **owners = NULL;
+        bool owned;
+        (void) state;
+        assert_int_equal(docker_inspect_is_owned(&caller, mine, strlen(mine), &owned, &id), 0);
+        assert_true(owned);
+        assert_string_equal(id, "abc");
+        assert_int_equal(docker_inspect_is_owned(&caller, theirs, strlen(theirs), &owned, NULL), 0);
+        assert_false(owned);
+        assert_int_equal(docker_inspect_owners(theirs, strlen(theirs), &owners), 0);
+        assert_string_equal(owners[0], "ctr-b");
+        assert_null(owners[1]);
+        free(owners[0]);
+        free(owners);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_bind_source_is_rewritten_into_the_root),
+                cmocka_unit_test(test_symlinks_inside_the_root_are_followed),
+                cmocka_unit_test(test_escapes_are_refused_naming_the_mount),
+                cmocka_unit_test(test_json_tricks_are_refused),
+                cmocka_unit_test(test_policy_denies_by_default),
+                cmocka_unit_test(test_policy_allows_what_the_registration_grants),
+                cmocka_unit_test(test_container_references_must_be_owned),
+                cmocka_unit_test(test_routes),
+                cmocka_unit_test(test_other_bodies),
+                cmocka_unit_test(test_inspect_ownership),
+        };
+        return cmocka_run_group_tests(tests, setup, teardown);
+}
