@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* gRPC surface of gatewayd: decode → manager → encode, nothing else. */
+/* The gateway's own API (hostmesh.gateway.v1.Gateway). */
 
 typedef struct Manager Manager;
 

@@ -1,12 +1,172 @@
 /* SPDX-License-Identifier: MIT */
+#include <grp.h>
+#include <pwd.h>
+
 #include "config.h"
+#include "gateway-auth.h"
+#include "gateway-forward.h"
 #include "gateway-grpc.h"
+#include "gateway-http.h"
 #include "gateway-manager.h"
 #include "log.h"
+#include "parse-util.h"
+#include "paths.h"
 
 static const ConfigItem config_table[] = {
         DAEMON_RPC_CONFIG_ITEMS(GatewayConfig, rpc),
+        CONFIG_ITEM("gateway", "allow_users", config_type_strv, GatewayConfig, allow_users,
+                    "Local users allowed to call (root always is)"),
+        CONFIG_ITEM("gateway", "allow_groups", config_type_strv, GatewayConfig, allow_groups,
+                    "Local groups whose members may call"),
+        CONFIG_ITEM("gateway", "routes", config_type_strv, GatewayConfig, routes,
+                    "Extra routes: service.prefix=part or service.prefix=unix:/path"),
+        CONFIG_ITEM("gateway", "metrics_listen", config_type_string, GatewayConfig, metrics_listen,
+                    "Address for the HTTP /metrics listener (empty = off)"),
+        CONFIG_ITEM("gateway", "backend_timeout", config_type_usec, GatewayConfig, backend_timeout_usec,
+                    "Deadline given to forwarded calls that have none (0 = none)"),
 };
+
+static Backend *backend_add(Manager *m, const char *part, const char *target) {
+        Backend *b;
+
+        for (size_t i = 0; i < m->n_backends; i++)
+                if (streq(m->backends[i].target, target))
+                        return &m->backends[i];
+        /* Routes point into this array: it is sized once in manager_new(). */
+        b = &m->backends[m->n_backends++];
+        *b = (Backend){ .part = part ? strdup(part) : NULL, .target = strdup(target) };
+        if ((part && !b->part) || !b->target)
+                return NULL;
+        return b;
+}
+
+static int route_add(Manager *m, const char *prefix, Backend *b) {
+        Route *r = realloc(m->routes, (m->n_routes + 1) * sizeof(Route));
+        if (!r)
+                return -ENOMEM;
+        m->routes = r;
+        m->routes[m->n_routes] = (Route){ .prefix = strdup(prefix), .backend = b };
+        if (!m->routes[m->n_routes].prefix)
+                return -ENOMEM;
+        m->n_routes++;
+        return 0;
+}
+
+static char *part_target(const char *part) {
+        _cleanup_free_ char *p = hostmesh_socket_path(part);
+        char *t;
+        if (!p || asprintf(&t, "unix:%s", p) < 0)
+                return NULL;
+        return t;
+}
+
+/* Defaults: hostmesh.<part>.v1.* → <part>.sock; the public compute API →
+ * vmm; the public iam API → identity. Configured routes come first, so
+ * they win. */
+static int routes_build(Manager *m) {
+        static const struct {
+                const char *prefix, *part;
+        } defaults[] = {
+                { "namespace.cloud.compute.v1beta.", "vmm" },
+                { "namespace.cloud.iam.v1beta.", "identity" },
+        };
+        size_t n_cfg = 0;
+        int r;
+
+        for (char **p = m->config.routes; p && *p; p++)
+                n_cfg++;
+        m->backends = calloc(HOSTMESH_PARTS_MAX + n_cfg, sizeof(Backend));
+        if (!m->backends)
+                return -ENOMEM;
+
+        for (char **p = m->config.routes; p && *p; p++) {
+                _cleanup_free_ char *prefix = NULL, *target = NULL;
+                const char *eq = strchr(*p, '=');
+                const char *dest;
+                Backend *b;
+
+                if (!eq || eq == *p || !eq[1])
+                        return log_error_errno(-EINVAL, "Invalid route '%s': expected service.prefix=part or "
+                                               "service.prefix=unix:/path.", *p);
+                prefix = strndup(*p, (size_t) (eq - *p));
+                dest = eq + 1;
+                if (!prefix)
+                        return -ENOMEM;
+                if (strncmp(dest, "unix:", 5) == 0)
+                        b = backend_add(m, NULL, dest);
+                else {
+                        bool known = false;
+                        for (size_t i = 0; i < HOSTMESH_PARTS_MAX; i++)
+                                known = known || streq(hostmesh_parts[i], dest);
+                        if (!known || streq(dest, "gateway"))
+                                return log_error_errno(-EINVAL, "Invalid route '%s': unknown part '%s'.", *p, dest);
+                        target = part_target(dest);
+                        if (!target)
+                                return -ENOMEM;
+                        b = backend_add(m, dest, target);
+                }
+                if (!b)
+                        return -ENOMEM;
+                r = route_add(m, prefix, b);
+                if (r < 0)
+                        return r;
+        }
+
+        for (size_t i = 0; i < HOSTMESH_PARTS_MAX; i++) {
+                const char *part = hostmesh_parts[i];
+                _cleanup_free_ char *target = NULL;
+                char prefix[64];
+                Backend *b;
+
+                if (streq(part, "gateway"))
+                        continue;
+                target = part_target(part);
+                if (!target)
+                        return -ENOMEM;
+                b = backend_add(m, part, target);
+                if (!b)
+                        return -ENOMEM;
+                snprintf(prefix, sizeof(prefix), "hostmesh.%s.v1.", part);
+                r = route_add(m, prefix, b);
+                if (r < 0)
+                        return r;
+                for (size_t j = 0; j < ELEMENTSOF(defaults); j++)
+                        if (streq(defaults[j].part, part)) {
+                                r = route_add(m, defaults[j].prefix, b);
+                                if (r < 0)
+                                        return r;
+                        }
+        }
+        return 0;
+}
+
+Backend *manager_find_backend(Manager *m, const char *part) {
+        for (size_t i = 0; i < m->n_backends; i++)
+                if (streq_ptr(m->backends[i].part, part))
+                        return &m->backends[i];
+        return NULL;
+}
+
+Backend *manager_route(Manager *m, const char *method) {
+        /* method is "/pkg.Service/Method": match prefixes against "pkg.Service/". */
+        const char *service = method[0] == '/' ? method + 1 : method;
+
+        for (size_t i = 0; i < m->n_routes; i++)
+                if (strncmp(service, m->routes[i].prefix, strlen(m->routes[i].prefix)) == 0)
+                        return m->routes[i].backend;
+        return NULL;
+}
+
+RpcClient *backend_client(Manager *m, Backend *b) {
+        if (!b->client) {
+                int r = rpc_client_new(m->rpc_loop, b->target, &b->client);
+                if (r < 0) {
+                        log_error_errno(r, "Failed to create a channel to %s: %m", b->target);
+                        return NULL;
+                }
+        }
+        return b->client;
+}
 
 int manager_new(const DaemonArgs *args, Manager **ret) {
         _cleanup_(manager_freep) Manager *m = NULL;
@@ -15,9 +175,16 @@ int manager_new(const DaemonArgs *args, Manager **ret) {
         m = calloc(1, sizeof(*m));
         if (!m)
                 return log_error_errno(-ENOMEM, "Out of memory.");
+        m->metrics_fd = -EBADF;
         m->config.rpc = (RpcServerOptions){ .name = "gateway", .idle_exit_usec = 60 * USEC_PER_SEC };
 
         r = daemon_load_config(args, config_table, ELEMENTSOF(config_table), &m->config);
+        if (r < 0)
+                return r;
+        r = gateway_auth_resolve(m);
+        if (r < 0)
+                return r;
+        r = routes_build(m);
         if (r < 0)
                 return r;
 
@@ -28,7 +195,20 @@ int manager_new(const DaemonArgs *args, Manager **ret) {
 Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
-        rpc_server_free(m->server);
+        gateway_http_stop(m);
+        /* The server goes first: forwarded calls still hold backend channels. */
+        m->server = rpc_server_free(m->server);
+        for (size_t i = 0; i < m->n_backends; i++) {
+                rpc_client_free(m->backends[i].client);
+                free(m->backends[i].part);
+                free(m->backends[i].target);
+        }
+        free(m->backends);
+        for (size_t i = 0; i < m->n_routes; i++)
+                free(m->routes[i].prefix);
+        free(m->routes);
+        free(m->allowed_uids);
+        free(m->allowed_gids);
         rpc_loop_free(m->rpc_loop);
         sd_event_unref(m->event);
         config_done(config_table, ELEMENTSOF(config_table), &m->config);
@@ -55,9 +235,13 @@ int manager_start(Manager *m) {
         r = gateway_grpc_register(m);
         if (r < 0)
                 return log_error_errno(r, "Failed to register methods: %m");
+        rpc_server_set_interceptor(m->server, gateway_intercept, m);
         r = rpc_server_start(m->server);
         if (r < 0)
                 return log_error_errno(r, "Failed to start serving: %m");
+        r = gateway_http_start(m);
+        if (r < 0)
+                return r;
         return 0;
 }
 

@@ -1,0 +1,11 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* Optional HTTP listener serving GET /metrics with every part's metrics,
+ * for Prometheus or a metrics shipper to scrape. Scraping asks each part,
+ * which starts parts that had exited on idle. */
+
+typedef struct Manager Manager;
+
+int gateway_http_start(Manager *m);
+void gateway_http_stop(Manager *m);
