@@ -1,0 +1,370 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent-protocol.h"
+
+static const char *const frame_type_names[_AGENT_TYPE_MAX] = {
+        [AGENT_READY] = "READY",       [AGENT_TOKEN] = "TOKEN", [AGENT_TOKEN_ACK] = "TOKEN_ACK",
+        [AGENT_EXEC] = "EXEC",         [AGENT_STDOUT] = "STDOUT", [AGENT_STDERR] = "STDERR",
+        [AGENT_EXIT] = "EXIT",         [AGENT_SIGNAL] = "SIGNAL", [AGENT_POWEROFF] = "POWEROFF",
+};
+
+const char *agent_frame_type_to_string(uint8_t type) {
+        if (type >= _AGENT_TYPE_MAX || !frame_type_names[type])
+                return "UNKNOWN";
+        return frame_type_names[type];
+}
+
+static uint32_t read_le32(const uint8_t *p) {
+        return (uint32_t) p[0] | (uint32_t) p[1] << 8 | (uint32_t) p[2] << 16 | (uint32_t) p[3] << 24;
+}
+
+static void write_le32(uint8_t *p, uint32_t v) {
+        p[0] = v;
+        p[1] = v >> 8;
+        p[2] = v >> 16;
+        p[3] = v >> 24;
+}
+
+int agent_frame_decode(const uint8_t *buf, size_t size, AgentFrame *ret, size_t *ret_consumed) {
+        uint32_t length;
+
+        /* Check what is there already, so that garbage is refused at once
+         * instead of after waiting for a whole header. */
+        if (size >= 1 && buf[0] != 0x48)
+                return -EBADMSG;
+        if (size >= 2 && buf[1] != 0x4d)
+                return -EBADMSG;
+        if (size >= 3 && buf[2] != AGENT_PROTOCOL_VERSION)
+                return -EBADMSG;
+        if (size >= 4 && (buf[3] == 0 || buf[3] >= _AGENT_TYPE_MAX))
+                return -EBADMSG;
+        if (size < AGENT_HEADER_SIZE)
+                return 0;
+        length = read_le32(buf + 8);
+        if (length > AGENT_PAYLOAD_MAX)
+                return -EMSGSIZE;
+        if (size - AGENT_HEADER_SIZE < length)
+                return 0;
+        *ret = (AgentFrame){
+                .type = buf[3],
+                .id = read_le32(buf + 4),
+                .payload = buf + AGENT_HEADER_SIZE,
+                .length = length,
+        };
+        *ret_consumed = AGENT_HEADER_SIZE + (size_t) length;
+        return 1;
+}
+
+void agent_buffer_done(AgentBuffer *b) {
+        free(b->data);
+        *b = (AgentBuffer){};
+}
+
+static uint8_t *buffer_extend(AgentBuffer *b, size_t n) {
+        if (b->oom)
+                return NULL;
+        if (n > SIZE_MAX / 2 - b->size) {
+                b->oom = true;
+                return NULL;
+        }
+        if (b->size + n > b->allocated) {
+                size_t a = b->allocated ? b->allocated : 256;
+                uint8_t *d;
+
+                while (a < b->size + n)
+                        a *= 2;
+                d = realloc(b->data, a);
+                if (!d) {
+                        b->oom = true;
+                        return NULL;
+                }
+                b->data = d;
+                b->allocated = a;
+        }
+        b->size += n;
+        return b->data + b->size - n;
+}
+
+void agent_put_u32(AgentBuffer *b, uint32_t v) {
+        uint8_t *p = buffer_extend(b, 4);
+        if (p)
+                write_le32(p, v);
+}
+
+void agent_put_u64(AgentBuffer *b, uint64_t v) {
+        agent_put_u32(b, (uint32_t) v);
+        agent_put_u32(b, (uint32_t) (v >> 32));
+}
+
+void agent_put_bytes(AgentBuffer *b, const void *data, size_t n) {
+        uint8_t *p;
+
+        if (n == 0)
+                return;
+        p = buffer_extend(b, n);
+        if (p)
+                memcpy(p, data, n);
+}
+
+void agent_put_string(AgentBuffer *b, const char *s) {
+        size_t n = s ? strlen(s) : 0;
+
+        if (n > UINT32_MAX) {
+                b->oom = true;
+                return;
+        }
+        agent_put_u32(b, (uint32_t) n);
+        agent_put_bytes(b, s, n);
+}
+
+size_t agent_frame_begin(AgentBuffer *b, AgentFrameType type, uint32_t id) {
+        size_t start = b->size;
+        uint8_t *p = buffer_extend(b, AGENT_HEADER_SIZE);
+
+        if (p) {
+                p[0] = 0x48;
+                p[1] = 0x4d;
+                p[2] = AGENT_PROTOCOL_VERSION;
+                p[3] = (uint8_t) type;
+                write_le32(p + 4, id);
+                write_le32(p + 8, 0);
+        }
+        return start;
+}
+
+int agent_frame_end(AgentBuffer *b, size_t start) {
+        size_t length;
+
+        if (b->oom)
+                return -ENOMEM;
+        length = b->size - start - AGENT_HEADER_SIZE;
+        if (length > AGENT_PAYLOAD_MAX) {
+                b->size = start;
+                return -EMSGSIZE;
+        }
+        write_le32(b->data + start + 8, (uint32_t) length);
+        return 0;
+}
+
+int agent_get_u32(AgentReader *r, uint32_t *ret) {
+        if (r->left < 4)
+                return -EBADMSG;
+        *ret = read_le32(r->p);
+        r->p += 4;
+        r->left -= 4;
+        return 0;
+}
+
+int agent_get_u64(AgentReader *r, uint64_t *ret) {
+        uint32_t lo, hi;
+
+        if (r->left < 8)
+                return -EBADMSG;
+        (void) agent_get_u32(r, &lo);
+        (void) agent_get_u32(r, &hi);
+        *ret = (uint64_t) hi << 32 | lo;
+        return 0;
+}
+
+int agent_get_string(AgentReader *r, char **ret) {
+        uint32_t n;
+        char *s;
+        int k;
+
+        k = agent_get_u32(r, &n);
+        if (k < 0)
+                return k;
+        if (n > r->left)
+                return -EBADMSG;
+        if (memchr(r->p, 0, n))
+                return -EBADMSG;
+        s = malloc((size_t) n + 1);
+        if (!s)
+                return -ENOMEM;
+        memcpy(s, r->p, n);
+        s[n] = 0;
+        r->p += n;
+        r->left -= n;
+        *ret = s;
+        return 0;
+}
+
+static void strv_free(char **l) {
+        if (!l)
+                return;
+        for (char **i = l; *i; i++)
+                free(*i);
+        free(l);
+}
+
+static size_t strv_length(char *const *l) {
+        size_t n = 0;
+        while (l && l[n])
+                n++;
+        return n;
+}
+
+static int get_strv(AgentReader *r, bool need_one, char ***ret) {
+        uint32_t n;
+        char **l;
+        int k;
+
+        k = agent_get_u32(r, &n);
+        if (k < 0)
+                return k;
+        if (n > AGENT_ARGS_MAX || (need_one && n == 0))
+                return -EBADMSG;
+        /* Each entry takes at least its 4 length bytes: refuse counts the
+         * payload cannot hold before allocating for them. */
+        if ((size_t) n * 4 > r->left)
+                return -EBADMSG;
+        l = calloc((size_t) n + 1, sizeof(char *));
+        if (!l)
+                return -ENOMEM;
+        for (uint32_t i = 0; i < n; i++) {
+                k = agent_get_string(r, &l[i]);
+                if (k < 0) {
+                        strv_free(l);
+                        return k;
+                }
+        }
+        *ret = l;
+        return 0;
+}
+
+int agent_exec_encode(AgentBuffer *b, uint32_t id, char *const *argv, char *const *env, const char *cwd) {
+        size_t argc = strv_length(argv), envc = strv_length(env), start;
+
+        if (argc == 0 || argc > AGENT_ARGS_MAX || envc > AGENT_ARGS_MAX)
+                return -EINVAL;
+        start = agent_frame_begin(b, AGENT_EXEC, id);
+        agent_put_u32(b, (uint32_t) argc);
+        for (size_t i = 0; i < argc; i++)
+                agent_put_string(b, argv[i]);
+        agent_put_u32(b, (uint32_t) envc);
+        for (size_t i = 0; i < envc; i++)
+                agent_put_string(b, env[i]);
+        agent_put_string(b, cwd);
+        return agent_frame_end(b, start);
+}
+
+int agent_exec_decode(const AgentFrame *f, AgentExec *ret) {
+        AgentReader r = { f->payload, f->length };
+        AgentExec e = {};
+        int k;
+
+        if (f->type != AGENT_EXEC)
+                return -EBADMSG;
+        k = get_strv(&r, /* need_one= */ true, &e.argv);
+        if (k < 0)
+                goto fail;
+        k = get_strv(&r, /* need_one= */ false, &e.env);
+        if (k < 0)
+                goto fail;
+        for (char **i = e.env; *i; i++)
+                if (!strchr(*i, '=') || **i == '=') {
+                        k = -EBADMSG;
+                        goto fail;
+                }
+        k = agent_get_string(&r, &e.cwd);
+        if (k < 0)
+                goto fail;
+        if (r.left != 0) {
+                k = -EBADMSG;
+                goto fail;
+        }
+        if (!*e.cwd) {
+                free(e.cwd);
+                e.cwd = NULL;
+        }
+        *ret = e;
+        return 0;
+fail:
+        agent_exec_done(&e);
+        return k;
+}
+
+void agent_exec_done(AgentExec *e) {
+        strv_free(e->argv);
+        strv_free(e->env);
+        free(e->cwd);
+        *e = (AgentExec){};
+}
+
+int agent_ready_encode(AgentBuffer *b, uint64_t boot_usec, uint64_t init_usec, const char *kernel) {
+        size_t start = agent_frame_begin(b, AGENT_READY, 0);
+
+        agent_put_u64(b, boot_usec);
+        agent_put_u64(b, init_usec);
+        agent_put_string(b, kernel);
+        return agent_frame_end(b, start);
+}
+
+int agent_ready_decode(const AgentFrame *f, AgentReady *ret) {
+        AgentReader r = { f->payload, f->length };
+        AgentReady a = {};
+        int k;
+
+        if (f->type != AGENT_READY)
+                return -EBADMSG;
+        k = agent_get_u64(&r, &a.boot_usec);
+        if (k < 0)
+                return k;
+        k = agent_get_u64(&r, &a.init_usec);
+        if (k < 0)
+                return k;
+        k = agent_get_string(&r, &a.kernel);
+        if (k < 0)
+                return k;
+        if (r.left != 0) {
+                free(a.kernel);
+                return -EBADMSG;
+        }
+        *ret = a;
+        return 0;
+}
+
+void agent_ready_done(AgentReady *r) {
+        free(r->kernel);
+        *r = (AgentReady){};
+}
+
+int agent_int_encode(AgentBuffer *b, AgentFrameType type, uint32_t id, int32_t v) {
+        size_t start = agent_frame_begin(b, type, id);
+
+        agent_put_u32(b, (uint32_t) v);
+        return agent_frame_end(b, start);
+}
+
+int agent_int_decode(const AgentFrame *f, int32_t *ret) {
+        if (f->length != 4)
+                return -EBADMSG;
+        *ret = (int32_t) read_le32(f->payload);
+        return 0;
+}
+
+int agent_string_encode(AgentBuffer *b, AgentFrameType type, uint32_t id, const char *s) {
+        size_t start = agent_frame_begin(b, type, id);
+
+        agent_put_string(b, s);
+        return agent_frame_end(b, start);
+}
+
+int agent_string_decode(const AgentFrame *f, char **ret) {
+        AgentReader r = { f->payload, f->length };
+        char *s;
+        int k;
+
+        k = agent_get_string(&r, &s);
+        if (k < 0)
+                return k;
+        if (r.left != 0) {
+                free(s);
+                return -EBADMSG;
+        }
+        *ret = s;
+        return 0;
+}

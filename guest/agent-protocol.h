@@ -1,0 +1,118 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* The host↔guest channel between vmmd and hostmesh-init, carried over a
+ * virtio-serial port. A byte stream of frames:
+ *
+ *   offset size field
+ *        0    2 magic   0x48 0x4d ("HM")
+ *        2    1 version AGENT_PROTOCOL_VERSION
+ *        3    1 type    AgentFrameType
+ *        4    4 id      command id (little endian); 0 for instance-wide frames
+ *        8    4 length  payload bytes that follow (little endian)
+ *       12    … payload
+ *
+ * A payload is at most AGENT_PAYLOAD_MAX bytes, so that a whole frame fits
+ * one virtio-console buffer (32 KiB) and the guest writes each frame with a
+ * single write(). Inside payloads, integers are little endian and a string
+ * is a u32 length followed by that many bytes (no NUL inside). Both sides
+ * check every length; anything malformed ends the connection.
+ *
+ * This file is compiled into hostmesh-init (static, PID 1) and into vmmd, so
+ * it uses libc only. */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define AGENT_PROTOCOL_VERSION 1
+#define AGENT_HEADER_SIZE 12
+#define AGENT_PAYLOAD_MAX (32768 - AGENT_HEADER_SIZE)
+#define AGENT_ARGS_MAX 1024        /* argv or env entries per command */
+#define AGENT_PORT_NAME "org.hostmesh.agent.0"
+
+typedef enum AgentFrameType {
+        AGENT_READY = 1,       /* guest→host: u64 boot_usec, u64 init_usec, str kernel release */
+        AGENT_TOKEN = 2,       /* host→guest: str bearer token (empty: none) */
+        AGENT_TOKEN_ACK = 3,   /* guest→host: i32 0 or negative errno */
+        AGENT_EXEC = 4,        /* host→guest (id): u32 argc, str×argc, u32 envc, str×envc, str cwd */
+        AGENT_STDOUT = 5,      /* guest→host (id): raw bytes */
+        AGENT_STDERR = 6,      /* guest→host (id): raw bytes */
+        AGENT_EXIT = 7,        /* guest→host (id): i32 exit code (128+N when killed by signal N) */
+        AGENT_SIGNAL = 8,      /* host→guest (id): i32 signal number for that command */
+        AGENT_POWEROFF = 9,    /* host→guest: no payload */
+        _AGENT_TYPE_MAX,
+} AgentFrameType;
+
+typedef struct AgentFrame {
+        uint8_t type;
+        uint32_t id;
+        const uint8_t *payload; /* points into the decoded buffer */
+        uint32_t length;
+} AgentFrame;
+
+const char *agent_frame_type_to_string(uint8_t type);
+
+/* Decodes one frame from the start of buf. Returns 1 and fills *ret and
+ * *ret_consumed when a whole frame is there, 0 when more bytes are needed,
+ * -EBADMSG for a bad magic/version/type, -EMSGSIZE for a length above
+ * AGENT_PAYLOAD_MAX. */
+int agent_frame_decode(const uint8_t *buf, size_t size, AgentFrame *ret, size_t *ret_consumed);
+
+/* A growable byte buffer used to build frames. */
+typedef struct AgentBuffer {
+        uint8_t *data;
+        size_t size;
+        size_t allocated;
+        bool oom;      /* sticky: any put failed */
+} AgentBuffer;
+
+void agent_buffer_done(AgentBuffer *b);
+void agent_put_u32(AgentBuffer *b, uint32_t v);
+void agent_put_u64(AgentBuffer *b, uint64_t v);
+void agent_put_bytes(AgentBuffer *b, const void *p, size_t n);
+void agent_put_string(AgentBuffer *b, const char *s);
+/* Starts a frame (header with a zero length); agent_frame_end() fills the
+ * length in. Returns -EMSGSIZE when the payload grew above the maximum,
+ * -ENOMEM when a put failed. */
+size_t agent_frame_begin(AgentBuffer *b, AgentFrameType type, uint32_t id);
+int agent_frame_end(AgentBuffer *b, size_t start);
+
+/* Payload readers: a cursor over one payload. Every get checks the bytes
+ * left; strings are returned as malloc'ed NUL-terminated copies. */
+typedef struct AgentReader {
+        const uint8_t *p;
+        size_t left;
+} AgentReader;
+
+int agent_get_u32(AgentReader *r, uint32_t *ret);
+int agent_get_u64(AgentReader *r, uint64_t *ret);
+int agent_get_string(AgentReader *r, char **ret);
+
+/* A command to run in the guest. */
+typedef struct AgentExec {
+        char **argv;   /* NULL-terminated, at least one entry */
+        char **env;    /* NULL-terminated, entries "K=V" */
+        char *cwd;     /* NULL when empty */
+} AgentExec;
+
+int agent_exec_encode(AgentBuffer *b, uint32_t id, char *const *argv, char *const *env, const char *cwd);
+int agent_exec_decode(const AgentFrame *f, AgentExec *ret);
+void agent_exec_done(AgentExec *e);
+
+typedef struct AgentReady {
+        uint64_t boot_usec;   /* CLOCK_BOOTTIME when init started */
+        uint64_t init_usec;   /* init start → READY */
+        char *kernel;
+} AgentReady;
+
+int agent_ready_encode(AgentBuffer *b, uint64_t boot_usec, uint64_t init_usec, const char *kernel);
+int agent_ready_decode(const AgentFrame *f, AgentReady *ret);
+void agent_ready_done(AgentReady *r);
+
+/* Frames whose payload is a single i32 (EXIT, TOKEN_ACK, SIGNAL) or a
+ * single string (TOKEN). */
+int agent_int_encode(AgentBuffer *b, AgentFrameType type, uint32_t id, int32_t v);
+int agent_int_decode(const AgentFrame *f, int32_t *ret);
+int agent_string_encode(AgentBuffer *b, AgentFrameType type, uint32_t id, const char *s);
+int agent_string_decode(const AgentFrame *f, char **ret);

@@ -1,0 +1,663 @@
+/* SPDX-License-Identifier: MIT */
+/* hostmesh-init: PID 1 inside the guest.
+ *
+ * It does the least an instance needs, as fast as it can: the API file
+ * systems, the virtio modules, the hostname, the agent port to vmmd, the
+ * instance disk. Then it says READY (with its own start-up time) and serves
+ * vmmd: the instance token, commands (argv, env, cwd; stdout and stderr
+ * streamed back separately; the exit code), power-off. As PID 1 it also
+ * reaps every orphan.
+ *
+ * Kernel command line keys (set by vmmd):
+ *   hostmesh.hostname=NAME   hostname
+ *   hostmesh.disk=DEV        block device to mount on /mnt/disk (ext4)
+ *
+ * Static, libc only; diagnostics go to /dev/console, which vmmd keeps as
+ * the instance's console log. */
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent-protocol.h"
+
+#define COMMANDS_MAX 64
+#define TOKEN_PATH "/run/nsc/token.json"
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+typedef struct Command {
+        bool used;
+        uint32_t id;
+        pid_t pid;          /* 0 once reaped */
+        int out_fd, err_fd; /* -1 once at EOF */
+        int status;         /* exit code once reaped */
+} Command;
+
+static Command commands[COMMANDS_MAX];
+static int port_fd = -1;
+static char cmdline_hostname[65];
+static char cmdline_disk[64];
+
+static void say(const char *format, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *format, ...) {
+        char buf[512];
+        va_list ap;
+        int n;
+
+        n = snprintf(buf, sizeof(buf), "hostmesh-init: ");
+        va_start(ap, format);
+        n += vsnprintf(buf + n, sizeof(buf) - n, format, ap);
+        va_end(ap);
+        if (n >= (int) sizeof(buf) - 1)
+                n = sizeof(buf) - 2;
+        buf[n++] = '\n';
+        (void) !write(STDERR_FILENO, buf, n);
+}
+
+static uint64_t now_usec(clockid_t clock) {
+        struct timespec ts;
+
+        clock_gettime(clock, &ts);
+        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
+}
+
+static void mount_api_filesystems(void) {
+        static const struct {
+                const char *what, *where, *type;
+                unsigned long flags;
+                const char *options;
+        } mounts[] = {
+                { "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL },
+                { "sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL },
+                { "devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755" },
+                { "tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755" },
+                { "devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "ptmxmode=0666,mode=0620" },
+        };
+
+        for (size_t i = 0; i < sizeof(mounts) / sizeof(mounts[0]); i++) {
+                (void) mkdir(mounts[i].where, 0755);
+                if (mount(mounts[i].what, mounts[i].where, mounts[i].type, mounts[i].flags, mounts[i].options) < 0 &&
+                    errno != EBUSY)
+                        say("mounting %s failed: %m, ignoring", mounts[i].where);
+        }
+        (void) mkdir("/run/nsc", 0755);
+}
+
+static void setup_console(void) {
+        int fd = open("/dev/console", O_RDWR | O_NOCTTY | O_CLOEXEC);
+
+        if (fd < 0)
+                return;
+        for (int i = 0; i < 3; i++)
+                (void) dup2(fd, i);
+        if (fd > 2)
+                close(fd);
+}
+
+/* Picks hostmesh.* keys out of /proc/cmdline. */
+static void parse_cmdline(void) {
+        char buf[4096];
+        ssize_t n;
+        int fd;
+
+        fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return;
+        n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (n <= 0)
+                return;
+        buf[n] = 0;
+        for (char *w = strtok(buf, " \n"); w; w = strtok(NULL, " \n")) {
+                if (strncmp(w, "hostmesh.hostname=", 18) == 0 && strlen(w + 18) < sizeof(cmdline_hostname))
+                        strcpy(cmdline_hostname, w + 18);
+                else if (strncmp(w, "hostmesh.disk=", 14) == 0 && strlen(w + 14) < sizeof(cmdline_disk))
+                        strcpy(cmdline_disk, w + 14);
+        }
+}
+
+static bool have_pci_devices(void) {
+        DIR *d = opendir("/sys/bus/pci/devices");
+        struct dirent *de;
+        bool found = false;
+
+        if (!d)
+                return false;
+        while ((de = readdir(d)))
+                if (de->d_name[0] != '.') {
+                        found = true;
+                        break;
+                }
+        closedir(d);
+        return found;
+}
+
+static bool module_is_for_disk(const char *name) {
+        static const char *const disk_modules[] = {
+                "virtio_blk.ko", "crc16.ko", "crc32c_generic.ko", "mbcache.ko", "jbd2.ko", "ext4.ko",
+        };
+        for (size_t i = 0; i < sizeof(disk_modules) / sizeof(disk_modules[0]); i++)
+                if (strcmp(name, disk_modules[i]) == 0)
+                        return true;
+        return false;
+}
+
+/* Loads the modules listed in /lib/modules/modules.order (dependency order,
+ * written by the image build), skipping the PCI transport on machines
+ * without PCI (microvm) and the disk stack when there is no disk. */
+static void load_modules(bool want_disk) {
+        bool pci = have_pci_devices();
+        char buf[1024], path[256];
+        ssize_t n;
+        int fd;
+
+        fd = open("/lib/modules/modules.order", O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return;
+        n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (n <= 0)
+                return;
+        buf[n] = 0;
+        for (char *name = strtok(buf, "\n"); name; name = strtok(NULL, "\n")) {
+                int mfd;
+
+                if (!pci && strncmp(name, "virtio_pci", 10) == 0)
+                        continue;
+                if (!want_disk && module_is_for_disk(name))
+                        continue;
+                snprintf(path, sizeof(path), "/lib/modules/%s", name);
+                mfd = open(path, O_RDONLY | O_CLOEXEC);
+                if (mfd < 0) {
+                        say("cannot open %s: %m", path);
+                        continue;
+                }
+                if (syscall(SYS_finit_module, mfd, "", 0) < 0 && errno != EEXIST)
+                        say("loading %s failed: %m", name);
+                close(mfd);
+        }
+}
+
+/* Opens the agent's virtio-serial port. Without udev there is no
+ * /dev/virtio-ports/<name> link: find the port by the name the host gave it
+ * in sysfs, and create the device node from sysfs if devtmpfs has not yet. */
+static int open_agent_port(void) {
+        char path[300], name[128], dev[32];
+        uint64_t deadline = now_usec(CLOCK_MONOTONIC) + 10 * 1000000ULL;
+
+        for (;;) {
+                DIR *d = opendir("/sys/class/virtio-ports");
+                struct dirent *de;
+
+                while (d && (de = readdir(d))) {
+                        ssize_t n;
+                        int fd;
+
+                        if (de->d_name[0] == '.' || strlen(de->d_name) > 64)
+                                continue;
+                        snprintf(path, sizeof(path), "/sys/class/virtio-ports/%s/name", de->d_name);
+                        fd = open(path, O_RDONLY | O_CLOEXEC);
+                        if (fd < 0)
+                                continue;
+                        n = read(fd, name, sizeof(name) - 1);
+                        close(fd);
+                        if (n <= 0)
+                                continue;
+                        name[n] = 0;
+                        name[strcspn(name, "\n")] = 0;
+                        if (strcmp(name, AGENT_PORT_NAME) != 0)
+                                continue;
+
+                        snprintf(path, sizeof(path), "/dev/%s", de->d_name);
+                        fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY);
+                        if (fd < 0 && errno == ENOENT) {
+                                unsigned ma, mi;
+                                char sys[300];
+                                int sfd;
+
+                                snprintf(sys, sizeof(sys), "/sys/class/virtio-ports/%s/dev", de->d_name);
+                                sfd = open(sys, O_RDONLY | O_CLOEXEC);
+                                if (sfd >= 0) {
+                                        n = read(sfd, dev, sizeof(dev) - 1);
+                                        close(sfd);
+                                        if (n > 0) {
+                                                dev[n] = 0;
+                                                if (sscanf(dev, "%u:%u", &ma, &mi) == 2)
+                                                        (void) mknod(path, S_IFCHR | 0600, makedev(ma, mi));
+                                        }
+                                }
+                                fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY);
+                        }
+                        if (fd >= 0) {
+                                closedir(d);
+                                return fd;
+                        }
+                }
+                if (d)
+                        closedir(d);
+                if (now_usec(CLOCK_MONOTONIC) > deadline)
+                        return -ENODEV;
+                /* The port shows up when virtio_console has probed; no
+                 * uevent listener is worth its set-up cost for this wait. */
+                nanosleep(&(struct timespec){ .tv_nsec = 500 * 1000 }, NULL);
+        }
+}
+
+static void mount_disk(void) {
+        char dev[96];
+
+        if (!cmdline_disk[0])
+                return;
+        snprintf(dev, sizeof(dev), "/dev/%s", cmdline_disk);
+        (void) mkdir("/mnt", 0755);
+        (void) mkdir("/mnt/disk", 0755);
+        if (mount(dev, "/mnt/disk", "ext4", MS_NOATIME, NULL) < 0)
+                say("mounting %s on /mnt/disk failed: %m, running without the disk", dev);
+}
+
+/* Writes the whole buffer to the port, waiting while vmmd is away. */
+static int port_write(const void *p, size_t n) {
+        const uint8_t *b = p;
+
+        while (n > 0) {
+                ssize_t k = write(port_fd, b, n);
+                if (k < 0) {
+                        if (errno == EINTR || errno == EAGAIN)
+                                continue;
+                        return -errno;
+                }
+                b += k;
+                n -= (size_t) k;
+        }
+        return 0;
+}
+
+static int send_buffer(AgentBuffer *b) {
+        int r = port_write(b->data, b->size);
+        agent_buffer_done(b);
+        return r;
+}
+
+static int send_int(AgentFrameType type, uint32_t id, int32_t v) {
+        AgentBuffer b = {};
+        int r = agent_int_encode(&b, type, id, v);
+        if (r < 0) {
+                agent_buffer_done(&b);
+                return r;
+        }
+        return send_buffer(&b);
+}
+
+static int write_token(const char *token) {
+        char tmp[] = "/run/nsc/.token.XXXXXX";
+        size_t n = strlen(token);
+        char *json, *q;
+        int fd, r = 0;
+
+        if (n == 0) {
+                (void) unlink(TOKEN_PATH);
+                return 0;
+        }
+        /* JSON string escaping: the token is a JWT (base64url and dots), but
+         * nothing from the host is trusted to be. */
+        json = malloc(n * 6 + 32);
+        if (!json)
+                return -ENOMEM;
+        q = json + sprintf(json, "{\"bearer_token\":\"");
+        for (const unsigned char *c = (const unsigned char *) token; *c; c++) {
+                if (*c == '"' || *c == '\\')
+                        q += sprintf(q, "\\%c", *c);
+                else if (*c < 0x20)
+                        q += sprintf(q, "\\u%04x", *c);
+                else
+                        *q++ = (char) *c;
+        }
+        q += sprintf(q, "\"}\n");
+
+        fd = mkostemp(tmp, O_CLOEXEC);
+        if (fd < 0) {
+                free(json);
+                return -errno;
+        }
+        if (fchmod(fd, 0644) < 0 || write(fd, json, q - json) != q - json || fsync(fd) < 0)
+                r = -errno ? -errno : -EIO;
+        close(fd);
+        free(json);
+        if (r == 0 && rename(tmp, TOKEN_PATH) < 0)
+                r = -errno;
+        if (r < 0)
+                (void) unlink(tmp);
+        return r;
+}
+
+static Command *command_find(uint32_t id) {
+        for (size_t i = 0; i < COMMANDS_MAX; i++)
+                if (commands[i].used && commands[i].id == id)
+                        return &commands[i];
+        return NULL;
+}
+
+static void command_maybe_done(Command *c) {
+        if (c->pid != 0 || c->out_fd >= 0 || c->err_fd >= 0)
+                return;
+        (void) send_int(AGENT_EXIT, c->id, c->status);
+        *c = (Command){};
+}
+
+static void start_command(const AgentFrame *f) {
+        static const char *const default_env[] = { "PATH=" DEFAULT_PATH, "HOME=/root", "TERM=dumb", NULL };
+        int out[2] = { -1, -1 }, err[2] = { -1, -1 };
+        AgentExec e = {};
+        Command *c = NULL;
+        pid_t pid;
+        int r;
+
+        r = agent_exec_decode(f, &e);
+        if (r < 0) {
+                say("bad EXEC frame: %s", strerror(-r));
+                (void) send_int(AGENT_EXIT, f->id, 126);
+                return;
+        }
+        if (command_find(f->id))
+                goto refuse;
+        for (size_t i = 0; i < COMMANDS_MAX; i++)
+                if (!commands[i].used) {
+                        c = &commands[i];
+                        break;
+                }
+        if (!c)
+                goto refuse;
+        if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0)
+                goto refuse;
+
+        pid = fork();
+        if (pid < 0)
+                goto refuse;
+        if (pid == 0) {
+                sigset_t ss;
+                int null;
+
+                sigemptyset(&ss);
+                sigprocmask(SIG_SETMASK, &ss, NULL);
+                setsid();
+                null = open("/dev/null", O_RDONLY);
+                if (null >= 0)
+                        dup2(null, STDIN_FILENO);
+                dup2(out[1], STDOUT_FILENO);
+                dup2(err[1], STDERR_FILENO);
+                clearenv();
+                for (size_t i = 0; default_env[i]; i++)
+                        putenv((char *) default_env[i]);
+                for (char **i = e.env; *i; i++)
+                        putenv(*i);
+                if (e.cwd && chdir(e.cwd) < 0) {
+                        dprintf(STDERR_FILENO, "%s: cannot change directory to %s: %m\n", e.argv[0], e.cwd);
+                        _exit(126);
+                }
+                execvp(e.argv[0], e.argv);
+                /* As a shell does: 127 for a command that is not there,
+                 * 126 for one that cannot be run. */
+                r = errno;
+                dprintf(STDERR_FILENO, "%s: %s\n", e.argv[0], r == ENOENT ? "command not found" : strerror(r));
+                _exit(r == ENOENT ? 127 : 126);
+        }
+        close(out[1]);
+        close(err[1]);
+        fcntl(out[0], F_SETFL, O_NONBLOCK);
+        fcntl(err[0], F_SETFL, O_NONBLOCK);
+        *c = (Command){ .used = true, .id = f->id, .pid = pid, .out_fd = out[0], .err_fd = err[0] };
+        agent_exec_done(&e);
+        return;
+
+refuse:
+        for (int i = 0; i < 2; i++) {
+                if (out[i] >= 0)
+                        close(out[i]);
+                if (err[i] >= 0)
+                        close(err[i]);
+        }
+        agent_exec_done(&e);
+        say("cannot start command %u", f->id);
+        (void) send_int(AGENT_EXIT, f->id, 126);
+}
+
+/* Forwards what a command wrote; returns false at EOF. */
+static bool forward_output(Command *c, int *fd, AgentFrameType type) {
+        static uint8_t buf[AGENT_PAYLOAD_MAX];
+        ssize_t n = read(*fd, buf, sizeof(buf));
+
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                return true;
+        if (n <= 0) {
+                close(*fd);
+                *fd = -1;
+                return false;
+        }
+        AgentBuffer b = {};
+        size_t start = agent_frame_begin(&b, type, c->id);
+        agent_put_bytes(&b, buf, (size_t) n);
+        if (agent_frame_end(&b, start) == 0)
+                (void) send_buffer(&b);
+        else
+                agent_buffer_done(&b);
+        return true;
+}
+
+static void reap_children(void) {
+        for (;;) {
+                int status;
+                pid_t pid = waitpid(-1, &status, WNOHANG);
+
+                if (pid <= 0)
+                        return;
+                for (size_t i = 0; i < COMMANDS_MAX; i++) {
+                        Command *c = &commands[i];
+
+                        if (!c->used || c->pid != pid)
+                                continue;
+                        c->pid = 0;
+                        c->status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+                }
+        }
+}
+
+static void drain_and_finish(void) {
+        for (size_t i = 0; i < COMMANDS_MAX; i++) {
+                Command *c = &commands[i];
+
+                if (!c->used || c->pid != 0)
+                        continue;
+                /* The child is gone: whatever is left in the pipes is all
+                 * there will be (unless a grandchild holds them open). */
+                command_maybe_done(c);
+        }
+}
+
+static _Noreturn void power_off(void) {
+        for (size_t i = 0; i < COMMANDS_MAX; i++)
+                if (commands[i].used && commands[i].pid > 0)
+                        kill(-commands[i].pid, SIGKILL);
+        sync();
+        if (cmdline_disk[0])
+                (void) umount2("/mnt/disk", MNT_DETACH);
+        reboot(RB_POWER_OFF);
+        /* No ACPI power-off: vmmd runs QEMU with -no-reboot, so a reset
+         * ends it too. */
+        reboot(RB_AUTOBOOT);
+        for (;;)
+                pause();
+}
+
+static void handle_frame(const AgentFrame *f) {
+        switch (f->type) {
+        case AGENT_TOKEN: {
+                char *token = NULL;
+                int r = agent_string_decode(f, &token);
+
+                if (r >= 0) {
+                        r = write_token(token);
+                        free(token);
+                }
+                if (r < 0)
+                        say("cannot write %s: %s", TOKEN_PATH, strerror(-r));
+                (void) send_int(AGENT_TOKEN_ACK, 0, r);
+                break;
+        }
+        case AGENT_EXEC:
+                start_command(f);
+                break;
+        case AGENT_SIGNAL: {
+                Command *c = command_find(f->id);
+                int32_t sig;
+
+                if (c && c->pid > 0 && agent_int_decode(f, &sig) >= 0 && sig > 0 && sig < 65)
+                        kill(-c->pid, sig);
+                break;
+        }
+        case AGENT_POWEROFF:
+                power_off();
+        default:
+                say("unexpected %s frame from the host, ignoring", agent_frame_type_to_string(f->type));
+        }
+}
+
+int main(void) {
+        static uint8_t in[AGENT_HEADER_SIZE + AGENT_PAYLOAD_MAX];
+        uint64_t boot_usec = now_usec(CLOCK_BOOTTIME), start = now_usec(CLOCK_MONOTONIC);
+        size_t in_size = 0;
+        bool host_away = false;
+        struct utsname u;
+        AgentBuffer b = {};
+        sigset_t ss;
+        int sfd, r;
+
+        if (getpid() != 1) {
+                fprintf(stderr, "hostmesh-init must run as PID 1 inside a guest.\n");
+                return 1;
+        }
+        mount_api_filesystems();
+        setup_console();
+        parse_cmdline();
+        if (cmdline_hostname[0])
+                (void) sethostname(cmdline_hostname, strlen(cmdline_hostname));
+        uint64_t t_mods = now_usec(CLOCK_MONOTONIC);
+        load_modules(/* want_disk= */ cmdline_disk[0] != 0);
+        t_mods = now_usec(CLOCK_MONOTONIC) - t_mods;
+
+        sigemptyset(&ss);
+        sigaddset(&ss, SIGCHLD);
+        sigprocmask(SIG_BLOCK, &ss, NULL);
+        sfd = signalfd(-1, &ss, SFD_CLOEXEC | SFD_NONBLOCK);
+
+        uint64_t t_port = now_usec(CLOCK_MONOTONIC);
+        port_fd = open_agent_port();
+        t_port = now_usec(CLOCK_MONOTONIC) - t_port;
+        if (port_fd < 0) {
+                say("no agent port %s: %s; powering off", AGENT_PORT_NAME, strerror(-port_fd));
+                power_off();
+        }
+        mount_disk();
+
+        uname(&u);
+        r = agent_ready_encode(&b, boot_usec, now_usec(CLOCK_MONOTONIC) - start, u.release);
+        if (r >= 0)
+                r = send_buffer(&b);
+        if (r < 0)
+                say("cannot send READY: %s", strerror(-r));
+        say("ready in %llu us (modules %llu us, port %llu us; kernel %llu us)",
+            (unsigned long long) (now_usec(CLOCK_MONOTONIC) - start), (unsigned long long) t_mods,
+            (unsigned long long) t_port, (unsigned long long) boot_usec);
+
+        for (;;) {
+                struct pollfd p[2 + 2 * COMMANDS_MAX];
+                Command *owner[2 + 2 * COMMANDS_MAX];
+                size_t n = 0;
+
+                p[n] = (struct pollfd){ .fd = host_away ? -1 : port_fd, .events = POLLIN };
+                owner[n++] = NULL;
+                p[n] = (struct pollfd){ .fd = sfd, .events = POLLIN };
+                owner[n++] = NULL;
+                for (size_t i = 0; i < COMMANDS_MAX; i++) {
+                        if (!commands[i].used)
+                                continue;
+                        if (commands[i].out_fd >= 0) {
+                                p[n] = (struct pollfd){ .fd = commands[i].out_fd, .events = POLLIN };
+                                owner[n++] = &commands[i];
+                        }
+                        if (commands[i].err_fd >= 0) {
+                                p[n] = (struct pollfd){ .fd = commands[i].err_fd, .events = POLLIN };
+                                owner[n++] = &commands[i];
+                        }
+                }
+                /* While vmmd is away (restarting), the port reports a hang-up
+                 * on every poll: look again every 50 ms instead of spinning. */
+                if (poll(p, n, host_away ? 50 : -1) < 0 && errno != EINTR)
+                        continue;
+                host_away = false;
+
+                if (p[1].revents & POLLIN) {
+                        struct signalfd_siginfo si;
+                        while (read(sfd, &si, sizeof(si)) == sizeof(si))
+                                ;
+                        reap_children();
+                }
+                for (size_t i = 2; i < n; i++) {
+                        Command *c = owner[i];
+
+                        if (!p[i].revents)
+                                continue;
+                        if (p[i].fd == c->out_fd)
+                                (void) forward_output(c, &c->out_fd, AGENT_STDOUT);
+                        else if (p[i].fd == c->err_fd)
+                                (void) forward_output(c, &c->err_fd, AGENT_STDERR);
+                }
+                drain_and_finish();
+
+                if (p[0].revents & POLLIN) {
+                        ssize_t k = read(port_fd, in + in_size, sizeof(in) - in_size);
+
+                        if (k > 0)
+                                in_size += (size_t) k;
+                        else if (k == 0)
+                                host_away = true;
+                        for (;;) {
+                                AgentFrame f;
+                                size_t used;
+
+                                r = agent_frame_decode(in, in_size, &f, &used);
+                                if (r < 0) {
+                                        /* A broken stream (vmmd restarted in the middle
+                                         * of a frame): drop what we have and resync on
+                                         * the next write from the host. */
+                                        say("bad frame from the host (%s), dropping %zu bytes", strerror(-r), in_size);
+                                        in_size = 0;
+                                        break;
+                                }
+                                if (r == 0)
+                                        break;
+                                handle_frame(&f);
+                                memmove(in, in + used, in_size - used);
+                                in_size -= used;
+                        }
+                } else if (p[0].revents & (POLLHUP | POLLERR))
+                        host_away = true;
+        }
+}

@@ -1,0 +1,142 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "agent-protocol.h"
+
+static void test_exec_round_trips_argv_env_and_cwd(void **state) {
+        char *argv[] = { "sh", "-c", "echo hi", NULL };
+        char *env[] = { "A=1", "B=two=2", NULL };
+        AgentBuffer b = {};
+        AgentExec e = {};
+        AgentFrame f;
+        size_t used;
+
+        (void) state;
+        assert_int_equal(agent_exec_encode(&b, 7, argv, env, "/tmp"), 0);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(used, b.size);
+        assert_int_equal(f.type, AGENT_EXEC);
+        assert_int_equal(f.id, 7);
+        assert_int_equal(agent_exec_decode(&f, &e), 0);
+        assert_string_equal(e.argv[0], "sh");
+        assert_string_equal(e.argv[2], "echo hi");
+        assert_null(e.argv[3]);
+        assert_string_equal(e.env[1], "B=two=2");
+        assert_null(e.env[2]);
+        assert_string_equal(e.cwd, "/tmp");
+        agent_exec_done(&e);
+        agent_buffer_done(&b);
+}
+
+static void test_decode_waits_for_whole_frame(void **state) {
+        AgentBuffer b = {};
+        AgentFrame f;
+        size_t used = 0;
+
+        (void) state;
+        assert_int_equal(agent_int_encode(&b, AGENT_EXIT, 3, 127), 0);
+        for (size_t n = 0; n < b.size; n++)
+                assert_int_equal(agent_frame_decode(b.data, n, &f, &used), 0);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        int32_t code;
+        assert_int_equal(agent_int_decode(&f, &code), 0);
+        assert_int_equal(code, 127);
+        agent_buffer_done(&b);
+}
+
+static void test_decode_refuses_bad_magic_version_type_and_length(void **state) {
+        AgentFrame f;
+        size_t used;
+        /* magic "HM", version 1, type EXIT, id 1, length 0x10000 (too long) */
+        uint8_t too_long[] = { 0x48, 0x4d, 1, AGENT_EXIT, 1, 0, 0, 0, 0x00, 0x00, 0x01, 0x00 };
+        uint8_t bad_magic[] = { 0x47 };
+        uint8_t bad_version[] = { 0x48, 0x4d, 2 };
+        uint8_t bad_type[] = { 0x48, 0x4d, 1, 0xee };
+
+        (void) state;
+        assert_int_equal(agent_frame_decode(too_long, sizeof(too_long), &f, &used), -EMSGSIZE);
+        assert_int_equal(agent_frame_decode(bad_magic, sizeof(bad_magic), &f, &used), -EBADMSG);
+        assert_int_equal(agent_frame_decode(bad_version, sizeof(bad_version), &f, &used), -EBADMSG);
+        assert_int_equal(agent_frame_decode(bad_type, sizeof(bad_type), &f, &used), -EBADMSG);
+}
+
+static void test_exec_refuses_string_longer_than_payload(void **state) {
+        /* header: EXEC id 1 length 8; payload: argc=1, then a string claiming 100 bytes */
+        uint8_t frame[] = { 0x48, 0x4d, 1, AGENT_EXEC, 1, 0, 0, 0, 8, 0, 0, 0,
+                            1, 0, 0, 0,  100, 0, 0, 0 };
+        AgentExec e = {};
+        AgentFrame f;
+        size_t used;
+
+        (void) state;
+        assert_int_equal(agent_frame_decode(frame, sizeof(frame), &f, &used), 1);
+        assert_int_equal(agent_exec_decode(&f, &e), -EBADMSG);
+}
+
+static void test_exec_refuses_empty_argv_and_bad_env(void **state) {
+        char *argv[] = { NULL };
+        char *one[] = { "true", NULL };
+        char *env[] = { "NOEQUALS", NULL };
+        AgentBuffer b = {};
+        AgentExec e = {};
+        AgentFrame f;
+        size_t used;
+
+        (void) state;
+        assert_int_equal(agent_exec_encode(&b, 1, argv, NULL, NULL), -EINVAL);
+        agent_buffer_done(&b);
+        assert_int_equal(agent_exec_encode(&b, 1, one, env, NULL), 0);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(agent_exec_decode(&f, &e), -EBADMSG);
+        agent_buffer_done(&b);
+}
+
+static void test_payload_above_maximum_is_refused_by_encoder(void **state) {
+        AgentBuffer b = {};
+        size_t start;
+        char *big = calloc(1, AGENT_PAYLOAD_MAX + 1);
+
+        (void) state;
+        start = agent_frame_begin(&b, AGENT_STDOUT, 1);
+        agent_put_bytes(&b, big, AGENT_PAYLOAD_MAX + 1);
+        assert_int_equal(agent_frame_end(&b, start), -EMSGSIZE);
+        free(big);
+        agent_buffer_done(&b);
+}
+
+static void test_ready_round_trips_times(void **state) {
+        AgentBuffer b = {};
+        AgentReady r = {};
+        AgentFrame f;
+        size_t used;
+
+        (void) state;
+        assert_int_equal(agent_ready_encode(&b, 1234567, 890, "6.1.0-56-amd64"), 0);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(agent_ready_decode(&f, &r), 0);
+        assert_int_equal(r.boot_usec, 1234567);
+        assert_int_equal(r.init_usec, 890);
+        assert_string_equal(r.kernel, "6.1.0-56-amd64");
+        agent_ready_done(&r);
+        agent_buffer_done(&b);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_exec_round_trips_argv_env_and_cwd),
+                cmocka_unit_test(test_decode_waits_for_whole_frame),
+                cmocka_unit_test(test_decode_refuses_bad_magic_version_type_and_length),
+                cmocka_unit_test(test_exec_refuses_string_longer_than_payload),
+                cmocka_unit_test(test_exec_refuses_empty_argv_and_bad_env),
+                cmocka_unit_test(test_payload_above_maximum_is_refused_by_encoder),
+                cmocka_unit_test(test_ready_round_trips_times),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
