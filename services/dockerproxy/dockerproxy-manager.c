@@ -1,11 +1,25 @@
 /* SPDX-License-Identifier: MIT */
+#include <limits.h>
+#include <stdarg.h>
+#include <sys/stat.h>
+
 #include "config.h"
 #include "dockerproxy-grpc.h"
 #include "dockerproxy-manager.h"
+#include "fs-util.h"
 #include "log.h"
+#include "paths.h"
 
 static const ConfigItem config_table[] = {
         DAEMON_RPC_CONFIG_ITEMS(DockerproxyConfig, rpc),
+        CONFIG_ITEM("dockerproxy", "upstream", config_type_string, DockerproxyConfig, upstream,
+                    "The Docker engine's API socket"),
+        CONFIG_ITEM("dockerproxy", "socket_dir", config_type_string, DockerproxyConfig, socket_dir,
+                    "Directory of the per-container sockets (default: <runtime dir>/dockerproxy)"),
+        CONFIG_ITEM("dockerproxy", "max_connections", config_type_uint32, DockerproxyConfig, max_connections,
+                    "Open connections allowed on one container's socket"),
+        CONFIG_ITEM("dockerproxy", "engine_timeout", config_type_usec, DockerproxyConfig, engine_timeout_usec,
+                    "How long registration waits for the engine"),
 };
 
 int manager_new(const DaemonArgs *args, Manager **ret) {
@@ -16,10 +30,21 @@ int manager_new(const DaemonArgs *args, Manager **ret) {
         if (!m)
                 return log_error_errno(-ENOMEM, "Out of memory.");
         m->config.rpc = (RpcServerOptions){ .name = "dockerproxy" };
+        m->config.upstream = strdup("/var/run/docker.sock");
+        m->config.max_connections = 256;
+        m->config.engine_timeout_usec = 5 * USEC_PER_SEC;
+        if (!m->config.upstream)
+                return log_error_errno(-ENOMEM, "Out of memory.");
 
         r = daemon_load_config(args, config_table, ELEMENTSOF(config_table), &m->config);
         if (r < 0)
                 return r;
+        if (isempty(m->config.upstream) || m->config.upstream[0] != '/')
+                return log_error_errno(-EINVAL, "[dockerproxy] upstream must be an absolute socket path.");
+        if (m->config.socket_dir && m->config.socket_dir[0] != '/')
+                return log_error_errno(-EINVAL, "[dockerproxy] socket_dir must be an absolute path.");
+        if (m->config.max_connections == 0)
+                return log_error_errno(-EINVAL, "[dockerproxy] max_connections must be at least 1.");
 
         *ret = TAKE_PTR(m);
         return 0;
@@ -28,10 +53,16 @@ int manager_new(const DaemonArgs *args, Manager **ret) {
 Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
+        for (size_t i = 0; i < m->n_regs; i++)
+                registration_free(m->regs[i]);
+        free(m->regs);
         rpc_server_free(m->server);
         rpc_loop_free(m->rpc_loop);
         sd_event_unref(m->event);
         config_done(config_table, ELEMENTSOF(config_table), &m->config);
+        free(m->state_dir);
+        free(m->state_file);
+        free(m->socket_dir);
         free(m);
         return NULL;
 }
@@ -40,8 +71,262 @@ void manager_print_config(Manager *m, FILE *f) {
         config_print(config_table, ELEMENTSOF(config_table), &m->config, f);
 }
 
+Registration *manager_find(Manager *m, const char *id) {
+        for (size_t i = 0; i < m->n_regs; i++)
+                if (streq(m->regs[i]->id, id))
+                        return m->regs[i];
+        return NULL;
+}
+
+static int manager_save(Manager *m) {
+        int r = registry_save(m->state_file, m->regs, m->n_regs);
+        if (r < 0)
+                return log_error_errno(r, "Failed to write %s: %m", m->state_file);
+        return 0;
+}
+
+static int manager_listen(Manager *m, Registration *reg) {
+        ProxyContext ctx = {
+                .event = m->event,
+                .upstream = m->config.upstream,
+                .metrics = m->server ? rpc_server_metrics(m->server) : NULL,
+                .max_connections = m->config.max_connections,
+        };
+        return proxy_new(&ctx, &reg->caller, reg->socket_path, &reg->proxy);
+}
+
+_printf_(2, 3) static void set_error(char **ret_error, const char *fmt, ...) {
+        va_list ap;
+
+        if (!ret_error)
+                return;
+        free(*ret_error);
+        va_start(ap, fmt);
+        if (vasprintf(ret_error, fmt, ap) < 0)
+                *ret_error = NULL;
+        va_end(ap);
+}
+
+/* Asks the engine about a container: its root on the host (when wanted)
+ * and the registrations that own it (its ancestors). */
+static int engine_describe(Manager *m, const char *id, char **ret_root, char ***ret_owners, char **ret_error) {
+        _cleanup_free_ char *path = NULL, *body = NULL, *info = NULL, *mount_id_path = NULL, *mount_id = NULL;
+        json_t *j = NULL, *gd;
+        const char *driver, *full_id;
+        unsigned status;
+        size_t len;
+        int r;
+
+        if (asprintf(&path, "/containers/%s/json", id) < 0)
+                return -ENOMEM;
+        r = proxy_engine_get(m->config.upstream, path, m->config.engine_timeout_usec, &status, &body, &len);
+        if (r < 0) {
+                set_error(ret_error, "Cannot ask the Docker engine at %s about container %s: %s.", m->config.upstream, id,
+                          strerror(-r));
+                return r == -ENOENT ? -ECONNREFUSED : r;
+        }
+        if (status == 404) {
+                set_error(ret_error, "The Docker engine knows no container %s.", id);
+                return -ENOENT;
+        }
+        if (status != 200) {
+                set_error(ret_error, "The Docker engine answered %u for container %s.", status, id);
+                return -EIO;
+        }
+        r = docker_inspect_owners(body, len, ret_owners);
+        if (r < 0 || !ret_root)
+                return r;
+
+        j = json_loadb(body, len, 0, NULL);
+        gd = json_object_get(j, "GraphDriver");
+        driver = json_string_value(json_object_get(gd, "Name"));
+        full_id = json_string_value(json_object_get(j, "Id"));
+        if (driver && streq(driver, "vfs") && full_id) {
+                unsigned st2;
+                size_t l2;
+                json_t *ji;
+                const char *data_root;
+
+                r = proxy_engine_get(m->config.upstream, "/info", m->config.engine_timeout_usec, &st2, &info, &l2);
+                ji = r >= 0 && st2 == 200 ? json_loadb(info, l2, 0, NULL) : NULL;
+                data_root = json_string_value(json_object_get(ji, "DockerRootDir"));
+                if (!data_root) {
+                        json_decref(ji);
+                        json_decref(j);
+                        set_error(ret_error, "The Docker engine did not say where its data root is.");
+                        return -EIO;
+                }
+                /* vfs keeps the container's layer under its mount id, which
+                 * the layer store records per container. */
+                if (asprintf(&mount_id_path, "%s/image/vfs/layerdb/mounts/%s/mount-id", data_root, full_id) < 0)
+                        r = -ENOMEM;
+                else if (read_full_file(mount_id_path, &mount_id, &l2, 256) >= 0 && filename_is_valid(mount_id, 128) > 0)
+                        r = asprintf(ret_root, "%s/vfs/dir/%s", data_root, mount_id) < 0 ? -ENOMEM : 0;
+                else
+                        r = asprintf(ret_root, "%s/vfs/dir/%s", data_root, full_id) < 0 ? -ENOMEM : 0;
+                json_decref(ji);
+        } else {
+                const char *merged = json_string_value(json_object_get(json_object_get(gd, "Data"), "MergedDir"));
+                if (!merged) {
+                        set_error(ret_error, "The engine reports no root directory for container %s (driver %s); pass the root explicitly.",
+                                  id, driver ?: "unknown");
+                        r = -ENOENT;
+                } else
+                        r = (*ret_root = strdup(merged)) ? 0 : -ENOMEM;
+        }
+        json_decref(j);
+        return r;
+}
+
+static void strv_free(char **l) {
+        for (char **p = l; p && *p; p++)
+                free(*p);
+        free(l);
+}
+
+int manager_register(Manager *m, const char *id, const char *root, const DockerPolicy *policy,
+                     Registration **ret, char **ret_error) {
+        _cleanup_(registration_freep) Registration *reg = NULL;
+        _cleanup_free_ char *engine_root = NULL, *canon = NULL, *sock = NULL;
+        char **owners = NULL;
+        struct stat st;
+        size_t n_caps = 0;
+        int r;
+
+        if (!registration_id_is_valid(id)) {
+                set_error(ret_error, "container_id must be 1-%u characters of [A-Za-z0-9._-].", REGISTRATION_ID_MAX);
+                return -EINVAL;
+        }
+        if (!manager_find(m, id) && m->n_regs >= REGISTRATIONS_MAX) {
+                set_error(ret_error, "Too many registered containers (%u).", REGISTRATIONS_MAX);
+                return -ENOSPC;
+        }
+        if (!isempty(root)) {
+                if (root[0] != '/') {
+                        set_error(ret_error, "root must be an absolute path.");
+                        return -EINVAL;
+                }
+                /* Ancestors come from the engine when it knows the container;
+                 * an explicit root works without it. */
+                r = engine_describe(m, id, NULL, &owners, NULL);
+                if (r < 0)
+                        owners = NULL;
+        } else {
+                r = engine_describe(m, id, &engine_root, &owners, ret_error);
+                if (r < 0)
+                        return r;
+                root = engine_root;
+        }
+
+        canon = realpath(root, NULL);
+        if (!canon || stat(canon, &st) < 0 || !S_ISDIR(st.st_mode)) {
+                strv_free(owners);
+                set_error(ret_error, "Root %s is not an existing directory.", root);
+                return -ENOTDIR;
+        }
+        if (asprintf(&sock, "%s/%s.sock", m->socket_dir, id) < 0) {
+                strv_free(owners);
+                return -ENOMEM;
+        }
+        r = registration_new(id, canon, sock, &reg);
+        if (r >= 0)
+                r = registration_set_ancestors(reg, owners);
+        strv_free(owners);
+        if (r < 0)
+                return r;
+        reg->policy = *policy;
+        reg->policy.cap_add_allow = NULL;
+        while (policy->cap_add_allow && policy->cap_add_allow[n_caps])
+                n_caps++;
+        r = registration_set_cap_allow(reg, policy->cap_add_allow, n_caps);
+        if (r < 0) {
+                set_error(ret_error, "cap_add_allow entries must be capability names.");
+                return r;
+        }
+
+        /* Re-registration replaces the old one (and its connections). */
+        for (size_t i = 0; i < m->n_regs; i++)
+                if (streq(m->regs[i]->id, id)) {
+                        registration_free(m->regs[i]);
+                        m->regs[i] = m->regs[--m->n_regs];
+                        break;
+                }
+        r = manager_listen(m, reg);
+        if (r < 0) {
+                set_error(ret_error, "Cannot listen on %s: %s.", reg->socket_path, strerror(-r));
+                return r;
+        }
+        {
+                Registration **t = realloc(m->regs, (m->n_regs + 1) * sizeof(Registration *));
+                if (!t)
+                        return -ENOMEM;
+                m->regs = t;
+        }
+        m->regs[m->n_regs++] = reg;
+        {
+                char field[160];
+                snprintf(field, sizeof(field), "DOCKERPROXY_CONTAINER=%s", reg->id);
+                log_struct(LOG_INFO, 0, FIELDS(field), "Registered container %s (root %s) on %s.", reg->id, reg->root,
+                           reg->socket_path);
+        }
+        *ret = TAKE_PTR(reg);
+        r = manager_save(m);
+        return r < 0 ? r : 0;
+}
+
+int manager_unregister(Manager *m, const char *id) {
+        for (size_t i = 0; i < m->n_regs; i++)
+                if (streq(m->regs[i]->id, id)) {
+                        registration_free(m->regs[i]);
+                        m->regs[i] = m->regs[--m->n_regs];
+                        log_info("Unregistered container %s.", id);
+                        return manager_save(m);
+                }
+        return -ENOENT;
+}
+
+static int manager_restore(Manager *m) {
+        Registration **regs = NULL;
+        size_t n = 0;
+        int r;
+
+        r = registry_load(m->state_file, m->socket_dir, &regs, &n);
+        if (r < 0)
+                return log_error_errno(r, "Failed to read registrations from %s: %m", m->state_file);
+        m->regs = regs;
+        for (size_t i = 0; i < n; i++) {
+                r = manager_listen(m, regs[i]);
+                if (r < 0)
+                        log_warning_errno(r, "Cannot listen on %s for container %s, ignoring: %m", regs[i]->socket_path,
+                                          regs[i]->id);
+                m->n_regs++;
+        }
+        if (n > 0)
+                log_info("Restored %zu registered container(s).", n);
+        return 0;
+}
+
 int manager_start(Manager *m) {
         int r;
+
+        m->state_dir = hostmesh_state_dir("dockerproxy");
+        if (!m->state_dir)
+                return log_error_errno(-ENOMEM, "Out of memory.");
+        m->state_file = path_join(m->state_dir, "registrations.json");
+        if (m->config.socket_dir)
+                m->socket_dir = strdup(m->config.socket_dir);
+        else
+                m->socket_dir = path_join(hostmesh_runtime_dir(), "dockerproxy");
+        if (!m->state_file || !m->socket_dir)
+                return log_error_errno(-ENOMEM, "Out of memory.");
+        r = mkdir_p(m->state_dir, 0700);
+        if (r < 0)
+                return log_error_errno(r, "Failed to create %s: %m", m->state_dir);
+        /* World-searchable: sockets are bind-mounted into containers whose
+         * users are not ours. */
+        r = mkdir_p(m->socket_dir, 0755);
+        if (r < 0)
+                return log_error_errno(r, "Failed to create %s: %m", m->socket_dir);
 
         r = sd_event_default(&m->event);
         if (r < 0)
@@ -55,6 +340,9 @@ int manager_start(Manager *m) {
         r = dockerproxy_grpc_register(m);
         if (r < 0)
                 return log_error_errno(r, "Failed to register methods: %m");
+        r = manager_restore(m);
+        if (r < 0)
+                return r;
         r = rpc_server_start(m->server);
         if (r < 0)
                 return log_error_errno(r, "Failed to start serving: %m");

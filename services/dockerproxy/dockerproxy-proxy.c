@@ -1,0 +1,1244 @@
+/* SPDX-License-Identifier: MIT */
+#include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dockerproxy-http.h"
+#include "dockerproxy-proxy.h"
+#include "log.h"
+#include "metrics.h"
+
+#define BUF_SIZE          (256U * 1024U)
+#define PROBE_MAX         (DOCKER_BODY_MAX + HTTP_HEAD_MAX)
+#define LINGER_USEC       (2 * USEC_PER_SEC)
+#define DEFAULT_MAX_CONNS 256U
+
+/* A linear buffer: bytes live in [start, end); compacted on demand. */
+typedef struct Buf {
+        char *data;
+        size_t start, end, cap;
+} Buf;
+
+static size_t buf_len(const Buf *b) {
+        return b->end - b->start;
+}
+static const char *buf_head(const Buf *b) {
+        return b->data + b->start;
+}
+static size_t buf_space(Buf *b) {
+        if (b->start > 0 && b->end == b->cap) {
+                memmove(b->data, b->data + b->start, b->end - b->start);
+                b->end -= b->start;
+                b->start = 0;
+        }
+        return b->cap - b->end;
+}
+static void buf_consume(Buf *b, size_t n) {
+        b->start += n;
+        if (b->start == b->end)
+                b->start = b->end = 0;
+}
+static int buf_ensure(Buf *b, size_t cap) {
+        if (b->data)
+                return 0;
+        b->data = malloc(cap);
+        if (!b->data)
+                return -ENOMEM;
+        b->cap = cap;
+        return 0;
+}
+/* Appends; grows up to `max` (buffered bodies), -EMSGSIZE beyond. */
+static int buf_append(Buf *b, const char *p, size_t n, size_t max) {
+        if (buf_space(b) < n) {
+                size_t need = b->end + n, cap = MAX(b->cap * 2, (size_t) 4096);
+                char *t;
+                if (need > max)
+                        return -EMSGSIZE;
+                while (cap < need)
+                        cap *= 2;
+                cap = MIN(cap, max);
+                t = realloc(b->data, cap);
+                if (!t)
+                        return -ENOMEM;
+                b->data = t;
+                b->cap = cap;
+        }
+        memcpy(b->data + b->end, p, n);
+        b->end += n;
+        return 0;
+}
+static void buf_done(Buf *b) {
+        free(b->data);
+        *b = (Buf){};
+}
+
+typedef enum ReqState {
+        REQ_HEAD,         /* waiting for a request head */
+        REQ_BODY_BUFFER,  /* collecting a body to judge */
+        REQ_CHECK,        /* asking the engine who owns a container */
+        REQ_BODY_STREAM,  /* forwarding the body */
+        REQ_DONE,         /* request sent, waiting for the response to end */
+        REQ_RAW,          /* hijacked: client bytes go upstream as they are */
+        REQ_LINGER,       /* answered and closing: discard input until EOF */
+} ReqState;
+
+typedef enum RespState {
+        RESP_IDLE,
+        RESP_HEAD,
+        RESP_BODY,
+        RESP_RAW,
+} RespState;
+
+typedef struct Conn Conn;
+typedef struct Probe Probe;
+
+struct Proxy {
+        ProxyContext ctx;
+        const DockerCaller *caller;
+        char *socket_path;
+        int fd;
+        sd_event_source *source;
+        Conn *conns;
+        unsigned n_conns;
+        uint64_t next_conn_id;
+};
+
+struct Probe {
+        Conn *conn;
+        int fd;
+        sd_event_source *source;
+        Buf out, in;
+        bool exec;          /* probing an exec id, not a container */
+        char *ref;
+};
+
+struct Conn {
+        Proxy *proxy;
+        Conn *prev, *next;
+        uint64_t id;
+        int cfd, ufd;
+        sd_event_source *csrc, *usrc, *timer;
+        Buf cin, cout, uin, uout;
+        bool client_eof, upstream_eof, client_shut, upstream_shut;
+
+        ReqState req_state;
+        RespState resp_state;
+        HttpMessage *req;
+        DockerDecision dec;
+        char *api_path;          /* without /vX.Y and query: audit and routing */
+        uint64_t body_left;
+        HttpChunked chunk;
+        Buf body;                /* buffered body for judging */
+        bool req_keep_alive;
+        bool resp_keep_alive;
+        bool resp_done;
+
+        HttpBody resp_body;
+        uint64_t resp_left;
+        HttpChunked rchunk;
+        bool resp_seen_head;
+
+        Probe *probe;
+        size_t check_index;
+        bool closing;            /* free once cout is flushed */
+};
+
+static void conn_free(Conn *c);
+static void conn_pump(Conn *c);
+
+static Probe *probe_free(Probe *p) {
+        if (!p)
+                return NULL;
+        sd_event_source_disable_unref(p->source);
+        safe_close(p->fd);
+        buf_done(&p->out);
+        buf_done(&p->in);
+        free(p->ref);
+        free(p);
+        return NULL;
+}
+
+/* ---- audit and metrics ------------------------------------------------ */
+
+static void count(Proxy *p, const char *name, const char *help, const char *labels) {
+        Metric *m;
+
+        if (!p->ctx.metrics)
+                return;
+        m = metrics_counter(p->ctx.metrics, name, help, labels);
+        if (m)
+                metric_add(m, 1);
+}
+
+/* One line per decision. Only method, API path and rule: never headers
+ * (X-Registry-Auth carries registry credentials) and never bodies. */
+static void audit(Conn *c, bool allowed, unsigned status, const char *rule, const char *message) {
+        Proxy *p = c->proxy;
+        char labels[160], f_id[300], f_dec[64], f_rule[96];
+        const char *method = c->req ? c->req->method : "-";
+
+        snprintf(f_id, sizeof(f_id), "DOCKERPROXY_CONTAINER=%s", p->caller->id);
+        snprintf(f_dec, sizeof(f_dec), "DOCKERPROXY_DECISION=%s", allowed ? "allowed" : "denied");
+        snprintf(f_rule, sizeof(f_rule), "DOCKERPROXY_RULE=%s", rule ?: "-");
+        if (allowed)
+                log_struct(LOG_INFO, 0, FIELDS(f_id, f_dec, f_rule), "audit: container=%s %s %s allowed rule=%s",
+                           p->caller->id, method, c->api_path ?: "-", rule ?: "-");
+        else
+                log_struct(LOG_NOTICE, 0, FIELDS(f_id, f_dec, f_rule),
+                           "audit: container=%s %s %s denied status=%u rule=%s reason=%s", p->caller->id, method,
+                           c->api_path ?: "-", status, rule ?: "-", message ?: "-");
+        snprintf(labels, sizeof(labels), "decision=\"%s\",rule=\"%s\"", allowed ? "allowed" : "denied", rule ?: "-");
+        count(p, "dockerproxy_requests_total", "Docker API requests by decision and rule", labels);
+}
+
+/* ---- event plumbing ------------------------------------------------------ */
+
+static void set_events(sd_event_source *s, uint32_t events) {
+        if (!s)
+                return;
+        /* A source with no events would still report EPOLLHUP forever. */
+        if (events == 0)
+                (void) sd_event_source_set_enabled(s, SD_EVENT_OFF);
+        else {
+                (void) sd_event_source_set_io_events(s, events);
+                (void) sd_event_source_set_enabled(s, SD_EVENT_ON);
+        }
+}
+
+static void conn_update_events(Conn *c) {
+        uint32_t ce = 0, ue = 0;
+
+        if (!c->client_eof && buf_space(&c->cin) > 0 && c->req_state != REQ_CHECK)
+                ce |= EPOLLIN;
+        if (buf_len(&c->cout) > 0)
+                ce |= EPOLLOUT;
+        set_events(c->csrc, ce);
+
+        if (c->ufd >= 0) {
+                if (!c->upstream_eof && buf_space(&c->uin) > 0)
+                        ue |= EPOLLIN;
+                if (buf_len(&c->uout) > 0)
+                        ue |= EPOLLOUT;
+                set_events(c->usrc, ue);
+        }
+}
+
+/* Reads what fits; returns 0, or -errno (EOF sets *eof). */
+static int fill(int fd, Buf *b, bool *eof) {
+        size_t space = buf_space(b);
+        ssize_t n;
+
+        if (space == 0 || *eof)
+                return 0;
+        n = read(fd, b->data + b->end, space);
+        if (n < 0)
+                return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+        if (n == 0)
+                *eof = true;
+        b->end += (size_t) n;
+        return 0;
+}
+
+static int flush(int fd, Buf *b) {
+        while (buf_len(b) > 0) {
+                ssize_t n = send(fd, buf_head(b), buf_len(b), MSG_NOSIGNAL | MSG_DONTWAIT);
+                if (n < 0)
+                        return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+                buf_consume(b, (size_t) n);
+        }
+        return 0;
+}
+
+/* Moves up to `max` bytes from one buffer to another. */
+static size_t move(Buf *from, Buf *to, uint64_t max) {
+        size_t n = (size_t) MIN((uint64_t) MIN(buf_len(from), buf_space(to)), max);
+
+        memcpy(to->data + to->end, buf_head(from), n);
+        to->end += n;
+        buf_consume(from, n);
+        return n;
+}
+
+/* ---- answering locally ---------------------------------------------------- */
+
+static const char *reason_phrase(unsigned status) {
+        switch (status) {
+        case 400: return "Bad Request";
+        case 403: return "Forbidden";
+        case 404: return "Not Found";
+        case 413: return "Payload Too Large";
+        case 431: return "Request Header Fields Too Large";
+        case 501: return "Not Implemented";
+        case 502: return "Bad Gateway";
+        default: return "Error";
+        }
+}
+
+/* Answers with the engine's error shape {"message": "..."} and closes the
+ * connection after lingering for the client's unread bytes (closing a unix
+ * socket with unread input would reset the peer before it reads this). */
+static void conn_reply_error(Conn *c, unsigned status, const char *rule, const char *message) {
+        _cleanup_free_ char *body = NULL, *head = NULL;
+        json_t *j;
+        int n;
+
+        audit(c, false, status, rule, message);
+        j = json_pack("{s:s}", "message", message ?: reason_phrase(status));
+        body = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        json_decref(j);
+        if (!body) {
+                conn_free(c);
+                return;
+        }
+        n = asprintf(&head,
+                     "HTTP/1.1 %u %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                     "Connection: close\r\n\r\n%s\n",
+                     status, reason_phrase(status), strlen(body) + 1, body);
+        if (n < 0 || buf_append(&c->cout, head, (size_t) n, SIZE_MAX) < 0) {
+                conn_free(c);
+                return;
+        }
+        c->req_state = REQ_LINGER;
+        c->resp_state = RESP_IDLE;
+        c->closing = true;
+        c->ufd = safe_close(c->ufd);
+        c->usrc = sd_event_source_disable_unref(c->usrc);
+}
+
+/* ---- upstream ------------------------------------------------------------- */
+
+static int connect_unix(const char *path) {
+        union {
+                struct sockaddr sa;
+                struct sockaddr_un un;
+        } sa = { .un.sun_family = AF_UNIX };
+        _cleanup_close_ int fd = -EBADF;
+
+        if (strlen(path) >= sizeof(sa.un.sun_path))
+                return -ENAMETOOLONG;
+        strcpy(sa.un.sun_path, path);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        /* A local connect completes at once; only then go non-blocking. */
+        if (connect(fd, &sa.sa, sizeof(sa.un)) < 0)
+                return -errno;
+        if (fcntl(fd, F_SETFL, O_NONBLOCK) < 0)
+                return -errno;
+        return TAKE_FD(fd);
+}
+
+static int on_upstream_io(sd_event_source *s, int fd, uint32_t revents, void *userdata);
+
+static int conn_connect_upstream(Conn *c) {
+        int r;
+
+        if (c->ufd >= 0)
+                return 0;
+        c->ufd = connect_unix(c->proxy->ctx.upstream);
+        if (c->ufd < 0)
+                return c->ufd;
+        c->upstream_eof = c->upstream_shut = false;
+        r = buf_ensure(&c->uin, BUF_SIZE);
+        if (r >= 0)
+                r = buf_ensure(&c->uout, BUF_SIZE);
+        if (r >= 0)
+                r = sd_event_add_io(c->proxy->ctx.event, &c->usrc, c->ufd, EPOLLIN, on_upstream_io, c);
+        return r;
+}
+
+/* ---- ownership probes ------------------------------------------------------ */
+
+static void conn_checks_next(Conn *c);
+
+static int collect_probe_body(const char *d, size_t l, void *ud) {
+        return buf_append(ud, d, l, PROBE_MAX);
+}
+
+static void probe_finish(Probe *p, int error) {
+        Conn *c = p->conn;
+        _cleanup_(http_message_freep) HttpMessage *resp = NULL;
+        _cleanup_free_ char *owner_id = NULL;
+        Buf body = {};
+        int r = error;
+
+        c->probe = NULL;
+        if (r >= 0) {
+                r = http_parse_response(buf_head(&p->in), buf_len(&p->in), "GET", &resp);
+                if (r == 0)
+                        r = -EBADMSG;
+        }
+        if (r > 0) {
+                const char *b = buf_head(&p->in) + resp->head_len;
+                size_t n = buf_len(&p->in) - resp->head_len;
+
+                if (resp->body == HTTP_BODY_CHUNKED) {
+                        HttpChunked ch = {};
+                        size_t used;
+                        r = http_chunked_feed(&ch, b, n, &used, collect_probe_body, &body);
+                        if (r != 1)
+                                r = -EBADMSG;
+                } else {
+                        if (resp->body == HTTP_BODY_LENGTH && resp->content_length < n)
+                                n = (size_t) resp->content_length;
+                        r = buf_append(&body, b, n, PROBE_MAX);
+                        if (r >= 0)
+                                r = 1;
+                }
+        }
+        if (r < 0) {
+                log_warning_errno(r, "Ownership check of %s with the engine failed: %m", p->ref);
+                buf_done(&body);
+                conn_reply_error(c, 502, "engine", "The Docker engine could not be asked who owns the container.");
+                probe_free(p);
+                conn_pump(c);
+                return;
+        }
+        if (resp->status == 404) {
+                _cleanup_free_ char *msg = NULL;
+                buf_done(&body);
+                if (asprintf(&msg, "No such %s: %s", p->exec ? "exec instance" : "container", p->ref) < 0)
+                        msg = NULL;
+                conn_reply_error(c, 404, "not-found", msg);
+                probe_free(p);
+                conn_pump(c);
+                return;
+        }
+        if (resp->status != 200) {
+                buf_done(&body);
+                conn_reply_error(c, 502, "engine", "The Docker engine refused the ownership check.");
+                probe_free(p);
+                conn_pump(c);
+                return;
+        }
+        if (p->exec) {
+                _cleanup_free_ char *ctr = NULL;
+                r = docker_exec_inspect_container(buf_head(&body), buf_len(&body), &ctr);
+                buf_done(&body);
+                if (r < 0) {
+                        conn_reply_error(c, 502, "engine", "The Docker engine sent an unreadable exec description.");
+                        probe_free(p);
+                        conn_pump(c);
+                        return;
+                }
+                /* Now the exec's container must be ours. */
+                free(c->dec.must_own_exec);
+                c->dec.must_own_exec = NULL;
+                {
+                        size_t n = 0;
+                        char **t;
+                        while (c->dec.must_own && c->dec.must_own[n])
+                                n++;
+                        t = realloc(c->dec.must_own, (n + 2) * sizeof(char *));
+                        if (!t) {
+                                conn_free(c);
+                                probe_free(p);
+                                return;
+                        }
+                        t[n] = TAKE_PTR(ctr);
+                        t[n + 1] = NULL;
+                        c->dec.must_own = t;
+                }
+                probe_free(p);
+                conn_checks_next(c);
+                conn_pump(c);
+                return;
+        } else {
+                bool owned = false;
+                r = docker_inspect_is_owned(c->proxy->caller, buf_head(&body), buf_len(&body), &owned, &owner_id);
+                buf_done(&body);
+                if (r < 0 || !owned) {
+                        _cleanup_free_ char *msg = NULL;
+                        /* Others' containers are invisible: same answer as for
+                         * a container that does not exist. */
+                        if (asprintf(&msg, "No such container: %s", p->ref) < 0)
+                                msg = NULL;
+                        conn_reply_error(c, 404, "not-owned", msg);
+                        probe_free(p);
+                        conn_pump(c);
+                        return;
+                }
+                c->check_index++;
+                probe_free(p);
+                conn_checks_next(c);
+                conn_pump(c);
+        }
+}
+
+static int on_probe_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Probe *p = userdata;
+        bool eof = false;
+        int r;
+
+        (void) s;
+        (void) revents;
+        r = flush(fd, &p->out);
+        if (r < 0)
+                return probe_finish(p, r), 0;
+        for (;;) {
+                if (buf_space(&p->in) == 0) {
+                        if (p->in.cap >= PROBE_MAX)
+                                return probe_finish(p, -EMSGSIZE), 0;
+                        char *t = realloc(p->in.data, MIN(p->in.cap * 2, (size_t) PROBE_MAX));
+                        if (!t)
+                                return probe_finish(p, -ENOMEM), 0;
+                        p->in.data = t;
+                        p->in.cap = MIN(p->in.cap * 2, (size_t) PROBE_MAX);
+                }
+                size_t before = buf_len(&p->in);
+                r = fill(fd, &p->in, &eof);
+                if (r < 0)
+                        return probe_finish(p, r), 0;
+                if (eof)
+                        return probe_finish(p, 0), 0;
+                if (buf_len(&p->in) == before)
+                        break;
+        }
+        set_events(p->source, buf_len(&p->out) > 0 ? EPOLLIN | EPOLLOUT : EPOLLIN);
+        return 0;
+}
+
+static int url_escape_segment(const char *s, char **ret) {
+        char *out = malloc(strlen(s) * 3 + 1), *o = out;
+
+        if (!out)
+                return -ENOMEM;
+        for (const unsigned char *p = (const unsigned char *) s; *p; p++)
+                if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+                    strchr("-._", *p))
+                        *o++ = (char) *p;
+                else
+                        o += sprintf(o, "%%%02X", *p);
+        *o = '\0';
+        *ret = out;
+        return 0;
+}
+
+static int probe_start(Conn *c, const char *ref, bool exec) {
+        _cleanup_free_ char *esc = NULL, *req = NULL;
+        Probe *p;
+        int r, n;
+
+        r = url_escape_segment(ref, &esc);
+        if (r < 0)
+                return r;
+        n = asprintf(&req, "GET /%s/%s/json HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n",
+                     exec ? "exec" : "containers", esc);
+        if (n < 0)
+                return -ENOMEM;
+        p = calloc(1, sizeof(*p));
+        if (!p)
+                return -ENOMEM;
+        p->conn = c;
+        p->exec = exec;
+        p->fd = connect_unix(c->proxy->ctx.upstream);
+        p->ref = strdup(ref);
+        if (p->fd < 0 || !p->ref || buf_append(&p->out, req, (size_t) n, SIZE_MAX) < 0 ||
+            buf_ensure(&p->in, 64 * 1024) < 0) {
+                r = p->fd < 0 ? p->fd : -ENOMEM;
+                probe_free(p);
+                return r;
+        }
+        r = sd_event_add_io(c->proxy->ctx.event, &p->source, p->fd, EPOLLIN | EPOLLOUT, on_probe_io, p);
+        if (r < 0) {
+                probe_free(p);
+                return r;
+        }
+        c->probe = p;
+        return 0;
+}
+
+static void conn_forward_request(Conn *c);
+
+/* Runs the next ownership check, or forwards when all passed. */
+static void conn_checks_next(Conn *c) {
+        int r;
+
+        c->req_state = REQ_CHECK;
+        if (c->dec.must_own_exec)
+                r = probe_start(c, c->dec.must_own_exec, /* exec= */ true);
+        else if (c->dec.must_own && c->dec.must_own[c->check_index])
+                r = probe_start(c, c->dec.must_own[c->check_index], /* exec= */ false);
+        else
+                return conn_forward_request(c);
+        if (r < 0) {
+                log_warning_errno(r, "Cannot reach the engine at %s for an ownership check: %m", c->proxy->ctx.upstream);
+                conn_reply_error(c, 502, "engine", "The Docker engine is not reachable.");
+        }
+}
+
+/* ---- request handling ------------------------------------------------------- */
+
+static void conn_forward_request(Conn *c) {
+        _cleanup_free_ char *head = NULL, *target = NULL, *len = NULL;
+        size_t head_len;
+        int r;
+
+        r = conn_connect_upstream(c);
+        if (r < 0) {
+                log_warning_errno(r, "Cannot connect to the engine at %s: %m", c->proxy->ctx.upstream);
+                return conn_reply_error(c, 502, "engine", "The Docker engine is not reachable.");
+        }
+        if (c->dec.new_query) {
+                const char *q = strchr(c->req->target, '?');
+                if (asprintf(&target, "%.*s?%s", (int) (q ? q - c->req->target : (ptrdiff_t) strlen(c->req->target)),
+                             c->req->target, c->dec.new_query) < 0)
+                        return conn_free(c);
+                free(c->req->target);
+                c->req->target = TAKE_PTR(target);
+        }
+        if (c->dec.new_body) {
+                if (asprintf(&len, "%zu", c->dec.new_body_len) < 0 ||
+                    http_message_set_header(c->req, "Transfer-Encoding", NULL) < 0 ||
+                    http_message_set_header(c->req, "Content-Length", len) < 0)
+                        return conn_free(c);
+        }
+        /* The engine gets our serialization of what we parsed, never the
+         * client's bytes: one framing, the one we checked. */
+        r = http_message_format_head(c->req, &head, &head_len);
+        if (r < 0 || buf_append(&c->uout, head, head_len, SIZE_MAX) < 0)
+                return conn_free(c);
+        if (c->dec.new_body) {
+                if (buf_append(&c->uout, c->dec.new_body, c->dec.new_body_len, SIZE_MAX) < 0)
+                        return conn_free(c);
+                c->req_state = REQ_DONE;
+        } else if (c->req->body == HTTP_BODY_NONE)
+                c->req_state = REQ_DONE;
+        else {
+                c->req_state = REQ_BODY_STREAM;
+                c->body_left = c->req->content_length;
+                c->chunk = (HttpChunked){};
+        }
+        audit(c, true, 0, c->dec.rule, NULL);
+        c->resp_state = RESP_HEAD;
+        c->resp_done = false;
+}
+
+static int body_collect(const char *data, size_t len, void *userdata) {
+        return buf_append(userdata, data, len, DOCKER_BODY_MAX);
+}
+
+static void conn_judge_body(Conn *c) {
+        const DockerCaller *caller = c->proxy->caller;
+        int r;
+
+        r = docker_decide_body(caller, c->req->method, c->api_path, buf_head(&c->body), buf_len(&c->body), &c->dec);
+        buf_done(&c->body);
+        if (r < 0)
+                return conn_free(c);
+        if (c->dec.status)
+                return conn_reply_error(c, c->dec.status, c->dec.rule, c->dec.message);
+        c->check_index = 0;
+        conn_checks_next(c);
+}
+
+static void conn_handle_head(Conn *c) {
+        _cleanup_free_ char *version = NULL, *query = NULL;
+        const DockerCaller *caller = c->proxy->caller;
+        int r;
+
+        r = http_parse_request(buf_head(&c->cin), buf_len(&c->cin), UINT64_MAX, &c->req);
+        if (r == 0) {
+                if (buf_space(&c->cin) == 0 || c->client_eof) {
+                        if (c->client_eof && buf_len(&c->cin) == 0)
+                                return conn_free(c);
+                        return conn_reply_error(c, c->client_eof ? 400 : 431, "http-framing",
+                                                c->client_eof ? "Incomplete request." : "Request head too large.");
+                }
+                return;
+        }
+        if (r < 0) {
+                const char *why = r == -EOPNOTSUPP ? "Unsupported HTTP version or transfer coding."
+                                  : r == -E2BIG    ? "Request head too large."
+                                                   : "Malformed or ambiguous HTTP request (framing refused).";
+                return conn_reply_error(c, r == -EOPNOTSUPP ? 501 : r == -E2BIG ? 431 : 400, "http-framing", why);
+        }
+        buf_consume(&c->cin, c->req->head_len);
+        c->req_keep_alive = c->req->keep_alive;
+
+        free(c->api_path);
+        c->api_path = NULL;
+        r = http_split_target(c->req->target, &c->api_path, &version, &query);
+        if (r < 0)
+                return conn_reply_error(c, 400, "http-framing", "Malformed request target.");
+
+        docker_decision_done(&c->dec);
+        r = docker_decide_request(caller, c->req->method, c->api_path, query, &c->dec);
+        if (r < 0)
+                return conn_free(c);
+        if (c->dec.status)
+                return conn_reply_error(c, c->dec.status, c->dec.rule, c->dec.message);
+
+        if (c->dec.needs_body) {
+                if (c->req->body == HTTP_BODY_LENGTH && c->req->content_length > DOCKER_BODY_MAX)
+                        return conn_reply_error(c, 413, "body-size", "Request body too large to be checked.");
+                c->req_state = REQ_BODY_BUFFER;
+                c->body_left = c->req->content_length;
+                c->chunk = (HttpChunked){};
+                buf_done(&c->body);
+                if (c->req->body == HTTP_BODY_NONE)
+                        return conn_judge_body(c);
+                return;
+        }
+        c->check_index = 0;
+        conn_checks_next(c);
+}
+
+/* Client → upstream, by request state. Returns true on progress. */
+static bool pump_request(Conn *c) {
+        size_t n, used;
+        int r;
+
+        switch (c->req_state) {
+        case REQ_HEAD:
+                if (c->resp_state != RESP_IDLE || (buf_len(&c->cin) == 0 && !c->client_eof))
+                        return false;
+                if (buf_len(&c->cin) == 0 && c->client_eof) {
+                        conn_free(c);
+                        return false;
+                }
+                conn_handle_head(c);
+                return true;
+
+        case REQ_BODY_BUFFER:
+                if (buf_len(&c->cin) == 0) {
+                        if (c->client_eof)
+                                conn_reply_error(c, 400, "http-framing", "Request body ended early.");
+                        return false;
+                }
+                if (c->req->body == HTTP_BODY_LENGTH) {
+                        n = (size_t) MIN((uint64_t) buf_len(&c->cin), c->body_left);
+                        if (buf_append(&c->body, buf_head(&c->cin), n, DOCKER_BODY_MAX) < 0) {
+                                conn_reply_error(c, 413, "body-size", "Request body too large to be checked.");
+                                return true;
+                        }
+                        buf_consume(&c->cin, n);
+                        c->body_left -= n;
+                        r = c->body_left == 0;
+                } else {
+                        r = http_chunked_feed(&c->chunk, buf_head(&c->cin), buf_len(&c->cin), &used, body_collect,
+                                              &c->body);
+                        if (r < 0) {
+                                conn_reply_error(c, r == -EMSGSIZE ? 413 : 400, r == -EMSGSIZE ? "body-size" : "http-framing",
+                                                 r == -EMSGSIZE ? "Request body too large to be checked."
+                                                                : "Malformed chunked request body.");
+                                return true;
+                        }
+                        buf_consume(&c->cin, used);
+                }
+                if (r == 1)
+                        conn_judge_body(c);
+                return true;
+
+        case REQ_BODY_STREAM:
+                if (buf_len(&c->cin) == 0 || buf_space(&c->uout) == 0) {
+                        if (c->client_eof && buf_len(&c->cin) == 0) {
+                                conn_free(c);
+                                return false;
+                        }
+                        return false;
+                }
+                if (c->req->body == HTTP_BODY_LENGTH) {
+                        c->body_left -= move(&c->cin, &c->uout, c->body_left);
+                        if (c->body_left == 0)
+                                c->req_state = REQ_DONE;
+                        return true;
+                }
+                n = MIN(buf_len(&c->cin), buf_space(&c->uout));
+                r = http_chunked_feed(&c->chunk, buf_head(&c->cin), n, &used, NULL, NULL);
+                if (r < 0) {
+                        /* Part of the body is upstream already: all we can do is cut both. */
+                        audit(c, false, 400, "http-framing", "malformed chunked body while streaming");
+                        conn_free(c);
+                        return false;
+                }
+                move(&c->cin, &c->uout, used);
+                if (r == 1)
+                        c->req_state = REQ_DONE;
+                return true;
+
+        case REQ_DONE:
+                /* HTTP clients do not half-close; EOF here means the client
+                 * went away (e.g. ^C on `logs -f`): drop the upstream too. */
+                if (c->client_eof && !c->closing) {
+                        conn_free(c);
+                        return false;
+                }
+                return false;
+
+        case REQ_RAW:
+                if (buf_len(&c->cin) > 0 && buf_space(&c->uout) > 0) {
+                        move(&c->cin, &c->uout, UINT64_MAX);
+                        return true;
+                }
+                if (c->client_eof && buf_len(&c->cin) == 0 && buf_len(&c->uout) == 0 && !c->upstream_shut &&
+                    c->ufd >= 0) {
+                        /* Half-close: the container's stdin ended. */
+                        (void) shutdown(c->ufd, SHUT_WR);
+                        c->upstream_shut = true;
+                        return true;
+                }
+                return false;
+
+        case REQ_LINGER:
+                buf_consume(&c->cin, buf_len(&c->cin));
+                return false;
+
+        case REQ_CHECK:
+                return false;
+        }
+        return false;
+}
+
+static void conn_response_done(Conn *c) {
+        c->resp_state = RESP_IDLE;
+        if (c->req_state != REQ_DONE || !c->req_keep_alive || !c->resp_keep_alive) {
+                c->closing = true;
+                c->req_state = REQ_LINGER;
+                return;
+        }
+        /* Keep-alive: ready for the next request on both sides. */
+        c->req_state = REQ_HEAD;
+        c->req = http_message_free(c->req);
+}
+
+/* Upstream → client, by response state. Returns true on progress. */
+static bool pump_response(Conn *c) {
+        _cleanup_(http_message_freep) HttpMessage *resp = NULL;
+        size_t used, n;
+        int r;
+
+        switch (c->resp_state) {
+        case RESP_IDLE:
+                if (c->ufd >= 0 && buf_len(&c->uin) > 0) {
+                        /* Bytes nobody asked for. */
+                        conn_free(c);
+                        return false;
+                }
+                if (c->ufd >= 0 && c->upstream_eof) {
+                        /* The engine closed an idle keep-alive connection. */
+                        c->usrc = sd_event_source_disable_unref(c->usrc);
+                        c->ufd = safe_close(c->ufd);
+                        c->uin.start = c->uin.end = 0;
+                        c->uout.start = c->uout.end = 0;
+                        return true;
+                }
+                return false;
+
+        case RESP_HEAD:
+                r = http_parse_response(buf_head(&c->uin), buf_len(&c->uin), c->req->method, &resp);
+                if (r == 0) {
+                        if (c->upstream_eof) {
+                                conn_reply_error(c, 502, "engine", "The Docker engine closed the connection.");
+                                return true;
+                        }
+                        return false;
+                }
+                if (r < 0) {
+                        log_warning_errno(r, "Unparsable response from the engine: %m");
+                        conn_reply_error(c, 502, "engine", "The Docker engine sent a malformed response.");
+                        return true;
+                }
+                if (buf_space(&c->cout) < resp->head_len)
+                        return false;
+                move(&c->uin, &c->cout, resp->head_len);
+                c->resp_keep_alive = resp->keep_alive;
+                if (resp->status >= 100 && resp->status < 200 && resp->status != 101)
+                        return true; /* 100 Continue: the real head follows */
+                if (c->dec.hijack && (resp->status == 101 || (resp->status == 200 && resp->body == HTTP_BODY_UNTIL_CLOSE))) {
+                        /* The engine hijacked the connection: raw both ways
+                         * from here (API ≤ 1.41 may answer 200 instead of 101). */
+                        c->resp_state = RESP_RAW;
+                        c->req_state = REQ_RAW;
+                        return true;
+                }
+                if (resp->status == 101) {
+                        conn_free(c);
+                        return false;
+                }
+                c->resp_body = resp->body;
+                c->resp_left = resp->content_length;
+                c->rchunk = (HttpChunked){};
+                if (resp->body == HTTP_BODY_NONE)
+                        conn_response_done(c);
+                else
+                        c->resp_state = RESP_BODY;
+                return true;
+
+        case RESP_BODY:
+                if (buf_len(&c->uin) == 0 || buf_space(&c->cout) == 0) {
+                        if (buf_len(&c->uin) == 0 && c->upstream_eof) {
+                                if (c->resp_body == HTTP_BODY_UNTIL_CLOSE) {
+                                        conn_response_done(c);
+                                        return true;
+                                }
+                                /* Truncated response: the client must see the cut. */
+                                c->closing = true;
+                                c->req_state = REQ_LINGER;
+                                c->resp_state = RESP_IDLE;
+                                return true;
+                        }
+                        return false;
+                }
+                if (c->resp_body == HTTP_BODY_LENGTH) {
+                        c->resp_left -= move(&c->uin, &c->cout, c->resp_left);
+                        if (c->resp_left == 0)
+                                conn_response_done(c);
+                } else if (c->resp_body == HTTP_BODY_CHUNKED) {
+                        n = MIN(buf_len(&c->uin), buf_space(&c->cout));
+                        r = http_chunked_feed(&c->rchunk, buf_head(&c->uin), n, &used, NULL, NULL);
+                        if (r < 0) {
+                                log_warning("Malformed chunked response from the engine, closing.");
+                                conn_free(c);
+                                return false;
+                        }
+                        move(&c->uin, &c->cout, used);
+                        if (r == 1)
+                                conn_response_done(c);
+                } else
+                        move(&c->uin, &c->cout, UINT64_MAX);
+                return true;
+
+        case RESP_RAW:
+                if (buf_len(&c->uin) > 0 && buf_space(&c->cout) > 0) {
+                        move(&c->uin, &c->cout, UINT64_MAX);
+                        return true;
+                }
+                if (c->upstream_eof && buf_len(&c->uin) == 0 && buf_len(&c->cout) == 0 && !c->client_shut) {
+                        (void) shutdown(c->cfd, SHUT_WR);
+                        c->client_shut = true;
+                        return true;
+                }
+                return false;
+        }
+        return false;
+}
+
+static bool conn_alive(Proxy *p, uint64_t id) {
+        for (Conn *x = p->conns; x; x = x->next)
+                if (x->id == id)
+                        return true;
+        return false;
+}
+
+/* Moves bytes as far as the state machines allow, then sets the epoll masks.
+ * May free the connection. */
+static void conn_pump(Conn *c) {
+        Proxy *p = c->proxy;
+        uint64_t id = c->id;
+        bool progress;
+
+        do {
+                progress = pump_request(c);
+                if (!conn_alive(p, id))
+                        return;
+                progress = pump_response(c) || progress;
+                if (!conn_alive(p, id))
+                        return;
+        } while (progress);
+
+        if (c->req_state == REQ_RAW && c->client_shut && c->upstream_shut && buf_len(&c->cout) == 0 &&
+            buf_len(&c->uout) == 0) {
+                conn_free(c);
+                return;
+        }
+        if (c->req_state == REQ_RAW && c->client_eof && c->upstream_eof && buf_len(&c->cout) == 0) {
+                conn_free(c);
+                return;
+        }
+        if (c->closing && buf_len(&c->cout) == 0) {
+                if (!c->client_shut) {
+                        (void) shutdown(c->cfd, SHUT_WR);
+                        c->client_shut = true;
+                }
+                if (c->client_eof) {
+                        conn_free(c);
+                        return;
+                }
+        }
+        conn_update_events(c);
+}
+
+static int on_linger_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        (void) s;
+        (void) usec;
+        conn_free(userdata);
+        return 0;
+}
+
+static int on_client_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Conn *c = userdata;
+        int r;
+
+        (void) s;
+        if (revents & EPOLLOUT) {
+                r = flush(fd, &c->cout);
+                if (r < 0)
+                        return conn_free(c), 0;
+        }
+        if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+                r = fill(fd, &c->cin, &c->client_eof);
+                if (r < 0)
+                        return conn_free(c), 0;
+        }
+        if (c->closing && !c->timer)
+                (void) sd_event_add_time_relative(c->proxy->ctx.event, &c->timer, CLOCK_MONOTONIC, LINGER_USEC, 0,
+                                                  on_linger_timeout, c);
+        conn_pump(c);
+        return 0;
+}
+
+static int on_upstream_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Conn *c = userdata;
+        int r;
+
+        (void) s;
+        if (revents & EPOLLOUT) {
+                r = flush(fd, &c->uout);
+                if (r < 0)
+                        return conn_free(c), 0;
+        }
+        if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+                r = fill(fd, &c->uin, &c->upstream_eof);
+                if (r < 0)
+                        return conn_free(c), 0;
+        }
+        conn_pump(c);
+        /* Writes queued by the pump go out now rather than on the next wakeup. */
+        return 0;
+}
+
+static void conn_free(Conn *c) {
+        Proxy *p;
+
+        if (!c)
+                return;
+        p = c->proxy;
+        if (c->prev)
+                c->prev->next = c->next;
+        else
+                p->conns = c->next;
+        if (c->next)
+                c->next->prev = c->prev;
+        p->n_conns--;
+        probe_free(c->probe);
+        sd_event_source_disable_unref(c->csrc);
+        sd_event_source_disable_unref(c->usrc);
+        sd_event_source_disable_unref(c->timer);
+        safe_close(c->cfd);
+        safe_close(c->ufd);
+        buf_done(&c->cin);
+        buf_done(&c->cout);
+        buf_done(&c->uin);
+        buf_done(&c->uout);
+        buf_done(&c->body);
+        http_message_free(c->req);
+        docker_decision_done(&c->dec);
+        free(c->api_path);
+        free(c);
+        if (p->ctx.metrics) {
+                Metric *g = metrics_gauge(p->ctx.metrics, "dockerproxy_connections", "Open client connections", NULL);
+                if (g)
+                        metric_set(g, (int64_t) p->n_conns);
+        }
+}
+
+static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Proxy *p = userdata;
+
+        (void) s;
+        (void) revents;
+        for (;;) {
+                int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                Conn *c;
+                int r;
+
+                if (cfd < 0) {
+                        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+                                log_warning_errno(-errno, "accept() on %s failed, ignoring: %m", p->socket_path);
+                        return 0;
+                }
+                if (p->n_conns >= p->ctx.max_connections) {
+                        log_warning("Container %s has %u connections open, refusing one more.", p->caller->id, p->n_conns);
+                        safe_close(cfd);
+                        continue;
+                }
+                c = calloc(1, sizeof(*c));
+                if (!c) {
+                        safe_close(cfd);
+                        continue;
+                }
+                c->proxy = p;
+                c->id = ++p->next_conn_id;
+                c->cfd = cfd;
+                c->ufd = -EBADF;
+                c->next = p->conns;
+                if (p->conns)
+                        p->conns->prev = c;
+                p->conns = c;
+                p->n_conns++;
+                r = buf_ensure(&c->cin, BUF_SIZE);
+                if (r >= 0)
+                        r = buf_ensure(&c->cout, BUF_SIZE);
+                if (r >= 0)
+                        r = sd_event_add_io(p->ctx.event, &c->csrc, cfd, EPOLLIN, on_client_io, c);
+                if (r < 0) {
+                        conn_free(c);
+                        continue;
+                }
+                count(p, "dockerproxy_connections_total", "Accepted client connections", NULL);
+        }
+}
+
+int proxy_new(const ProxyContext *ctx, const DockerCaller *caller, const char *socket_path, Proxy **ret) {
+        union {
+                struct sockaddr sa;
+                struct sockaddr_un un;
+        } sa = { .un.sun_family = AF_UNIX };
+        _cleanup_(proxy_freep) Proxy *p = NULL;
+        int r;
+
+        if (strlen(socket_path) >= sizeof(sa.un.sun_path))
+                return -ENAMETOOLONG;
+        p = calloc(1, sizeof(*p));
+        if (!p)
+                return -ENOMEM;
+        p->ctx = *ctx;
+        if (p->ctx.max_connections == 0)
+                p->ctx.max_connections = DEFAULT_MAX_CONNS;
+        p->caller = caller;
+        p->fd = -EBADF;
+        p->socket_path = strdup(socket_path);
+        if (!p->socket_path)
+                return -ENOMEM;
+
+        p->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (p->fd < 0)
+                return -errno;
+        strcpy(sa.un.sun_path, socket_path);
+        (void) unlink(socket_path);
+        if (bind(p->fd, &sa.sa, sizeof(sa.un)) < 0)
+                return -errno;
+        /* The container's processes run as any user; the socket's location
+         * (bind-mounted into that one container) is the access control. */
+        if (chmod(socket_path, 0666) < 0)
+                return -errno;
+        if (listen(p->fd, SOMAXCONN) < 0)
+                return -errno;
+        r = sd_event_add_io(ctx->event, &p->source, p->fd, EPOLLIN, on_accept, p);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(p);
+        return 0;
+}
+
+Proxy *proxy_free(Proxy *p) {
+        if (!p)
+                return NULL;
+        while (p->conns)
+                conn_free(p->conns);
+        sd_event_source_disable_unref(p->source);
+        if (p->fd >= 0) {
+                safe_close(p->fd);
+                (void) unlink(p->socket_path);
+        }
+        free(p->socket_path);
+        free(p);
+        return NULL;
+}
+
+unsigned proxy_connections(const Proxy *p) {
+        return p->n_conns;
+}
+
+static uint64_t now_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
+}
+
+int proxy_engine_get(const char *upstream, const char *path, uint64_t timeout_usec, unsigned *ret_status,
+                     char **ret_body, size_t *ret_len) {
+        _cleanup_(http_message_freep) HttpMessage *resp = NULL;
+        _cleanup_close_ int fd = -EBADF;
+        _cleanup_free_ char *req = NULL;
+        uint64_t deadline = now_usec() + timeout_usec;
+        Buf in = {}, out = {}, body = {};
+        bool eof = false;
+        int r, n;
+
+        n = asprintf(&req, "GET %s HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n", path);
+        if (n < 0)
+                return -ENOMEM;
+        fd = connect_unix(upstream);
+        if (fd < 0)
+                return fd;
+        r = buf_append(&out, req, (size_t) n, SIZE_MAX);
+        if (r < 0)
+                goto finish;
+        r = buf_ensure(&in, PROBE_MAX);
+        if (r < 0)
+                goto finish;
+        while (!eof) {
+                struct pollfd pfd = { .fd = fd, .events = POLLIN | (buf_len(&out) > 0 ? POLLOUT : 0) };
+                uint64_t now = now_usec();
+                if (now >= deadline) {
+                        r = -ETIMEDOUT;
+                        goto finish;
+                }
+                if (poll(&pfd, 1, (int) ((deadline - now) / USEC_PER_MSEC) + 1) < 0) {
+                        r = -errno;
+                        goto finish;
+                }
+                r = flush(fd, &out);
+                if (r >= 0)
+                        r = fill(fd, &in, &eof);
+                if (r < 0)
+                        goto finish;
+                if (buf_space(&in) == 0 && !eof) {
+                        r = -EMSGSIZE;
+                        goto finish;
+                }
+        }
+        r = http_parse_response(buf_head(&in), buf_len(&in), "GET", &resp);
+        if (r <= 0) {
+                r = r == 0 ? -EBADMSG : r;
+                goto finish;
+        }
+        if (resp->body == HTTP_BODY_CHUNKED) {
+                HttpChunked ch = {};
+                size_t used;
+                r = http_chunked_feed(&ch, buf_head(&in) + resp->head_len, buf_len(&in) - resp->head_len, &used,
+                                      collect_probe_body, &body);
+                if (r != 1) {
+                        r = r < 0 ? r : -EBADMSG;
+                        goto finish;
+                }
+        } else {
+                size_t l = buf_len(&in) - resp->head_len;
+                if (resp->body == HTTP_BODY_LENGTH && resp->content_length < l)
+                        l = (size_t) resp->content_length;
+                r = buf_append(&body, buf_head(&in) + resp->head_len, l, PROBE_MAX);
+                if (r < 0)
+                        goto finish;
+        }
+        r = buf_append(&body, "", 1, PROBE_MAX + 1); /* NUL for convenience */
+        if (r < 0)
+                goto finish;
+        *ret_status = resp->status;
+        *ret_len = buf_len(&body) - 1;
+        *ret_body = body.data;
+        body = (Buf){};
+        r = 0;
+finish:
+        buf_done(&in);
+        buf_done(&out);
+        buf_done(&body);
+        return r;
+}

@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* The proxy proper: one listening unix socket per registered container, on
+ * the daemon's sd-event loop (no thread per connection). Each client
+ * connection gets its own upstream connection to the engine; requests are
+ * framed with dockerproxy-http, judged with dockerproxy-translate, and
+ * bodies, long streams and hijacked (attach/exec) streams are pumped both
+ * ways with backpressure: a side is only read while the other side's buffer
+ * has room. */
+
+#include <systemd/sd-event.h>
+
+#include "dockerproxy-translate.h"
+#include "macro.h"
+
+struct Metrics;
+
+typedef struct ProxyContext {
+        sd_event *event;
+        const char *upstream;          /* engine socket path */
+        struct Metrics *metrics;       /* may be NULL */
+        unsigned max_connections;      /* per socket */
+} ProxyContext;
+
+typedef struct Proxy Proxy;
+
+/* Binds `socket_path` (replacing a stale socket, mode 0666 so any user in the
+ * container can connect) and serves `caller`, which must outlive the proxy. */
+int proxy_new(const ProxyContext *ctx, const DockerCaller *caller, const char *socket_path, Proxy **ret);
+/* Closes the listener and every connection; unlinks the socket. */
+Proxy *proxy_free(Proxy *p);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Proxy *, proxy_free);
+unsigned proxy_connections(const Proxy *p);
+
+/* Blocking GET on the engine socket (registration only): status and body. */
+int proxy_engine_get(const char *upstream, const char *path, uint64_t timeout_usec, unsigned *ret_status,
+                     char **ret_body, size_t *ret_len);
