@@ -22,6 +22,9 @@ char *format_usec(uint64_t usec);
 
 /* "64G", "512M", "4096", "1.5G" (binary units K/M/G/T, optional "iB"/"B") → bytes. */
 int parse_size(const char *s, uint64_t *ret);
+/* Formats bytes with the largest binary unit that divides them exactly
+ * ("64G", "1536M", "4097"), so that parse_size() reads back the same value. */
+char *format_size(uint64_t bytes);
 
 /* yes/no, true/false, on/off, 1/0. */
 int parse_boolean(const char *s, bool *ret);
