@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: MIT */
+#include <openssl/rand.h>
+
+#include "identity-issue.h"
+
+
+void token_issued_done(TokenIssued *t) {
+        free(t->token);
+        *t = (TokenIssued){};
+}
+
+bool token_name_is_valid(const char *s) {
+        size_t n;
+
+        if (isempty(s))
+                return false;
+        n = strlen(s);
+        if (n > TOKEN_FIELD_MAX)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') ||
+                      s[i] == '.' || s[i] == '_' || s[i] == '-'))
+                        return false;
+        return true;
+}
+
+int token_issue(const JwtKey *key, const char *issuer, const TokenRequest *req, uint64_t now, TokenIssued *ret) {
+        _cleanup_(json_decrefp) json_t *claims = NULL, *aud = NULL;
+        _cleanup_free_ char *sub = NULL, *jti = NULL;
+        uint8_t rnd[16];
+        size_t n_aud = 0;
+        int r;
+
+        if (!req->audience || !req->audience[0])
+                return -EINVAL;
+        if (req->tenant_id && !token_name_is_valid(req->tenant_id))
+                return -EINVAL;
+        if (req->instance_id && !token_name_is_valid(req->instance_id))
+                return -EINVAL;
+        if (req->container_name && !token_name_is_valid(req->container_name))
+                return -EINVAL;
+        if (req->subject) {
+                if (isempty(req->subject) || strlen(req->subject) > 1024)
+                        return -EINVAL;
+                sub = strdup(req->subject);
+        } else {
+                if (!req->tenant_id || !req->instance_id)
+                        return -EINVAL;
+                if (req->container_name)
+                        r = asprintf(&sub, "%s/%s/%s", req->tenant_id, req->instance_id, req->container_name);
+                else
+                        r = asprintf(&sub, "%s/%s", req->tenant_id, req->instance_id);
+                if (r < 0)
+                        sub = NULL;
+        }
+        if (!sub)
+                return -ENOMEM;
+
+        for (n_aud = 0; req->audience[n_aud]; n_aud++)
+                if (isempty(req->audience[n_aud]) || strlen(req->audience[n_aud]) > 1024)
+                        return -EINVAL;
+        if (n_aud > TOKEN_AUDIENCES_MAX)
+                return -E2BIG;
+        /* RFC 7519 §4.1.3: a single audience may be a plain string. */
+        if (n_aud == 1)
+                aud = json_string(req->audience[0]);
+        else {
+                aud = json_array();
+                for (size_t i = 0; aud && i < n_aud; i++)
+                        if (json_array_append_new(aud, json_string(req->audience[i])) < 0)
+                                return -ENOMEM;
+        }
+        if (!aud)
+                return -ENOMEM;
+
+        if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+                return -EIO;
+        jti = base64url_encode(rnd, sizeof(rnd));
+        if (!jti)
+                return -ENOMEM;
+
+        claims = json_pack("{s:s, s:s, s:O, s:I, s:I, s:I, s:s}", "iss", issuer, "sub", sub, "aud", aud, "exp",
+                           (json_int_t) (now + req->lifetime), "iat", (json_int_t) now, "nbf", (json_int_t) now,
+                           "jti", jti);
+        if (!claims)
+                return -ENOMEM;
+        if ((req->tenant_id && json_object_set_new(claims, "tenant_id", json_string(req->tenant_id)) < 0) ||
+            (req->instance_id && json_object_set_new(claims, "instance_id", json_string(req->instance_id)) < 0) ||
+            (req->container_name &&
+             json_object_set_new(claims, "container_name", json_string(req->container_name)) < 0))
+                return -ENOMEM;
+        if (req->extra && json_object_update_missing(claims, req->extra) < 0)
+                return -ENOMEM;
+
+        *ret = (TokenIssued){ .expires_at = now + req->lifetime };
+        r = jwt_sign(key, claims, &ret->token);
+        if (r < 0)
+                return r;
+        memcpy(ret->jti, jti, MIN(strlen(jti) + 1, sizeof(ret->jti)));
+        ret->jti[sizeof(ret->jti) - 1] = 0;
+        return 0;
+}
