@@ -26,6 +26,23 @@ static json_t *registration_to_json(const Hostmesh__Dockerproxy__V1__Registratio
                          r->socket_path, "ancestors", anc, "policy", pol);
 }
 
+/* Drops "-o FORMAT" / "--output FORMAT" / "--output=FORMAT" (nsc handles
+ * them) from a verb's positional arguments, in place; returns the new argc. */
+static int drop_output_args(int argc, char **argv) {
+        int k = 1;
+
+        for (int i = 1; i < argc; i++) {
+                if ((streq(argv[i], "-o") || streq(argv[i], "--output")) && i + 1 < argc) {
+                        i++;
+                        continue;
+                }
+                if (strncmp(argv[i], "--output=", 9) == 0 || strncmp(argv[i], "-o", 2) == 0)
+                        continue;
+                argv[k++] = argv[i];
+        }
+        return k;
+}
+
 static int verb_register(Nsc *n, int argc, char **argv);
 static int verb_unregister(Nsc *n, int argc, char **argv);
 static int verb_list(Nsc *n, int argc, char **argv);
@@ -55,6 +72,7 @@ static int verb_register(Nsc *n, int argc, char **argv) {
         };
         static const struct option options[] = {
                 { "container", required_argument, NULL, 'c' },
+                { "output", required_argument, NULL, 'o' },
                 { "root", required_argument, NULL, ARG_ROOT },
                 { "allow-privileged", no_argument, NULL, ARG_PRIV },
                 { "allow-devices", no_argument, NULL, ARG_DEV },
@@ -78,11 +96,13 @@ static int verb_register(Nsc *n, int argc, char **argv) {
         req.root = (char *) "";
         req.policy = &pol;
         optind = 0;
-        while ((c = getopt_long(argc, argv, "c:", options, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "c:o:", options, NULL)) >= 0) {
                 switch (c) {
                 case 'c':
                         req.container_id = optarg;
                         break;
+                case 'o':
+                        break; /* handled by nsc */
                 case ARG_ROOT:
                         req.root = optarg;
                         break;
@@ -149,6 +169,7 @@ static int verb_unregister(Nsc *n, int argc, char **argv) {
         ProtobufCMessage *resp = NULL;
         int r;
 
+        argc = drop_output_args(argc, argv);
         if (argc != 2 || argv[1][0] == '-')
                 return nsc_usage(n, &nsc_command_docker_unregister, "Expected exactly one container ID.");
         req.container_id = argv[1];
@@ -167,7 +188,7 @@ static int verb_list(Nsc *n, int argc, char **argv) {
         Hostmesh__Dockerproxy__V1__ListContainersResponse *resp = NULL;
         int r;
 
-        (void) argv;
+        argc = drop_output_args(argc, argv);
         if (argc != 1)
                 return nsc_usage(n, &nsc_command_docker_list, "No arguments expected.");
         r = nsc_call(n, DP_METHOD("ListContainers"), &req.base,

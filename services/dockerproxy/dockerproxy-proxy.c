@@ -361,6 +361,14 @@ static int collect_probe_body(const char *d, size_t l, void *ud) {
         return buf_append(ud, d, l, PROBE_MAX);
 }
 
+/* A container named in a request body (VolumesFrom, container:<id> modes)
+ * that is missing or not the caller's gets 403: on create, the docker CLI
+ * takes 404 for a missing image and would try to pull it. Either way the
+ * answer does not reveal whether the container exists. */
+static unsigned not_found_status(Conn *c) {
+        return c->dec.needs_body ? 403 : 404;
+}
+
 static void probe_finish(Probe *p, int error) {
         Conn *c = p->conn;
         _cleanup_(http_message_freep) HttpMessage *resp = NULL;
@@ -405,7 +413,7 @@ static void probe_finish(Probe *p, int error) {
                 buf_done(&body);
                 if (asprintf(&msg, "No such %s: %s", p->exec ? "exec instance" : "container", p->ref) < 0)
                         msg = NULL;
-                conn_reply_error(c, 404, "not-found", msg);
+                conn_reply_error(c, not_found_status(c), "not-found", msg);
                 probe_free(p);
                 conn_pump(c);
                 return;
@@ -459,7 +467,7 @@ static void probe_finish(Probe *p, int error) {
                          * a container that does not exist. */
                         if (asprintf(&msg, "No such container: %s", p->ref) < 0)
                                 msg = NULL;
-                        conn_reply_error(c, 404, "not-owned", msg);
+                        conn_reply_error(c, not_found_status(c), "not-owned", msg);
                         probe_free(p);
                         conn_pump(c);
                         return;

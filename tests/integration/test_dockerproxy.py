@@ -1,0 +1,437 @@
+# ctest: labels=integration;docker timeout=900
+"""dockerproxyd against a real Docker engine.
+
+The test starts its own dockerd (vfs storage, no iptables, no bridge) on its
+own socket and data root, imports a busybox rootfs as the image `ubuntu`,
+starts the mesh with dockerproxyd pointed at that engine, and registers two
+containers, A and B, with `nsc docker register`.
+
+"Inside container A": A is a real container whose registered socket is
+hard-linked into a directory that is bind-mounted into A (a hard link to a
+unix socket reaches the same listening socket), and the statically linked
+docker CLI is bind-mounted into A too, so the platform example runs truly
+inside A. For the rest, the docker CLI runs on the host against A's
+registered socket: for the proxy that is the same caller (every connection
+on A's socket is A), and paths in bind mounts are still resolved inside
+A's root, which is the container's real root filesystem on the host.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+
+from hm import Mesh
+
+DOCKERD = shutil.which("dockerd") or "/usr/sbin/dockerd"
+STATIC_DOCKER = "/usr/local/bin/docker"
+
+
+def docker_cli():
+    for c in (STATIC_DOCKER, "/usr/bin/docker", shutil.which("docker") or ""):
+        if c and os.access(c, os.X_OK):
+            return c
+    return None
+
+
+def wait_for(pred, timeout=30, what="condition"):
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(what)
+
+
+def http(sock_path, raw, timeout=10):
+    """Sends raw bytes on a unix socket and returns everything read until
+    the peer closes (or the timeout)."""
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(timeout)
+    s.connect(sock_path)
+    s.sendall(raw)
+    out = b""
+    try:
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            out += b
+    except socket.timeout:
+        pass
+    s.close()
+    return out
+
+
+def status_of(resp):
+    return int(resp.split(b" ", 2)[1]) if resp.startswith(b"HTTP/1.") else None
+
+
+@unittest.skipUnless(os.geteuid() == 0 and os.path.exists(DOCKERD) and docker_cli(),
+                     "needs root, dockerd (docker.io) and a docker CLI")
+class DockerProxy(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="hm-dp-", dir="/tmp")
+        cls.docker_bin = docker_cli()
+        cls.engine_sock = os.path.join(cls.tmp, "docker.sock")
+        cls.dockerd = None
+        cls.mesh = None
+        try:
+            cls._start_engine()
+            cls._import_image()
+            cls._start_mesh()
+            cls._start_containers()
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def _start_engine(cls):
+        data = os.path.join(cls.tmp, "data")
+        execroot = os.path.join(cls.tmp, "exec")
+        os.makedirs(data)
+        os.makedirs(execroot)
+        cls.dockerd_log = open(os.path.join(cls.tmp, "dockerd.log"), "w")
+        cls.dockerd = subprocess.Popen(
+            [DOCKERD, "--storage-driver=vfs", "--iptables=false", "--bridge=none",
+             "--exec-opt", "native.cgroupdriver=cgroupfs", "--data-root", data,
+             "-H", "unix://" + cls.engine_sock, "--pidfile", os.path.join(cls.tmp, "docker.pid"),
+             "--exec-root", execroot],
+            stdout=cls.dockerd_log, stderr=subprocess.STDOUT)
+
+        def up():
+            if cls.dockerd.poll() is not None:
+                raise RuntimeError("dockerd exited; see " + cls.dockerd_log.name)
+            try:
+                return status_of(http(cls.engine_sock, b"GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n", 2)) == 200
+            except OSError:
+                return False
+        wait_for(up, 60, "dockerd")
+
+    @classmethod
+    def engine(cls, *args, check=True, **kw):
+        r = subprocess.run([cls.docker_bin, "-H", "unix://" + cls.engine_sock, *args],
+                           capture_output=True, text=True, timeout=120, **kw)
+        if check and r.returncode != 0:
+            raise AssertionError("docker %s failed: %s" % (" ".join(args), r.stderr))
+        return r
+
+    @classmethod
+    def _import_image(cls):
+        rootfs = os.path.join(cls.tmp, "rootfs")
+        os.makedirs(os.path.join(rootfs, "bin"))
+        for d in ("etc", "tmp", "proc", "sys", "dev", "usr/bin", "var/run"):
+            os.makedirs(os.path.join(rootfs, d), exist_ok=True)
+        shutil.copy("/bin/busybox", os.path.join(rootfs, "bin", "busybox"))
+        applets = subprocess.run(["/bin/busybox", "--list"], capture_output=True, text=True).stdout.split()
+        for a in applets:
+            if a != "busybox":
+                os.symlink("busybox", os.path.join(rootfs, "bin", a))
+        tar = os.path.join(cls.tmp, "busybox.tar")
+        subprocess.run(["tar", "-C", rootfs, "-cf", tar, "."], check=True)
+        cls.engine("import", tar, "ubuntu:latest")
+        cls.engine("tag", "ubuntu:latest", "busybox:latest")
+
+    @classmethod
+    def _start_mesh(cls):
+        cls.mesh = Mesh(configs={"dockerproxy": "[dockerproxy]\nupstream = %s\n" % cls.engine_sock})
+        cls.mesh.start()
+
+    @classmethod
+    def register(cls, name, *extra):
+        r, j = cls.mesh.nsc_json("docker", "register", "--container", name, *extra)
+        if r.returncode != 0:
+            raise AssertionError("nsc docker register %s: %s %s" % (name, r.stdout, r.stderr))
+        return j["socket_path"]
+
+    @classmethod
+    def _start_containers(cls):
+        # A's socket directory is created before A so that it can be mounted.
+        cls.a_sockdir = os.path.join(cls.tmp, "a-sock")
+        os.makedirs(cls.a_sockdir)
+        cls.engine("create", "--name", "hm-a", "-v", cls.a_sockdir + ":/var/run/hm",
+                   "-v", STATIC_DOCKER + ":/usr/bin/docker:ro", "ubuntu", "sleep", "1000000")
+        cls.engine("start", "hm-a")
+        cls.engine("run", "-d", "--name", "hm-b", "ubuntu", "sleep", "1000000")
+        cls.a_sock = cls.register("hm-a")
+        cls.b_sock = cls.register("hm-b")
+        os.link(cls.a_sock, os.path.join(cls.a_sockdir, "docker.sock"))
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.mesh:
+            try:
+                cls.mesh.stop()
+            except Exception:
+                pass
+        if cls.dockerd and cls.dockerd.poll() is None:
+            try:
+                ids = cls.engine("ps", "-aq", check=False).stdout.split()
+                if ids:
+                    cls.engine("rm", "-f", *ids, check=False)
+            except Exception:
+                pass
+            cls.dockerd.send_signal(signal.SIGTERM)
+            try:
+                cls.dockerd.wait(30)
+            except subprocess.TimeoutExpired:
+                cls.dockerd.kill()
+                cls.dockerd.wait()
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    # -- helpers -------------------------------------------------------------
+    def via(self, sock, *args, input=None, timeout=120):
+        return subprocess.run([self.docker_bin, "-H", "unix://" + sock, *args], capture_output=True,
+                              text=True, input=input, timeout=timeout)
+
+    def assertDenied(self, r, *fragments):
+        self.assertNotEqual(r.returncode, 0, "expected a refusal, got success: " + r.stdout)
+        for f in fragments:
+            self.assertIn(f, r.stderr)
+
+    def raw_create(self, body, extra_headers=b"", sock=None):
+        if isinstance(body, str):
+            body = body.encode()
+        req = (b"POST /v1.41/containers/create HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\n"
+               + extra_headers + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+        return http(sock or self.a_sock, req)
+
+    def engine_privileged_containers(self):
+        ids = self.engine("ps", "-aq").stdout.split()
+        out = []
+        for i in ids:
+            j = json.loads(self.engine("inspect", i).stdout)[0]
+            if j["HostConfig"].get("Privileged") or j["HostConfig"].get("PidMode") == "host":
+                out.append(i)
+        return out
+
+    # -- the platform's example ------------------------------------------------
+    def test_platform_example_lists_foobar_from_inside_a(self):
+        self.engine("exec", "hm-a", "mkdir", "-p", "/mydata")
+        self.engine("exec", "hm-a", "touch", "/mydata/foobar")
+        r = self.engine("exec", "hm-a", "docker", "-H", "unix:///var/run/hm/docker.sock",
+                        "run", "--rm", "-v", "/mydata:/parent", "ubuntu", "ls", "/parent")
+        self.assertEqual(r.stdout.split(), ["foobar"])
+        # The same through the host-side client on A's socket.
+        r = self.via(self.a_sock, "run", "--rm", "-v", "/mydata:/parent", "ubuntu", "ls", "/parent")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.split(), ["foobar"])
+
+    def test_created_containers_are_siblings_labelled_with_their_creator(self):
+        r = self.via(self.a_sock, "create", "--name", "hm-a-child", "ubuntu", "true")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        labels = json.loads(self.engine("inspect", "hm-a-child").stdout)[0]["Config"]["Labels"]
+        self.assertEqual(labels.get("io.hostmesh.dockerproxy.creator"), "hm-a")
+        self.assertIn("io.hostmesh.dockerproxy.owner.hm-a", labels)
+        self.engine("rm", "-f", "hm-a-child")
+
+    # -- streams ---------------------------------------------------------------
+    def test_attach_stream_carries_stdin_and_stdout(self):
+        payload = "".join("line %d\n" % i for i in range(20000))  # ~200 kB
+        r = self.via(self.a_sock, "run", "--rm", "-i", "ubuntu", "cat", input=payload)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout, payload)
+
+    def test_exec_streams_and_half_close(self):
+        r = self.via(self.a_sock, "run", "-d", "--name", "hm-a-exec", "ubuntu", "sleep", "100000")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        try:
+            r = self.via(self.a_sock, "exec", "hm-a-exec", "echo", "exec-ok")
+            self.assertEqual(r.stdout.strip(), "exec-ok")
+            # stdin EOF must reach the process (half-close) or `wc` never ends.
+            r = self.via(self.a_sock, "exec", "-i", "hm-a-exec", "wc", "-c", input="x" * 100000, timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(r.stdout.strip(), "100000")
+            r = self.via(self.a_sock, "exec", "--privileged", "hm-a-exec", "true")
+            self.assertDenied(r, "Privileged exec")
+        finally:
+            self.via(self.a_sock, "rm", "-f", "hm-a-exec")
+
+    def test_logs_follow_streams_until_the_client_leaves(self):
+        r = self.via(self.a_sock, "run", "-d", "--name", "hm-a-ticker", "ubuntu", "sh", "-c",
+                     "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        try:
+            p = subprocess.Popen([self.docker_bin, "-H", "unix://" + self.a_sock, "logs", "-f", "hm-a-ticker"],
+                                 stdout=subprocess.PIPE, text=True)
+            lines = [p.stdout.readline() for _ in range(15)]
+            p.terminate()
+            p.wait(10)
+            self.assertTrue(all(l.startswith("tick ") for l in lines), lines)
+            # The 15 lines took ~1.5 s to be written: they streamed.
+            self.assertEqual(lines[14].strip(), "tick 14")
+        finally:
+            self.via(self.a_sock, "rm", "-f", "hm-a-ticker")
+
+    def test_events_stream_shows_own_containers_only(self):
+        p = subprocess.Popen([self.docker_bin, "-H", "unix://" + self.a_sock, "events", "--format",
+                              "{{.Action}} {{.Actor.Attributes.name}}"], stdout=subprocess.PIPE, text=True)
+        seen = []
+        t = threading.Thread(target=lambda: seen.extend(iter(p.stdout.readline, "")), daemon=True)
+        t.start()
+        try:
+            time.sleep(0.5)
+            self.assertEqual(self.via(self.b_sock, "create", "--name", "hm-b-event", "ubuntu", "true").returncode, 0)
+            self.assertEqual(self.via(self.a_sock, "create", "--name", "hm-a-event", "ubuntu", "true").returncode, 0)
+            wait_for(lambda: any("create hm-a-event" in l for l in seen), 20, "create event")
+        finally:
+            p.terminate()
+            p.wait(10)
+            self.engine("rm", "-f", "hm-a-event", "hm-b-event", check=False)
+        self.assertFalse(any("hm-b-event" in l for l in seen), seen)
+
+    # -- escapes -------------------------------------------------------------
+    def test_dotdot_bind_is_refused(self):
+        r = self.via(self.a_sock, "run", "--rm", "-v", "/../../etc:/x", "ubuntu", "ls", "/x")
+        self.assertDenied(r, '"/../../etc:/x"', "..")
+
+    def test_symlink_to_root_is_refused(self):
+        self.engine("exec", "hm-a", "ln", "-sfn", "/", "/escape")
+        r = self.via(self.a_sock, "run", "--rm", "-v", "/escape/etc:/x", "ubuntu", "cat", "/x/hostname")
+        self.assertDenied(r, "/escape", "outside the container's root")
+        self.engine("exec", "hm-a", "ln", "-sfn", "../../../../../../..", "/escape-up")
+        r = self.via(self.a_sock, "run", "--rm", "-v", "/escape-up/etc:/x", "ubuntu", "true")
+        self.assertDenied(r, "/escape-up", "outside the container's root")
+
+    def test_proc_bind_mount_is_refused(self):
+        r = self.via(self.a_sock, "run", "--rm", "--mount", "type=bind,source=/proc/1/root,target=/x", "ubuntu", "true")
+        self.assertDenied(r, "/proc/1/root", "/proc")
+
+    def test_privileged_and_host_pid_are_refused(self):
+        self.assertDenied(self.via(self.a_sock, "run", "--rm", "--privileged", "ubuntu", "true"), "Privileged")
+        self.assertDenied(self.via(self.a_sock, "run", "--rm", "--pid=host", "ubuntu", "true"), "PidMode=host")
+        self.assertDenied(self.via(self.a_sock, "run", "--rm", "--cap-add", "SYS_ADMIN", "ubuntu", "true"), "SYS_ADMIN")
+        self.assertDenied(self.via(self.a_sock, "run", "--rm", "--security-opt", "seccomp=unconfined", "ubuntu", "true"),
+                          "seccomp")
+        self.assertDenied(self.via(self.a_sock, "volume", "create", "--opt", "type=none", "--opt", "o=bind",
+                                   "--opt", "device=/etc", "hostetc"), "host path")
+        self.assertEqual(self.engine_privileged_containers(), [])
+
+    def test_unicode_escaped_and_case_variant_keys_are_refused(self):
+        r = self.raw_create('{"Image":"ubuntu","Hos\\u0074Config":{"Privil\\u0065ged":true}}')
+        self.assertEqual(status_of(r), 403, r)
+        self.assertIn(b"Privileged", r)
+        r = self.raw_create('{"Image":"ubuntu","hostconfig":{"Privileged":true}}')
+        self.assertEqual(status_of(r), 400, r)
+        r = self.raw_create('{"Image":"ubuntu","HostConfig":{"BINDS":["/:/host"]}}')
+        self.assertEqual(status_of(r), 400, r)
+        # Deprecated top-level HostConfig fields the engine would still honour.
+        r = self.raw_create('{"Image":"ubuntu","Privileged":true}')
+        self.assertEqual(status_of(r), 400, r)
+        self.assertEqual(self.engine_privileged_containers(), [])
+
+    def test_duplicated_keys_are_refused(self):
+        r = self.raw_create('{"Image":"ubuntu","HostConfig":{"Privileged":false,"Privileged":true}}')
+        self.assertEqual(status_of(r), 400, r)
+        self.assertIn(b"duplicate", r)
+        self.assertEqual(self.engine_privileged_containers(), [])
+
+    def test_content_length_smuggling_is_refused(self):
+        evil = b'{"Image":"ubuntu","HostConfig":{"Privileged":true}}'
+        smuggled = (b"POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n" % len(evil) + evil)
+        # CL + TE.
+        r = http(self.a_sock, b"POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nContent-Length: 4\r\n"
+                              b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled)
+        self.assertEqual(status_of(r), 400, r)
+        # Two Content-Length headers.
+        r = http(self.a_sock, b"POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nContent-Length: 2\r\n"
+                              b"Content-Length: 200\r\n\r\n{}" + smuggled)
+        self.assertEqual(status_of(r), 400, r)
+        # obs-fold and a space before the colon.
+        r = http(self.a_sock, b"GET /_ping HTTP/1.1\r\nHost: d\r\nX: a\r\n Content-Length: 5\r\n\r\n")
+        self.assertEqual(status_of(r), 400, r)
+        r = http(self.a_sock, b"GET /_ping HTTP/1.1\r\nHost: d\r\nContent-Length : 5\r\n\r\n")
+        self.assertEqual(status_of(r), 400, r)
+        # A body that holds a request is a body: the engine never sees it as one.
+        r = http(self.a_sock, b"POST /v1.41/containers/json HTTP/1.1\r\nHost: d\r\nContent-Length: %d\r\n\r\n"
+                 % len(smuggled) + smuggled, timeout=3)
+        self.assertEqual(self.engine_privileged_containers(), [])
+
+    # -- isolation ---------------------------------------------------------------
+    def test_b_containers_are_invisible_to_a(self):
+        r = self.via(self.b_sock, "run", "-d", "--name", "hm-b-secret", "ubuntu", "sleep", "100000")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.via(self.a_sock, "create", "--name", "hm-a-own", "ubuntu", "true")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        try:
+            names = self.via(self.a_sock, "ps", "-a", "--format", "{{.Names}}").stdout.split()
+            self.assertIn("hm-a-own", names)
+            self.assertNotIn("hm-b-secret", names)
+            self.assertNotIn("hm-a", names)  # not created through A's socket
+            self.assertIn("hm-b-secret", self.engine("ps", "--format", "{{.Names}}").stdout.split())
+            for args in (("inspect", "--type", "container", "hm-b-secret"), ("logs", "hm-b-secret"),
+                         ("stop", "hm-b-secret"), ("rm", "hm-b-secret"), ("export", "hm-b-secret"),
+                         ("cp", "hm-b-secret:/etc", "-"), ("exec", "hm-b-secret", "true")):
+                r = self.via(self.a_sock, *args)
+                with self.subTest(args=args):
+                    self.assertDenied(r, "No such")
+            # `rm -f` exits 0 on "No such container": the container must still be there.
+            self.via(self.a_sock, "rm", "-f", "hm-b-secret")
+            self.assertDenied(self.via(self.a_sock, "run", "--rm", "--volumes-from", "hm-b-secret", "ubuntu", "true"),
+                              "No such container")
+            self.assertDenied(self.via(self.a_sock, "run", "--rm", "--pid", "container:hm-b-secret", "ubuntu", "true"),
+                              "No such container")
+            # Still running: A could not stop it.
+            self.assertEqual(self.engine("inspect", "-f", "{{.State.Running}}", "hm-b-secret").stdout.strip(), "true")
+        finally:
+            self.engine("rm", "-f", "hm-b-secret", "hm-a-own", check=False)
+
+    def test_api_versions_and_head_ping(self):
+        for target in (b"/_ping", b"/v1.41/_ping", b"/v1.24/_ping"):
+            r = http(self.a_sock, b"HEAD " + target + b" HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+            self.assertEqual(status_of(r), 200, r)
+            self.assertTrue(r.endswith(b"\r\n\r\n"), r)  # no body after HEAD
+        # Keep-alive: three requests on one connection.
+        r = http(self.a_sock, b"GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n" * 2 +
+                 b"GET /version HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+        self.assertEqual(r.count(b"HTTP/1.1 200 OK"), 3, r)
+        r = http(self.a_sock, b"POST /v1.41/plugins/pull HTTP/1.1\r\nHost: d\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(status_of(r), 403, r)
+
+    # -- registrations -------------------------------------------------------------
+    def test_list_unregister_and_errors(self):
+        r, j = self.mesh.nsc_json("docker", "list")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        ids = {c["container_id"]: c for c in j["containers"]}
+        self.assertIn("hm-a", ids)
+        self.assertEqual(ids["hm-a"]["socket_path"], self.a_sock)
+        root = os.path.join(self.tmp, "spare-root")
+        os.makedirs(root, exist_ok=True)
+        sock = self.register("spare", "--root", root)
+        self.assertTrue(os.path.exists(sock))
+        self.assertEqual(oct(os.stat(sock).st_mode & 0o777), "0o666")
+        r = self.mesh.nsc("docker", "unregister", "spare")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertFalse(os.path.exists(sock))
+        r = self.mesh.nsc("docker", "unregister", "spare")
+        self.assertEqual(r.returncode, 4, r.stderr)  # NOT_FOUND
+        r = self.mesh.nsc("docker", "register", "--container", "no-such-container")
+        self.assertEqual(r.returncode, 4, r.stderr)
+        r = self.mesh.nsc("docker", "register", "--container", "../evil", "--root", root)
+        self.assertEqual(r.returncode, 6, r.stderr)  # INVALID_ARGUMENT
+
+    def test_registrations_survive_a_restart(self):
+        self.mesh.restart("dockerproxy")
+        # The daemon starts on its first gRPC connection (socket activation).
+        r, j = self.mesh.nsc_json("docker", "list")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("hm-a", [c["container_id"] for c in j["containers"]])
+        wait_for(lambda: os.path.exists(self.a_sock), 10, "A's socket")
+        r = http(self.a_sock, b"GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+        self.assertEqual(status_of(r), 200, r)
+        # The hard link inside A points to the old socket inode: re-link.
+        link = os.path.join(self.a_sockdir, "docker.sock")
+        os.unlink(link)
+        os.link(self.a_sock, link)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
