@@ -578,6 +578,10 @@ int manager_exchange(Manager *m, const char *subject_token, const char *const *a
                 if (r < 0)
                         return asprintf(ret_error, "%s: %s", token_refusal_to_string(why), msg) < 0 ? -ENOMEM : -EPERM;
                 (void) token_claim_time(claims, "exp", &exp);
+                /* Unasked, the new token lives as long as the default allows
+                 * and the subject token still does. */
+                if (duration_usec == 0)
+                        duration_usec = MIN(m->config.default_duration, (exp > now ? exp - now : 1) * USEC_PER_SEC);
                 r = manager_lifetime(m, duration_usec, exp > now ? exp - now : 1, &lifetime, ret_error);
                 if (r < 0)
                         return r;
