@@ -1,9 +1,600 @@
 /* SPDX-License-Identifier: MIT */
-#include "vmm-grpc.h"
-#include "vmm-manager.h"
+#include <inttypes.h>
+#include <time.h>
 
-/* Health is served by the rpc runtime; the vmm API comes with its issue. */
+#include "hostmesh/vmm/v1/vmm.pb-c.h"
+#include "log.h"
+#include "macro.h"
+#include "namespace/cloud/compute/v1beta/compute.pb-c.h"
+#include "vmm-grpc.h"
+#include "vmm-log.h"
+#include "vmm-manager.h"
+#include "agent-protocol.h"
+
+#define LABELS_MAX 64
+#define LABEL_MAX 256
+#define PURPOSE_MAX 1024
+#define ARG_MAX_BYTES (32 * 1024)
+
+typedef Namespace__Cloud__Compute__V1beta__InstanceMetadata InstanceMetadata;
+typedef Namespace__Cloud__Compute__V1beta__InstanceShape InstanceShape;
+typedef Namespace__Stdlib__Label Label;
+typedef Google__Protobuf__Timestamp Timestamp;
+
+/* Everything one InstanceMetadata points to, so it can live on the stack
+ * (or in an array for ListInstances) without allocations. */
+typedef struct MetadataStorage {
+        InstanceMetadata md;
+        InstanceShape shape;
+        Timestamp created, deadline, destroyed;
+        Label labels[LABELS_MAX];
+        Label *label_ptrs[LABELS_MAX];
+} MetadataStorage;
+
+static void timestamp_set(Timestamp *t, uint64_t usec) {
+        *t = (Timestamp) GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+        t->seconds = (int64_t) (usec / USEC_PER_SEC);
+        t->nanos = (int32_t) (usec % USEC_PER_SEC) * 1000;
+}
+
+static uint64_t timestamp_to_usec(const Timestamp *t) {
+        if (!t || t->seconds < 0 || t->nanos < 0 || t->nanos >= 1000000000)
+                return 0;
+        return (uint64_t) t->seconds * USEC_PER_SEC + (uint64_t) t->nanos / 1000;
+}
+
+static const Namespace__Cloud__Compute__V1beta__InstanceMetadata__Status state_to_status[_INSTANCE_STATE_MAX] = {
+        [INSTANCE_PENDING] = NAMESPACE__CLOUD__COMPUTE__V1BETA__INSTANCE_METADATA__STATUS__PENDING,
+        [INSTANCE_CREATING] = NAMESPACE__CLOUD__COMPUTE__V1BETA__INSTANCE_METADATA__STATUS__CREATING,
+        [INSTANCE_RUNNING] = NAMESPACE__CLOUD__COMPUTE__V1BETA__INSTANCE_METADATA__STATUS__RUNNING,
+        [INSTANCE_DESTROYING] = NAMESPACE__CLOUD__COMPUTE__V1BETA__INSTANCE_METADATA__STATUS__DESTROYING,
+        [INSTANCE_DESTROYED] = NAMESPACE__CLOUD__COMPUTE__V1BETA__INSTANCE_METADATA__STATUS__DESTROYED,
+        [INSTANCE_ERROR] = NAMESPACE__CLOUD__COMPUTE__V1BETA__INSTANCE_METADATA__STATUS__ERROR,
+};
+
+static void metadata_fill(MetadataStorage *s, Instance *i) {
+        s->md = (InstanceMetadata) NAMESPACE__CLOUD__COMPUTE__V1BETA__INSTANCE_METADATA__INIT;
+        s->shape = (InstanceShape) NAMESPACE__CLOUD__COMPUTE__V1BETA__INSTANCE_SHAPE__INIT;
+        s->shape.virtual_cpu = (int32_t) i->shape.vcpu;
+        s->shape.memory_megabytes = (int32_t) i->shape.memory_gb * 1024;
+        s->shape.machine_arch = (char *) "amd64";
+        s->shape.os = (char *) "linux";
+        s->md.instance_id = i->id;
+        timestamp_set(&s->created, i->created_usec);
+        s->md.created_at = &s->created;
+        timestamp_set(&s->deadline, i->deadline_usec);
+        s->md.deadline = &s->deadline;
+        if (i->destroyed_usec) {
+                timestamp_set(&s->destroyed, i->destroyed_usec);
+                s->md.destroyed_at = &s->destroyed;
+        }
+        s->md.documented_purpose = i->purpose ?: (char *) "";
+        s->md.shape = &s->shape;
+        s->md.status = state_to_status[i->state];
+        s->md.creator_id = i->creator ?: (char *) "";
+        for (size_t k = 0; k < i->n_labels && k < LABELS_MAX; k++) {
+                s->labels[k] = (Label) NAMESPACE__STDLIB__LABEL__INIT;
+                s->labels[k].name = i->label_names[k];
+                s->labels[k].value = i->label_values[k];
+                s->label_ptrs[k] = &s->labels[k];
+        }
+        s->md.n_labels = MIN(i->n_labels, (size_t) LABELS_MAX);
+        s->md.labels = s->label_ptrs;
+}
+
+static void fail_with(RpcCall *c, int r, char *error, const char *fallback) {
+        rpc_call_fail_errno(c, r, "%s", error ?: fallback);
+        free(error);
+}
+
+static Instance *find_or_fail(Manager *m, RpcCall *c, const char *id) {
+        Instance *i;
+
+        if (isempty(id)) {
+                rpc_call_fail(c, RPC_INVALID_ARGUMENT, "instance_id is required.");
+                return NULL;
+        }
+        i = manager_find(m, id);
+        if (!i)
+                rpc_call_fail(c, RPC_NOT_FOUND, "No instance %.64s; `nsc list` shows the instances.", id);
+        return i;
+}
+
+static int reply_describe(RpcCall *c, Instance *i) {
+        Namespace__Cloud__Compute__V1beta__DescribeInstanceResponse resp =
+                NAMESPACE__CLOUD__COMPUTE__V1BETA__DESCRIBE_INSTANCE_RESPONSE__INIT;
+        MetadataStorage *s = calloc(1, sizeof(*s));
+        int r;
+
+        if (!s)
+                return rpc_call_fail_errno(c, -ENOMEM, "Out of memory");
+        metadata_fill(s, i);
+        resp.metadata = &s->md;
+        r = rpc_call_reply(c, &resp.base);
+        free(s);
+        return r;
+}
+
+/* ---- ComputeService ---------------------------------------------------- */
+
+static bool label_part_is_valid(const char *s) {
+        if (!s || strlen(s) > LABEL_MAX)
+                return false;
+        for (const char *p = s; *p; p++)
+                if ((unsigned char) *p < 0x20)
+                        return false;
+        return true;
+}
+
+static void handle_create(RpcCall *c, const ProtobufCMessage *request, void *userdata) {
+        const Namespace__Cloud__Compute__V1beta__CreateInstanceRequest *req = (const void *) request;
+        Manager *m = userdata;
+        char *names[LABELS_MAX], *values[LABELS_MAX];
+        char creator[32] = "";
+        const RpcPeer *peer = rpc_call_peer(c);
+        char *error = NULL;
+        Instance *i;
+        int r;
+
+        if (!req->shape || req->shape->virtual_cpu <= 0 || req->shape->memory_megabytes <= 0 ||
+            req->shape->memory_megabytes % 1024 != 0) {
+                rpc_call_fail(c, RPC_INVALID_ARGUMENT,
+                              "shape must give virtual_cpu and memory_megabytes (a multiple of 1024); valid shapes: %s",
+                              shape_valid_help());
+                return;
+        }
+        if (!isempty(req->shape->machine_arch) && !streq(req->shape->machine_arch, "amd64") &&
+            !streq(req->shape->machine_arch, "x86_64")) {
+                rpc_call_fail(c, RPC_INVALID_ARGUMENT, "machine_arch %.32s is not available here; use amd64.",
+                              req->shape->machine_arch);
+                return;
+        }
+        if (req->n_labels > LABELS_MAX) {
+                rpc_call_fail(c, RPC_INVALID_ARGUMENT, "At most %d labels.", LABELS_MAX);
+                return;
+        }
+        for (size_t k = 0; k < req->n_labels; k++) {
+                if (isempty(req->labels[k]->name) || !label_part_is_valid(req->labels[k]->name) ||
+                    !label_part_is_valid(req->labels[k]->value)) {
+                        rpc_call_fail(c, RPC_INVALID_ARGUMENT,
+                                      "Label %zu: names must be non-empty, names and values at most %d printable bytes.",
+                                      k, LABEL_MAX);
+                        return;
+                }
+                names[k] = req->labels[k]->name;
+                values[k] = req->labels[k]->value;
+        }
+        if (req->documented_purpose && strlen(req->documented_purpose) > PURPOSE_MAX) {
+                rpc_call_fail(c, RPC_INVALID_ARGUMENT, "documented_purpose is longer than %d bytes.", PURPOSE_MAX);
+                return;
+        }
+        if (peer->known)
+                snprintf(creator, sizeof(creator), "uid:%u", (unsigned) peer->uid);
+
+        CreateParams p = {
+                .shape = { .vcpu = (unsigned) req->shape->virtual_cpu,
+                           .memory_gb = (unsigned) (req->shape->memory_megabytes / 1024) },
+                .deadline_usec = timestamp_to_usec(req->deadline),
+                .purpose = req->documented_purpose,
+                .label_names = names,
+                .label_values = values,
+                .n_labels = req->n_labels,
+                .creator = creator,
+        };
+        if (req->deadline && p.deadline_usec == 0) {
+                rpc_call_fail(c, RPC_INVALID_ARGUMENT, "deadline is not a valid timestamp.");
+                return;
+        }
+        r = manager_create_instance(m, &p, &i, &error);
+        if (r < 0)
+                return fail_with(c, r, error, "Cannot create the instance");
+        reply_describe(c, i);
+}
+
+static void handle_wait(RpcCall *c, const ProtobufCMessage *request, void *userdata, bool stream) {
+        const Namespace__Cloud__Compute__V1beta__WaitInstanceRequest *req = (const void *) request;
+        Manager *m = userdata;
+        Instance *i = find_or_fail(m, c, req->instance_id);
+
+        if (!i)
+                return;
+        manager_add_waiter(m, i, c, stream, req->destroyed_ok);
+}
+
+static void handle_wait_stream(RpcCall *c, const ProtobufCMessage *request, void *userdata) {
+        handle_wait(c, request, userdata, true);
+}
+
+static void handle_wait_sync(RpcCall *c, const ProtobufCMessage *request, void *userdata) {
+        handle_wait(c, request, userdata, false);
+}
+
+int vmm_grpc_send_wait(RpcCall *c, Instance *i, bool stream) {
+        Namespace__Cloud__Compute__V1beta__WaitInstanceResponse resp =
+                NAMESPACE__CLOUD__COMPUTE__V1BETA__WAIT_INSTANCE_RESPONSE__INIT;
+        MetadataStorage *s = calloc(1, sizeof(*s));
+        int r;
+
+        if (!s)
+                return -ENOMEM;
+        metadata_fill(s, i);
+        resp.metadata = &s->md;
+        r = stream ? rpc_call_send(c, &resp.base) : rpc_call_reply(c, &resp.base);
+        free(s);
+        return r;
+}
+
+static void handle_describe(RpcCall *c, const ProtobufCMessage *request, void *userdata) {
+        const Namespace__Cloud__Compute__V1beta__DescribeInstanceRequest *req = (const void *) request;
+        Instance *i = find_or_fail(userdata, c, req->instance_id);
+
+        if (i)
+                reply_describe(c, i);
+}
+
+static bool labels_match(Instance *i, Namespace__Stdlib__LabelFilterEntry *const *filters, size_t n) {
+        for (size_t k = 0; k < n; k++) {
+                const char *value = NULL;
+                for (size_t l = 0; l < i->n_labels; l++)
+                        if (streq(i->label_names[l], filters[k]->name ?: ""))
+                                value = i->label_values[l];
+                switch (filters[k]->op) {
+                case NAMESPACE__STDLIB__LABEL_FILTER_ENTRY__LABEL_FILTER_OP__EQUAL:
+                        if (!value || !streq(value, filters[k]->value ?: ""))
+                                return false;
+                        break;
+                case NAMESPACE__STDLIB__LABEL_FILTER_ENTRY__LABEL_FILTER_OP__NOT_EQUAL:
+                        if (value && streq(value, filters[k]->value ?: ""))
+                                return false;
+                        break;
+                case NAMESPACE__STDLIB__LABEL_FILTER_ENTRY__LABEL_FILTER_OP__EXIST:
+                        if (!value)
+                                return false;
+                        break;
+                default:
+                        break;
+                }
+        }
+        return true;
+}
+
+static void handle_list(RpcCall *c, const ProtobufCMessage *request, void *userdata) {
+        const Namespace__Cloud__Compute__V1beta__ListInstancesRequest *req = (const void *) request;
+        Namespace__Cloud__Compute__V1beta__ListInstancesResponse resp =
+                NAMESPACE__CLOUD__COMPUTE__V1BETA__LIST_INSTANCES_RESPONSE__INIT;
+        Manager *m = userdata;
+        _cleanup_free_ MetadataStorage *s = NULL;
+        _cleanup_free_ InstanceMetadata **list = NULL;
+        uint64_t not_older = timestamp_to_usec(req->not_older_than);
+        size_t n = 0, max = req->max_entries > 0 ? (size_t) req->max_entries : SIZE_MAX;
+
+        for (size_t k = 0; k < req->n_label_filter; k++)
+                if (req->label_filter[k]->op == NAMESPACE__STDLIB__LABEL_FILTER_ENTRY__LABEL_FILTER_OP__UNKNOWN) {
+                        rpc_call_fail(c, RPC_INVALID_ARGUMENT, "label_filter %zu has no op (EQUAL, NOT_EQUAL, EXIST).", k);
+                        return;
+                }
+        s = calloc(m->n_instances + 1, sizeof(*s));
+        list = calloc(m->n_instances + 1, sizeof(*list));
+        if (!s || !list) {
+                rpc_call_fail_errno(c, -ENOMEM, "Out of memory");
+                return;
+        }
+        for (size_t k = 0; k < m->n_instances && n < max; k++) {
+                Instance *i = m->instances[k];
+
+                if (!req->include_complete_runs && instance_state_is_final(i->state))
+                        continue;
+                if (not_older && i->created_usec < not_older)
+                        continue;
+                if (!labels_match(i, req->label_filter, req->n_label_filter))
+                        continue;
+                metadata_fill(&s[n], i);
+                list[n] = &s[n].md;
+                n++;
+        }
+        resp.n_instances = n;
+        resp.instances = list;
+        rpc_call_reply(c, &resp.base);
+}
+
+static void handle_destroy(RpcCall *c, const ProtobufCMessage *request, void *userdata) {
+        const Namespace__Cloud__Compute__V1beta__DestroyInstanceRequest *req = (const void *) request;
+        Google__Protobuf__Empty empty = GOOGLE__PROTOBUF__EMPTY__INIT;
+        Manager *m = userdata;
+        Instance *i = find_or_fail(m, c, req->instance_id);
+        int r;
+
+        if (!i)
+                return;
+        if (req->reason && strlen(req->reason) > PURPOSE_MAX) {
+                rpc_call_fail(c, RPC_INVALID_ARGUMENT, "reason is longer than %d bytes.", PURPOSE_MAX);
+                return;
+        }
+        r = manager_destroy_instance(m, i, isempty(req->reason) ? "destroyed on request" : req->reason);
+        if (r < 0) {
+                rpc_call_fail_errno(c, r, "Cannot destroy instance %s", i->id);
+                return;
+        }
+        rpc_call_reply(c, &empty.base);
+}
+
+static void handle_extend(RpcCall *c, const ProtobufCMessage *request, void *userdata) {
+        const Namespace__Cloud__Compute__V1beta__ExtendInstanceRequest *req = (const void *) request;
+        Namespace__Cloud__Compute__V1beta__ExtendInstanceResponse resp =
+                NAMESPACE__CLOUD__COMPUTE__V1BETA__EXTEND_INSTANCE_RESPONSE__INIT;
+        Manager *m = userdata;
+        Instance *i = find_or_fail(m, c, req->instance_id);
+        char *error = NULL;
+        uint64_t deadline;
+        struct timespec ts;
+        Timestamp t;
+        int r;
+
+        if (!i)
+                return;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t now = (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
+        if (req->new_deadline) {
+                deadline = timestamp_to_usec(req->new_deadline);
+        } else if (req->extend_by) {
+                if (req->extend_by->seconds < 0 || req->extend_by->seconds > 366LL * 86400) {
+                        rpc_call_fail(c, RPC_INVALID_ARGUMENT, "extend_by must be between 0 and a year.");
+                        return;
+                }
+                deadline = i->deadline_usec + (uint64_t) req->extend_by->seconds * USEC_PER_SEC;
+        } else if (req->ensure_minimum) {
+                if (req->ensure_minimum->seconds < 0 || req->ensure_minimum->seconds > 366LL * 86400) {
+                        rpc_call_fail(c, RPC_INVALID_ARGUMENT, "ensure_minimum must be between 0 and a year.");
+                        return;
+                }
+                deadline = MAX(i->deadline_usec, now + (uint64_t) req->ensure_minimum->seconds * USEC_PER_SEC);
+        } else {
+                rpc_call_fail(c, RPC_INVALID_ARGUMENT, "Give new_deadline, extend_by or ensure_minimum.");
+                return;
+        }
+        r = manager_extend_instance(m, i, deadline, &error);
+        if (r < 0)
+                return fail_with(c, r, error, "Cannot extend the instance");
+        timestamp_set(&t, i->deadline_usec);
+        resp.new_deadline = &t;
+        rpc_call_reply(c, &resp.base);
+}
+
+/* ---- CommandService ---------------------------------------------------- */
+
+static void handle_run(RpcCall *c, const ProtobufCMessage *request, void *userdata, bool sync) {
+        const Namespace__Cloud__Compute__V1beta__RunCommandRequest *req = (const void *) request;
+        Manager *m = userdata;
+        Instance *i = find_or_fail(m, c, req->instance_id);
+        _cleanup_free_ char **argv = NULL, **env = NULL;
+        char *error = NULL;
+        size_t total = 0;
+        int r;
+
+        if (!i)
+                return;
+        if (!isempty(req->target_container_name)) {
+                rpc_call_fail(c, RPC_NOT_FOUND,
+                              "Instance %s runs no containers; leave target_container_name empty to run in the VM.",
+                              i->id);
+                return;
+        }
+        if (!req->command || req->command->n_command == 0 || isempty(req->command->command[0])) {
+                rpc_call_fail(c, RPC_INVALID_ARGUMENT, "command.command must name the program to run.");
+                return;
+        }
+        if (req->command->n_command > AGENT_ARGS_MAX || req->command->n_env_vars > AGENT_ARGS_MAX) {
+                rpc_call_fail(c, RPC_INVALID_ARGUMENT, "At most %d arguments and %d variables.", AGENT_ARGS_MAX,
+                              AGENT_ARGS_MAX);
+                return;
+        }
+        argv = calloc(req->command->n_command + 1, sizeof(char *));
+        env = calloc(req->command->n_env_vars + 1, sizeof(char *));
+        if (!argv || !env) {
+                rpc_call_fail_errno(c, -ENOMEM, "Out of memory");
+                return;
+        }
+        for (size_t k = 0; k < req->command->n_command; k++) {
+                argv[k] = req->command->command[k];
+                total += strlen(argv[k]) + 4;
+        }
+        for (size_t k = 0; k < req->command->n_env_vars; k++) {
+                const Namespace__Cloud__Compute__V1beta__EnvironmentVariable *v = req->command->env_vars[k];
+                if (isempty(v->name) || strchr(v->name, '=')) {
+                        rpc_call_fail(c, RPC_INVALID_ARGUMENT, "env_vars[%zu]: a name without '=' is required.", k);
+                        goto out;
+                }
+                if (!isempty(v->from_secret_id)) {
+                        rpc_call_fail(c, RPC_INVALID_ARGUMENT, "env_vars[%zu]: secrets are not supported here.", k);
+                        goto out;
+                }
+                if (asprintf(&env[k], "%s=%s", v->name, v->value ?: "") < 0) {
+                        rpc_call_fail_errno(c, -ENOMEM, "Out of memory");
+                        goto out;
+                }
+                total += strlen(env[k]) + 4;
+        }
+        if (total > ARG_MAX_BYTES) {
+                rpc_call_fail(c, RPC_INVALID_ARGUMENT, "The command and its environment exceed 32 KiB.");
+                goto out;
+        }
+        r = manager_exec(m, i, c, sync, argv, env, isempty(req->command->cwd) ? NULL : req->command->cwd, &error);
+        if (r < 0)
+                fail_with(c, r, error, "Cannot run the command");
+out:
+        for (size_t k = 0; k < req->command->n_env_vars; k++)
+                free(env[k]);
+}
+
+static void handle_run_stream(RpcCall *c, const ProtobufCMessage *request, void *userdata) {
+        handle_run(c, request, userdata, false);
+}
+
+static void handle_run_sync(RpcCall *c, const ProtobufCMessage *request, void *userdata) {
+        handle_run(c, request, userdata, true);
+}
+
+int vmm_grpc_send_output(RpcCall *c, int stream, const void *data, size_t size) {
+        Namespace__Cloud__Compute__V1beta__RunCommandResponse resp =
+                NAMESPACE__CLOUD__COMPUTE__V1BETA__RUN_COMMAND_RESPONSE__INIT;
+
+        resp.stream = stream == 1 ? NAMESPACE__CLOUD__COMPUTE__V1BETA__RUN_COMMAND_RESPONSE__STREAM__STDOUT
+                                  : NAMESPACE__CLOUD__COMPUTE__V1BETA__RUN_COMMAND_RESPONSE__STREAM__STDERR;
+        resp.data.data = (uint8_t *) data;
+        resp.data.len = size;
+        return rpc_call_send(c, &resp.base);
+}
+
+int vmm_grpc_send_exit(RpcCall *c, int32_t code) {
+        Namespace__Cloud__Compute__V1beta__RunCommandResponse resp =
+                NAMESPACE__CLOUD__COMPUTE__V1BETA__RUN_COMMAND_RESPONSE__INIT;
+        Namespace__Cloud__Compute__V1beta__RunCommandResponse__ExitStatus st =
+                NAMESPACE__CLOUD__COMPUTE__V1BETA__RUN_COMMAND_RESPONSE__EXIT_STATUS__INIT;
+        int r;
+
+        st.exit_code = code;
+        resp.exit_status = &st;
+        r = rpc_call_send(c, &resp.base);
+        if (r < 0)
+                return r;
+        return rpc_call_finish(c, RPC_OK, NULL);
+}
+
+int vmm_grpc_reply_sync(RpcCall *c, const void *out, size_t out_size, const void *err, size_t err_size, int32_t code) {
+        Namespace__Cloud__Compute__V1beta__RunCommandSyncResponse resp =
+                NAMESPACE__CLOUD__COMPUTE__V1BETA__RUN_COMMAND_SYNC_RESPONSE__INIT;
+
+        resp.stdout.data = (uint8_t *) out;
+        resp.stdout.len = out_size;
+        resp.stderr.data = (uint8_t *) err;
+        resp.stderr.len = err_size;
+        resp.exit_code = code;
+        return rpc_call_reply(c, &resp.base);
+}
+
+/* ---- ObservabilityService ---------------------------------------------- */
+
+int vmm_grpc_send_log_line(RpcCall *c, uint64_t usec, const char *stream, const char *line) {
+        Namespace__Cloud__Compute__V1beta__LogBlock block = NAMESPACE__CLOUD__COMPUTE__V1BETA__LOG_BLOCK__INIT;
+        Namespace__Cloud__Compute__V1beta__LogBlock__Line l = NAMESPACE__CLOUD__COMPUTE__V1BETA__LOG_BLOCK__LINE__INIT;
+        Namespace__Cloud__Compute__V1beta__LogBlock__Line *lines[1] = { &l };
+        Timestamp t;
+
+        timestamp_set(&t, usec);
+        l.timestamp = &t;
+        l.content = (char *) line;
+        l.stream = (char *) stream;
+        block.n_lines = 1;
+        block.lines = lines;
+        return rpc_call_send(c, &block.base);
+}
+
+static void log_line_to_call(uint64_t usec, const char *stream, const char *line, void *userdata) {
+        (void) vmm_grpc_send_log_line(userdata, usec, stream, line);
+}
+
+static void handle_logs(RpcCall *c, const ProtobufCMessage *request, void *userdata) {
+        const Namespace__Cloud__Compute__V1beta__StreamInstanceLogsRequest *req = (const void *) request;
+        Manager *m = userdata;
+        Instance *i = find_or_fail(m, c, req->instance_id);
+
+        if (!i)
+                return;
+        if (req->follow) {
+                manager_follow_logs(m, i, c);
+                return;
+        }
+        if (i->log)
+                instance_log_flush(i->log);
+        (void) instance_log_replay(i->dir, log_line_to_call, c);
+        rpc_call_finish(c, RPC_OK, NULL);
+}
+
+/* ---- hostmesh.vmm.v1.Vmm ------------------------------------------------- */
+
+static void handle_details(RpcCall *c, const ProtobufCMessage *request, void *userdata) {
+        const Hostmesh__Vmm__V1__GetInstanceDetailsRequest *req = (const void *) request;
+        Hostmesh__Vmm__V1__InstanceDetails d = HOSTMESH__VMM__V1__INSTANCE_DETAILS__INIT;
+        Manager *m = userdata;
+        Instance *i = find_or_fail(m, c, req->instance_id);
+        _cleanup_free_ char *tail = NULL;
+        char shape[16];
+
+        if (!i)
+                return;
+        if (i->log)
+                instance_log_flush(i->log);
+        tail = instance_log_tail(i->dir, "console", 20);
+        d.instance_id = i->id;
+        d.state = (char *) instance_state_to_string(i->state);
+        d.reason = i->reason ?: (char *) "";
+        d.machine_type = (char *) shape_to_string(&i->shape, shape, sizeof(shape));
+        d.qemu_pid = i->pid > 0 ? (uint32_t) i->pid : 0;
+        d.machine = i->machine ?: (char *) "";
+        d.accelerator = i->accel ?: (char *) "";
+        d.guest_kernel_usec = i->guest_kernel_usec;
+        d.guest_init_usec = i->guest_init_usec;
+        d.create_to_running_usec = i->ready_usec;
+        d.disk_id = i->disk_id ?: (char *) "";
+        d.disk_path = i->disk_path ?: (char *) "";
+        d.disk_bytes = i->disk_bytes;
+        d.has_token = i->token_subject != NULL;
+        d.cgroup = i->cgroup ?: (char *) "";
+        d.console_tail = tail ?: (char *) "";
+        rpc_call_reply(c, &d.base);
+}
+
+static void handle_capacity(RpcCall *c, const ProtobufCMessage *request, void *userdata) {
+        Hostmesh__Vmm__V1__Capacity cap = HOSTMESH__VMM__V1__CAPACITY__INIT;
+        Manager *m = userdata;
+
+        (void) request;
+        cap.vcpus_total = m->capacity_vcpus;
+        cap.memory_bytes_total = m->capacity_memory;
+        for (size_t k = 0; k < m->n_instances; k++) {
+                Instance *i = m->instances[k];
+                if (!instance_state_is_active(i->state) && i->state != INSTANCE_DESTROYING)
+                        continue;
+                cap.instances++;
+                cap.vcpus_used += i->shape.vcpu;
+                cap.memory_bytes_used += (uint64_t) i->shape.memory_gb << 30;
+        }
+        rpc_call_reply(c, &cap.base);
+}
+
+#define COMPUTE "/namespace.cloud.compute.v1beta.ComputeService/"
+#define COMMAND "/namespace.cloud.compute.v1beta.CommandService/"
+#define OBSERVABILITY "/namespace.cloud.compute.v1beta.ObservabilityService/"
+#define D(x) &namespace__cloud__compute__v1beta__##x##__descriptor
+
 int vmm_grpc_register(Manager *m) {
-        (void) m;
-        return 0;
+        static const RpcMethod methods[] = {
+                { COMPUTE "CreateInstance", RPC_UNARY, D(create_instance_request), D(describe_instance_response),
+                  handle_create },
+                { COMPUTE "WaitInstance", RPC_SERVER_STREAMING, D(wait_instance_request), D(wait_instance_response),
+                  handle_wait_stream },
+                { COMPUTE "WaitInstanceSync", RPC_UNARY, D(wait_instance_request), D(wait_instance_response),
+                  handle_wait_sync },
+                { COMPUTE "DescribeInstance", RPC_UNARY, D(describe_instance_request), D(describe_instance_response),
+                  handle_describe },
+                { COMPUTE "ListInstances", RPC_UNARY, D(list_instances_request), D(list_instances_response),
+                  handle_list },
+                { COMPUTE "DestroyInstance", RPC_UNARY, D(destroy_instance_request),
+                  &google__protobuf__empty__descriptor, handle_destroy },
+                { COMPUTE "ExtendInstance", RPC_UNARY, D(extend_instance_request), D(extend_instance_response),
+                  handle_extend },
+                { COMMAND "RunCommand", RPC_SERVER_STREAMING, D(run_command_request), D(run_command_response),
+                  handle_run_stream },
+                { COMMAND "RunCommandSync", RPC_UNARY, D(run_command_request), D(run_command_sync_response),
+                  handle_run_sync },
+                { OBSERVABILITY "StreamInstanceLogs", RPC_SERVER_STREAMING, D(stream_instance_logs_request),
+                  D(log_block), handle_logs },
+                { "/hostmesh.vmm.v1.Vmm/GetInstanceDetails", RPC_UNARY,
+                  &hostmesh__vmm__v1__get_instance_details_request__descriptor,
+                  &hostmesh__vmm__v1__instance_details__descriptor, handle_details },
+                { "/hostmesh.vmm.v1.Vmm/GetCapacity", RPC_UNARY, &google__protobuf__empty__descriptor,
+                  &hostmesh__vmm__v1__capacity__descriptor, handle_capacity },
+        };
+
+        return rpc_server_add_methods(m->server, methods, ELEMENTSOF(methods), m);
 }

@@ -1,24 +1,59 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* The vmm daemon's manager: owns the loop, the rpc server, the config
- * and every piece of state. */
+/* The vmm daemon's manager: owns the loop, the rpc server, the config,
+ * the instances and their timers. Every instance change happens here, on
+ * the loop thread. */
 
 #include <stdio.h>
 #include <systemd/sd-event.h>
 
 #include "daemon.h"
 #include "rpc.h"
+#include "vmm-instance.h"
+
+typedef enum BackendMode {
+        BACKEND_OFF,
+        BACKEND_OPTIONAL,
+        BACKEND_REQUIRED,
+} BackendMode;
 
 typedef struct VmmConfig {
         RpcServerOptions rpc;
+        char *qemu;                 /* binary name or path */
+        char *kernel, *initrd;      /* guest image */
+        char *machine;              /* microvm | pc */
+        uint32_t vcpus;             /* capacity; 0: 4 × host CPUs */
+        uint64_t memory;            /* capacity in bytes; 0: host RAM */
+        uint64_t default_duration_usec, max_duration_usec;
+        uint64_t boot_timeout_usec, shutdown_timeout_usec;
+        char *disk;                 /* off | optional | required */
+        char *token;                /* off | optional | required */
+        char *token_audience;
+        char *tenant;
+        uint64_t log_max;
+        uint64_t memory_overhead;   /* cgroup headroom above the guest RAM */
+        bool allow_large_shapes;
+        uint32_t max_instances;     /* history + live kept in memory */
 } VmmConfig;
+
+typedef struct Store Store;
 
 typedef struct Manager {
         sd_event *event;
         RpcLoop *rpc_loop;
         RpcServer *server;
         VmmConfig config;
+        BackendMode disk_mode, token_mode;
+        uint32_t capacity_vcpus;
+        uint64_t capacity_memory;
+        char *state_dir, *run_dir;
+        Store *store;
+        Instance **instances;
+        size_t n_instances;
+        RpcClient *disk_client, *identity_client;
+        char *disk_socket, *identity_socket;
+        uint64_t create_cost_usec;  /* vmmd's own time in the last create (excluding QEMU) */
 } Manager;
 
 int manager_new(const DaemonArgs *args, Manager **ret);
@@ -27,3 +62,35 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);
 int manager_start(Manager *m);
 int manager_run(Manager *m);
 void manager_print_config(Manager *m, FILE *f);
+
+/* What CreateInstance asks for, already decoded. */
+typedef struct CreateParams {
+        Shape shape;
+        uint64_t deadline_usec;          /* 0: default duration */
+        const char *purpose;
+        char **label_names, **label_values;
+        size_t n_labels;
+        const char *creator;
+} CreateParams;
+
+/* On failure, *ret_error says what went wrong and what to do. */
+int manager_create_instance(Manager *m, const CreateParams *p, Instance **ret, char **ret_error);
+Instance *manager_find(Manager *m, const char *id);
+int manager_destroy_instance(Manager *m, Instance *i, const char *reason);
+int manager_extend_instance(Manager *m, Instance *i, uint64_t new_deadline_usec, char **ret_error);
+/* Validates a shape against the rule and the capacity left. */
+int manager_check_shape(Manager *m, const Shape *s, char **ret_error);
+
+/* The create pipeline's next step (after a backend answered). */
+void manager_instance_continue(Instance *i);
+/* Puts the instance in ERROR with the reason; kills its VM. */
+void manager_instance_fail(Instance *i, const char *reason);
+
+/* WaitInstance: takes a reference on the call; ends it when the instance
+ * is RUNNING (or final). */
+void manager_add_waiter(Manager *m, Instance *i, RpcCall *c, bool stream, bool destroyed_ok);
+/* RunCommand: takes a reference on the call. */
+int manager_exec(Manager *m, Instance *i, RpcCall *c, bool sync, char **argv, char **env, const char *cwd,
+                 char **ret_error);
+/* StreamInstanceLogs with follow: takes a reference on the call. */
+void manager_follow_logs(Manager *m, Instance *i, RpcCall *c);

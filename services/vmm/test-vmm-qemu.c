@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "vmm-qemu.h"
+
+static char *joined(char **argv) {
+        size_t n = 1;
+        char *s;
+
+        for (char **a = argv; *a; a++)
+                n += strlen(*a) + 1;
+        s = calloc(1, n);
+        for (char **a = argv; *a; a++) {
+                strcat(s, *a);
+                strcat(s, " ");
+        }
+        return s;
+}
+
+static void test_microvm_command_line_has_the_fast_boot_flags(void **state) {
+        QemuConfig c = {
+                .binary = "/usr/bin/qemu-system-x86_64", .kernel = "/g/vmlinux", .initrd = "/g/initrd",
+                .machine = "microvm", .vcpus = 2, .memory_mb = 4096, .hostname = "abc", .log_path = "/x/qemu.log",
+        };
+        char **argv = NULL;
+        char *s;
+
+        (void) state;
+        assert_int_equal(qemu_build_argv(&c, &argv), 0);
+        s = joined(argv);
+        assert_non_null(strstr(s, "-M microvm,x-option-roms=off,rtc=on "));
+        assert_non_null(strstr(s, "-accel tcg "));
+        assert_non_null(strstr(s, "-nodefaults -no-user-config -nographic"));
+        assert_non_null(strstr(s, "tsc_early_khz=2000000"));
+        assert_non_null(strstr(s, "console=ttyS0 quiet"));
+        assert_non_null(strstr(s, "hostmesh.hostname=abc"));
+        assert_null(strstr(s, "hostmesh.disk"));
+        assert_non_null(strstr(s, "-smp 2 -m 4096M"));
+        assert_non_null(strstr(s, "virtio-serial-device"));
+        assert_non_null(strstr(s, "socket,id=qmp,fd=3,server=on,wait=off"));
+        assert_non_null(strstr(s, "virtserialport,chardev=agent,name=org.hostmesh.agent.0"));
+        assert_null(strstr(s, "virtio-blk"));
+        free(s);
+        qemu_argv_free(argv);
+}
+
+static void test_pc_with_disk_uses_pci_devices(void **state) {
+        QemuConfig c = {
+                .binary = "qemu-system-x86_64", .kernel = "k", .initrd = "i", .machine = "pc", .kvm = true,
+                .vcpus = 4, .memory_mb = 8192, .hostname = "h", .disk_path = "/d/disk.qcow2", .disk_format = "qcow2",
+                .log_path = "l",
+        };
+        char **argv = NULL;
+        char *s;
+
+        (void) state;
+        assert_int_equal(qemu_build_argv(&c, &argv), 0);
+        s = joined(argv);
+        assert_non_null(strstr(s, "-M pc "));
+        assert_non_null(strstr(s, "-accel kvm -cpu host"));
+        assert_non_null(strstr(s, "virtio-serial-pci"));
+        assert_non_null(strstr(s, "file=/d/disk.qcow2,format=qcow2"));
+        assert_non_null(strstr(s, "virtio-blk-pci,drive=disk0"));
+        assert_non_null(strstr(s, "hostmesh.disk=vda"));
+        free(s);
+        qemu_argv_free(argv);
+}
+
+static void test_find_binary_reports_missing(void **state) {
+        char *p = NULL;
+
+        (void) state;
+        assert_int_equal(qemu_find_binary("hostmesh-no-such-qemu", &p), -ENOENT);
+        assert_int_equal(qemu_find_binary("sh", &p), 0);
+        assert_non_null(strstr(p, "/sh"));
+        free(p);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_microvm_command_line_has_the_fast_boot_flags),
+                cmocka_unit_test(test_pc_with_disk_uses_pci_devices),
+                cmocka_unit_test(test_find_binary_reports_missing),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}

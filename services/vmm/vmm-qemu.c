@@ -1,0 +1,220 @@
+/* SPDX-License-Identifier: MIT */
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+
+#include "macro.h"
+#include "agent-protocol.h"
+#include "vmm-qemu.h"
+
+extern char **environ;
+
+typedef struct Argv {
+        char **v;
+        size_t n;
+        bool oom;
+} Argv;
+
+static void argv_add(Argv *a, const char *format, ...) _printf_(2, 3);
+static void argv_add(Argv *a, const char *format, ...) {
+        va_list ap;
+        char *s, **v;
+
+        if (a->oom)
+                return;
+        va_start(ap, format);
+        if (vasprintf(&s, format, ap) < 0)
+                s = NULL;
+        va_end(ap);
+        v = s ? realloc(a->v, (a->n + 2) * sizeof(char *)) : NULL;
+        if (!v) {
+                free(s);
+                a->oom = true;
+                return;
+        }
+        a->v = v;
+        a->v[a->n++] = s;
+        a->v[a->n] = NULL;
+}
+
+void qemu_argv_free(char **argv) {
+        if (!argv)
+                return;
+        for (char **i = argv; *i; i++)
+                free(*i);
+        free(argv);
+}
+
+int qemu_build_argv(const QemuConfig *c, char ***ret) {
+        bool microvm = streq(c->machine, "microvm");
+        Argv a = {};
+
+        argv_add(&a, "%s", c->binary);
+        /* DESIGN.md: microvm is the fastest boot here (no option ROMs, an
+         * RTC for the guest clock); pc is the fallback. */
+        argv_add(&a, "-M");
+        argv_add(&a, "%s", microvm ? "microvm,x-option-roms=off,rtc=on" : "pc");
+        argv_add(&a, "-accel");
+        argv_add(&a, "%s", c->kvm ? "kvm" : "tcg");
+        argv_add(&a, "-cpu");
+        argv_add(&a, "%s", c->kvm ? "host" : "max");
+        argv_add(&a, "-smp");
+        argv_add(&a, "%u", c->vcpus);
+        argv_add(&a, "-m");
+        argv_add(&a, "%" PRIu64 "M", c->memory_mb);
+        argv_add(&a, "-nodefaults");
+        argv_add(&a, "-no-user-config");
+        argv_add(&a, "-nographic");
+        /* A guest reset ends the VM: hostmesh-init falls back to a reboot
+         * when ACPI power-off is not there. */
+        argv_add(&a, "-no-reboot");
+        argv_add(&a, "-kernel");
+        argv_add(&a, "%s", c->kernel);
+        argv_add(&a, "-initrd");
+        argv_add(&a, "%s", c->initrd);
+        argv_add(&a, "-append");
+        /* tsc_early_khz: without it ~1 boot in 6 hangs calibrating the TSC
+         * under TCG (DESIGN.md). panic=-1: a guest panic ends the VM. */
+        argv_add(&a, "console=ttyS0 quiet tsc_early_khz=2000000 panic=-1 hostmesh.hostname=%s%s%s%s",
+                 c->hostname, c->disk_path ? " hostmesh.disk=vda" : "", c->extra_cmdline ? " " : "",
+                 c->extra_cmdline ?: "");
+
+        argv_add(&a, "-chardev");
+        argv_add(&a, "socket,id=qmp,fd=%d,server=on,wait=off", QEMU_FD_QMP);
+        argv_add(&a, "-mon");
+        argv_add(&a, "chardev=qmp,mode=control");
+        argv_add(&a, "-chardev");
+        argv_add(&a, "socket,id=console,fd=%d,server=on,wait=off", QEMU_FD_CONSOLE);
+        argv_add(&a, "-serial");
+        argv_add(&a, "chardev:console");
+
+        argv_add(&a, "-device");
+        argv_add(&a, "%s", microvm ? "virtio-serial-device" : "virtio-serial-pci");
+        argv_add(&a, "-chardev");
+        argv_add(&a, "socket,id=agent,fd=%d,server=on,wait=off", QEMU_FD_AGENT);
+        argv_add(&a, "-device");
+        argv_add(&a, "virtserialport,chardev=agent,name=%s", AGENT_PORT_NAME);
+
+        if (c->disk_path) {
+                argv_add(&a, "-drive");
+                argv_add(&a, "id=disk0,if=none,file=%s,format=%s,discard=unmap", c->disk_path,
+                         c->disk_format ?: "raw");
+                argv_add(&a, "-device");
+                argv_add(&a, "%s,drive=disk0", microvm ? "virtio-blk-device" : "virtio-blk-pci");
+        }
+        /* Networking comes with its own issue (tap in a netns + nftables);
+         * until then the guest has no NIC. */
+
+        if (a.oom) {
+                qemu_argv_free(a.v);
+                return -ENOMEM;
+        }
+        *ret = a.v;
+        return 0;
+}
+
+int qemu_listen_socket(const char *path, int *ret_fd) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        _cleanup_close_ int fd = -EBADF;
+
+        if (strlen(path) >= sizeof(sa.sun_path))
+                return -ENAMETOOLONG;
+        strcpy(sa.sun_path, path);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        (void) unlink(path);
+        if (bind(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0)
+                return -errno;
+        if (listen(fd, 4) < 0)
+                return -errno;
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
+int qemu_spawn(const QemuConfig *c, int qmp_fd, int agent_fd, int console_fd, pid_t *ret_pid, int *ret_pidfd) {
+        char **argv = NULL;
+        posix_spawn_file_actions_t fa;
+        posix_spawnattr_t attr;
+        sigset_t none, all;
+        pid_t pid;
+        int r, pidfd;
+
+        r = qemu_build_argv(c, &argv);
+        if (r < 0)
+                return r;
+        posix_spawn_file_actions_init(&fa);
+        posix_spawnattr_init(&attr);
+        posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+        posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, c->log_path, O_WRONLY | O_CREAT | O_APPEND, 0640);
+        posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
+        /* dup2 clears O_CLOEXEC on the target fds. */
+        posix_spawn_file_actions_adddup2(&fa, qmp_fd, QEMU_FD_QMP);
+        posix_spawn_file_actions_adddup2(&fa, agent_fd, QEMU_FD_AGENT);
+        posix_spawn_file_actions_adddup2(&fa, console_fd, QEMU_FD_CONSOLE);
+        /* A session of its own: not in vmmd's process group, so signals
+         * for vmmd's group and vmmd's death leave the VM running. */
+        sigemptyset(&none);
+        sigfillset(&all);
+        posix_spawnattr_setsigmask(&attr, &none);
+        posix_spawnattr_setsigdefault(&attr, &all);
+        posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+
+        r = posix_spawnp(&pid, argv[0], &fa, &attr, argv, environ);
+        posix_spawn_file_actions_destroy(&fa);
+        posix_spawnattr_destroy(&attr);
+        qemu_argv_free(argv);
+        if (r != 0)
+                return -r;
+
+        pidfd = (int) syscall(SYS_pidfd_open, pid, 0);
+        if (pidfd < 0) {
+                r = -errno;
+                (void) kill(pid, SIGKILL);
+                return r;
+        }
+        *ret_pid = pid;
+        *ret_pidfd = pidfd;
+        return 0;
+}
+
+int qemu_find_binary(const char *name, char **ret) {
+        const char *path;
+        _cleanup_free_ char *copy = NULL;
+
+        if (strchr(name, '/')) {
+                if (access(name, X_OK) < 0)
+                        return -errno;
+                *ret = strdup(name);
+                return *ret ? 0 : -ENOMEM;
+        }
+        path = getenv("PATH") ?: "/usr/local/bin:/usr/bin:/bin";
+        copy = strdup(path);
+        if (!copy)
+                return -ENOMEM;
+        for (char *save = NULL, *d = strtok_r(copy, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+                char *p;
+                if (asprintf(&p, "%s/%s", d, name) < 0)
+                        return -ENOMEM;
+                if (access(p, X_OK) == 0) {
+                        *ret = p;
+                        return 0;
+                }
+                free(p);
+        }
+        return -ENOENT;
+}
+
+bool qemu_kvm_available(void) {
+        int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+        if (fd < 0)
+                return false;
+        close(fd);
+        return true;
+}

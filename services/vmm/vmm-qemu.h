@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* QEMU as the VM backend: the command line of a micro-VM and its start in
+ * a session of its own, so that vmmd can die and come back without taking
+ * the VM with it.
+ *
+ * The three sockets (QMP, guest agent, serial console) are created and put
+ * into listening state by vmmd and handed to QEMU as file descriptors:
+ * vmmd can connect to them right after the spawn, without waiting for
+ * QEMU to create them, and after a restart it connects to the same paths. */
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+typedef struct QemuConfig {
+        const char *binary;        /* qemu-system-x86_64 (PATH lookup) or a path */
+        const char *kernel;        /* vmlinux */
+        const char *initrd;        /* initramfs.cpio.gz */
+        const char *machine;       /* "microvm" or "pc" */
+        bool kvm;                  /* KVM instead of TCG */
+        unsigned vcpus;
+        uint64_t memory_mb;
+        const char *hostname;
+        const char *disk_path;     /* NULL: no disk */
+        const char *disk_format;   /* "raw", "qcow2" */
+        const char *extra_cmdline; /* appended to the kernel command line, may be NULL */
+        const char *log_path;      /* QEMU's own stdout/stderr */
+} QemuConfig;
+
+/* fd numbers the sockets get in QEMU. */
+#define QEMU_FD_QMP 3
+#define QEMU_FD_AGENT 4
+#define QEMU_FD_CONSOLE 5
+
+/* Builds the argv (NULL-terminated, free with strv_free-style loop via
+ * qemu_argv_free()). */
+int qemu_build_argv(const QemuConfig *c, char ***ret);
+void qemu_argv_free(char **argv);
+
+/* Binds and listens on a unix socket path (removing a stale one). */
+int qemu_listen_socket(const char *path, int *ret_fd);
+
+/* Starts QEMU with the three listening sockets as fds 3, 4, 5, in a new
+ * session, stdout/stderr to c->log_path. Returns its pid and a pidfd. */
+int qemu_spawn(const QemuConfig *c, int qmp_fd, int agent_fd, int console_fd, pid_t *ret_pid, int *ret_pidfd);
+
+/* Finds qemu binary in PATH (or checks the given path). -ENOENT if absent. */
+int qemu_find_binary(const char *name, char **ret);
+/* True when /dev/kvm can be opened read-write. */
+bool qemu_kvm_available(void);
