@@ -41,7 +41,7 @@ int manager_new(const DaemonArgs *args, Manager **ret) {
                 return r;
         if (isempty(m->config.upstream) || m->config.upstream[0] != '/')
                 return log_error_errno(-EINVAL, "[dockerproxy] upstream must be an absolute socket path.");
-        if (m->config.socket_dir && m->config.socket_dir[0] != '/')
+        if (!isempty(m->config.socket_dir) && m->config.socket_dir[0] != '/')
                 return log_error_errno(-EINVAL, "[dockerproxy] socket_dir must be an absolute path.");
         if (m->config.max_connections == 0)
                 return log_error_errno(-EINVAL, "[dockerproxy] max_connections must be at least 1.");
@@ -313,7 +313,7 @@ int manager_start(Manager *m) {
         if (!m->state_dir)
                 return log_error_errno(-ENOMEM, "Out of memory.");
         m->state_file = path_join(m->state_dir, "registrations.json");
-        if (m->config.socket_dir)
+        if (!isempty(m->config.socket_dir))
                 m->socket_dir = strdup(m->config.socket_dir);
         else
                 m->socket_dir = path_join(hostmesh_runtime_dir(), "dockerproxy");

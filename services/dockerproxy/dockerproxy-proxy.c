@@ -960,6 +960,16 @@ static void conn_pump(Conn *c) {
                 conn_free(c);
                 return;
         }
+        /* Write at once what the pump queued: waiting for EPOLLOUT would cost
+         * a loop iteration per hop on every request. */
+        if (buf_len(&c->cout) > 0 && flush(c->cfd, &c->cout) < 0) {
+                conn_free(c);
+                return;
+        }
+        if (c->ufd >= 0 && buf_len(&c->uout) > 0 && flush(c->ufd, &c->uout) < 0) {
+                conn_free(c);
+                return;
+        }
         if (c->closing && buf_len(&c->cout) == 0) {
                 if (!c->client_shut) {
                         (void) shutdown(c->cfd, SHUT_WR);
