@@ -227,8 +227,9 @@ static size_t reply_finish(DnsServer *s, const DnsQuery *q, const uint8_t *quest
         size_t limit = reply_limit(s, q, t);
 
         dns_put_u16(out, q->id);
-        flags = (uint16_t) ((flags & ~(DNS_FLAG_RD | DNS_FLAG_CD)) | (q->flags & (DNS_FLAG_RD | DNS_FLAG_CD)) |
-                            DNS_FLAG_QR | DNS_FLAG_RA);
+        /* Forwarded answers are not ours: no AA (local answers do not come here). */
+        flags = (uint16_t) ((flags & ~(DNS_FLAG_RD | DNS_FLAG_CD | DNS_FLAG_AA)) |
+                            (q->flags & (DNS_FLAG_RD | DNS_FLAG_CD)) | DNS_FLAG_QR | DNS_FLAG_RA);
         /* RFC 6840 §5.8: AD only for clients that asked for DNSSEC or AD. */
         if (!q->do_bit && !(q->flags & DNS_FLAG_AD))
                 flags &= (uint16_t) ~DNS_FLAG_AD;
@@ -416,6 +417,7 @@ static void on_pending_reply(DnsWaiter *w, int error, const uint8_t *reply, size
         Pending *p = w->userdata;
         DnsServer *s = p->server;
         int rcode = m ? (int) (m->flags & DNS_FLAG_RCODE_MASK) : -1;
+        DnsCacheEntry *e;
         int n;
 
         /* RFC 8767 §4: when upstreams fail, a stale answer beats SERVFAIL. */
@@ -427,6 +429,16 @@ static void on_pending_reply(DnsWaiter *w, int error, const uint8_t *reply, size
                 pending_fail(p, DNS_RCODE_SERVFAIL);
                 pending_free(p);
                 return;
+        }
+        /* Answer from the cache when the reply went in, so that TTL clamps
+         * apply from the first answer on. */
+        if (dns_cache_lookup(s->cache, p->key, p->key_len, p->hash, now_usec(s), &e) == DNS_CACHE_FRESH) {
+                n = (int) dns_cache_render(e, now_usec(s), /* stale= */ false, s->scratch, sizeof(s->scratch));
+                if (n > 0) {
+                        pending_deliver(p, s->scratch, (size_t) n);
+                        pending_free(p);
+                        return;
+                }
         }
         memcpy(s->scratch, reply, len);
         n = dns_message_strip_opt(s->scratch, len, m);

@@ -1,0 +1,559 @@
+# ctest: labels=integration;dns timeout=600
+"""dnsd against real peers: dig as the client, dnsmasq and a small Python
+authoritative server (Stub, below) as upstreams, all on loopback."""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+
+import grpc
+
+from hm import Mesh
+
+try:
+    from hostmesh.dns.v1 import dns_pb2
+except ImportError:  # generated into <build>/python
+    dns_pb2 = None
+
+# ---- a small authoritative server used as upstream ---------------------------
+#
+# It answers over UDP and TCP from a dict of A records, NXDOMAIN with an SOA for
+# other names, counts the queries it gets per (name, type, transport), and can
+# misbehave on purpose: answer slowly, set TC over UDP, or send spoofed replies
+# (wrong source port, wrong ID, wrong question) before the real one.
+
+
+def encode_name(name):
+    out = b""
+    for label in name.rstrip(".").split("."):
+        if label:
+            out += bytes([len(label)]) + label.encode()
+    return out + b"\0"
+
+
+def read_name(pkt, off):
+    labels = []
+    while True:
+        n = pkt[off]
+        if n == 0:
+            return ".".join(labels).lower(), off + 1
+        if n & 0xC0:
+            raise ValueError("compressed name in a question")
+        labels.append(pkt[off + 1:off + 1 + n].decode("ascii", "replace"))
+        off += 1 + n
+
+
+def parse_question(pkt):
+    qid, flags, qd = struct.unpack(">HHH", pkt[:6])
+    name, off = read_name(pkt, 12)
+    qtype, qclass = struct.unpack(">HH", pkt[off:off + 4])
+    return qid, flags, name, qtype, pkt[12:off + 4]
+
+
+def a_rr(ttl, ip):
+    # Owner: pointer to the question name at offset 12.
+    return b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, ttl, 4) + socket.inet_aton(ip)
+
+
+class Stub:
+    def __init__(self, address="127.0.0.53", records=None, ttl=300, soa_minimum=3, soa_ttl=600):
+        self.address = address
+        self.records = dict(records or {})   # name -> [ip, ...]
+        self.ttl = ttl
+        self.soa_minimum = soa_minimum
+        self.soa_ttl = soa_ttl
+        self.delay = 0.0
+        self.spoof = False
+        self.truncate_udp = set()            # names answered with TC over UDP
+        self.counts = {}                     # (name, qtype, "udp"|"tcp") -> n
+        self.lock = threading.Lock()
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind((address, 0))
+        self.port = self.udp.getsockname()[1]
+        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.tcp.bind((address, self.port))
+        self.tcp.listen(16)
+        self.stopped = False
+        self.threads = [threading.Thread(target=self._udp_loop, daemon=True),
+                        threading.Thread(target=self._tcp_loop, daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    @property
+    def spec(self):
+        return "%s:%d" % (self.address, self.port)
+
+    def count(self, name, qtype=1, transport=None):
+        with self.lock:
+            return sum(v for (n, t, tr), v in self.counts.items()
+                       if n == name and t == qtype and (transport is None or tr == transport))
+
+    def stop(self):
+        self.stopped = True
+        for s in (self.udp, self.tcp):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def answer(self, pkt, transport, name_override=None, ip_override=None):
+        qid, flags, name, qtype, question = parse_question(pkt)
+        if name_override:
+            question = encode_name(name_override) + question[-4:]
+        rd = flags & 0x0100
+        ips = self.records.get(name)
+        if ip_override:
+            ips = [ip_override]
+        if transport == "udp" and name in self.truncate_udp:
+            return struct.pack(">HHHHHH", qid, 0x8000 | 0x0400 | 0x0200 | rd, 1, 0, 0, 0) + question
+        if ips is not None:
+            answers = b"".join(a_rr(self.ttl, ip) for ip in ips) if qtype == 1 else b""
+            n = len(ips) if qtype == 1 else 0
+            if n:
+                return struct.pack(">HHHHHH", qid, 0x8400 | rd, 1, n, 0, 0) + question + answers
+            rcode = 0
+        else:
+            rcode = 3
+        # RFC 2308: NXDOMAIN/NODATA with the zone's SOA in the authority section.
+        zone = encode_name("example.test")
+        rdata = encode_name("ns.example.test") + encode_name("hostmaster.example.test") + \
+            struct.pack(">IIIII", 1, 3600, 600, 86400, self.soa_minimum)
+        soa = zone + struct.pack(">HHIH", 6, 1, self.soa_ttl, len(rdata)) + rdata
+        return struct.pack(">HHHHHH", qid, 0x8400 | rd | rcode, 1, 0, 1, 0) + question + soa
+
+    def _note(self, pkt, transport):
+        _, _, name, qtype, _ = parse_question(pkt)
+        with self.lock:
+            k = (name, qtype, transport)
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def _udp_loop(self):
+        while not self.stopped:
+            try:
+                pkt, peer = self.udp.recvfrom(4096)
+            except OSError:
+                return
+            try:
+                self._note(pkt, "udp")
+            except (ValueError, struct.error, IndexError):
+                continue
+            threading.Thread(target=self._udp_reply, args=(pkt, peer), daemon=True).start()
+
+    def _udp_reply(self, pkt, peer):
+        if self.delay:
+            time.sleep(self.delay)
+        try:
+            if self.spoof:
+                # 1. Right ID and question, wrong source port.
+                other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                other.bind((self.address, 0))
+                other.sendto(self.answer(pkt, "udp", ip_override="6.6.6.1"), peer)
+                other.close()
+                # 2. Right port, wrong ID.
+                bad = bytearray(self.answer(pkt, "udp", ip_override="6.6.6.2"))
+                bad[0] ^= 0x5a
+                self.udp.sendto(bytes(bad), peer)
+                # 3. Right port and ID, another question.
+                self.udp.sendto(self.answer(pkt, "udp", name_override="evil.example.test",
+                                            ip_override="6.6.6.3"), peer)
+                time.sleep(0.05)
+            self.udp.sendto(self.answer(pkt, "udp"), peer)
+        except OSError:
+            pass
+
+    def _tcp_loop(self):
+        while not self.stopped:
+            try:
+                conn, _ = self.tcp.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._tcp_conn, args=(conn,), daemon=True).start()
+
+    def _tcp_conn(self, conn):
+        with conn:
+            try:
+                while True:
+                    hdr = conn.recv(2, socket.MSG_WAITALL)
+                    if len(hdr) < 2:
+                        return
+                    n = struct.unpack(">H", hdr)[0]
+                    pkt = conn.recv(n, socket.MSG_WAITALL)
+                    self._note(pkt, "tcp")
+                    reply = self.answer(pkt, "tcp")
+                    conn.sendall(struct.pack(">H", len(reply)) + reply)
+            except (OSError, ValueError, struct.error):
+                return
+
+
+DIG = shutil.which("dig")
+DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+
+
+def free_port(addr="127.0.0.1"):
+    """A port free for both UDP and TCP on addr."""
+    for _ in range(50):
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.bind((addr, 0))
+        port = u.getsockname()[1]
+        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            t.bind((addr, port))
+            return port
+        except OSError:
+            continue
+        finally:
+            u.close()
+            t.close()
+    raise RuntimeError("no free port")
+
+
+class Dig:
+    def __init__(self, out):
+        self.out = out
+        m = re.search(r"status: (\w+)", out)
+        self.status = m.group(1) if m else None
+        m = re.search(r";; flags: ([a-z ]+);", out)
+        self.flags = set(m.group(1).split()) if m else set()
+        self.answers = []
+        section = None
+        for line in out.splitlines():
+            if line.startswith(";; ANSWER SECTION"):
+                section = "answer"
+                continue
+            if line.startswith(";;") or not line.strip():
+                section = None if line.startswith(";;") else section
+                continue
+            if section == "answer" and not line.startswith(";"):
+                f = line.split()
+                self.answers.append((f[0].rstrip(".").lower(), int(f[1]), f[3], f[4]))
+
+    @property
+    def ttl(self):
+        return self.answers[0][1]
+
+
+def dig(port, name, qtype="A", *opts, server="127.0.0.1"):
+    r = subprocess.run([DIG, "@" + server, "-p", str(port), name, qtype, "+tries=1", "+time=4", *opts],
+                       capture_output=True, text=True, timeout=30)
+    return Dig(r.stdout)
+
+
+def raw_query(port, payload, timeout=1.0, server="127.0.0.1"):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(timeout)
+    try:
+        s.sendto(payload, (server, port))
+        return s.recv(65535)
+    except socket.timeout:
+        return None
+    finally:
+        s.close()
+
+
+def query_packet(name, qtype=1, qid=0x4242, edns=False):
+    ar = 1 if edns else 0
+    pkt = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, ar) + encode_name(name) + struct.pack(">HH", qtype, 1)
+    if edns:
+        pkt += b"\0" + struct.pack(">HHIH", 41, 1232, 0, 0)
+    return pkt
+
+
+class DnsMeshCase(unittest.TestCase):
+    """Starts a mesh whose dnsd listens on a free loopback port."""
+
+    extra_config = ""
+
+    def start_mesh(self, upstreams):
+        self.port = free_port()
+        conf = "[dns]\nlisten = 127.0.0.1:%d\nupstreams = %s\nlocal_zones = hostmesh.internal\n%s" % (
+            self.port, " ".join(upstreams), self.extra_config)
+        self.mesh = Mesh(configs={"dns": conf}).start()
+        self.addCleanup(self.mesh.stop)
+        self.mesh.wait_running("dns")
+        end = time.time() + 10
+        while not raw_query(self.port, query_packet("ready.hostmesh.internal"), timeout=0.2):
+            if time.time() > end:
+                self.fail("dnsd did not answer on port %d" % self.port)
+        # The gateway starts on its first connection; the first call may find
+        # it still starting.
+        while self.mesh.nsc("dns", "stats").returncode != 0:
+            if time.time() > end:
+                self.fail("dnsd not reachable through the gateway")
+            time.sleep(0.1)
+
+    def stats(self):
+        r = self.mesh.nsc_json("dns", "stats")[1]
+        self.assertIsNotNone(r)
+        return r
+
+    def grpc(self, method, request, response_type):
+        ch = self.mesh.channel("dns")
+        call = ch.unary_unary("/hostmesh.dns.v1.Dns/" + method,
+                              request_serializer=lambda m: m.SerializeToString(),
+                              response_deserializer=response_type.FromString)
+        return call(request, timeout=10)
+
+
+@unittest.skipUnless(DIG and os.path.exists(DNSMASQ), "needs dig and dnsmasq")
+class TestDnsWithDnsmasq(DnsMeshCase):
+    # dnsmasq answers with TTL 300; dnsd clamps to 3 s so that expiry and
+    # serve-stale can be seen within the test.
+    extra_config = "max_ttl = 3\nstale_client_timeout = 500ms\n"
+
+    def setUp(self):
+        self.upstream_port = free_port("127.0.0.54")
+        self.tmp = tempfile.mkdtemp(prefix="dnsmasq-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.dnsmasq = subprocess.Popen(
+            [DNSMASQ, "--no-daemon", "--port=%d" % self.upstream_port, "--listen-address=127.0.0.54",
+             "--bind-interfaces", "--no-resolv", "--no-hosts", "--conf-file=/dev/null", "--pid-file=",
+             "--host-record=www.example.test,10.1.2.3", "--host-record=other.example.test,10.1.2.4",
+             "--local-ttl=300", "--log-queries", "--log-facility=" + os.path.join(self.tmp, "log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(self.stop_dnsmasq)
+        for _ in range(50):
+            if dig(self.upstream_port, "ready.example.test", server="127.0.0.54").status:
+                break
+            time.sleep(0.1)
+        self.start_mesh(["127.0.0.54:%d" % self.upstream_port])
+
+    def stop_dnsmasq(self):
+        if self.dnsmasq.poll() is None:
+            self.dnsmasq.send_signal(signal.SIGTERM)
+            self.dnsmasq.wait(10)
+
+    def dnsmasq_queries(self, name):
+        with open(os.path.join(self.tmp, "log")) as f:
+            return sum(1 for line in f if re.search(r"query\[A\] %s from" % re.escape(name), line))
+
+    def test_hit_after_miss_with_decreasing_ttl(self):
+        first = dig(self.port, "www.example.test")
+        self.assertEqual(first.status, "NOERROR")
+        self.assertEqual(first.answers, [("www.example.test", 3, "A", "10.1.2.3")])
+        time.sleep(1.2)
+        second = dig(self.port, "WWW.Example.TEST")
+        self.assertEqual(second.answers[0][3], "10.1.2.3")
+        self.assertLess(second.ttl, first.ttl)
+        self.assertEqual(self.dnsmasq_queries("www.example.test"), 1)
+        s = self.stats()
+        self.assertGreaterEqual(s["hits"], 1)
+        self.assertEqual(s["upstream_queries"], 1)
+
+    def test_upstream_killed_serves_stale_with_ttl_30(self):
+        self.assertEqual(dig(self.port, "other.example.test").answers[0][3], "10.1.2.4")
+        self.stop_dnsmasq()
+        time.sleep(3.5)  # past the (clamped) TTL
+        stale = dig(self.port, "other.example.test")
+        self.assertEqual(stale.status, "NOERROR")
+        self.assertEqual(stale.answers, [("other.example.test", 30, "A", "10.1.2.4")])
+        self.assertGreaterEqual(self.stats()["stale_served"], 1)
+        # Never seen before and nobody to ask: SERVFAIL, not a hang or crash.
+        self.assertEqual(dig(self.port, "never.example.test").status, "SERVFAIL")
+        health = self.stats()["upstreams"][0]
+        self.assertGreaterEqual(health["failures"], 1)
+
+
+@unittest.skipUnless(DIG, "needs dig")
+class TestDnsWithStub(DnsMeshCase):
+    extra_config = "stale_client_timeout = 500ms\nupstream_timeout = 3s\n"
+
+    def setUp(self):
+        self.stub = Stub("127.0.0.53", records={
+            "a.example.test": ["10.0.0.1"],
+            "slow.example.test": ["10.0.0.2"],
+            "spoofed.example.test": ["10.0.0.3"],
+            "big.example.test": ["10.9.%d.%d" % (i // 200, i % 200) for i in range(40)],
+        }, soa_minimum=2, soa_ttl=600)
+        self.addCleanup(self.stub.stop)
+        self.start_mesh([self.stub.spec])
+
+    def test_negative_answers_cached_per_soa_minimum(self):
+        r = dig(self.port, "nope.example.test")
+        self.assertEqual(r.status, "NXDOMAIN")
+        self.assertIn("example.test.", r.out)  # the SOA travels with it
+        self.assertEqual(dig(self.port, "nope.example.test").status, "NXDOMAIN")
+        self.assertEqual(self.stub.count("nope.example.test"), 1)
+        time.sleep(2.3)  # min(SOA TTL 600, MINIMUM 2) = 2 s
+        self.assertEqual(dig(self.port, "nope.example.test").status, "NXDOMAIN")
+        self.assertEqual(self.stub.count("nope.example.test"), 2)
+
+    def test_slow_upstream_coalesces_identical_questions(self):
+        self.stub.delay = 1.0
+        results = []
+
+        def ask():
+            results.append(raw_query(self.port, query_packet("slow.example.test", qid=len(results)), timeout=5))
+
+        threads = [threading.Thread(target=ask) for _ in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(len(results), 20)
+        self.assertTrue(all(r is not None and r[3] & 0xF == 0 for r in results))
+        self.assertEqual(self.stub.count("slow.example.test"), 1)
+        self.assertGreaterEqual(self.stats()["coalesced"], 19)
+
+    def test_spoofed_replies_are_ignored(self):
+        self.stub.spoof = True
+        r = dig(self.port, "spoofed.example.test")
+        self.assertEqual(r.answers, [("spoofed.example.test", 300, "A", "10.0.0.3")])
+        # Wrong ID and wrong question reach dnsd's socket and are dropped; the
+        # wrong port never gets past the connected socket.
+        self.assertGreaterEqual(self.stats()["mismatched_replies"], 2)
+
+    def test_tc_from_upstream_retries_over_tcp(self):
+        self.stub.truncate_udp.add("big.example.test")
+        r = dig(self.port, "big.example.test", "A", "+bufsize=4096")
+        self.assertEqual(r.status, "NOERROR")
+        self.assertEqual(len(r.answers), 40)
+        self.assertEqual(self.stub.count("big.example.test", transport="tcp"), 1)
+        self.assertEqual(self.stats()["tcp_fallbacks"], 1)
+
+    def test_replies_larger_than_client_size_are_truncated(self):
+        # 40 A records (12 + 21 + 40 * 16 = 673 bytes) do not fit 512 bytes.
+        self.assertEqual(len(dig(self.port, "big.example.test").answers), 40)
+        r = dig(self.port, "big.example.test", "A", "+noedns", "+ignore")
+        self.assertIn("tc", r.flags)
+        self.assertEqual(r.answers, [])   # the one RRset does not fit whole: none of it
+        r = dig(self.port, "big.example.test", "A", "+noedns")  # dig retries over TCP
+        self.assertEqual(len(r.answers), 40)
+
+    def test_local_records_are_authoritative_and_never_forwarded(self):
+        req = dns_pb2.AddRecordRequest(name="vm-1.hostmesh.internal", type="A", value="10.88.0.5", ttl=30)
+        self.grpc("AddRecord", req, dns_pb2.AddRecordResponse)
+        r = dig(self.port, "vm-1.hostmesh.internal")
+        self.assertIn("aa", r.flags)
+        self.assertEqual(r.answers, [("vm-1.hostmesh.internal", 30, "A", "10.88.0.5")])
+        nx = dig(self.port, "vm-2.hostmesh.internal")
+        self.assertEqual(nx.status, "NXDOMAIN")
+        self.assertIn("aa", nx.flags)
+        self.assertEqual(self.stub.count("vm-2.hostmesh.internal"), 0)
+        self.assertEqual(dig(self.port, "vm-1.hostmesh.internal", "AAAA").status, "NOERROR")  # NODATA
+
+        res = self.mesh.nsc_json("dns", "records", "list")[1]
+        self.assertIn({"name": "vm-1.hostmesh.internal", "type": "A", "value": "10.88.0.5", "ttl": 30},
+                      res["records"])
+        res = self.mesh.nsc_json("dns", "lookup", "vm-1.hostmesh.internal")[1]
+        self.assertTrue(res["authoritative"])
+        self.assertEqual(res["answers"][0]["value"], "10.88.0.5")
+
+        self.grpc("RemoveRecord", dns_pb2.RemoveRecordRequest(name="vm-1.hostmesh.internal", type="A"),
+                  dns_pb2.RemoveRecordResponse)
+        self.assertEqual(dig(self.port, "vm-1.hostmesh.internal").status, "NXDOMAIN")
+        with self.assertRaises(grpc.RpcError) as e:
+            self.grpc("RemoveRecord", dns_pb2.RemoveRecordRequest(name="vm-1.hostmesh.internal", type="A"),
+                      dns_pb2.RemoveRecordResponse)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.NOT_FOUND)
+        with self.assertRaises(grpc.RpcError) as e:
+            self.grpc("AddRecord", dns_pb2.AddRecordRequest(name="bad..name", type="A", value="10.0.0.1"),
+                      dns_pb2.AddRecordResponse)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        with self.assertRaises(grpc.RpcError) as e:
+            self.grpc("AddRecord", dns_pb2.AddRecordRequest(name="x.hostmesh.internal", type="A", value="300.1.1.1"),
+                      dns_pb2.AddRecordResponse)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+
+    def test_malformed_packets_get_formerr_or_nothing(self):
+        pid = self.mesh.pid("dns")
+        hdr = struct.pack(">HHHHHH", 0x1111, 0x0100, 1, 0, 0, 0)
+        # Shorter than a header: dropped.
+        self.assertIsNone(raw_query(self.port, b"\x11\x11\x01", timeout=0.3))
+        # A response (QR set): never answered, so dnsd cannot be used to reflect.
+        self.assertIsNone(raw_query(self.port, struct.pack(">HHHHHH", 1, 0x8180, 1, 0, 0, 0) +
+                                    encode_name("a.example.test") + b"\0\1\0\1", timeout=0.3))
+        cases = {
+            "pointer loop": hdr + b"\xc0\x0c\x00\x01\x00\x01",
+            "oversize label": hdr + b"\x40" + b"a" * 64 + b"\x00\x00\x01\x00\x01",
+            "truncated question": hdr + b"\x03ab",
+            "name over 255": hdr + (b"\x3f" + b"a" * 63) * 4 + b"\x00\x00\x01\x00\x01",
+            "two questions": struct.pack(">HHHHHH", 0x1111, 0x0100, 2, 0, 0, 0) +
+                             encode_name("a.example.test") + b"\0\1\0\1",
+        }
+        for what, pkt in cases.items():
+            r = raw_query(self.port, pkt)
+            self.assertIsNotNone(r, what)
+            self.assertEqual(struct.unpack(">H", r[:2])[0], 0x1111, what)
+            self.assertEqual(r[3] & 0xF, 1, what + ": FORMERR")
+        self.assertGreaterEqual(self.stats()["formerr"], len(cases))
+        # Still the same process, still answering.
+        self.assertEqual(self.mesh.pid("dns"), pid)
+        self.assertEqual(dig(self.port, "a.example.test").answers[0][3], "10.0.0.1")
+
+    def test_nsc_stats_flush_and_lookup(self):
+        self.assertEqual(dig(self.port, "a.example.test").status, "NOERROR")
+        r, res = self.mesh.nsc_json("dns", "lookup", "a.example.test", "A")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(res["rcode"], "NOERROR")
+        self.assertFalse(res["authoritative"])
+        self.assertEqual(res["answers"][0]["value"], "10.0.0.1")
+        s = self.stats()
+        for key in ("queries", "hits", "misses", "stale_served", "prefetches", "coalesced", "evictions",
+                    "upstream_latency", "upstreams"):
+            self.assertIn(key, s)
+        self.assertTrue(s["upstreams"][0]["healthy"])
+        self.assertEqual(s["upstreams"][0]["address"], self.stub.spec)
+        self.assertGreaterEqual(s["cache_entries"], 1)
+        r, res = self.mesh.nsc_json("dns", "flush", "a.example.test")
+        self.assertEqual(res["flushed"], 1)
+        self.assertEqual(dig(self.port, "a.example.test").status, "NOERROR")
+        self.assertEqual(self.stub.count("a.example.test"), 2)
+        prom = self.mesh.nsc("dns", "stats", "--prometheus").stdout
+        self.assertIn("hostmesh_dns_queries_total", prom)
+        self.assertIn("hostmesh_dns_upstream_latency_seconds_bucket", prom)
+        r = self.mesh.nsc("dns", "lookup")
+        self.assertEqual(r.returncode, 2)
+        r = self.mesh.nsc("dns", "lookup", "a.example.test", "NOTATYPE")
+        self.assertEqual(r.returncode, 6, r.stdout + r.stderr)
+
+
+@unittest.skipUnless(DIG, "needs dig")
+class TestDnsAccessControl(DnsMeshCase):
+    # Loopback is not among the networks allowed to recurse; 5 queries/s.
+    extra_config = "allow = 10.0.0.0/8\nrate_limit = 5\n"
+
+    def setUp(self):
+        self.stub = Stub("127.0.0.55", records={"a.example.test": ["10.0.0.1"]})
+        self.addCleanup(self.stub.stop)
+        self.start_mesh([self.stub.spec])
+
+    def test_acl_refuses_recursion_but_serves_local_records(self):
+        time.sleep(1.1)  # let the rate limit bucket refill after the readiness probes
+        self.assertEqual(dig(self.port, "a.example.test").status, "REFUSED")
+        self.assertEqual(self.stub.count("a.example.test"), 0)
+        self.mesh.nsc("dns", "records", "add", "h.hostmesh.internal", "A", "10.88.0.9")
+        self.assertEqual(dig(self.port, "h.hostmesh.internal").answers[0][3], "10.88.0.9")
+
+    def test_rate_limit_drops_floods(self):
+        time.sleep(1.1)  # a full bucket: 5 queries of burst
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(s.close)
+        start = time.time()
+        for i in range(40):
+            s.sendto(query_packet("h.hostmesh.internal", qid=i), ("127.0.0.1", self.port))
+        s.settimeout(0.5)
+        answered = 0
+        try:
+            while True:
+                s.recv(4096)
+                answered += 1
+        except socket.timeout:
+            pass
+        # The burst plus what refilled while the 40 were sent.
+        self.assertGreaterEqual(answered, 1)
+        self.assertLessEqual(answered, 5 + int(5 * (time.time() - start)) + 1)
+        self.assertGreaterEqual(self.stats()["rate_limited"], 40 - answered)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
