@@ -234,6 +234,34 @@ static void size_print(FILE *f, const void *field) {
 }
 const ConfigType config_type_size = { "size", size_parse, size_print, NULL };
 
+static int double_parse(const char *value, void *field) {
+        char *end;
+        double d;
+
+        /* Plain decimal only: no hex floats, no "inf"/"nan", no sign. */
+        if (!*value || strspn(value, "0123456789.eE+-") != strlen(value) || *value == '-' || *value == '+')
+                return -EINVAL;
+        errno = 0;
+        d = strtod(value, &end);
+        if (*end || errno == ERANGE || !(d >= 0) || d > 1e300)
+                return errno == ERANGE ? -ERANGE : -EINVAL;
+        *(double *) field = d;
+        return 0;
+}
+static void double_print(FILE *f, const void *field) {
+        double d = *(const double *) field;
+        char buf[64];
+
+        /* The shortest form that reads back as the same double. */
+        for (int prec = 1; prec <= 17; prec++) {
+                snprintf(buf, sizeof(buf), "%.*g", prec, d);
+                if (strtod(buf, NULL) == d)
+                        break;
+        }
+        fputs(buf, f);
+}
+const ConfigType config_type_double = { "number", double_parse, double_print, NULL };
+
 /* ---- the parser ---- */
 
 _printf_(4, 5) static int config_error(char **ret_error, const char *name, unsigned line, const char *fmt, ...) {

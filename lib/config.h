@@ -25,6 +25,7 @@ extern const ConfigType config_type_uint64;  /* uint64_t */
 extern const ConfigType config_type_uint32;  /* uint32_t */
 extern const ConfigType config_type_usec;    /* uint64_t microseconds, written "10m" */
 extern const ConfigType config_type_size;    /* uint64_t bytes, written "64G" */
+extern const ConfigType config_type_double;  /* double, finite and >= 0 ("1.5") */
 
 typedef struct ConfigItem {
         const char *section;

@@ -1,9 +1,263 @@
 /* SPDX-License-Identifier: MIT */
+/* gRPC surface of diskd: decode → disk-ops → encode. Every verb's input is
+ * validated in disk-ops; errors map to status codes in rpc-status (one
+ * place), with disk-ops' message. */
+
 #include "disk-grpc.h"
 #include "disk-manager.h"
+#include "disk-ops.h"
+#include "hostmesh/disk/v1/disk.pb-c.h"
+#include "log.h"
 
-/* Health is served by the rpc runtime; the disk API comes with its issue. */
+#define METHOD(m) "/hostmesh.disk.v1.Disk/" m
+
+static void fail(RpcCall *c, int r, char *error) {
+        if (r == -ENOMEM && !error)
+                rpc_call_fail_errno(c, r, "Out of memory.");
+        else
+                rpc_call_fail_errno(c, r, "%s", error ? error : strerror(-r));
+        free(error);
+}
+
+static void disk_to_proto(const DiskRecord *d, Hostmesh__Disk__V1__DiskInfo *p) {
+        uint64_t allocated = 0;
+
+        (void) pool_file_allocated(d->path, &allocated);
+        p->disk_id = d->id;
+        p->path = d->path;
+        p->size_bytes = d->size;
+        p->backing = d->backing;
+        p->format = d->format;
+        p->instance_id = d->instance_id;
+        p->base_image = d->base_image;
+        p->backend = d->backend;
+        p->allocated_bytes = allocated;
+        p->created_unix = d->created;
+}
+
+static void handle_create_disk(RpcCall *c, const ProtobufCMessage *msg, void *userdata) {
+        const Hostmesh__Disk__V1__CreateDiskRequest *req = (const void *) msg;
+        Hostmesh__Disk__V1__CreateDiskResponse resp = HOSTMESH__DISK__V1__CREATE_DISK_RESPONSE__INIT;
+        Hostmesh__Disk__V1__DiskInfo d = HOSTMESH__DISK__V1__DISK_INFO__INIT;
+        _cleanup_(disk_record_done) DiskRecord rec = {};
+        char *error = NULL;
+        Manager *m = userdata;
+        int r;
+
+        DiskCreateParams p = {
+                .instance_id = req->instance_id,
+                .shape = req->shape,
+                .size_bytes = req->size_bytes,
+                .base_image = req->base_image,
+                .format = req->format,
+                .tenant_id = req->tenant_id,
+        };
+        r = disk_create(m, &p, &rec, &error);
+        if (r < 0)
+                return fail(c, r, error);
+        /* CreateDiskResponse carries Disk's fields with the same numbers. */
+        disk_to_proto(&rec, &d);
+        resp.disk_id = d.disk_id;
+        resp.path = d.path;
+        resp.size_bytes = d.size_bytes;
+        resp.backing = d.backing;
+        resp.format = d.format;
+        resp.instance_id = d.instance_id;
+        resp.base_image = d.base_image;
+        resp.backend = d.backend;
+        resp.allocated_bytes = d.allocated_bytes;
+        resp.created_unix = d.created_unix;
+        rpc_call_reply(c, &resp.base);
+}
+
+static void handle_describe_disk(RpcCall *c, const ProtobufCMessage *msg, void *userdata) {
+        const Hostmesh__Disk__V1__DescribeDiskRequest *req = (const void *) msg;
+        Hostmesh__Disk__V1__DescribeDiskResponse resp = HOSTMESH__DISK__V1__DESCRIBE_DISK_RESPONSE__INIT;
+        Hostmesh__Disk__V1__DiskInfo d = HOSTMESH__DISK__V1__DISK_INFO__INIT;
+        _cleanup_(disk_record_done) DiskRecord rec = {};
+        char *error = NULL;
+        int r;
+
+        r = disk_describe(userdata, req->disk_id, &rec, &error);
+        if (r < 0)
+                return fail(c, r, error);
+        disk_to_proto(&rec, &d);
+        resp.disk = &d;
+        rpc_call_reply(c, &resp.base);
+}
+
+static void handle_list_disks(RpcCall *c, const ProtobufCMessage *msg, void *userdata) {
+        const Hostmesh__Disk__V1__ListDisksRequest *req = (const void *) msg;
+        Hostmesh__Disk__V1__ListDisksResponse resp = HOSTMESH__DISK__V1__LIST_DISKS_RESPONSE__INIT;
+        _cleanup_free_ Hostmesh__Disk__V1__DiskInfo *items = NULL;
+        _cleanup_free_ Hostmesh__Disk__V1__DiskInfo **ptrs = NULL;
+        DiskRecord *recs = NULL;
+        char *error = NULL;
+        size_t n = 0;
+        int r;
+
+        r = disk_list(userdata, req->instance_id, &recs, &n, &error);
+        if (r < 0)
+                return fail(c, r, error);
+        items = calloc(n + 1, sizeof(*items));
+        ptrs = calloc(n + 1, sizeof(*ptrs));
+        if (!items || !ptrs) {
+                disk_records_free(recs, n);
+                return fail(c, -ENOMEM, NULL);
+        }
+        for (size_t i = 0; i < n; i++) {
+                hostmesh__disk__v1__disk_info__init(&items[i]);
+                disk_to_proto(&recs[i], &items[i]);
+                ptrs[i] = &items[i];
+        }
+        resp.disks = ptrs;
+        resp.n_disks = n;
+        rpc_call_reply(c, &resp.base);
+        disk_records_free(recs, n);
+}
+
+static void handle_resize_disk(RpcCall *c, const ProtobufCMessage *msg, void *userdata) {
+        const Hostmesh__Disk__V1__ResizeDiskRequest *req = (const void *) msg;
+        Hostmesh__Disk__V1__ResizeDiskResponse resp = HOSTMESH__DISK__V1__RESIZE_DISK_RESPONSE__INIT;
+        Hostmesh__Disk__V1__DiskInfo d = HOSTMESH__DISK__V1__DISK_INFO__INIT;
+        _cleanup_(disk_record_done) DiskRecord rec = {};
+        char *error = NULL;
+        int r;
+
+        r = disk_resize(userdata, req->disk_id, req->size_bytes, &rec, &error);
+        if (r < 0)
+                return fail(c, r, error);
+        disk_to_proto(&rec, &d);
+        resp.disk = &d;
+        rpc_call_reply(c, &resp.base);
+}
+
+static void handle_delete_disk(RpcCall *c, const ProtobufCMessage *msg, void *userdata) {
+        const Hostmesh__Disk__V1__DeleteDiskRequest *req = (const void *) msg;
+        Hostmesh__Disk__V1__DeleteDiskResponse resp = HOSTMESH__DISK__V1__DELETE_DISK_RESPONSE__INIT;
+        char *error = NULL;
+        int r;
+
+        r = disk_delete(userdata, req->disk_id, &error);
+        if (r < 0)
+                return fail(c, r, error);
+        resp.deleted = r > 0;
+        rpc_call_reply(c, &resp.base);
+}
+
+static void handle_get_pool_stats(RpcCall *c, const ProtobufCMessage *msg, void *userdata) {
+        Hostmesh__Disk__V1__GetPoolStatsResponse resp = HOSTMESH__DISK__V1__GET_POOL_STATS_RESPONSE__INIT;
+        char *error = NULL;
+        PoolStats s;
+        int r;
+
+        (void) msg;
+        r = disk_pool_stats(userdata, &s, &error);
+        if (r < 0)
+                return fail(c, r, error);
+        resp.path = (char *) s.path;
+        resp.filesystem = (char *) s.filesystem;
+        resp.reflink = s.reflink;
+        resp.backend = (char *) s.backend;
+        resp.capacity_bytes = s.capacity;
+        resp.free_bytes = s.free;
+        resp.allocated_bytes = s.allocated;
+        resp.virtual_bytes = s.virtual_total;
+        resp.reserve_bytes = s.reserve;
+        resp.overcommit_ratio = s.overcommit;
+        resp.disks = (uint32_t) s.disks;
+        resp.images = (uint32_t) s.images;
+        rpc_call_reply(c, &resp.base);
+}
+
+static void image_to_proto(Manager *m, const ImageRecord *i, Hostmesh__Disk__V1__Image *p) {
+        uint64_t users = 0;
+
+        (void) image_users(m, i->name, &users);
+        p->name = i->name;
+        p->path = i->path;
+        p->format = i->format;
+        p->virtual_size = i->virtual_size;
+        p->file_size = i->file_size;
+        p->digest = i->digest;
+        p->created_unix = i->created;
+        p->disks = (uint32_t) users;
+}
+
+static void handle_add_image(RpcCall *c, const ProtobufCMessage *msg, void *userdata) {
+        const Hostmesh__Disk__V1__AddImageRequest *req = (const void *) msg;
+        Hostmesh__Disk__V1__AddImageResponse resp = HOSTMESH__DISK__V1__ADD_IMAGE_RESPONSE__INIT;
+        Hostmesh__Disk__V1__Image img = HOSTMESH__DISK__V1__IMAGE__INIT;
+        _cleanup_(image_record_done) ImageRecord rec = {};
+        char *error = NULL;
+        int r;
+
+        r = image_add(userdata, req->name, req->source_path, req->format, req->size_bytes, &rec, &error);
+        if (r < 0)
+                return fail(c, r, error);
+        image_to_proto(userdata, &rec, &img);
+        resp.image = &img;
+        rpc_call_reply(c, &resp.base);
+}
+
+static void handle_list_images(RpcCall *c, const ProtobufCMessage *msg, void *userdata) {
+        Hostmesh__Disk__V1__ListImagesResponse resp = HOSTMESH__DISK__V1__LIST_IMAGES_RESPONSE__INIT;
+        _cleanup_free_ Hostmesh__Disk__V1__Image *items = NULL;
+        _cleanup_free_ Hostmesh__Disk__V1__Image **ptrs = NULL;
+        ImageRecord *recs = NULL;
+        char *error = NULL;
+        size_t n = 0;
+        int r;
+
+        (void) msg;
+        r = image_list(userdata, &recs, &n, &error);
+        if (r < 0)
+                return fail(c, r, error);
+        items = calloc(n + 1, sizeof(*items));
+        ptrs = calloc(n + 1, sizeof(*ptrs));
+        if (!items || !ptrs) {
+                image_records_free(recs, n);
+                return fail(c, -ENOMEM, NULL);
+        }
+        for (size_t i = 0; i < n; i++) {
+                hostmesh__disk__v1__image__init(&items[i]);
+                image_to_proto(userdata, &recs[i], &items[i]);
+                ptrs[i] = &items[i];
+        }
+        resp.images = ptrs;
+        resp.n_images = n;
+        rpc_call_reply(c, &resp.base);
+        image_records_free(recs, n);
+}
+
+static void handle_remove_image(RpcCall *c, const ProtobufCMessage *msg, void *userdata) {
+        const Hostmesh__Disk__V1__RemoveImageRequest *req = (const void *) msg;
+        Hostmesh__Disk__V1__RemoveImageResponse resp = HOSTMESH__DISK__V1__REMOVE_IMAGE_RESPONSE__INIT;
+        char *error = NULL;
+        int r;
+
+        r = image_remove(userdata, req->name, &error);
+        if (r < 0)
+                return fail(c, r, error);
+        rpc_call_reply(c, &resp.base);
+}
+
+#define UNARY(name, snake, handler)                                                                         \
+        { METHOD(name), RPC_UNARY, &hostmesh__disk__v1__##snake##_request__descriptor,                       \
+          &hostmesh__disk__v1__##snake##_response__descriptor, handler }
+
+static const RpcMethod methods[] = {
+        UNARY("CreateDisk", create_disk, handle_create_disk),
+        UNARY("DescribeDisk", describe_disk, handle_describe_disk),
+        UNARY("ListDisks", list_disks, handle_list_disks),
+        UNARY("ResizeDisk", resize_disk, handle_resize_disk),
+        UNARY("DeleteDisk", delete_disk, handle_delete_disk),
+        UNARY("GetPoolStats", get_pool_stats, handle_get_pool_stats),
+        UNARY("AddImage", add_image, handle_add_image),
+        UNARY("ListImages", list_images, handle_list_images),
+        UNARY("RemoveImage", remove_image, handle_remove_image),
+};
+
 int disk_grpc_register(Manager *m) {
-        (void) m;
-        return 0;
+        return rpc_server_add_methods(m->server, methods, ELEMENTSOF(methods), m);
 }

@@ -2,11 +2,32 @@
 #include "config.h"
 #include "disk-grpc.h"
 #include "disk-manager.h"
+#include "disk-ops.h"
+#include "fs-util.h"
 #include "log.h"
+#include "paths.h"
 
 static const ConfigItem config_table[] = {
         DAEMON_RPC_CONFIG_ITEMS(DiskConfig, rpc),
+        CONFIG_ITEM("disk", "pool", config_type_string, DiskConfig, pool,
+                    "Directory holding the disks and base images (default: <state dir>/pool)"),
+        CONFIG_ITEM("disk", "reserve", config_type_size, DiskConfig, reserve,
+                    "Free space that disk creation never eats into"),
+        CONFIG_ITEM("disk", "overcommit_ratio", config_type_double, DiskConfig, overcommit_ratio,
+                    "Disks' virtual sizes may total the pool's capacity times this"),
+        CONFIG_ITEM("disk", "max_disks", config_type_uint32, DiskConfig, max_disks, "Most disks the pool holds"),
+        CONFIG_ITEM("disk", "large_shape_tenants", config_type_strv, DiskConfig, large_shape_tenants,
+                    "Tenants allowed shapes above 64 GB of memory (\"*\" = everyone)"),
 };
+
+void disk_config_defaults(DiskConfig *c) {
+        *c = (DiskConfig){
+                .rpc = { .name = "disk", .idle_exit_usec = 60 * USEC_PER_SEC },
+                .reserve = 1ULL << 30,
+                .overcommit_ratio = 4.0,
+                .max_disks = 4096,
+        };
+}
 
 int manager_new(const DaemonArgs *args, Manager **ret) {
         _cleanup_(manager_freep) Manager *m = NULL;
@@ -15,11 +36,21 @@ int manager_new(const DaemonArgs *args, Manager **ret) {
         m = calloc(1, sizeof(*m));
         if (!m)
                 return log_error_errno(-ENOMEM, "Out of memory.");
-        m->config.rpc = (RpcServerOptions){ .name = "disk", .idle_exit_usec = 60 * USEC_PER_SEC };
+        disk_config_defaults(&m->config);
 
         r = daemon_load_config(args, config_table, ELEMENTSOF(config_table), &m->config);
         if (r < 0)
                 return r;
+
+        m->state_dir = hostmesh_state_dir("disk");
+        if (!m->state_dir)
+                return log_error_errno(-ENOMEM, "Out of memory.");
+        if (!m->config.pool) {
+                m->config.pool = path_join(m->state_dir, "pool");
+                if (!m->config.pool)
+                        return log_error_errno(-ENOMEM, "Out of memory.");
+        } else if (m->config.pool[0] != '/')
+                return log_error_errno(-EINVAL, "pool = %s in disk.conf must be an absolute path.", m->config.pool);
 
         *ret = TAKE_PTR(m);
         return 0;
@@ -31,6 +62,9 @@ Manager *manager_free(Manager *m) {
         rpc_server_free(m->server);
         rpc_loop_free(m->rpc_loop);
         sd_event_unref(m->event);
+        store_free(m->store);
+        pool_free(m->pool);
+        free(m->state_dir);
         config_done(config_table, ELEMENTSOF(config_table), &m->config);
         free(m);
         return NULL;
@@ -38,6 +72,30 @@ Manager *manager_free(Manager *m) {
 
 void manager_print_config(Manager *m, FILE *f) {
         config_print(config_table, ELEMENTSOF(config_table), &m->config, f);
+}
+
+int manager_open_state(Manager *m) {
+        _cleanup_free_ char *db = NULL;
+        int r;
+
+        r = mkdir_p(m->state_dir, 0700);
+        if (r < 0)
+                return log_error_errno(r, "Failed to create the state directory %s: %m", m->state_dir);
+        db = path_join(m->state_dir, "disk.db");
+        if (!db)
+                return log_error_errno(-ENOMEM, "Out of memory.");
+        r = store_open(db, &m->store);
+        if (r < 0)
+                return log_error_errno(r, "Failed to open the state database %s: %m", db);
+        r = pool_open(m->config.pool, &m->pool);
+        if (r < 0)
+                return log_error_errno(r, "Failed to open the pool %s: %m", m->config.pool);
+        log_info("Pool %s on %s: %s.", m->pool->path, m->pool->fs_name,
+                 m->pool->reflink ? "reflink clones of raw base images" : "qcow2 overlays on base images (no reflink)");
+        r = disk_recover(m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to reconcile the pool with its records: %m");
+        return 0;
 }
 
 int manager_start(Manager *m) {
@@ -52,6 +110,10 @@ int manager_start(Manager *m) {
         r = rpc_server_new(m->rpc_loop, &m->config.rpc, &m->server);
         if (r < 0)
                 return log_error_errno(r, "Failed to create the rpc server: %m");
+        m->metrics = rpc_server_metrics(m->server);
+        r = manager_open_state(m);
+        if (r < 0)
+                return r;
         r = disk_grpc_register(m);
         if (r < 0)
                 return log_error_errno(r, "Failed to register methods: %m");

@@ -1,17 +1,24 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* The disk daemon's manager: owns the loop, the rpc server, the config
- * and every piece of state. */
+/* The disk daemon's manager: owns the loop, the rpc server, the config,
+ * the pool and the state store. */
 
 #include <stdio.h>
 #include <systemd/sd-event.h>
 
 #include "daemon.h"
+#include "disk-pool.h"
+#include "disk-store.h"
 #include "rpc.h"
 
 typedef struct DiskConfig {
         RpcServerOptions rpc;
+        char *pool;                 /* pool directory; NULL → <state dir>/pool */
+        uint64_t reserve;           /* bytes that must stay free */
+        double overcommit_ratio;    /* virtual sizes may total capacity × this */
+        uint32_t max_disks;
+        char **large_shape_tenants; /* tenants allowed shapes above 64 GB; "*" = all */
 } DiskConfig;
 
 typedef struct Manager {
@@ -19,11 +26,19 @@ typedef struct Manager {
         RpcLoop *rpc_loop;
         RpcServer *server;
         DiskConfig config;
+        char *state_dir;
+        Pool *pool;
+        Store *store;
+        struct Metrics *metrics;    /* the rpc server's registry, NULL without one */
 } Manager;
 
 int manager_new(const DaemonArgs *args, Manager **ret);
 Manager *manager_free(Manager *m);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);
+/* Opens the store and the pool and reconciles them (no rpc): used by
+ * manager_start() and by the tests. */
+int manager_open_state(Manager *m);
 int manager_start(Manager *m);
 int manager_run(Manager *m);
 void manager_print_config(Manager *m, FILE *f);
+void disk_config_defaults(DiskConfig *c);

@@ -1,0 +1,700 @@
+/* SPDX-License-Identifier: MIT */
+/* Disk and image verbs. Every change that touches a file follows the same
+ * order so that a crash at any point is recoverable:
+ *   1. an intent row (op, object, path) is committed;
+ *   2. the file is made (or removed);
+ *   3. the record is written and the intent removed in one transaction.
+ * disk_recover() at start-up rolls back creates that did not reach 3 and
+ * finishes deletes that did not. */
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "disk-exec.h"
+#include "disk-image.h"
+#include "disk-ops.h"
+#include "disk-pool.h"
+#include "fs-util.h"
+#include "log.h"
+#include "metrics.h"
+#include "parse-util.h"
+#include "shape.h"
+
+#define DISK_ID_LEN 21              /* "disk-" + 16 hex */
+#define NAME_MAX_LEN 64
+#define INSTANCE_ID_MAX 128
+#define DISK_SIZE_MIN (1ULL << 20)
+#define DISK_SIZE_MAX (64ULL << 40)
+#define MIB (1ULL << 20)
+/* What an overlay allocates at once: its metadata clusters. */
+#define OVERLAY_PHYSICAL (256ULL << 10)
+
+_printf_(3, 4) static int fail(char **ret_error, int r, const char *fmt, ...) {
+        va_list ap;
+
+        if (ret_error) {
+                va_start(ap, fmt);
+                if (vasprintf(ret_error, fmt, ap) < 0)
+                        *ret_error = NULL;
+                va_end(ap);
+        }
+        return r;
+}
+
+static inline void closedirp(DIR **d) {
+        if (*d)
+                closedir(*d);
+}
+
+/* Logs with DISK_ID= and INSTANCE_ID= as structured fields. */
+#define log_disk(level, disk_id, instance_id, ...)                                             \
+        do {                                                                                    \
+                char _f_disk[64], _f_inst[160];                                                 \
+                snprintf(_f_disk, sizeof(_f_disk), "DISK_ID=%s", (disk_id));                    \
+                snprintf(_f_inst, sizeof(_f_inst), "INSTANCE_ID=%s", (instance_id));            \
+                log_struct(level, 0, FIELDS(_f_disk, _f_inst), __VA_ARGS__);                    \
+        } while (0)
+
+static bool disk_id_is_valid(const char *id) {
+        if (!id || strlen(id) != DISK_ID_LEN || strncmp(id, "disk-", 5) != 0)
+                return false;
+        for (const char *p = id + 5; *p; p++)
+                if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+                        return false;
+        return true;
+}
+
+static bool name_is_valid(const char *name) {
+        return filename_is_valid(name, NAME_MAX_LEN) && name[0] != '.';
+}
+
+static int disk_id_new(char ret[DISK_ID_LEN + 1]) {
+        uint8_t b[8];
+
+        if (getrandom(b, sizeof(b), 0) != sizeof(b))
+                return -EIO;
+        snprintf(ret, DISK_ID_LEN + 1, "disk-%02x%02x%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3], b[4], b[5],
+                 b[6], b[7]);
+        return 0;
+}
+
+static uint64_t now_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
+}
+
+static bool tenant_allowed_large(Manager *m, const char *tenant) {
+        for (char **t = m->config.large_shape_tenants; t && *t; t++)
+                if (streq(*t, "*") || (!isempty(tenant) && streq(*t, tenant)))
+                        return true;
+        return false;
+}
+
+static int admission(Manager *m, uint64_t new_virtual, uint64_t new_physical, char **ret_error) {
+        uint64_t virtual_total, count;
+        PoolSpace space;
+        int r;
+
+        r = pool_space(m->pool, &space);
+        if (r < 0)
+                return fail(ret_error, r, "Cannot read the pool's free space (%s): %s.", m->pool->path, strerror(-r));
+        r = store_disk_totals(m->store, &virtual_total, &count);
+        if (r < 0)
+                return fail(ret_error, r, "Cannot read the disk records: %s.", strerror(-r));
+        PoolAdmission a = {
+                .capacity = space.capacity,
+                .free = space.free,
+                .virtual_total = virtual_total,
+                .reserve = m->config.reserve,
+                .overcommit = m->config.overcommit_ratio,
+        };
+        return pool_admit(&a, new_virtual, new_physical, ret_error);
+}
+
+static void record_metrics(Manager *m, const char *backend, uint64_t start) {
+        char labels[64];
+
+        if (!m->metrics)
+                return;
+        snprintf(labels, sizeof(labels), "backend=\"%s\"", backend);
+        metric_observe(metrics_histogram(m->metrics, "hostmesh_disk_create_seconds",
+                                         "Time to provision a disk, by backend.", labels),
+                       (double) (now_usec() - start) / 1e6);
+        metric_add(metrics_counter(m->metrics, "hostmesh_disk_created_total", "Disks created, by backend.", labels), 1);
+}
+
+int disk_create(Manager *m, const DiskCreateParams *p, DiskRecord *ret, char **ret_error) {
+        _cleanup_(image_record_done) ImageRecord image = {};
+        _cleanup_free_ char *path = NULL, *file = NULL;
+        const char *format, *backend, *instance_id = p->instance_id ? p->instance_id : "";
+        uint64_t start = now_usec(), size, physical = 0, virtual_total, count;
+        char id[DISK_ID_LEN + 1];
+        bool have_base = !isempty(p->base_image);
+        int64_t intent;
+        int r;
+
+        /* Validate everything before touching anything. */
+        if (!isempty(instance_id) && !filename_is_valid(instance_id, INSTANCE_ID_MAX))
+                return fail(ret_error, -EINVAL,
+                            "Invalid instance_id '%.*s': use 1-%d characters of [A-Za-z0-9._-].", 64, instance_id,
+                            INSTANCE_ID_MAX);
+        if (!isempty(p->shape) && p->size_bytes > 0)
+                return fail(ret_error, -EINVAL, "Give either a shape or size_bytes, not both.");
+        if (!isempty(p->shape)) {
+                Shape shape;
+                r = shape_parse(p->shape, tenant_allowed_large(m, p->tenant_id), &shape);
+                if (r == -EPERM)
+                        return fail(ret_error, -EPERM,
+                                    "Shape '%s' has more than 64 GB of memory, which tenant '%s' may not use; "
+                                    "add the tenant to large_shape_tenants in disk.conf.",
+                                    p->shape, isempty(p->tenant_id) ? "(none)" : p->tenant_id);
+                if (r < 0)
+                        return fail(ret_error, -EINVAL, "Invalid shape '%.*s': %s.", 32, p->shape, shape_valid_help());
+                size = shape_disk_bytes(&shape);
+        } else if (p->size_bytes > 0) {
+                if (p->size_bytes < DISK_SIZE_MIN || p->size_bytes > DISK_SIZE_MAX)
+                        return fail(ret_error, -EINVAL, "size_bytes must be between 1 MiB and 64 TiB.");
+                size = (p->size_bytes + MIB - 1) & ~(MIB - 1);
+        } else
+                return fail(ret_error, -EINVAL, "A disk needs a shape (e.g. 4x8) or size_bytes.");
+        if (!isempty(p->format) && !streq(p->format, "qcow2") && !streq(p->format, "raw"))
+                return fail(ret_error, -EINVAL, "Invalid format '%.*s': use \"qcow2\", \"raw\" or leave it empty.", 16,
+                            p->format);
+        if (have_base) {
+                if (!name_is_valid(p->base_image))
+                        return fail(ret_error, -EINVAL, "Invalid image name '%.*s'.", 64, p->base_image);
+                r = store_image_get(m->store, p->base_image, &image);
+                if (r == -ENOENT)
+                        return fail(ret_error, -ENOENT, "No base image '%s'; see 'nsc disk images list'.",
+                                    p->base_image);
+                if (r < 0)
+                        return fail(ret_error, r, "Cannot read image records: %s.", strerror(-r));
+                if (image.virtual_size > size)
+                        return fail(ret_error, -EINVAL, "Base image '%s' (%llu bytes) is larger than the disk (%llu bytes).",
+                                    image.name, (unsigned long long) image.virtual_size, (unsigned long long) size);
+        }
+
+        /* Backend: reflink when the pool can and the base is raw; a qcow2
+         * overlay otherwise; an empty sparse file without a base. */
+        if (!have_base) {
+                format = streq_ptr(p->format, "qcow2") ? "qcow2" : "raw";
+                backend = streq(format, "qcow2") ? "qcow2" : "sparse";
+        } else if (streq(image.format, "raw") && !streq_ptr(p->format, "qcow2") &&
+                   (m->pool->reflink || streq_ptr(p->format, "raw"))) {
+                format = "raw";
+                backend = m->pool->reflink ? "reflink" : "copy";
+                if (!m->pool->reflink)
+                        physical = image.file_size;
+        } else if (streq_ptr(p->format, "raw"))
+                return fail(ret_error, -EINVAL,
+                            "Base image '%s' is qcow2; a raw disk needs a raw base image. Ask for format qcow2.",
+                            image.name);
+        else {
+                format = "qcow2";
+                backend = "qcow2-overlay";
+        }
+        if (streq(format, "qcow2"))
+                physical = OVERLAY_PHYSICAL;
+
+        /* One disk per instance: asking again returns it (vmmd may retry). */
+        if (!isempty(instance_id)) {
+                DiskRecord existing = {};
+                r = store_disk_get_by_instance(m->store, instance_id, &existing);
+                if (r >= 0) {
+                        if (existing.size == size && streq(existing.base_image, have_base ? p->base_image : "") &&
+                            (isempty(p->format) || streq(existing.format, p->format))) {
+                                *ret = existing;
+                                return 0;
+                        }
+                        r = fail(ret_error, -EEXIST,
+                                 "Instance '%s' already has disk %s (%llu bytes, image '%s'); delete it first.",
+                                 instance_id, existing.id, (unsigned long long) existing.size, existing.base_image);
+                        disk_record_done(&existing);
+                        return r;
+                }
+                if (r != -ENOENT)
+                        return fail(ret_error, r, "Cannot read disk records: %s.", strerror(-r));
+        }
+
+        r = store_disk_totals(m->store, &virtual_total, &count);
+        if (r < 0)
+                return fail(ret_error, r, "Cannot read disk records: %s.", strerror(-r));
+        if (count >= m->config.max_disks)
+                return fail(ret_error, -ENOSPC, "The pool holds %llu disks, the limit (max_disks in disk.conf).",
+                            (unsigned long long) count);
+        r = admission(m, size, physical, ret_error);
+        if (r < 0)
+                return r;
+
+        r = disk_id_new(id);
+        if (r < 0)
+                return fail(ret_error, r, "Cannot generate a disk id.");
+        if (asprintf(&file, "%s.%s", id, format) < 0)
+                return -ENOMEM;
+        path = path_join(m->pool->disks_dir, file);
+        if (!path)
+                return -ENOMEM;
+
+        r = store_intent_add(m->store, "create-disk", id, path, &intent);
+        if (r < 0)
+                return fail(ret_error, r, "Cannot record the intent to create a disk: %s.", strerror(-r));
+
+        if (streq(backend, "sparse"))
+                r = pool_create_sparse(path, size);
+        else if (streq(backend, "qcow2"))
+                r = pool_create_qcow2(path, size, NULL, NULL);
+        else if (streq(backend, "qcow2-overlay"))
+                r = pool_create_qcow2(path, size, image.path, image.format);
+        else if (streq(backend, "reflink"))
+                r = pool_create_reflink(path, size, image.path);
+        else {
+                r = image_copy(image.path, path);
+                if (r >= 0 && truncate(path, (off_t) size) < 0) {
+                        r = negative_errno();
+                        (void) unlink(path);
+                }
+        }
+        if (r < 0) {
+                (void) store_intent_remove(m->store, intent);
+                return fail(ret_error, r, "Failed to create the %s disk file in %s: %s.", backend, m->pool->disks_dir,
+                            strerror(-r));
+        }
+
+        DiskRecord d = {
+                .id = id,
+                .instance_id = (char *) instance_id,
+                .path = path,
+                .format = (char *) format,
+                .backend = (char *) backend,
+                .base_image = have_base ? image.name : (char *) "",
+                .backing = streq(backend, "qcow2-overlay") ? image.path : (char *) "",
+                .size = size,
+                .created = (int64_t) time(NULL),
+        };
+        r = store_disk_commit(m->store, &d, intent);
+        if (r < 0) {
+                (void) unlink(path);
+                (void) store_intent_remove(m->store, intent);
+                return fail(ret_error, r, "Failed to record disk %s: %s.", id, strerror(-r));
+        }
+        record_metrics(m, backend, start);
+        log_disk(LOG_INFO, id, instance_id, "Created %s disk %s (%llu bytes) for '%s'.", backend, id,
+                 (unsigned long long) size, instance_id);
+        return store_disk_get(m->store, id, ret);
+}
+
+int disk_describe(Manager *m, const char *disk_id, DiskRecord *ret, char **ret_error) {
+        int r;
+
+        if (!disk_id_is_valid(disk_id))
+                return fail(ret_error, -EINVAL, "Invalid disk id '%.*s': disk ids look like disk-0123456789abcdef.", 32,
+                            disk_id ? disk_id : "");
+        r = store_disk_get(m->store, disk_id, ret);
+        if (r == -ENOENT)
+                return fail(ret_error, r, "No disk %s; see 'nsc disk list'.", disk_id);
+        if (r < 0)
+                return fail(ret_error, r, "Cannot read disk records: %s.", strerror(-r));
+        return 0;
+}
+
+int disk_list(Manager *m, const char *instance_id, DiskRecord **ret, size_t *ret_n, char **ret_error) {
+        int r;
+
+        if (!isempty(instance_id) && !filename_is_valid(instance_id, INSTANCE_ID_MAX))
+                return fail(ret_error, -EINVAL, "Invalid instance_id.");
+        r = store_disk_list(m->store, instance_id, ret, ret_n);
+        if (r < 0)
+                return fail(ret_error, r, "Cannot read disk records: %s.", strerror(-r));
+        return 0;
+}
+
+int disk_resize(Manager *m, const char *disk_id, uint64_t size, DiskRecord *ret, char **ret_error) {
+        _cleanup_(disk_record_done) DiskRecord d = {};
+        _cleanup_free_ char *size_arg = NULL, *output = NULL;
+        int r;
+
+        r = disk_describe(m, disk_id, &d, ret_error);
+        if (r < 0)
+                return r;
+        if (size < DISK_SIZE_MIN || size > DISK_SIZE_MAX)
+                return fail(ret_error, -EINVAL, "size_bytes must be between 1 MiB and 64 TiB.");
+        size = (size + MIB - 1) & ~(MIB - 1);
+        if (size < d.size)
+                return fail(ret_error, -EINVAL, "Disk %s is %llu bytes; disks only grow (asked for %llu).", d.id,
+                            (unsigned long long) d.size, (unsigned long long) size);
+        if (size > d.size) {
+                r = admission(m, size - d.size, 0, ret_error);
+                if (r < 0)
+                        return r;
+                if (streq(d.format, "raw")) {
+                        if (truncate(d.path, (off_t) size) < 0)
+                                return fail(ret_error, negative_errno(), "Failed to grow %s: %m.", d.path);
+                } else {
+                        if (asprintf(&size_arg, "%llu", (unsigned long long) size) < 0)
+                                return -ENOMEM;
+                        char *argv[] = { (char *) "qemu-img", (char *) "resize", (char *) "-q", (char *) "-f",
+                                         (char *) "qcow2", d.path, size_arg, NULL };
+                        r = disk_exec(argv, &output);
+                        if (r < 0)
+                                return fail(ret_error, r, "qemu-img resize of %s failed: %s", d.path,
+                                            output ? output : strerror(-r));
+                }
+                r = store_disk_set_size(m->store, d.id, size);
+                if (r < 0)
+                        return fail(ret_error, r, "Failed to record the new size of %s: %s.", d.id, strerror(-r));
+        }
+        return store_disk_get(m->store, d.id, ret);
+}
+
+int disk_delete(Manager *m, const char *disk_id, char **ret_error) {
+        _cleanup_(disk_record_done) DiskRecord d = {};
+        int64_t intent;
+        int r;
+
+        if (!disk_id_is_valid(disk_id))
+                return fail(ret_error, -EINVAL, "Invalid disk id '%.*s': disk ids look like disk-0123456789abcdef.", 32,
+                            disk_id ? disk_id : "");
+        r = store_disk_get(m->store, disk_id, &d);
+        if (r == -ENOENT)
+                return 0; /* idempotent */
+        if (r < 0)
+                return fail(ret_error, r, "Cannot read disk records: %s.", strerror(-r));
+        r = store_disk_remove_with_intent(m->store, d.id, d.path, &intent);
+        if (r < 0)
+                return fail(ret_error, r, "Failed to remove the record of %s: %s.", d.id, strerror(-r));
+        if (unlink(d.path) < 0 && errno != ENOENT)
+                /* The intent stays: the next start retries. */
+                return fail(ret_error, negative_errno(), "Failed to remove %s: %m; it will be retried at restart.",
+                            d.path);
+        (void) store_intent_remove(m->store, intent);
+        log_disk(LOG_INFO, d.id, d.instance_id, "Deleted disk %s of '%s'.", d.id, d.instance_id);
+        if (m->metrics)
+                metric_add(metrics_counter(m->metrics, "hostmesh_disk_deleted_total", "Disks deleted.", NULL), 1);
+        return 1;
+}
+
+static uint64_t dir_allocated(const char *dir) {
+        _cleanup_(closedirp) DIR *d = opendir(dir);
+        uint64_t total = 0;
+        struct dirent *de;
+
+        if (!d)
+                return 0;
+        while ((de = readdir(d))) {
+                struct stat st;
+                if (de->d_name[0] == '.')
+                        continue;
+                if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
+                        total += (uint64_t) st.st_blocks * 512;
+        }
+        return total;
+}
+
+int disk_pool_stats(Manager *m, PoolStats *ret, char **ret_error) {
+        ImageRecord *images = NULL;
+        size_t n_images = 0;
+        PoolSpace space;
+        int r;
+
+        r = pool_space(m->pool, &space);
+        if (r < 0)
+                return fail(ret_error, r, "Cannot read the pool's free space: %s.", strerror(-r));
+        *ret = (PoolStats){
+                .path = m->pool->path,
+                .filesystem = m->pool->fs_name,
+                .reflink = m->pool->reflink,
+                .backend = m->pool->reflink ? "reflink" : "qcow2-overlay",
+                .capacity = space.capacity,
+                .free = space.free,
+                .reserve = m->config.reserve,
+                .overcommit = m->config.overcommit_ratio,
+                .allocated = dir_allocated(m->pool->disks_dir) + dir_allocated(m->pool->images_dir),
+        };
+        r = store_disk_totals(m->store, &ret->virtual_total, &ret->disks);
+        if (r < 0)
+                return fail(ret_error, r, "Cannot read disk records: %s.", strerror(-r));
+        r = store_image_list(m->store, &images, &n_images);
+        if (r < 0)
+                return fail(ret_error, r, "Cannot read image records: %s.", strerror(-r));
+        image_records_free(images, n_images);
+        ret->images = n_images;
+        return 0;
+}
+
+int image_add(Manager *m, const char *name, const char *source, const char *format, uint64_t size,
+              ImageRecord *ret, char **ret_error) {
+        _cleanup_free_ char *file = NULL, *path = NULL, *output = NULL;
+        char digest[IMAGE_DIGEST_MAX];
+        ImageProbe probe;
+        struct stat st;
+        int64_t intent;
+        bool directory;
+        int r;
+
+        if (!name_is_valid(name))
+                return fail(ret_error, -EINVAL, "Invalid image name '%.*s': use 1-%d characters of [A-Za-z0-9._-], "
+                            "not starting with a dot.", 64, name ? name : "", NAME_MAX_LEN);
+        if (isempty(source) || source[0] != '/')
+                return fail(ret_error, -EINVAL, "The source must be an absolute path.");
+        if (!isempty(format) && !streq(format, "raw") && !streq(format, "qcow2"))
+                return fail(ret_error, -EINVAL, "Invalid format '%.*s': use \"raw\", \"qcow2\" or leave it empty.", 16,
+                            format);
+        if (stat(source, &st) < 0)
+                return fail(ret_error, negative_errno(), "Cannot open %s: %m.", source);
+        directory = S_ISDIR(st.st_mode);
+        if (!directory && !S_ISREG(st.st_mode))
+                return fail(ret_error, -EINVAL, "%s is neither a regular file nor a directory.", source);
+        if (directory && streq_ptr(format, "qcow2"))
+                return fail(ret_error, -EINVAL, "A directory becomes a raw ext4 image; leave the format empty.");
+        if (!directory && size > 0)
+                return fail(ret_error, -EINVAL, "size_bytes applies to directories only.");
+        if (!directory) {
+                r = image_probe(source, &probe);
+                if (r == -EXDEV)
+                        return fail(ret_error, -EINVAL, "%s has a backing file itself; flatten it first "
+                                    "(qemu-img convert -O qcow2).", source);
+                if (r < 0)
+                        return fail(ret_error, r == -EBADMSG ? -EINVAL : r, "%s is not a usable image: %s.", source,
+                                    r == -EBADMSG ? "corrupt, encrypted or unsupported qcow2" : strerror(-r));
+                if (!isempty(format) && !streq(format, probe.format))
+                        return fail(ret_error, -EINVAL, "%s is a %s image, not %s.", source, probe.format, format);
+                if (probe.virtual_size == 0)
+                        return fail(ret_error, -EINVAL, "%s is empty.", source);
+        }
+        ImageRecord existing = {};
+        r = store_image_get(m->store, name, &existing);
+        image_record_done(&existing);
+        if (r >= 0)
+                return fail(ret_error, -EEXIST, "An image named '%s' exists; remove it first or pick another name.",
+                            name);
+
+        if (asprintf(&file, "%s.%s", name, directory ? "raw" : probe.format) < 0)
+                return -ENOMEM;
+        path = path_join(m->pool->images_dir, file);
+        if (!path)
+                return -ENOMEM;
+        r = admission(m, 0, directory ? 0 : probe.file_size, ret_error);
+        if (r < 0)
+                return r;
+
+        r = store_intent_add(m->store, "add-image", name, path, &intent);
+        if (r < 0)
+                return fail(ret_error, r, "Cannot record the intent to add an image: %s.", strerror(-r));
+        (void) unlink(path); /* a leftover of a crash before recovery could run */
+        if (directory)
+                r = image_make_ext4(source, path, size, &output);
+        else
+                r = image_copy(source, path);
+        if (r < 0) {
+                (void) store_intent_remove(m->store, intent);
+                return fail(ret_error, r, directory ? "mkfs.ext4 -d %s failed: %s" : "Copying %s into the pool failed: %s",
+                            source, output ? output : strerror(-r));
+        }
+        r = image_probe(path, &probe);
+        if (r >= 0)
+                r = image_digest(path, digest);
+        if (r < 0)
+                goto fail_file;
+        ImageRecord i = {
+                .name = (char *) name,
+                .path = path,
+                .format = probe.format,
+                .digest = digest,
+                .virtual_size = probe.virtual_size,
+                .file_size = probe.file_size,
+                .created = (int64_t) time(NULL),
+        };
+        r = store_image_commit(m->store, &i, intent);
+        if (r < 0)
+                goto fail_file;
+        log_info("Added base image '%s' (%s, %llu bytes, %s) from %s.", name, probe.format,
+                 (unsigned long long) probe.virtual_size, digest, source);
+        return store_image_get(m->store, name, ret);
+
+fail_file:
+        (void) unlink(path);
+        (void) store_intent_remove(m->store, intent);
+        return fail(ret_error, r, "Failed to register image '%s': %s.", name, strerror(-r));
+}
+
+int image_list(Manager *m, ImageRecord **ret, size_t *ret_n, char **ret_error) {
+        int r = store_image_list(m->store, ret, ret_n);
+        if (r < 0)
+                return fail(ret_error, r, "Cannot read image records: %s.", strerror(-r));
+        return 0;
+}
+
+int image_users(Manager *m, const char *name, uint64_t *ret) {
+        return store_image_users(m->store, name, ret);
+}
+
+int image_remove(Manager *m, const char *name, char **ret_error) {
+        _cleanup_(image_record_done) ImageRecord i = {};
+        uint64_t users;
+        int64_t intent;
+        int r;
+
+        if (!name_is_valid(name))
+                return fail(ret_error, -EINVAL, "Invalid image name '%.*s'.", 64, name ? name : "");
+        r = store_image_get(m->store, name, &i);
+        if (r == -ENOENT)
+                return fail(ret_error, r, "No image '%s'; see 'nsc disk images list'.", name);
+        if (r < 0)
+                return fail(ret_error, r, "Cannot read image records: %s.", strerror(-r));
+        r = store_image_users(m->store, name, &users);
+        if (r < 0)
+                return fail(ret_error, r, "Cannot read disk records: %s.", strerror(-r));
+        if (users > 0)
+                return fail(ret_error, -EBUSY, "Image '%s' is the base of %llu disk(s); delete them first.", name,
+                            (unsigned long long) users);
+        r = store_intent_add(m->store, "remove-image", name, i.path, &intent);
+        if (r >= 0)
+                r = store_image_remove(m->store, name);
+        if (r < 0)
+                return fail(ret_error, r, "Failed to remove the record of image '%s': %s.", name, strerror(-r));
+        if (unlink(i.path) < 0 && errno != ENOENT)
+                return fail(ret_error, negative_errno(), "Failed to remove %s: %m; it will be retried at restart.",
+                            i.path);
+        (void) store_intent_remove(m->store, intent);
+        log_info("Removed base image '%s'.", name);
+        return 0;
+}
+
+/* ---- recovery ---- */
+
+static bool path_in_dir(const char *path, const char *dir) {
+        size_t l = strlen(dir);
+        return strncmp(path, dir, l) == 0 && path[l] == '/' && !strchr(path + l + 1, '/');
+}
+
+static int recover_intents(Manager *m) {
+        IntentRecord *intents = NULL;
+        size_t n = 0;
+        int r;
+
+        r = store_intent_list(m->store, &intents, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                IntentRecord *t = &intents[i];
+                bool has_record;
+
+                /* Only ever touch files inside the pool, whatever the row says. */
+                if (!path_in_dir(t->path, m->pool->disks_dir) && !path_in_dir(t->path, m->pool->images_dir)) {
+                        log_warning("Intent %lld names %s outside the pool, dropping it.", (long long) t->id, t->path);
+                        (void) store_intent_remove(m->store, t->id);
+                        continue;
+                }
+                if (streq(t->op, "create-disk") || streq(t->op, "delete-disk")) {
+                        DiskRecord d = {};
+                        has_record = store_disk_get(m->store, t->object, &d) >= 0;
+                        disk_record_done(&d);
+                } else {
+                        ImageRecord im = {};
+                        has_record = store_image_get(m->store, t->object, &im) >= 0;
+                        image_record_done(&im);
+                }
+                if (!has_record) {
+                        if (unlink(t->path) < 0 && errno != ENOENT) {
+                                log_warning_errno(negative_errno(), "Failed to remove %s: %m; retrying at next start.",
+                                                  t->path);
+                                continue;
+                        }
+                        log_notice("%s %s was interrupted; %s %s.",
+                                   streq(t->op, "create-disk") || streq(t->op, "add-image") ? "Creating" : "Removing",
+                                   t->object,
+                                   streq(t->op, "create-disk") || streq(t->op, "add-image") ? "rolled back, removed"
+                                                                                             : "finished removing",
+                                   t->path);
+                }
+                (void) store_intent_remove(m->store, t->id);
+        }
+        intent_records_free(intents, n);
+        return 0;
+}
+
+static bool path_known(char **paths, size_t n, const char *path) {
+        for (size_t i = 0; i < n; i++)
+                if (streq(paths[i], path))
+                        return true;
+        return false;
+}
+
+/* Files in `dir` that no record names are removed; reported either way. */
+static void reconcile_dir(const char *dir, char **paths, size_t n) {
+        _cleanup_(closedirp) DIR *d = opendir(dir);
+        struct dirent *de;
+
+        if (!d)
+                return;
+        while ((de = readdir(d))) {
+                _cleanup_free_ char *p = NULL;
+                if (de->d_name[0] == '.')
+                        continue;
+                p = path_join(dir, de->d_name);
+                if (!p || path_known(paths, n, p))
+                        continue;
+                if (unlinkat(dirfd(d), de->d_name, 0) < 0)
+                        log_warning_errno(negative_errno(), "Orphan file %s has no record; failed to remove it: %m", p);
+                else
+                        log_warning("Orphan file %s had no record; removed it.", p);
+        }
+}
+
+int disk_recover(Manager *m) {
+        DiskRecord *disks = NULL;
+        ImageRecord *images = NULL;
+        size_t n_disks = 0, n_images = 0;
+        _cleanup_free_ char **paths = NULL;
+        size_t n_paths = 0;
+        int r;
+
+        r = recover_intents(m);
+        if (r < 0)
+                return r;
+
+        r = store_image_list(m->store, &images, &n_images);
+        if (r < 0)
+                return r;
+        r = store_disk_list(m->store, NULL, &disks, &n_disks);
+        if (r < 0) {
+                image_records_free(images, n_images);
+                return r;
+        }
+        paths = calloc(n_disks + n_images + 1, sizeof(char *));
+        if (!paths) {
+                r = -ENOMEM;
+                goto finish;
+        }
+
+        /* Records without files: a disk whose file vanished is useless, an
+         * image likewise; drop the records so that space accounting is true. */
+        for (size_t i = 0; i < n_images; i++) {
+                if (access(images[i].path, F_OK) < 0) {
+                        log_warning("Image '%s' lost its file %s; dropping the record.", images[i].name, images[i].path);
+                        (void) store_image_remove(m->store, images[i].name);
+                } else
+                        paths[n_paths++] = images[i].path;
+        }
+        for (size_t i = 0; i < n_disks; i++) {
+                if (access(disks[i].path, F_OK) < 0) {
+                        log_disk(LOG_WARNING, disks[i].id, disks[i].instance_id,
+                                 "Disk %s of '%s' lost its file %s; dropping the record.", disks[i].id,
+                                 disks[i].instance_id, disks[i].path);
+                        (void) store_disk_remove(m->store, disks[i].id);
+                } else
+                        paths[n_paths++] = disks[i].path;
+        }
+        reconcile_dir(m->pool->disks_dir, paths, n_paths);
+        reconcile_dir(m->pool->images_dir, paths, n_paths);
+        r = 0;
+finish:
+        disk_records_free(disks, n_disks);
+        image_records_free(images, n_images);
+        return r;
+}

@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* What diskd does, independent of gRPC: every verb validates its input,
+ * returns a negative errno and, on failure, a message for the caller in
+ * *ret_error (what went wrong and what to do). */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "disk-manager.h"
+#include "disk-store.h"
+
+typedef struct DiskCreateParams {
+        const char *instance_id;
+        const char *shape;
+        uint64_t size_bytes;
+        const char *base_image;
+        const char *format;
+        const char *tenant_id;
+} DiskCreateParams;
+
+typedef struct PoolStats {
+        const char *path;
+        const char *filesystem;
+        bool reflink;
+        const char *backend;
+        uint64_t capacity, free, allocated, virtual_total, reserve;
+        double overcommit;
+        uint64_t disks, images;
+} PoolStats;
+
+int disk_create(Manager *m, const DiskCreateParams *p, DiskRecord *ret, char **ret_error);
+int disk_describe(Manager *m, const char *disk_id, DiskRecord *ret, char **ret_error);
+int disk_list(Manager *m, const char *instance_id, DiskRecord **ret, size_t *ret_n, char **ret_error);
+int disk_resize(Manager *m, const char *disk_id, uint64_t size, DiskRecord *ret, char **ret_error);
+/* 1 deleted, 0 there was no such disk. */
+int disk_delete(Manager *m, const char *disk_id, char **ret_error);
+int disk_pool_stats(Manager *m, PoolStats *ret, char **ret_error);
+
+int image_add(Manager *m, const char *name, const char *source, const char *format, uint64_t size,
+              ImageRecord *ret, char **ret_error);
+int image_list(Manager *m, ImageRecord **ret, size_t *ret_n, char **ret_error);
+int image_remove(Manager *m, const char *name, char **ret_error);
+/* Disks using the image. */
+int image_users(Manager *m, const char *name, uint64_t *ret);
+
+/* Start-up: finishes or rolls back interrupted steps from the intent
+ * journal, then reconciles files and records. Logs what it did. */
+int disk_recover(Manager *m);

@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* diskd's records in SQLite (WAL) in the state directory: disks, base
+ * images, and a journal of intent. Every multi-step change writes its
+ * intent first, so that after a crash disk_manager's recovery knows which
+ * files to finish or roll back. */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "macro.h"
+
+typedef struct Store Store;
+
+typedef struct DiskRecord {
+        char *id;
+        char *instance_id;
+        char *path;
+        char *format;       /* "qcow2" | "raw" */
+        char *backend;      /* "qcow2-overlay" | "reflink" | "sparse" */
+        char *base_image;   /* image name or "" */
+        char *backing;      /* backing file path or "" */
+        uint64_t size;
+        int64_t created;
+} DiskRecord;
+
+typedef struct ImageRecord {
+        char *name;
+        char *path;
+        char *format;
+        char *digest;
+        uint64_t virtual_size;
+        uint64_t file_size;
+        int64_t created;
+} ImageRecord;
+
+typedef struct IntentRecord {
+        int64_t id;
+        char *op;           /* "create-disk" | "delete-disk" | "add-image" | "remove-image" */
+        char *object;       /* disk id or image name */
+        char *path;         /* the file the step touches */
+} IntentRecord;
+
+int store_open(const char *path, Store **ret);
+Store *store_free(Store *s);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Store *, store_free);
+
+void disk_record_done(DiskRecord *d);
+void image_record_done(ImageRecord *i);
+void intent_record_done(IntentRecord *i);
+void disk_records_free(DiskRecord *d, size_t n);
+void image_records_free(ImageRecord *i, size_t n);
+void intent_records_free(IntentRecord *i, size_t n);
+
+/* Intents. */
+int store_intent_add(Store *s, const char *op, const char *object, const char *path, int64_t *ret_id);
+int store_intent_remove(Store *s, int64_t id);
+int store_intent_list(Store *s, IntentRecord **ret, size_t *ret_n);
+
+/* Disks. _get returns -ENOENT when absent. */
+int store_disk_get(Store *s, const char *id, DiskRecord *ret);
+int store_disk_get_by_instance(Store *s, const char *instance_id, DiskRecord *ret);
+int store_disk_list(Store *s, const char *instance_id, DiskRecord **ret, size_t *ret_n);
+/* Inserts the record and removes the intent in one transaction. */
+int store_disk_commit(Store *s, const DiskRecord *d, int64_t intent_id);
+/* Removes the record and adds a delete intent in one transaction. */
+int store_disk_remove_with_intent(Store *s, const char *id, const char *path, int64_t *ret_intent);
+int store_disk_remove(Store *s, const char *id);
+int store_disk_set_size(Store *s, const char *id, uint64_t size);
+int store_disk_totals(Store *s, uint64_t *ret_virtual, uint64_t *ret_count);
+
+/* Images. */
+int store_image_get(Store *s, const char *name, ImageRecord *ret);
+int store_image_list(Store *s, ImageRecord **ret, size_t *ret_n);
+int store_image_commit(Store *s, const ImageRecord *i, int64_t intent_id);
+int store_image_remove(Store *s, const char *name);
+int store_image_users(Store *s, const char *name, uint64_t *ret);
