@@ -1052,7 +1052,8 @@ static void server_arm_idle(RpcServer *s) {
 static int on_signal(sd_event_source *es, const struct signalfd_siginfo *si, void *userdata) {
         RpcServer *s = userdata;
         (void) es;
-        log_info("Received %s, shutting down.", si->ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+        if (!s->shutting_down)
+                log_info("Received %s, shutting down.", si->ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
         rpc_server_shutdown(s, 0);
         return 0;
 }

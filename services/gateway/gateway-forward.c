@@ -46,6 +46,9 @@ typedef struct Forward {
 
         grpc_byte_buffer *up_buffer;    /* caller → backend */
         grpc_byte_buffer *down_buffer;  /* backend → caller */
+        grpc_byte_buffer *down_received; /* RECV_MESSAGE target; gRPC writes it before the
+                                          * completion reaches the loop, so only
+                                          * on_down_recv() may look at it */
         grpc_byte_buffer *down_pending; /* received before the backend's headers */
         bool down_sending;
         bool down_done;
@@ -77,6 +80,8 @@ static void forward_unref(Forward *f) {
                 grpc_byte_buffer_destroy(f->down_buffer);
         if (f->down_pending)
                 grpc_byte_buffer_destroy(f->down_pending);
+        if (f->down_received)
+                grpc_byte_buffer_destroy(f->down_received);
         rpc_call_unref(f->scall);
         free(f);
 }
@@ -215,7 +220,7 @@ static void down_send(Forward *f, grpc_byte_buffer *b) {
 
 static void on_down_recv(void *userdata, bool ok) {
         Forward *f = userdata;
-        grpc_byte_buffer *b = TAKE_PTR(f->down_pending);
+        grpc_byte_buffer *b = TAKE_PTR(f->down_received);
 
         if (!ok || !b) {
                 if (b)
@@ -232,7 +237,7 @@ static void on_down_recv(void *userdata, bool ok) {
 static void down_recv(Forward *f) {
         grpc_op op = { .op = GRPC_OP_RECV_MESSAGE };
 
-        op.data.recv_message.recv_message = &f->down_pending;
+        op.data.recv_message.recv_message = &f->down_received;
         if (forward_batch(f, f->client, &op, 1, on_down_recv) < 0) {
                 f->down_done = true;
                 forward_send_status(f);
