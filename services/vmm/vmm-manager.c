@@ -201,11 +201,12 @@ static void instance_save(Instance *i) {
 /* ---- state changes -------------------------------------------------------- */
 
 static void instance_notify_waiters(Instance *i) {
-        bool done = i->state == INSTANCE_RUNNING || instance_state_is_final(i->state) ||
-                    i->state == INSTANCE_DESTROYING;
-
         for (Waiter **w = &i->waiters; *w;) {
                 Waiter *x = *w;
+                /* Waiting ends at RUNNING or a final state; a waiter that
+                 * accepts destruction also waits through DESTROYING. */
+                bool done = i->state == INSTANCE_RUNNING || instance_state_is_final(i->state) ||
+                            (i->state == INSTANCE_DESTROYING && !x->destroyed_ok);
 
                 if (x->stream)
                         (void) vmm_grpc_send_wait(x->call, i, true);
@@ -213,7 +214,7 @@ static void instance_notify_waiters(Instance *i) {
                         w = &x->next;
                         continue;
                 }
-                if (i->state == INSTANCE_RUNNING) {
+                if (i->state == INSTANCE_RUNNING || (i->state == INSTANCE_DESTROYED && x->destroyed_ok)) {
                         if (x->stream)
                                 rpc_call_finish(x->call, RPC_OK, NULL);
                         else
@@ -221,12 +222,7 @@ static void instance_notify_waiters(Instance *i) {
                 } else if (i->state == INSTANCE_ERROR)
                         rpc_call_fail(x->call, RPC_INTERNAL, "Instance %s failed: %s", i->id,
                                       i->reason ?: "unknown reason");
-                else if (x->destroyed_ok) {
-                        if (x->stream)
-                                rpc_call_finish(x->call, RPC_OK, NULL);
-                        else
-                                (void) vmm_grpc_send_wait(x->call, i, false);
-                } else
+                else
                         rpc_call_fail(x->call, RPC_FAILED_PRECONDITION,
                                       "Instance %s is %s and will not become RUNNING; create a new one.", i->id,
                                       instance_state_to_string(i->state));
@@ -244,8 +240,9 @@ static void instance_set_state(Instance *i, InstanceState s) {
                 return;
         }
         log_struct(LOG_INFO, 0, FIELDS(i->log_field), "Instance %s: %s → %s%s%s", i->id,
-                   instance_state_to_string(i->state), instance_state_to_string(s), i->reason ? ": " : "",
-                   i->reason && s == INSTANCE_ERROR ? i->reason : "");
+                   instance_state_to_string(i->state), instance_state_to_string(s),
+                   i->reason && (s == INSTANCE_ERROR || s == INSTANCE_DESTROYING) ? ": " : "",
+                   i->reason && (s == INSTANCE_ERROR || s == INSTANCE_DESTROYING) ? i->reason : "");
         i->state = s;
         if (instance_state_is_final(s))
                 i->destroyed_usec = now_usec(CLOCK_REALTIME);
