@@ -16,7 +16,7 @@ BUILD = sys.argv[1]
 N_PING = int(os.environ.get("BENCH_PING", "5000"))
 N_LIST = int(os.environ.get("BENCH_LIST", "2000"))
 ATTACH_BYTES = int(os.environ.get("BENCH_ATTACH_BYTES", str(1 << 30)))
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 
 
 class Conn:
@@ -92,8 +92,9 @@ def attach_throughput(path, nbytes):
     """Creates a container writing nbytes to stdout, attaches (hijacked
     stream), starts it and reads until EOF. Returns MiB/s."""
     c = Conn(path)
+    # No log driver: the engine would also write every byte to its json log.
     body = json.dumps({"Image": "ubuntu", "Cmd": ["head", "-c", str(nbytes), "/dev/zero"], "Tty": False,
-                       "AttachStdout": True}).encode()
+                       "AttachStdout": True, "HostConfig": {"LogConfig": {"Type": "none"}}}).encode()
     st, out = c.request("POST", "/v1.41/containers/create", body)
     assert st == 201, (st, out)
     cid = json.loads(out)["Id"]
@@ -191,6 +192,17 @@ def main():
         ch.close()
         wait_ping(proxied, dp, "dockerproxyd")
 
+        # The peer: socat as a plain byte relay (no parsing, no policy), the
+        # floor for any userspace proxy on this machine.
+        relay = os.path.join(tmp, "socat.sock")
+        paths = [("direct", eng), ("proxied", proxied)]
+        if shutil.which("socat"):
+            sp = subprocess.Popen(["socat", "UNIX-LISTEN:%s,fork" % relay, "UNIX-CONNECT:%s" % eng],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs.append(sp)
+            wait_ping(relay, sp, "socat")
+            paths.insert(1, ("socat", relay))
+
         # Ten containers of ours (visible through the proxy) and ten others.
         c = Conn(proxied)
         d = Conn(eng)
@@ -210,18 +222,23 @@ def main():
                 ("GET", "/v1.41/containers/json?all=1&filters=" + own, "/v1.41/containers/json?all=1", N_LIST)]
         for method, direct_target, target, n in rows:
             res = {}
-            for name, path in (("direct", eng), ("proxied", proxied)):
-                t = direct_target if name == "direct" else target
+            for name, path in paths:
+                t = target if name == "proxied" else direct_target
                 p50, p99, mean = latency(path, method, t, n)
                 res[name] = p50
                 print("%-28s %-8s %8d %8.1f %8.1f %10.1f" % (method + " " + target.split("?")[0], name, n, p50, p99, mean))
             over = res["proxied"] - res["direct"]
-            print("%-28s %-8s %8s %8s overhead p50: %+.1f us (%+.1f%%)" % ("", "", "", "", over, 100 * over / res["direct"]))
+            line = "overhead p50: %+.1f us (%+.1f%%)" % (over, 100 * over / res["direct"])
+            if "socat" in res:
+                line += "; socat relay: %+.1f us" % (res["socat"] - res["direct"])
+            print("%-28s %-8s %8s %8s %s" % ("", "", "", "", line))
 
         print()
         print("## Attach stream throughput (%d MiB from a container's stdout, best of %d)" % (ATTACH_BYTES >> 20, ROUNDS))
         res = {}
-        for name, path in (("direct", eng), ("proxied", proxied)):
+        for name, path in paths:
+            if name == "socat":
+                continue
             res[name] = max(attach_throughput(path, ATTACH_BYTES) for _ in range(ROUNDS))
             print("%-10s %10.1f MiB/s" % (name, res[name]))
         print("proxied/direct: %.1f%%" % (100 * res["proxied"] / res["direct"]))

@@ -98,6 +98,14 @@ typedef enum RespState {
 typedef struct Conn Conn;
 typedef struct Probe Probe;
 
+/* Hijacked streams move bulk data with splice() through a pipe, without
+ * copying it through our buffers; `bytes` is what sits in the pipe. */
+typedef struct Splice {
+        int pipe[2];
+        size_t bytes;
+        bool broken;      /* splice() unsupported here: fall back to buffers */
+} Splice;
+
 struct Proxy {
         ProxyContext ctx;
         const DockerCaller *caller;
@@ -146,6 +154,8 @@ struct Conn {
 
         Probe *probe;
         size_t check_index;
+        Splice down;             /* upstream → client */
+        Splice up;               /* client → upstream */
         bool closing;            /* free once cout is flushed */
 };
 
@@ -214,16 +224,16 @@ static void set_events(sd_event_source *s, uint32_t events) {
 static void conn_update_events(Conn *c) {
         uint32_t ce = 0, ue = 0;
 
-        if (!c->client_eof && buf_space(&c->cin) > 0 && c->req_state != REQ_CHECK)
+        if (!c->client_eof && buf_space(&c->cin) > 0 && c->req_state != REQ_CHECK && c->up.bytes == 0)
                 ce |= EPOLLIN;
-        if (buf_len(&c->cout) > 0)
+        if (buf_len(&c->cout) > 0 || c->down.bytes > 0)
                 ce |= EPOLLOUT;
         set_events(c->csrc, ce);
 
         if (c->ufd >= 0) {
-                if (!c->upstream_eof && buf_space(&c->uin) > 0)
+                if (!c->upstream_eof && buf_space(&c->uin) > 0 && c->down.bytes == 0)
                         ue |= EPOLLIN;
-                if (buf_len(&c->uout) > 0)
+                if (buf_len(&c->uout) > 0 || c->up.bytes > 0)
                         ue |= EPOLLOUT;
                 set_events(c->usrc, ue);
         }
@@ -263,6 +273,67 @@ static size_t move(Buf *from, Buf *to, uint64_t max) {
         to->end += n;
         buf_consume(from, n);
         return n;
+}
+
+
+#define SPLICE_CHUNK (1U << 20)
+
+static void splice_done(Splice *s) {
+        safe_close(s->pipe[0]);
+        safe_close(s->pipe[1]);
+        s->pipe[0] = s->pipe[1] = -EBADF;
+}
+
+/* May this direction use splice() now? Only in raw mode, and only once the
+ * bytes buffered in user space went out first (order is kept). */
+static bool splice_usable(Conn *c, Splice *s, Buf *in, Buf *out) {
+        if (c->req_state != REQ_RAW || c->resp_state != RESP_RAW || s->broken)
+                return false;
+        if (s->bytes > 0)
+                return true;
+        if (buf_len(in) > 0 || buf_len(out) > 0)
+                return false;
+        if (s->pipe[0] < 0) {
+                if (pipe2(s->pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
+                        s->broken = true;
+                        return false;
+                }
+                (void) fcntl(s->pipe[1], F_SETPIPE_SZ, SPLICE_CHUNK);
+        }
+        return true;
+}
+
+/* Pipe → destination. Returns 0 or -errno. */
+static int splice_drain(Splice *s, int to) {
+        while (s->bytes > 0) {
+                ssize_t n = splice(s->pipe[0], NULL, to, NULL, s->bytes, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+                if (n < 0)
+                        return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+                if (n == 0)
+                        return -EPIPE;
+                s->bytes -= (size_t) n;
+        }
+        return 0;
+}
+
+/* Source → pipe (only while the pipe is empty: that is the backpressure),
+ * then on to the destination. */
+static int splice_pump(Splice *s, int from, int to, bool *eof) {
+        if (s->bytes == 0 && !*eof) {
+                ssize_t n = splice(from, NULL, s->pipe[1], NULL, SPLICE_CHUNK, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+                if (n < 0) {
+                        if (errno == EINVAL || errno == ENOSYS) {
+                                s->broken = true;
+                                return 0;
+                        }
+                        if (errno != EAGAIN && errno != EINTR)
+                                return -errno;
+                } else if (n == 0)
+                        *eof = true;
+                else
+                        s->bytes += (size_t) n;
+        }
+        return splice_drain(s, to);
 }
 
 /* ---- answering locally ---------------------------------------------------- */
@@ -785,8 +856,8 @@ static bool pump_request(Conn *c) {
                         move(&c->cin, &c->uout, UINT64_MAX);
                         return true;
                 }
-                if (c->client_eof && buf_len(&c->cin) == 0 && buf_len(&c->uout) == 0 && !c->upstream_shut &&
-                    c->ufd >= 0) {
+                if (c->client_eof && buf_len(&c->cin) == 0 && buf_len(&c->uout) == 0 && c->up.bytes == 0 &&
+                    !c->upstream_shut && c->ufd >= 0) {
                         /* Half-close: the container's stdin ended. */
                         (void) shutdown(c->ufd, SHUT_WR);
                         c->upstream_shut = true;
@@ -918,7 +989,8 @@ static bool pump_response(Conn *c) {
                         move(&c->uin, &c->cout, UINT64_MAX);
                         return true;
                 }
-                if (c->upstream_eof && buf_len(&c->uin) == 0 && buf_len(&c->cout) == 0 && !c->client_shut) {
+                if (c->upstream_eof && buf_len(&c->uin) == 0 && buf_len(&c->cout) == 0 && c->down.bytes == 0 &&
+                    !c->client_shut) {
                         (void) shutdown(c->cfd, SHUT_WR);
                         c->client_shut = true;
                         return true;
@@ -956,7 +1028,8 @@ static void conn_pump(Conn *c) {
                 conn_free(c);
                 return;
         }
-        if (c->req_state == REQ_RAW && c->client_eof && c->upstream_eof && buf_len(&c->cout) == 0) {
+        if (c->req_state == REQ_RAW && c->client_eof && c->upstream_eof && buf_len(&c->cout) == 0 &&
+            c->down.bytes == 0) {
                 conn_free(c);
                 return;
         }
@@ -997,11 +1070,16 @@ static int on_client_io(sd_event_source *s, int fd, uint32_t revents, void *user
         (void) s;
         if (revents & EPOLLOUT) {
                 r = flush(fd, &c->cout);
+                if (r >= 0)
+                        r = splice_drain(&c->down, fd);
                 if (r < 0)
                         return conn_free(c), 0;
         }
         if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-                r = fill(fd, &c->cin, &c->client_eof);
+                if (splice_usable(c, &c->up, &c->cin, &c->uout))
+                        r = splice_pump(&c->up, fd, c->ufd, &c->client_eof);
+                else
+                        r = fill(fd, &c->cin, &c->client_eof);
                 if (r < 0)
                         return conn_free(c), 0;
         }
@@ -1019,11 +1097,16 @@ static int on_upstream_io(sd_event_source *s, int fd, uint32_t revents, void *us
         (void) s;
         if (revents & EPOLLOUT) {
                 r = flush(fd, &c->uout);
+                if (r >= 0)
+                        r = splice_drain(&c->up, fd);
                 if (r < 0)
                         return conn_free(c), 0;
         }
         if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-                r = fill(fd, &c->uin, &c->upstream_eof);
+                if (splice_usable(c, &c->down, &c->uin, &c->cout))
+                        r = splice_pump(&c->down, fd, c->cfd, &c->upstream_eof);
+                else
+                        r = fill(fd, &c->uin, &c->upstream_eof);
                 if (r < 0)
                         return conn_free(c), 0;
         }
@@ -1051,6 +1134,8 @@ static void conn_free(Conn *c) {
         sd_event_source_disable_unref(c->timer);
         safe_close(c->cfd);
         safe_close(c->ufd);
+        splice_done(&c->down);
+        splice_done(&c->up);
         buf_done(&c->cin);
         buf_done(&c->cout);
         buf_done(&c->uin);
@@ -1096,6 +1181,7 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                 c->id = ++p->next_conn_id;
                 c->cfd = cfd;
                 c->ufd = -EBADF;
+                c->down.pipe[0] = c->down.pipe[1] = c->up.pipe[0] = c->up.pipe[1] = -EBADF;
                 c->next = p->conns;
                 if (p->conns)
                         p->conns->prev = c;
