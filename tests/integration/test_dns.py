@@ -555,5 +555,79 @@ class TestDnsAccessControl(DnsMeshCase):
         self.assertGreaterEqual(self.stats()["rate_limited"], 40 - answered)
 
 
+@unittest.skipUnless(DIG, "needs dig")
+class TestDnsStaleWhenUpstreamSlow(DnsMeshCase):
+    # Answers expire after 1 s; a client waits at most 400 ms for upstreams
+    # before the stale answer goes out (RFC 8767 client response timer).
+    extra_config = "max_ttl = 1\nstale_client_timeout = 400ms\nupstream_timeout = 5s\n"
+
+    def setUp(self):
+        self.stub = Stub("127.0.0.57", records={"s.example.test": ["10.0.0.7"]})
+        self.addCleanup(self.stub.stop)
+        self.start_mesh([self.stub.spec])
+
+    def test_slow_upstream_gets_stale_answer_after_client_timeout(self):
+        self.assertEqual(dig(self.port, "s.example.test").answers[0][1:], (1, "A", "10.0.0.7"))
+        time.sleep(1.2)
+        self.stub.delay = 3.0
+        start = time.time()
+        r = dig(self.port, "s.example.test")
+        took = time.time() - start
+        self.assertEqual(r.answers, [("s.example.test", 30, "A", "10.0.0.7")])
+        self.assertLess(took, 2.0)
+        self.assertGreaterEqual(self.stats()["stale_served"], 1)
+        # The upstream query went on and refreshed the cache.
+        time.sleep(3.2)
+        self.stub.delay = 0
+        self.assertEqual(self.stub.count("s.example.test"), 2)
+        r = dig(self.port, "s.example.test")
+        self.assertIn(r.answers[0][1], (0, 1))
+
+
+@unittest.skipUnless(DIG, "needs dig")
+class TestDnsFailover(DnsMeshCase):
+    extra_config = "upstream_timeout = 1s\n"
+
+    def setUp(self):
+        self.stub = Stub("127.0.0.58", records={"f%d.example.test" % i: ["10.0.1.%d" % i] for i in range(5)})
+        self.addCleanup(self.stub.stop)
+        self.dead = "127.0.0.59:%d" % free_port("127.0.0.59")  # nobody listens: ICMP port unreachable
+        self.start_mesh([self.dead, self.stub.spec])
+
+    def test_dead_first_upstream_fails_over_and_is_marked_down(self):
+        for i in range(5):
+            r = dig(self.port, "f%d.example.test" % i)
+            self.assertEqual(r.answers[0][3], "10.0.1.%d" % i)
+        ups = {u["address"]: u for u in self.stats()["upstreams"]}
+        self.assertFalse(ups[self.dead]["healthy"])
+        self.assertTrue(ups[self.stub.spec]["healthy"])
+        self.assertGreaterEqual(ups[self.dead]["failures"], 3)
+        # Once marked down it is skipped: fewer tries than queries.
+        self.assertLess(ups[self.dead]["queries"], 5)
+        self.assertEqual(ups[self.stub.spec]["queries"], 5)
+
+
+class TestDnsConfig(unittest.TestCase):
+    def test_check_config_output_parses_back_to_itself(self):
+        build = os.environ.get("HOSTMESH_BUILD_DIR", "build")
+        src = os.environ.get("HOSTMESH_SOURCE_DIR", ".")
+        dnsd = os.path.join(build, "services", "dns", "hostmesh-dnsd")
+        one = subprocess.run([dnsd, "--check-config", "--config", os.path.join(src, "deploy", "config", "dns.conf")],
+                             capture_output=True, text=True, check=True).stdout
+        self.assertIn("local_zones = hostmesh.internal", one)
+        with tempfile.NamedTemporaryFile("w", suffix=".conf") as f:
+            f.write(one)
+            f.flush()
+            two = subprocess.run([dnsd, "--check-config", "--config", f.name], capture_output=True, text=True,
+                                 check=True).stdout
+        self.assertEqual(one, two)
+        with tempfile.NamedTemporaryFile("w", suffix=".conf") as f:
+            f.write("[dns]\nallow = 10.0.0.0/33\n")
+            f.flush()
+            r = subprocess.run([dnsd, "--check-config", "--config", f.name], capture_output=True, text=True)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("allow", r.stderr)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
