@@ -28,10 +28,13 @@ int rpc_client_new(RpcLoop *loop, const char *target, RpcClient **ret) {
         grpc_channel_credentials *creds;
         RpcClient *c;
         /* Reconnect quickly after a backend restarts: the default backoff
-         * (1 s growing to 2 min) would turn a restart into minutes of errors. */
+         * (1 s growing to 2 min) would turn a restart into minutes of errors.
+         * The minimum backoff is left alone on purpose: gRPC also uses it as
+         * the connect timeout, and a socket-activated daemon needs tens of
+         * milliseconds (more on a loaded host) before it answers its first
+         * connection. */
         grpc_arg args[] = {
                 { .type = GRPC_ARG_INTEGER, .key = (char *) GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, .value.integer = 100 },
-                { .type = GRPC_ARG_INTEGER, .key = (char *) GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, .value.integer = 100 },
                 { .type = GRPC_ARG_INTEGER, .key = (char *) GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, .value.integer = 1000 },
                 { .type = GRPC_ARG_INTEGER, .key = (char *) GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, .value.integer = 64 << 20 },
                 { .type = GRPC_ARG_INTEGER, .key = (char *) GRPC_ARG_ENABLE_RETRIES, .value.integer = 0 },
