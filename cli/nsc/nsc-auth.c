@@ -411,7 +411,7 @@ static int verb_revoke(Nsc *n, int argc, char **argv) {
         if (opt(&a, "jti")) {
                 Hostmesh__Identity__V1__RevokeTokenRequest req = HOSTMESH__IDENTITY__V1__REVOKE_TOKEN_REQUEST__INIT;
                 req.jti = (char *) opt(&a, "jti");
-                what = req.jti;
+                what = opt(&a, "jti");
                 r = nsc_call(n, ID_METHOD("RevokeToken"), &req.base,
                              &hostmesh__identity__v1__revoke_token_response__descriptor, &resp);
                 if (r != 0)
@@ -420,7 +420,7 @@ static int verb_revoke(Nsc *n, int argc, char **argv) {
         } else {
                 Hostmesh__Identity__V1__RevokeSubjectRequest req = HOSTMESH__IDENTITY__V1__REVOKE_SUBJECT_REQUEST__INIT;
                 req.subject = (char *) opt(&a, "subject");
-                what = req.subject;
+                what = opt(&a, "subject");
                 r = nsc_call(n, ID_METHOD("RevokeSubject"), &req.base,
                              &hostmesh__identity__v1__revoke_subject_response__descriptor, &resp);
                 if (r != 0)
@@ -428,9 +428,12 @@ static int verb_revoke(Nsc *n, int argc, char **argv) {
                 until = ((Hostmesh__Identity__V1__RevokeSubjectResponse *) resp)->kept_until;
         }
         u = until ? nsc_format_time(until->seconds, 0) : NULL;
-        if (n->json)
-                nsc_print_json(json_pack("{s:s, s:s, s:s}", opt(&a, "jti") ? "jti" : "subject", what, "kept_until", u ?: ""));
-        else
+        if (n->json) {
+                json_t *o = json_object();
+                json_object_set_new(o, opt(&a, "jti") ? "jti" : "subject", json_string(what));
+                json_object_set_new(o, "kept_until", json_string(u ?: ""));
+                nsc_print_json(o);
+        } else
                 printf("Revoked %s %s (remembered until %s).\n", opt(&a, "jti") ? "token" : "subject", what, u ?: "?");
         protobuf_c_message_free_unpacked(resp, NULL);
         return NSC_EXIT_OK;
