@@ -55,9 +55,15 @@ typedef struct MethodEntry {
 
 typedef struct PeerSlot {
         RpcPeer peer;
-        unsigned n_calls;
         uint64_t generation;
 } PeerSlot;
+
+/* Concurrent calls per client process: a client opening more connections
+ * gets no more calls. Small linear table; entries go when they reach 0. */
+typedef struct PeerCalls {
+        pid_t pid;
+        unsigned n_calls;
+} PeerCalls;
 
 typedef struct HealthService {
         char *name;
@@ -130,6 +136,8 @@ struct RpcServer {
         int listen_fd;
         sd_event_source *listen_source;
         PeerSlot *peers;           /* indexed by connection fd */
+        PeerCalls *peer_calls;
+        size_t n_peer_calls;
         uint64_t generation;
 
         /* fds systemd passed that are not ours, by name */
@@ -175,14 +183,31 @@ RpcCall *rpc_call_ref(RpcCall *c) {
         return c;
 }
 
+static PeerCalls *peer_calls_find(RpcServer *s, pid_t pid, bool create) {
+        for (size_t i = 0; i < s->n_peer_calls; i++)
+                if (s->peer_calls[i].pid == pid)
+                        return &s->peer_calls[i];
+        if (!create)
+                return NULL;
+        PeerCalls *n = realloc(s->peer_calls, (s->n_peer_calls + 1) * sizeof(PeerCalls));
+        if (!n)
+                return NULL;
+        s->peer_calls = n;
+        n[s->n_peer_calls] = (PeerCalls){ .pid = pid };
+        return &n[s->n_peer_calls++];
+}
+
 static void call_account_done(RpcCall *c) {
         RpcServer *s = c->server;
 
         if (c->accounted || !s)
                 return;
         c->accounted = true;
-        if (c->conn_fd >= 0 && c->conn_fd < PEERS_MAX && s->peers[c->conn_fd].n_calls > 0)
-                s->peers[c->conn_fd].n_calls--;
+        if (c->peer.known) {
+                PeerCalls *p = peer_calls_find(s, c->peer.pid, false);
+                if (p && p->n_calls > 0 && --p->n_calls == 0)
+                        *p = s->peer_calls[--s->n_peer_calls];
+        }
         if (s->n_active_calls > 0)
                 s->n_active_calls--;
         server_arm_idle(s);
@@ -591,8 +616,9 @@ static void server_start_call(RpcServer *s, grpc_call *gcall, grpc_call_details 
         s->n_active_calls++;
         if (s->idle_timer)
                 sd_event_source_set_enabled(s->idle_timer, SD_EVENT_OFF);
-        if (c->conn_fd >= 0)
-                s->peers[c->conn_fd].n_calls++;
+        PeerCalls *pc = c->peer.known ? peer_calls_find(s, c->peer.pid, true) : NULL;
+        if (pc)
+                pc->n_calls++;
 
         memset(&op, 0, sizeof(op));
         op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
@@ -607,7 +633,7 @@ static void server_start_call(RpcServer *s, grpc_call *gcall, grpc_call_details 
                 return;
         }
 
-        if (c->conn_fd >= 0 && s->peers[c->conn_fd].n_calls > s->opts.max_calls_per_peer) {
+        if (pc && pc->n_calls > s->opts.max_calls_per_peer) {
                 rpc_call_fail(c, RPC_RESOURCE_EXHAUSTED,
                               "Too many concurrent calls from this client (limit %u); wait for some to finish.",
                               s->opts.max_calls_per_peer);
@@ -1198,6 +1224,7 @@ RpcServer *rpc_server_free(RpcServer *s) {
                 free(s->health[i].name);
         free(s->methods);
         free(s->peers);
+        free(s->peer_calls);
         free(s->socket_path);
         free(s->name);
         metrics_free(s->metrics);
