@@ -3,6 +3,8 @@
 #include <stdarg.h>
 #include <sys/stat.h>
 
+#include <systemd/sd-daemon.h>
+
 #include "config.h"
 #include "dockerproxy-grpc.h"
 #include "dockerproxy-manager.h"
@@ -85,6 +87,14 @@ static int manager_save(Manager *m) {
         return 0;
 }
 
+static char *fd_store_name(const Registration *reg) {
+        char *n;
+        return asprintf(&n, "dp-%s", reg->id) < 0 ? NULL : n;
+}
+
+/* Listens for a registration: on the socket systemd kept for us in its fd
+ * store when there is one (same inode as the one bind-mounted into the
+ * container), else on a new one, which then goes into the store. */
 static int manager_listen(Manager *m, Registration *reg) {
         ProxyContext ctx = {
                 .event = m->event,
@@ -92,7 +102,33 @@ static int manager_listen(Manager *m, Registration *reg) {
                 .metrics = m->server ? rpc_server_metrics(m->server) : NULL,
                 .max_connections = m->config.max_connections,
         };
-        return proxy_new(&ctx, &reg->caller, reg->socket_path, &reg->proxy);
+        _cleanup_free_ char *name = fd_store_name(reg), *state = NULL;
+        int fd = -EBADF, r;
+
+        if (!name)
+                return -ENOMEM;
+        if (m->server) {
+                fd = rpc_server_take_fd(m->server, name);
+                if (fd < 0)
+                        fd = -EBADF;
+        }
+        r = proxy_new(&ctx, &reg->caller, reg->socket_path, fd, &reg->proxy);
+        if (r < 0)
+                return r;
+        if (fd < 0 && asprintf(&state, "FDSTORE=1\nFDNAME=%s", name) >= 0) {
+                int lfd = proxy_listen_fd(reg->proxy);
+                /* Without a notify socket (not under systemd) this does nothing. */
+                (void) sd_pid_notify_with_fds(0, false, state, &lfd, 1);
+        }
+        return 0;
+}
+
+static void manager_forget_listener(Registration *reg) {
+        _cleanup_free_ char *name = fd_store_name(reg), *state = NULL;
+
+        if (name && asprintf(&state, "FDSTOREREMOVE=1\nFDNAME=%s", name) >= 0)
+                (void) sd_pid_notify(0, false, state);
+        proxy_unlink(reg->proxy);
 }
 
 _printf_(2, 3) static void set_error(char **ret_error, const char *fmt, ...) {
@@ -247,6 +283,7 @@ int manager_register(Manager *m, const char *id, const char *root, const DockerP
         /* Re-registration replaces the old one (and its connections). */
         for (size_t i = 0; i < m->n_regs; i++)
                 if (streq(m->regs[i]->id, id)) {
+                        manager_forget_listener(m->regs[i]);
                         registration_free(m->regs[i]);
                         m->regs[i] = m->regs[--m->n_regs];
                         break;
@@ -277,6 +314,7 @@ int manager_register(Manager *m, const char *id, const char *root, const DockerP
 int manager_unregister(Manager *m, const char *id) {
         for (size_t i = 0; i < m->n_regs; i++)
                 if (streq(m->regs[i]->id, id)) {
+                        manager_forget_listener(m->regs[i]);
                         registration_free(m->regs[i]);
                         m->regs[i] = m->regs[--m->n_regs];
                         log_info("Unregistered container %s.", id);
@@ -340,12 +378,13 @@ int manager_start(Manager *m) {
         r = dockerproxy_grpc_register(m);
         if (r < 0)
                 return log_error_errno(r, "Failed to register methods: %m");
-        r = manager_restore(m);
-        if (r < 0)
-                return r;
         r = rpc_server_start(m->server);
         if (r < 0)
                 return log_error_errno(r, "Failed to start serving: %m");
+        /* After start: the fd store's sockets come with the listening one. */
+        r = manager_restore(m);
+        if (r < 0)
+                return r;
         return 0;
 }
 

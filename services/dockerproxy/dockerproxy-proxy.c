@@ -1200,11 +1200,13 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
         }
 }
 
-int proxy_new(const ProxyContext *ctx, const DockerCaller *caller, const char *socket_path, Proxy **ret) {
+int proxy_new(const ProxyContext *ctx, const DockerCaller *caller, const char *socket_path, int listen_fd,
+              Proxy **ret) {
         union {
                 struct sockaddr sa;
                 struct sockaddr_un un;
         } sa = { .un.sun_family = AF_UNIX };
+        _cleanup_close_ int fd = listen_fd;
         _cleanup_(proxy_freep) Proxy *p = NULL;
         int r;
 
@@ -1222,19 +1224,26 @@ int proxy_new(const ProxyContext *ctx, const DockerCaller *caller, const char *s
         if (!p->socket_path)
                 return -ENOMEM;
 
-        p->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (p->fd < 0)
-                return -errno;
-        strcpy(sa.un.sun_path, socket_path);
-        (void) unlink(socket_path);
-        if (bind(p->fd, &sa.sa, sizeof(sa.un)) < 0)
-                return -errno;
-        /* The container's processes run as any user; the socket's location
-         * (bind-mounted into that one container) is the access control. */
-        if (chmod(socket_path, 0666) < 0)
-                return -errno;
-        if (listen(p->fd, SOMAXCONN) < 0)
-                return -errno;
+        if (fd >= 0) {
+                p->fd = TAKE_FD(fd);
+                if (fcntl(p->fd, F_SETFL, O_NONBLOCK) < 0)
+                        return -errno;
+        } else {
+                p->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+                if (p->fd < 0)
+                        return -errno;
+                strcpy(sa.un.sun_path, socket_path);
+                (void) unlink(socket_path);
+                if (bind(p->fd, &sa.sa, sizeof(sa.un)) < 0)
+                        return -errno;
+                /* The container's processes run as any user; the socket's
+                 * location (bind-mounted into that one container) is the
+                 * access control. */
+                if (chmod(socket_path, 0666) < 0)
+                        return -errno;
+                if (listen(p->fd, SOMAXCONN) < 0)
+                        return -errno;
+        }
         r = sd_event_add_io(ctx->event, &p->source, p->fd, EPOLLIN, on_accept, p);
         if (r < 0)
                 return r;
@@ -1248,13 +1257,19 @@ Proxy *proxy_free(Proxy *p) {
         while (p->conns)
                 conn_free(p->conns);
         sd_event_source_disable_unref(p->source);
-        if (p->fd >= 0) {
-                safe_close(p->fd);
-                (void) unlink(p->socket_path);
-        }
+        safe_close(p->fd);
         free(p->socket_path);
         free(p);
         return NULL;
+}
+
+void proxy_unlink(Proxy *p) {
+        if (p)
+                (void) unlink(p->socket_path);
+}
+
+int proxy_listen_fd(const Proxy *p) {
+        return p->fd;
 }
 
 unsigned proxy_connections(const Proxy *p) {

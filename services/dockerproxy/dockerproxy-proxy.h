@@ -26,10 +26,17 @@ typedef struct ProxyContext {
 typedef struct Proxy Proxy;
 
 /* Binds `socket_path` (replacing a stale socket, mode 0666 so any user in the
- * container can connect) and serves `caller`, which must outlive the proxy. */
-int proxy_new(const ProxyContext *ctx, const DockerCaller *caller, const char *socket_path, Proxy **ret);
-/* Closes the listener and every connection; unlinks the socket. */
+ * container can connect) and serves `caller`, which must outlive the proxy.
+ * With listen_fd >= 0 that already listening socket is used instead (kept
+ * across restarts in systemd's fd store, so the inode bind-mounted into the
+ * container stays the same); the proxy owns it either way. */
+int proxy_new(const ProxyContext *ctx, const DockerCaller *caller, const char *socket_path, int listen_fd,
+              Proxy **ret);
+/* Closes the listener and every connection. The socket file stays (the
+ * container's bind mount points at it); proxy_unlink() removes it. */
 Proxy *proxy_free(Proxy *p);
+void proxy_unlink(Proxy *p);
+int proxy_listen_fd(const Proxy *p);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Proxy *, proxy_free);
 unsigned proxy_connections(const Proxy *p);
 

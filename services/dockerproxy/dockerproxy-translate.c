@@ -1062,7 +1062,8 @@ int docker_decide_request(const DockerCaller *c, const char *method, const char 
                                 return r;
                         if (n == 3 && post && (streq(seg[2], "exec") || streq(seg[2], "update")))
                                 d->needs_body = true;
-                        if (n == 3 && post && streq(seg[2], "attach"))
+                        if ((n == 3 && post && streq(seg[2], "attach")) ||
+                            (n == 4 && get && streq(seg[2], "attach") && streq(seg[3], "ws")))
                                 d->hijack = true;
                         return 0;
                 }
