@@ -11,6 +11,8 @@
 #include "disk-qcow2.h"
 #include "macro.h"
 
+#define IN_SET_COPY_FALLBACK(e) ((e) == EXDEV || (e) == ENOSYS || (e) == EOPNOTSUPP || (e) == EINVAL)
+
 int image_probe(const char *path, ImageProbe *ret) {
         _cleanup_close_ int fd = -EBADF;
         _cleanup_free_ uint8_t *buf = NULL;
@@ -94,9 +96,40 @@ int image_digest(const char *path, char ret[IMAGE_DIGEST_MAX]) {
         return 0;
 }
 
+/* Plain read/write copy of [off, end): for when copy_file_range() cannot
+ * cross filesystems (EXDEV on kernels since 5.19). */
+static int copy_range_rw(int in, int out, off_t off, off_t end) {
+        _cleanup_free_ uint8_t *buf = malloc(1 << 20);
+
+        if (!buf)
+                return -ENOMEM;
+        while (off < end) {
+                ssize_t n = pread(in, buf, (size_t) MIN((off_t) (1 << 20), end - off), off);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return negative_errno();
+                }
+                if (n == 0)
+                        return -EIO;
+                for (ssize_t w = 0; w < n;) {
+                        ssize_t k = pwrite(out, buf + w, (size_t) (n - w), off + w);
+                        if (k < 0) {
+                                if (errno == EINTR)
+                                        continue;
+                                return negative_errno();
+                        }
+                        w += k;
+                }
+                off += n;
+        }
+        return 0;
+}
+
 /* Copies the data regions of src (SEEK_DATA/SEEK_HOLE) and leaves the
  * holes as holes. */
 static int copy_sparse(int in, int out, uint64_t size) {
+        bool use_rw = false;
         off_t pos = 0;
 
         while ((uint64_t) pos < size) {
@@ -111,10 +144,22 @@ static int copy_sparse(int in, int out, uint64_t size) {
                         return negative_errno();
                 for (off_t o = data; o < hole;) {
                         off_t oi = o, oo = o;
-                        ssize_t n = copy_file_range(in, &oi, out, &oo, (size_t) (hole - o), 0);
+                        ssize_t n;
+
+                        if (use_rw) {
+                                int r = copy_range_rw(in, out, o, hole);
+                                if (r < 0)
+                                        return r;
+                                break;
+                        }
+                        n = copy_file_range(in, &oi, out, &oo, (size_t) (hole - o), 0);
                         if (n < 0) {
                                 if (errno == EINTR)
                                         continue;
+                                if (IN_SET_COPY_FALLBACK(errno)) {
+                                        use_rw = true;
+                                        continue;
+                                }
                                 return negative_errno();
                         }
                         if (n == 0)
