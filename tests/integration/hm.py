@@ -84,9 +84,27 @@ class Mesh:
         self.stop()
         if exc[0] is not None:
             self.dump_logs()
+        reports = self.sanitizer_reports()
         if not self.keep:
             shutil.rmtree(self.root, ignore_errors=True)
+        if reports and exc[0] is None:
+            raise AssertionError("sanitizer reports in daemon logs:\n" + "\n".join(reports))
         return False
+
+    def sanitizer_reports(self):
+        """Lines where ASan/UBSan/LSan reported something in any daemon's log
+        (the sanitizer build runs the same tests)."""
+        found = []
+        d = os.path.join(self.runtime_dir, "dev")
+        for part in PARTS:
+            p = os.path.join(d, part + ".log")
+            if not os.path.exists(p):
+                continue
+            with open(p, errors="replace") as f:
+                for line in f:
+                    if "Sanitizer" in line or "runtime error:" in line:
+                        found.append("%s: %s" % (part, line.rstrip()))
+        return found[:40]
 
     def dump_logs(self):
         d = os.path.join(self.runtime_dir, "dev")
