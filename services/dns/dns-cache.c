@@ -36,9 +36,13 @@ struct DnsCache {
         uint32_t *free_slots;
         uint32_t n_free;
         /* Index: hash tag (upper 32 bits) | slot + 1 (lower 32 bits); 0 = empty.
-         * Twice the number of slots, so probes stay short. */
+         * Kept at least twice the number of entries, so probes stay short, and
+         * grown by doubling rather than sized for max_entries up front: a
+         * small hot set then stays within a few cache lines and pages, which
+         * is what makes a hit cheap (TLB misses dominate otherwise). */
         uint64_t *index;
         uint64_t index_mask;
+        uint64_t index_max;            /* the size index_mask + 1 may grow to */
         uint32_t hand;
         uint64_t seed;
         DnsCacheStats stats;
@@ -83,6 +87,8 @@ int dns_cache_new(const DnsCacheConfig *config, DnsCache **ret) {
         c->config = *config;
         while (n_index < 2 * (uint64_t) config->max_entries)
                 n_index <<= 1;
+        c->index_max = n_index;
+        n_index = MIN(n_index, 1024);
         c->index_mask = n_index - 1;
         c->entries = calloc(config->max_entries, sizeof(DnsCacheEntry));
         c->free_slots = malloc(sizeof(uint32_t) * config->max_entries);
@@ -287,6 +293,27 @@ static uint32_t clamp_u32(uint32_t v, uint32_t lo, uint32_t hi) {
         return v < lo ? lo : v > hi ? hi : v;
 }
 
+/* Doubles the index and re-inserts every entry. */
+static int index_grow(DnsCache *c) {
+        uint64_t n = (c->index_mask + 1) * 2, mask = n - 1;
+        uint64_t *index = calloc(n, sizeof(uint64_t));
+
+        if (!index)
+                return -ENOMEM;
+        for (uint64_t i = 0; i <= c->index_mask; i++) {
+                uint64_t v = c->index[i], j;
+                if (!v)
+                        continue;
+                for (j = c->entries[(uint32_t) v - 1].hash & mask; index[j]; j = (j + 1) & mask)
+                        ;
+                index[j] = v;
+        }
+        free(c->index);
+        c->index = index;
+        c->index_mask = mask;
+        return 0;
+}
+
 int dns_cache_insert(DnsCache *c, const uint8_t *key, size_t key_len, uint64_t hash, const uint8_t *pkt,
                      size_t len, const DnsMessage *m, uint64_t now) {
         int rcode = m->flags & DNS_FLAG_RCODE_MASK;
@@ -339,6 +366,8 @@ int dns_cache_insert(DnsCache *c, const uint8_t *key, size_t key_len, uint64_t h
                 evict_one(c, now);
         }
 
+        if ((c->stats.entries + 1) * 2 > c->index_mask + 1 && c->index_mask + 1 < c->index_max && index_grow(c) < 0)
+                return -ENOMEM;
         data = malloc(need);
         if (!data)
                 return -ENOMEM;

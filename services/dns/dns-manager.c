@@ -339,7 +339,7 @@ int manager_format_metrics(Manager *m, char **ret) {
         n = dns_resolver_get_upstream_stats(m->resolver, us, ELEMENTSOF(us));
         for (size_t i = 0; i < n && i < ELEMENTSOF(us); i++) {
                 char labels[160];
-                snprintf(labels, sizeof(labels), "upstream=\"%s\"", us[i].address);
+                snprintf(labels, sizeof(labels), "upstream=\"%.63s\"", us[i].address);
                 g = metrics_gauge(m->metrics, "hostmesh_dns_upstream_healthy", "1 when the upstream answers", labels);
                 if (g)
                         metric_set(g, us[i].healthy ? 1 : 0);
