@@ -389,9 +389,9 @@ static int verb_describe(Nsc *n, int argc, char **argv) {
                 json_object_set_new(o, "accelerator", json_string(d->accelerator));
                 if (d->qemu_pid)
                         json_object_set_new(o, "qemu_pid", json_integer(d->qemu_pid));
-                json_object_set_new(o, "guest_kernel_ms", json_real((double) d->guest_kernel_usec / 1000));
-                json_object_set_new(o, "guest_init_ms", json_real((double) d->guest_init_usec / 1000));
-                json_object_set_new(o, "create_to_running_ms", json_real((double) d->create_to_running_usec / 1000));
+                json_object_set_new(o, "guest_kernel_us", json_integer((json_int_t) d->guest_kernel_usec));
+                json_object_set_new(o, "guest_init_us", json_integer((json_int_t) d->guest_init_usec));
+                json_object_set_new(o, "create_to_running_us", json_integer((json_int_t) d->create_to_running_usec));
                 if (!isempty(d->disk_id))
                         json_object_set_new(o, "disk", json_pack("{s:s, s:s, s:I}", "id", d->disk_id, "path",
                                                                  d->disk_path, "bytes", (json_int_t) d->disk_bytes));
@@ -489,7 +489,7 @@ static int verb_extend(Nsc *n, int argc, char **argv) {
         uint64_t d = 0;
         int c, r;
 
-        while ((c = getopt_long(argc, argv, "+o:", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "o:", options, NULL)) >= 0)
                 if (c == 'd') {
                         if (parse_usec(optarg, &d) < 0 || d < USEC_PER_SEC)
                                 return nsc_fail(n, NSC_EXIT_USAGE, "USAGE", "Invalid --duration '%s'; use e.g. 30m.",

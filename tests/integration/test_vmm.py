@@ -1,0 +1,286 @@
+# ctest: labels=integration timeout=900
+"""vmmd end to end with real QEMU micro-VMs (TCG here: each boot is seconds,
+so the tests share few instances).
+
+Through the gateway with nsc: run, create/exec/logs/extend/destroy, vmmd
+killed with -9 and restarted, QEMU killed, deadline expiry, bad input. An
+independent python3-grpcio client drives the public compute API directly.
+"""
+
+import json
+import os
+import signal
+import sys
+import time
+import unittest
+
+import grpc
+
+from hm import BUILD, Mesh
+
+sys.path.insert(0, os.path.join(BUILD, "python"))
+from namespace.cloud.compute.v1beta import compute_pb2  # noqa: E402
+from google.protobuf import empty_pb2  # noqa: E402
+
+GUEST = os.path.join(BUILD, "guest")
+COMPUTE = "/namespace.cloud.compute.v1beta.ComputeService/"
+COMMAND = "/namespace.cloud.compute.v1beta.CommandService/"
+
+
+def vmm_config(**extra):
+    lines = ["[vmm]",
+             "kernel = " + os.path.join(GUEST, "vmlinux"),
+             "initrd = " + os.path.join(GUEST, "initramfs.cpio.gz"),
+             "boot_timeout = 90s",
+             "shutdown_timeout = 3s"]
+    lines += ["%s = %s" % kv for kv in extra.items()]
+    return "\n".join(lines) + "\n"
+
+
+def have_guest_image():
+    return all(os.path.exists(os.path.join(GUEST, f)) for f in ("vmlinux", "initramfs.cpio.gz"))
+
+
+class QemuReaper:
+    """Remembers the QEMU pids of instances so that nothing outlives a test
+    (VMs survive vmmd by design)."""
+
+    def __init__(self):
+        self.pids = set()
+
+    def note(self, mesh, iid):
+        r, d = mesh.nsc_json("describe", iid)
+        if d and d.get("qemu_pid"):
+            self.pids.add(d["qemu_pid"])
+
+    def reap(self):
+        for pid in self.pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def nsc_json(mesh, *args, **kw):
+    """nsc -o json VERB ...: the flag goes first, so that it never ends up
+    in a command given after '--'."""
+    r = mesh.nsc("-o", "json", *args, **kw)
+    try:
+        return r, json.loads(r.stdout) if r.stdout.strip() else None
+    except json.JSONDecodeError:
+        raise AssertionError("nsc printed invalid JSON: %r (stderr %r)" % (r.stdout, r.stderr))
+
+
+def wait_state(mesh, iid, states, timeout=60):
+    end = time.time() + timeout
+    d = None
+    while time.time() < end:
+        r, d = mesh.nsc_json("describe", iid)
+        if d and d.get("state") in states:
+            return d
+        time.sleep(0.2)
+    raise AssertionError("instance %s never reached %s; last: %r" % (iid, states, d))
+
+
+@unittest.skipUnless(have_guest_image(), "guest image not built (HOSTMESH_BUILD_GUEST=ON)")
+class VmmLifecycleTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.reaper = QemuReaper()
+        cls.mesh = Mesh(configs={"vmm": vmm_config()}).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            r, lst = cls.mesh.nsc_json("list")
+            for i in lst or []:
+                cls.mesh.nsc("destroy", "--force", i["instance_id"])
+        finally:
+            time.sleep(1)
+            cls.reaper.reap()
+            cls.mesh.stop()
+
+    def test_run_streams_output_separately_and_exits_with_the_commands_code(self):
+        r, before = self.mesh.nsc_json("list", "--all")
+        r = self.mesh.nsc("run", "--machine_type", "2x2", "-e", "GREETING=hello there", "--",
+                          "sh", "-c", 'echo "$GREETING"; echo to-stderr >&2; exit 7', timeout=180)
+        self.assertEqual(r.returncode, 7, r.stderr)
+        self.assertEqual(r.stdout, "hello there\n")
+        self.assertIn("to-stderr\n", r.stderr)
+        self.assertNotIn("to-stderr", r.stdout)
+        # Not kept: the instance is on its way out.
+        r, after = self.mesh.nsc_json("list", "--all")
+        new = [i for i in after if i["instance_id"] not in {b["instance_id"] for b in before}]
+        self.assertEqual(len(new), 1, new)
+        self.assertIn(new[0]["state"], ("DESTROYING", "DESTROYED"))
+
+    def test_instance_lifecycle_exec_logs_extend_restart_destroy(self):
+        m = self.mesh
+        r, created = m.nsc_json("create", "--machine_type", "2x2", "--label", "team=vmm", "--wait_timeout", "2m",
+                                timeout=180)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        iid = created["instance_id"]
+        self.reaper.note(m, iid)
+        self.assertEqual(created["state"], "RUNNING")
+        self.assertEqual(created["machine_type"], "2x2")
+        self.assertEqual(created["disk_gb"], 48)  # 32 GiB + max(2, 2/2) x 8 GiB
+        self.assertEqual(created["labels"], {"team": "vmm"})
+
+        # Exit codes, stdout/stderr separation, 127 for a missing command.
+        r, out = nsc_json(m, "exec", iid, "--", "sh", "-c", "echo out; echo err >&2; exit 3")
+        self.assertEqual(r.returncode, 3)
+        self.assertEqual(out["stdout"], "out\n")
+        self.assertEqual(out["stderr"], "err\n")
+        r = m.nsc("exec", iid, "--", "no-such-command")
+        self.assertEqual(r.returncode, 127)
+        self.assertIn("command not found", r.stderr)
+        r = m.nsc("exec", iid, "--", "cat", "/proc/sys/kernel/hostname")
+        self.assertEqual((r.returncode, r.stdout), (0, iid + "\n"))
+
+        # The guest's numbers: init start to READY is measured by hostmesh-init.
+        r, d = m.nsc_json("describe", iid)
+        self.assertGreater(d["guest_init_us"], 0)
+        self.assertGreater(d["create_to_running_us"], d["guest_init_us"])
+        if d.get("token"):
+            r = m.nsc("exec", iid, "--", "cat", "/var/run/nsc/token.json")
+            self.assertIn('"bearer_token"', r.stdout)
+
+        # Logs: the console and the commands' output, with the stream names.
+        r = m.nsc("logs", iid, "-o", "json")
+        lines = [json.loads(x) for x in r.stdout.splitlines()]
+        self.assertIn(("stdout", "out"), [(x["stream"], x["content"]) for x in lines])
+        self.assertTrue(any(x["stream"] == "console" and "hostmesh-init: ready" in x["content"] for x in lines))
+
+        # Extend moves the deadline.
+        r, ext = m.nsc_json("extend", iid, "--duration", "30m")
+        self.assertEqual(r.returncode, 0, r.stdout)
+        self.assertGreater(ext["deadline"], created["deadline"])
+
+        # vmmd killed with -9: the VM keeps running and vmmd re-attaches.
+        m.wait_running("vmm")
+        old = m.kill("vmm", signal.SIGKILL)
+        end = time.time() + 10
+        while time.time() < end:
+            try:
+                if m.pid("vmm") != old:
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
+        r = m.nsc("exec", iid, "--", "echo", "still-here")
+        self.assertEqual((r.returncode, r.stdout), (0, "still-here\n"), r.stderr)
+        r, d = m.nsc_json("describe", iid)
+        self.assertEqual(d["state"], "RUNNING")
+        self.assertEqual(d["labels"], {"team": "vmm"})
+        self.assertEqual(d["deadline"], ext["deadline"])
+
+        # Destroy: graceful, idempotent; the VM's QEMU is gone afterwards.
+        qemu = d["qemu_pid"]
+        r = m.nsc("destroy", iid)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        wait_state(m, iid, {"DESTROYED"})
+        with self.assertRaises(ProcessLookupError):
+            for _ in range(50):
+                os.kill(qemu, 0)
+                time.sleep(0.1)
+        r = m.nsc("destroy", iid)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = m.nsc("exec", iid, "--", "true")
+        self.assertEqual(r.returncode, 6)  # FAILED_PRECONDITION: not RUNNING
+
+    def test_killed_qemu_puts_the_instance_in_error_with_the_reason(self):
+        m = self.mesh
+        r, created = m.nsc_json("create", "--machine_type", "2x2", timeout=180)
+        self.assertEqual(r.returncode, 0, r.stdout)
+        iid = created["instance_id"]
+        r, d = m.nsc_json("describe", iid)
+        self.reaper.pids.add(d["qemu_pid"])
+        os.kill(d["qemu_pid"], signal.SIGKILL)
+        d = wait_state(m, iid, {"ERROR"})
+        self.assertIn("QEMU exited unexpectedly", d["reason"])
+        self.assertIn("hostmesh-init: ready", d["reason"])  # the console tail
+
+    def test_deadline_expiry_destroys_the_instance(self):
+        m = self.mesh
+        r, created = m.nsc_json("create", "--machine_type", "2x2", "--duration", "2s", "--nowait")
+        self.assertEqual(r.returncode, 0, r.stdout)
+        iid = created["instance_id"]
+        self.reaper.note(m, iid)
+        d = wait_state(m, iid, {"DESTROYED", "ERROR"}, timeout=60)
+        self.assertEqual(d["state"], "DESTROYED")
+        self.assertEqual(d["reason"], "deadline reached")
+
+    def test_grpc_client_creates_waits_and_destroys(self):
+        ch = self.mesh.channel("vmm")
+
+        def unary(method, req, resp):
+            return ch.unary_unary(method, request_serializer=req.SerializeToString,
+                                  response_deserializer=resp.FromString)
+
+        create = unary(COMPUTE + "CreateInstance", compute_pb2.CreateInstanceRequest,
+                       compute_pb2.DescribeInstanceResponse)
+        t0 = time.time()
+        r = create(compute_pb2.CreateInstanceRequest(
+            shape=compute_pb2.InstanceShape(virtual_cpu=2, memory_megabytes=2048),
+            documented_purpose="grpc client test"), timeout=10)
+        self.assertLess(time.time() - t0, 2, "CreateInstance must not wait for the boot")
+        iid = r.metadata.instance_id
+        self.assertIn(r.metadata.status, (compute_pb2.InstanceMetadata.PENDING, compute_pb2.InstanceMetadata.CREATING))
+
+        wait = ch.unary_stream(COMPUTE + "WaitInstance",
+                               request_serializer=compute_pb2.WaitInstanceRequest.SerializeToString,
+                               response_deserializer=compute_pb2.WaitInstanceResponse.FromString)
+        states = [x.metadata.status for x in wait(compute_pb2.WaitInstanceRequest(instance_id=iid), timeout=180)]
+        self.assertEqual(states[-1], compute_pb2.InstanceMetadata.RUNNING)
+        self.reaper.note(self.mesh, iid)
+
+        run = unary(COMMAND + "RunCommandSync", compute_pb2.RunCommandRequest, compute_pb2.RunCommandSyncResponse)
+        out = run(compute_pb2.RunCommandRequest(instance_id=iid, command=compute_pb2.Command(
+            command=["pwd"], cwd="/tmp")), timeout=30)
+        self.assertEqual((out.exit_code, out.stdout), (0, b"/tmp\n"))
+
+        destroy = unary(COMPUTE + "DestroyInstance", compute_pb2.DestroyInstanceRequest, empty_pb2.Empty)
+        destroy(compute_pb2.DestroyInstanceRequest(instance_id=iid), timeout=10)
+        destroy(compute_pb2.DestroyInstanceRequest(instance_id=iid), timeout=10)  # idempotent
+        with self.assertRaises(grpc.RpcError) as e:
+            destroy(compute_pb2.DestroyInstanceRequest(instance_id="nosuchinstance"), timeout=10)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.NOT_FOUND)
+        sync = unary(COMPUTE + "WaitInstanceSync", compute_pb2.WaitInstanceRequest, compute_pb2.WaitInstanceResponse)
+        w = sync(compute_pb2.WaitInstanceRequest(instance_id=iid, destroyed_ok=True), timeout=60)
+        self.assertEqual(w.metadata.status, compute_pb2.InstanceMetadata.DESTROYED)
+
+
+class VmmBadInputTest(unittest.TestCase):
+    """No boots: requests refused before any QEMU starts."""
+
+    def test_invalid_shapes_missing_image_capacity_and_unknown_ids(self):
+        cfg = vmm_config(vcpus="4", memory="8G").replace(
+            "kernel = " + os.path.join(GUEST, "vmlinux"), "kernel = /nonexistent/vmlinux")
+        with Mesh(configs={"vmm": cfg}) as m:
+            r, out = m.nsc_json("create", "--machine_type", "3x3")
+            self.assertEqual(r.returncode, 6)
+            self.assertEqual(out["error"]["code"], "INVALID_ARGUMENT")
+            self.assertIn("2x4", out["error"]["message"])  # lists the valid shapes
+
+            r, out = m.nsc_json("create", "--machine_type", "8x16")
+            self.assertEqual(r.returncode, 7)
+            self.assertEqual(out["error"]["code"], "RESOURCE_EXHAUSTED")
+            self.assertIn("4 vCPUs", out["error"]["message"])
+
+            r, out = m.nsc_json("create", "--machine_type", "2x4")
+            self.assertEqual(r.returncode, 6)
+            self.assertEqual(out["error"]["code"], "FAILED_PRECONDITION")
+            self.assertIn("guest image", out["error"]["message"])
+
+            for verb in (["describe", "nosuchinstance"], ["destroy", "nosuchinstance"],
+                         ["exec", "nosuchinstance", "--", "true"], ["logs", "nosuchinstance"]):
+                r, out = nsc_json(m, *verb)
+                self.assertEqual(r.returncode, 4, verb)
+                self.assertEqual(out["error"]["code"], "NOT_FOUND")
+
+            r = m.nsc("run", "--machine_type", "2x4")
+            self.assertEqual(r.returncode, 2)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
