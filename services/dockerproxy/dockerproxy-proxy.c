@@ -531,8 +531,8 @@ static void probe_finish(Probe *p, int error) {
         } else {
                 bool owned = false;
                 r = docker_inspect_is_owned(c->proxy->caller, buf_head(&body), buf_len(&body), &owned, &owner_id);
-                buf_done(&body);
                 if (r < 0 || !owned) {
+                        buf_done(&body);
                         _cleanup_free_ char *msg = NULL;
                         /* Others' containers are invisible: same answer as for
                          * a container that does not exist. */
@@ -543,6 +543,20 @@ static void probe_finish(Probe *p, int error) {
                         conn_pump(c);
                         return;
                 }
+                if (c->dec.verify_mounts) {
+                        r = docker_verify_mounts(c->proxy->caller, buf_head(&body), buf_len(&body), &c->dec);
+                        if (r < 0 || c->dec.status) {
+                                buf_done(&body);
+                                if (r < 0)
+                                        conn_reply_error(c, 502, "engine", "The Docker engine sent an unreadable container description.");
+                                else
+                                        conn_reply_error(c, c->dec.status, c->dec.rule, c->dec.message);
+                                probe_free(p);
+                                conn_pump(c);
+                                return;
+                        }
+                }
+                buf_done(&body);
                 c->check_index++;
                 probe_free(p);
                 conn_checks_next(c);

@@ -1062,6 +1062,8 @@ int docker_decide_request(const DockerCaller *c, const char *method, const char 
                                 return r;
                         if (n == 3 && post && (streq(seg[2], "exec") || streq(seg[2], "update")))
                                 d->needs_body = true;
+                        if (n == 3 && post && (streq(seg[2], "start") || streq(seg[2], "restart")))
+                                d->verify_mounts = true;
                         if ((n == 3 && post && streq(seg[2], "attach")) ||
                             (n == 4 && get && streq(seg[2], "attach") && streq(seg[3], "ws")))
                                 d->hijack = true;
@@ -1153,6 +1155,105 @@ int docker_inspect_is_owned(const DockerCaller *c, const char *body, size_t len,
                 *ret_id = id ? strdup(id) : NULL;
                 if (id && !*ret_id)
                         return -ENOMEM;
+        }
+        return 0;
+}
+
+/* Is `host` (a bind source the proxy wrote) still inside the root, free of
+ * symlinks? 0 when fine, else a negative errno. */
+static int host_path_still_inside(const char *root, const char *host) {
+        _cleanup_close_ int rootfd = -EBADF, fd = -EBADF;
+        size_t rl = strlen(root);
+        const char *rel;
+        int r;
+
+        if (strncmp(host, root, rl) != 0 || (host[rl] != '/' && host[rl] != '\0'))
+                return -EXDEV;
+        rel = host + rl;
+        while (*rel == '/')
+                rel++;
+        for (const char *p = rel; *p;) {
+                size_t n = strcspn(p, "/");
+                if (n == 2 && p[0] == '.' && p[1] == '.')
+                        return -EXDEV;
+                p += n;
+                while (*p == '/')
+                        p++;
+        }
+        rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (rootfd < 0)
+                return -errno;
+        r = openat2_beneath(rootfd, rel);
+        if (r >= 0) {
+                safe_close(r);
+                return 0;
+        }
+        if (r != -ENOSYS)
+                return r;
+        /* No openat2(): walk with O_NOFOLLOW, refusing any symlink. */
+        fd = fcntl(rootfd, F_DUPFD_CLOEXEC, 3);
+        for (const char *p = rel; *p;) {
+                size_t n = strcspn(p, "/");
+                char comp[NAME_MAX + 1];
+                struct stat st;
+                int nfd;
+
+                if (n > NAME_MAX)
+                        return -ENAMETOOLONG;
+                memcpy(comp, p, n);
+                comp[n] = '\0';
+                nfd = openat(fd, comp, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+                if (nfd < 0)
+                        return -errno;
+                safe_close(fd);
+                fd = nfd;
+                if (fstat(fd, &st) < 0)
+                        return -errno;
+                if (S_ISLNK(st.st_mode))
+                        return -ELOOP;
+                p += n;
+                while (*p == '/')
+                        p++;
+        }
+        return 0;
+}
+
+int docker_verify_mounts(const DockerCaller *c, const char *body, size_t len, DockerDecision *d) {
+        _cleanup_(json_decrefp) json_t *j = NULL;
+        json_t *hc, *v, *e;
+        size_t i;
+        int r;
+
+        j = json_loadb(body, len, 0, NULL);
+        if (!json_is_object(j))
+                return -EBADMSG;
+        hc = json_object_get(j, "HostConfig");
+        v = json_object_get(hc, "Binds");
+        json_array_foreach(v, i, e) {
+                _cleanup_free_ char *src = NULL;
+                const char *s = json_string_value(e), *colon;
+                if (!s || s[0] != '/' || !(colon = strchr(s, ':')))
+                        continue; /* named or anonymous volume */
+                src = strndup(s, (size_t) (colon - s));
+                if (!src)
+                        return -ENOMEM;
+                r = host_path_still_inside(c->root, src);
+                if (r < 0)
+                        return deny(d, 403, "bind-escape",
+                                    "Bind source %s is no longer a plain path inside this container's root (%s); not starting.",
+                                    src, strerror(-r));
+        }
+        v = json_object_get(hc, "Mounts");
+        json_array_foreach(v, i, e) {
+                const char *t = json_string_value(json_object_get(e, "Type"));
+                const char *s = json_string_value(json_object_get(e, "Source"));
+                if (!t || !streq(t, "bind"))
+                        continue;
+                r = host_path_still_inside(c->root, s ?: "");
+                if (r < 0)
+                        return deny(d, 403, "bind-escape",
+                                    "Mount source %s is no longer a plain path inside this container's root (%s); not starting.",
+                                    s ?: "", strerror(-r));
         }
         return 0;
 }

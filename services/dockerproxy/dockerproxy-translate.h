@@ -48,6 +48,7 @@ typedef struct DockerDecision {
         size_t new_body_len;
         char **must_own;        /* NULL-terminated container refs to check before forwarding */
         char *must_own_exec;    /* exec id whose container must be owned */
+        bool verify_mounts;     /* start/restart: re-check bind sources with docker_verify_mounts() */
 } DockerDecision;
 
 void docker_decision_done(DockerDecision *d);
@@ -70,6 +71,12 @@ int docker_resolve_in_root(const char *root, const char *path, char **ret_host_p
 /* From a GET /containers/{id}/json response: does the caller own it? Sets
  * *ret_id to the full container id when not NULL. */
 int docker_inspect_is_owned(const DockerCaller *c, const char *body, size_t len, bool *ret_owned, char **ret_id);
+/* Before a start or restart, from the container's inspect response: every
+ * bind source must still lie in the caller's root and contain no symlink
+ * (the root is the caller's to change between create and start). Sets
+ * d->status 403 when not. */
+int docker_verify_mounts(const DockerCaller *c, const char *body, size_t len, DockerDecision *d);
+
 /* From a GET /exec/{id}/json response: the container the exec belongs to. */
 int docker_exec_inspect_container(const char *body, size_t len, char **ret_container);
 /* Owner registrations named by an inspect response's labels (for a new

@@ -282,6 +282,28 @@ static void test_inspect_ownership(void **state) {
         free(owners);
 }
 
+static void test_start_rechecks_bind_sources(void **state) {
+        char ok[700], swapped[700], outside[700];
+        DockerDecision d = {};
+        (void) state;
+        /* As written at create time: still a plain directory. */
+        snprintf(ok, sizeof(ok), "{\"HostConfig\":{\"Binds\":[\"%s/mydata:/p\",\"vol:/v\"],"
+                 "\"Mounts\":[{\"Type\":\"bind\",\"Source\":\"%s/mydata/sub\"}]}}", root, root);
+        assert_int_equal(docker_verify_mounts(&caller, ok, strlen(ok), &d), 0);
+        assert_int_equal(d.status, 0);
+        /* A component became a symlink after create. */
+        snprintf(swapped, sizeof(swapped), "{\"HostConfig\":{\"Binds\":[\"%s/inside:/p\"]}}", root);
+        assert_int_equal(docker_verify_mounts(&caller, swapped, strlen(swapped), &d), 0);
+        assert_int_equal(d.status, 403);
+        assert_string_equal(d.rule, "bind-escape");
+        docker_decision_done(&d);
+        /* A source outside the root (not written by us). */
+        snprintf(outside, sizeof(outside), "{\"HostConfig\":{\"Mounts\":[{\"Type\":\"bind\",\"Source\":\"/etc\"}]}}");
+        assert_int_equal(docker_verify_mounts(&caller, outside, strlen(outside), &d), 0);
+        assert_int_equal(d.status, 403);
+        docker_decision_done(&d);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_bind_source_is_rewritten_into_the_root),
@@ -294,6 +316,7 @@ int main(void) {
                 cmocka_unit_test(test_routes),
                 cmocka_unit_test(test_other_bodies),
                 cmocka_unit_test(test_inspect_ownership),
+                cmocka_unit_test(test_start_rechecks_bind_sources),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -346,6 +346,20 @@ class DockerProxy(unittest.TestCase):
         r = self.via(self.a_sock, "run", "--rm", "-v", "/escape-up/etc:/x", "ubuntu", "true")
         self.assertDenied(r, "/escape-up", "outside the container's root")
 
+    def test_bind_source_swapped_for_a_symlink_after_create_is_refused_at_start(self):
+        self.engine("exec", "hm-a", "mkdir", "-p", "/swap")
+        r = self.via(self.a_sock, "create", "--name", "hm-a-swap", "-v", "/swap:/x", "ubuntu", "ls", "/x")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        try:
+            # A turns the checked directory into a link to the host's / before starting.
+            self.engine("exec", "hm-a", "sh", "-c", "rmdir /swap && ln -s / /swap")
+            r = self.via(self.a_sock, "start", "hm-a-swap")
+            self.assertDenied(r, "no longer a plain path")
+            self.assertEqual(self.engine("inspect", "-f", "{{.State.Status}}", "hm-a-swap").stdout.strip(), "created")
+        finally:
+            self.engine("rm", "-f", "hm-a-swap", check=False)
+            self.engine("exec", "hm-a", "rm", "-f", "/swap", check=False)
+
     def test_proc_bind_mount_is_refused(self):
         r = self.via(self.a_sock, "run", "--rm", "--mount", "type=bind,source=/proc/1/root,target=/x", "ubuntu", "true")
         self.assertDenied(r, "/proc/1/root", "/proc")
