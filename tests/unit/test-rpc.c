@@ -30,6 +30,7 @@ static sd_event *event;
 static RpcLoop *loop;
 static RpcServer *server;
 static volatile int hang_cancelled;
+static volatile int hang_active;
 
 /* Echo: status = length of the request's service string; "einval"/"enoent"
  * fail with that errno. */
@@ -76,6 +77,7 @@ static void handle_peer(RpcCall *c, const ProtobufCMessage *request, void *userd
 static void hang_cancelled_cb(RpcCall *c, void *userdata) {
         (void) userdata;
         hang_cancelled++;
+        __atomic_sub_fetch(&hang_active, 1, __ATOMIC_SEQ_CST);
         rpc_call_unref(c);
 }
 
@@ -84,6 +86,7 @@ static void handle_hang(RpcCall *c, const ProtobufCMessage *request, void *userd
         (void) userdata;
         rpc_call_ref(c);
         rpc_call_on_cancel(c, hang_cancelled_cb, NULL);
+        __atomic_add_fetch(&hang_active, 1, __ATOMIC_SEQ_CST);
 }
 
 static int later_fire(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -293,7 +296,7 @@ static void *hang_thread(void *arg) {
         Resp *resp = NULL;
         RpcStatus st = {};
         (void) arg;
-        (void) call("/test.v1.T/Hang", "", 1500 * USEC_PER_MSEC, &resp, &st);
+        (void) call("/test.v1.T/Hang", "", 4 * USEC_PER_SEC, &resp, &st);
         rpc_status_done(&st);
         return NULL;
 }
@@ -306,7 +309,9 @@ static void test_calls_beyond_the_per_peer_limit_are_refused(void **state) {
         (void) state;
         for (int i = 0; i < 4; i++)
                 pthread_create(&t[i], NULL, hang_thread, NULL);
-        usleep(400 * 1000);
+        for (int i = 0; i < 300 && __atomic_load_n(&hang_active, __ATOMIC_SEQ_CST) < 4; i++)
+                usleep(10 * 1000);
+        assert_int_equal(hang_active, 4);
         /* Four calls from this process are in flight: the fifth is refused at once. */
         assert_int_equal(call("/test.v1.T/Echo", "x", 5 * USEC_PER_SEC, &resp, &st), -ENOSPC);
         assert_int_equal(st.code, RPC_RESOURCE_EXHAUSTED);
