@@ -456,6 +456,33 @@ class DockerProxy(unittest.TestCase):
         r = http(self.a_sock, b"POST /v1.41/plugins/pull HTTP/1.1\r\nHost: d\r\nContent-Length: 0\r\n\r\n")
         self.assertEqual(status_of(r), 403, r)
 
+    # -- audit and metrics ---------------------------------------------------------
+    def test_audit_log_and_metrics_without_secrets(self):
+        secret_header = "c2VjcmV0LWF1dGgtaGVhZGVyLTQyNDI="
+        secret_pw = "hunter2-body-secret"
+        http(self.a_sock, b"POST /v1.41/images/create?fromImage=hm-no-such-image&tag=x HTTP/1.1\r\nHost: d\r\n"
+                          b"X-Registry-Auth: " + secret_header.encode() + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+             timeout=30)
+        body = json.dumps({"username": "u", "password": secret_pw, "serveraddress": "127.0.0.1:1"}).encode()
+        http(self.a_sock, b"POST /v1.41/auth HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body, timeout=30)
+        self.assertDenied(self.via(self.a_sock, "run", "--rm", "--privileged", "ubuntu", "true"), "Privileged")
+        log_path = os.path.join(self.mesh.runtime_dir, "dev", "dockerproxy.log")
+        wait_for(lambda: "rule=privileged" in open(log_path, errors="replace").read(), 10, "audit line")
+        log = open(log_path, errors="replace").read()
+        self.assertRegex(log, r"audit: container=hm-a POST /containers/create denied status=403 rule=privileged")
+        self.assertRegex(log, r"audit: container=hm-a POST /images/create allowed rule=images")
+        self.assertNotIn(secret_header, log)
+        self.assertNotIn(secret_pw, log)
+        from hostmesh.common.v1 import metrics_pb2
+        ch = self.mesh.channel("dockerproxy")
+        text = ch.unary_unary("/hostmesh.common.v1.Metrics/GetMetrics",
+                              request_serializer=metrics_pb2.GetMetricsRequest.SerializeToString,
+                              response_deserializer=metrics_pb2.GetMetricsResponse.FromString)(
+            metrics_pb2.GetMetricsRequest(), timeout=10).text
+        self.assertRegex(text, r'dockerproxy_requests_total\{decision="denied",rule="privileged"\} [1-9]')
+        self.assertRegex(text, r'dockerproxy_requests_total\{decision="allowed",rule="images"\} [1-9]')
+
     # -- registrations -------------------------------------------------------------
     def test_list_unregister_and_errors(self):
         r, j = self.mesh.nsc_json("docker", "list")
