@@ -392,6 +392,7 @@ static int verb_describe(Nsc *n, int argc, char **argv) {
                 json_object_set_new(o, "guest_kernel_us", json_integer((json_int_t) d->guest_kernel_usec));
                 json_object_set_new(o, "guest_init_us", json_integer((json_int_t) d->guest_init_usec));
                 json_object_set_new(o, "create_to_running_us", json_integer((json_int_t) d->create_to_running_usec));
+                json_object_set_new(o, "vmmd_cost_us", json_integer((json_int_t) d->vmmd_cost_usec));
                 if (!isempty(d->disk_id))
                         json_object_set_new(o, "disk", json_pack("{s:s, s:s, s:I}", "id", d->disk_id, "path",
                                                                  d->disk_path, "bytes", (json_int_t) d->disk_bytes));

@@ -541,6 +541,7 @@ static void handle_details(RpcCall *c, const ProtobufCMessage *request, void *us
         d.has_token = i->token_subject != NULL;
         d.cgroup = i->cgroup ?: (char *) "";
         d.console_tail = tail ?: (char *) "";
+        d.vmmd_cost_usec = i->vmmd_cost_usec;
         rpc_call_reply(c, &d.base);
 }
 

@@ -106,6 +106,7 @@ typedef struct Instance {
         char *cgroup;
 
         uint64_t guest_kernel_usec, guest_init_usec, ready_usec;
+        uint64_t vmmd_cost_usec;  /* loop time spent on the create, QEMU's own start excluded */
 
         Waiter *waiters;
         Exec *execs;

@@ -803,7 +803,7 @@ static void instance_launch(Instance *i) {
         if (r < 0)
                 return manager_instance_fail(i, "Cannot arm the boot timer");
         instance_save(i);
-        m->create_cost_usec += now_usec(CLOCK_MONOTONIC) - t0;
+        i->vmmd_cost_usec += now_usec(CLOCK_MONOTONIC) - t0;
         log_struct(LOG_INFO, 0, FIELDS(i->log_field), "Instance %s: QEMU started (pid %d, %s, %s).", i->id,
                    (int) i->pid, i->machine, i->accel);
 }
@@ -909,7 +909,7 @@ int manager_create_instance(Manager *m, const CreateParams *p, Instance **ret, c
         log_struct(LOG_INFO, 0, FIELDS(i->log_field), "Instance %s created (%ux%u).", i->id, i->shape.vcpu,
                    i->shape.memory_gb);
         instance_set_state(i, INSTANCE_CREATING);
-        m->create_cost_usec = now_usec(CLOCK_MONOTONIC) - t0;
+        i->vmmd_cost_usec += now_usec(CLOCK_MONOTONIC) - t0;
         manager_instance_continue(i);
         *ret = i;
         return 0;

@@ -53,7 +53,6 @@ typedef struct Manager {
         size_t n_instances;
         RpcClient *disk_client, *identity_client;
         char *disk_socket, *identity_socket;
-        uint64_t create_cost_usec;  /* vmmd's own time in the last create (excluding QEMU) */
 } Manager;
 
 int manager_new(const DaemonArgs *args, Manager **ret);

@@ -250,6 +250,25 @@ class VmmLifecycleTest(unittest.TestCase):
         self.assertEqual(w.metadata.status, compute_pb2.InstanceMetadata.DESTROYED)
 
 
+@unittest.skipUnless(have_guest_image(), "guest image not built (HOSTMESH_BUILD_GUEST=ON)")
+class VmmBootTimeoutTest(unittest.TestCase):
+    def test_guest_never_ready_puts_the_instance_in_error_with_the_console_tail(self):
+        reaper = QemuReaper()
+        with Mesh(configs={"vmm": vmm_config().replace("boot_timeout = 90s", "boot_timeout = 1s")}) as m:
+            try:
+                r, created = nsc_json(m, "create", "--machine_type", "2x2", "--wait_timeout", "1m")
+                self.assertEqual(r.returncode, 1)
+                self.assertEqual(created["error"]["code"], "INTERNAL")
+                self.assertIn("did not report READY within 1s; console tail:", created["error"]["message"])
+                r, lst = nsc_json(m, "list", "--all")
+                self.assertEqual([i["state"] for i in lst], ["ERROR"])
+            finally:
+                r, lst = nsc_json(m, "list", "--all")
+                for i in lst or []:
+                    reaper.note(m, i["instance_id"])
+                reaper.reap()
+
+
 class VmmBadInputTest(unittest.TestCase):
     """No boots: requests refused before any QEMU starts."""
 
