@@ -18,6 +18,8 @@ static const ConfigItem config_table[] = {
         CONFIG_ITEM("disk", "max_disks", config_type_uint32, DiskConfig, max_disks, "Most disks the pool holds"),
         CONFIG_ITEM("disk", "large_shape_tenants", config_type_strv, DiskConfig, large_shape_tenants,
                     "Tenants allowed shapes above 64 GB of memory (\"*\" = everyone)"),
+        CONFIG_ITEM("disk", "image_source_dirs", config_type_strv, DiskConfig, image_source_dirs,
+                    "Directories AddImage may read sources from (empty = anywhere)"),
 };
 
 void disk_config_defaults(DiskConfig *c) {

@@ -19,6 +19,7 @@ typedef struct DiskConfig {
         double overcommit_ratio;    /* virtual sizes may total capacity × this */
         uint32_t max_disks;
         char **large_shape_tenants; /* tenants allowed shapes above 64 GB; "*" = all */
+        char **image_source_dirs;   /* AddImage reads only below these; empty = anywhere */
 } DiskConfig;
 
 typedef struct Manager {

@@ -426,9 +426,24 @@ int disk_pool_stats(Manager *m, PoolStats *ret, char **ret_error) {
         return 0;
 }
 
+/* With image_source_dirs set, the source (symlinks resolved) must lie
+ * below one of them: diskd reads files its callers may not be able to. */
+static bool source_allowed(Manager *m, const char *real) {
+        if (!m->config.image_source_dirs || !m->config.image_source_dirs[0])
+                return true;
+        for (char **d = m->config.image_source_dirs; *d; d++) {
+                size_t l = strlen(*d);
+                while (l > 1 && (*d)[l - 1] == '/')
+                        l--;
+                if (strncmp(real, *d, l) == 0 && (real[l] == '/' || (l == 1 && (*d)[0] == '/')))
+                        return true;
+        }
+        return false;
+}
+
 int image_add(Manager *m, const char *name, const char *source, const char *format, uint64_t size,
               ImageRecord *ret, char **ret_error) {
-        _cleanup_free_ char *file = NULL, *path = NULL, *output = NULL;
+        _cleanup_free_ char *file = NULL, *path = NULL, *output = NULL, *real_source = NULL;
         char digest[IMAGE_DIGEST_MAX];
         ImageProbe probe;
         struct stat st;
@@ -446,6 +461,14 @@ int image_add(Manager *m, const char *name, const char *source, const char *form
                             format);
         if (stat(source, &st) < 0)
                 return fail(ret_error, negative_errno(), "Cannot open %s: %m.", source);
+        /* From here on the resolved path: what was checked is what is read. */
+        real_source = realpath(source, NULL);
+        if (!real_source)
+                return fail(ret_error, negative_errno(), "Cannot resolve %s: %m.", source);
+        source = real_source;
+        if (!source_allowed(m, source))
+                return fail(ret_error, -EPERM, "%s is outside the directories images may come from "
+                            "(image_source_dirs in disk.conf).", source);
         directory = S_ISDIR(st.st_mode);
         if (!directory && !S_ISREG(st.st_mode))
                 return fail(ret_error, -EINVAL, "%s is neither a regular file nor a directory.", source);

@@ -290,6 +290,41 @@ class DiskTest(unittest.TestCase):
         self.ensure_image("base-raw", self.base_raw)
         self.assert_rpc_error(grpc.StatusCode.ALREADY_EXISTS, self.add_image, "base-raw", self.base_raw)
 
+    def test_image_sources_are_confined_by_config(self):
+        try:
+            allowed = os.path.join(self.tmp, "import")
+            os.makedirs(allowed, exist_ok=True)
+            inside = os.path.join(allowed, "ok.raw")
+            with open(inside, "wb") as f:
+                f.truncate(1 << 20)
+            # A symlink inside pointing outside does not get out.
+            link = os.path.join(allowed, "escape.raw")
+            if not os.path.lexists(link):
+                os.symlink(self.base_raw, link)
+            self.set_config(BASE_CONFIG + "image_source_dirs = %s/\n" % allowed)
+            msg = self.assert_rpc_error(grpc.StatusCode.PERMISSION_DENIED, self.add_image, "outside", self.base_raw)
+            self.assertIn("image_source_dirs", msg)
+            self.assert_rpc_error(grpc.StatusCode.PERMISSION_DENIED, self.add_image, "escape", link)
+            img = self.add_image("inside", inside)
+            self.assertEqual(img.virtual_size, 1 << 20)
+            self.call("RemoveImage", pb.RemoveImageRequest(name="inside"), pb.RemoveImageResponse)
+        finally:
+            self.set_config(BASE_CONFIG)
+
+    def test_nsc_list_plain_and_json(self):
+        d = self.create(shape="2x4", instance_id="vm-list")
+        r, out = self.mesh.nsc_json("disk", "list", "--instance", "vm-list")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual([x["disk_id"] for x in out["disks"]], [d.disk_id])
+        self.assertEqual(out["disks"][0]["size_bytes"], 48 * GIB)
+        r = self.mesh.nsc("disk", "list")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(d.disk_id, r.stdout)
+        r = self.mesh.nsc("disk", "create")
+        self.assertEqual(r.returncode, 2, "usage error")
+        self.assertIn("--machine_type", r.stderr + r.stdout)
+        self.delete(d.disk_id)
+
     # -- admission ---------------------------------------------------------------
     def test_admission_refusals_give_the_numbers(self):
         try:
