@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -866,12 +867,23 @@ static int add_listener(DnsServer *s, int fd, bool tcp) {
         return 0;
 }
 
+/* Sockets from systemd are blocking unless the unit says NonBlocking=yes;
+ * an accept() or recv() loop on one would stall the whole loop. */
+static int fd_nonblock(int fd) {
+        int flags = fcntl(fd, F_GETFL);
+        if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+                return -errno;
+        return 0;
+}
+
 int dns_server_add_udp_fd(DnsServer *s, int fd) {
-        return add_listener(s, fd, false);
+        int r = fd_nonblock(fd);
+        return r < 0 ? r : add_listener(s, fd, false);
 }
 
 int dns_server_add_tcp_fd(DnsServer *s, int fd) {
-        return add_listener(s, fd, true);
+        int r = fd_nonblock(fd);
+        return r < 0 ? r : add_listener(s, fd, true);
 }
 
 int dns_server_listen(DnsServer *s, const char *address) {

@@ -607,6 +607,62 @@ class TestDnsFailover(DnsMeshCase):
         self.assertEqual(ups[self.stub.spec]["queries"], 5)
 
 
+@unittest.skipUnless(DIG, "needs dig")
+class TestDnsSocketActivation(unittest.TestCase):
+    """The way systemd starts dnsd: the gRPC, UDP and TCP sockets passed as
+    fds 3-5 named grpc, dns-udp and dns-tcp (LISTEN_FDS/LISTEN_FDNAMES)."""
+
+    def test_dns_sockets_passed_by_systemd_are_served(self):
+        build = os.environ.get("HOSTMESH_BUILD_DIR", "build")
+        dnsd = os.path.join(build, "services", "dns", "hostmesh-dnsd")
+        stub = Stub("127.0.0.60", records={"p.example.test": ["10.0.2.1"]})
+        self.addCleanup(stub.stop)
+        tmp = tempfile.mkdtemp(prefix="dnsd-activation-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        grpc_sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        grpc_sock.bind(os.path.join(tmp, "dns.sock"))
+        grpc_sock.listen(16)
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", 0))
+        port = udp.getsockname()[1]
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        tcp.bind(("127.0.0.1", port))
+        tcp.listen(16)
+        unused_port = free_port()
+        conf = os.path.join(tmp, "dns.conf")
+        with open(conf, "w") as f:
+            f.write("[dns]\nlisten = 127.0.0.1:%d\nupstreams = %s\n" % (unused_port, stub.spec))
+        socks = [grpc_sock, udp, tcp]
+
+        def pass_fds():
+            for i, s in enumerate(socks):
+                os.dup2(s.fileno(), 3 + i, inheritable=True)
+
+        env = dict(os.environ, LISTEN_FDS="3", LISTEN_FDNAMES="grpc:dns-udp:dns-tcp",
+                   HOSTMESH_RUNTIME_DIR=tmp, HOSTMESH_STATE_DIR=tmp)
+        log = open(os.path.join(tmp, "log"), "w+")
+        self.addCleanup(log.close)
+        # LISTEN_PID must be the daemon's own PID: the shell execs it in place.
+        p = subprocess.Popen(["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$0" --config "$1"', dnsd, conf],
+                             env=env, preexec_fn=pass_fds, close_fds=False, stdout=log, stderr=log)
+        self.addCleanup(p.wait, 10)
+        self.addCleanup(p.terminate)
+        for s in socks:
+            s.close()
+        end = time.time() + 10
+        while not raw_query(port, query_packet("p.example.test"), timeout=0.2):
+            self.assertIsNone(p.poll(), "dnsd exited")
+            self.assertLess(time.time(), end, "no answer on the passed UDP socket")
+        self.assertEqual(dig(port, "p.example.test").answers[0][3], "10.0.2.1")
+        self.assertEqual(dig(port, "p.example.test", "A", "+tcp").answers[0][3], "10.0.2.1")
+        self.assertEqual(dig(port, "p.example.test", "A", "+tcp").answers[0][3], "10.0.2.1")
+        # The configured address is for running by hand only.
+        self.assertIsNone(raw_query(unused_port, query_packet("p.example.test"), timeout=0.3))
+        log.seek(0)
+        self.assertIn("passed by systemd", log.read())
+
+
 class TestDnsConfig(unittest.TestCase):
     def test_check_config_output_parses_back_to_itself(self):
         build = os.environ.get("HOSTMESH_BUILD_DIR", "build")
