@@ -16,6 +16,7 @@ typedef struct FuzzConfig {
         uint32_t u32;
         uint64_t usec;
         uint64_t size;
+        double d;
 } FuzzConfig;
 
 static const ConfigItem table[] = {
@@ -26,6 +27,7 @@ static const ConfigItem table[] = {
         CONFIG_ITEM("b", "u32", config_type_uint32, FuzzConfig, u32, NULL),
         CONFIG_ITEM("b", "usec", config_type_usec, FuzzConfig, usec, NULL),
         CONFIG_ITEM("b", "size", config_type_size, FuzzConfig, size, NULL),
+        CONFIG_ITEM("b", "d", config_type_double, FuzzConfig, d, NULL),
 };
 
 static char *print(const FuzzConfig *c) {

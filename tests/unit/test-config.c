@@ -21,6 +21,7 @@ typedef struct TestConfig {
         uint64_t timeout;
         uint64_t size;
         char *other;
+        double ratio;
 } TestConfig;
 
 static const ConfigItem table[] = {
@@ -32,6 +33,7 @@ static const ConfigItem table[] = {
         CONFIG_ITEM("limits", "small", config_type_uint32, TestConfig, small, "A small count"),
         CONFIG_ITEM("limits", "timeout", config_type_usec, TestConfig, timeout, "A duration"),
         CONFIG_ITEM("limits", "size", config_type_size, TestConfig, size, "A size"),
+        CONFIG_ITEM("limits", "ratio", config_type_double, TestConfig, ratio, "A ratio"),
         /* Interleaved on purpose: printed under the first [main]. */
         CONFIG_ITEM("main", "other", config_type_string, TestConfig, other, "Another string"),
 };
@@ -63,6 +65,7 @@ static void assert_same(const TestConfig *a, const TestConfig *b) {
         assert_int_equal(a->small, b->small);
         assert_true(a->timeout == b->timeout);
         assert_true(a->size == b->size);
+        assert_true(a->ratio == b->ratio);
         assert_int_equal(!a->list, !b->list);
         if (a->list) {
                 size_t i;
@@ -145,7 +148,8 @@ static void test_config_print_is_normalized(void **state) {
                             "count = 7\n"
                             "small = 3\n"
                             "timeout = 10s\n"
-                            "size = 1K\n");
+                            "size = 1K\n"
+                            "ratio = 0\n");
         free(text);
         config_done(table, ELEMENTSOF(table), &c);
 }
@@ -165,6 +169,7 @@ static void test_config_print_parses_back_to_the_same_values(void **state) {
                               "[limits]\n"
                               "timeout = 1d1us\n"
                               "size = 1.5G\n"
+                              "ratio = 0.1\n"
                               "count = 0\n",
                               &error),
                          0);
@@ -213,6 +218,10 @@ static void test_config_errors_name_file_and_line(void **state) {
                 { "[limits]\nsmall = -1\n", "test.conf:2: Invalid unsigned 32-bit integer for 'small' in [limits]: '-1' (Invalid argument)" },
                 { "[limits]\ntimeout = 5 parsecs\n", "test.conf:2: Invalid duration for 'timeout' in [limits]: '5 parsecs' (Invalid argument)" },
                 { "[limits]\nsize = 12Q\n", "test.conf:2: Invalid size for 'size' in [limits]: '12Q' (Invalid argument)" },
+                { "[limits]\nratio = -1\n", "test.conf:2: Invalid number for 'ratio' in [limits]: '-1' (Invalid argument)" },
+                { "[limits]\nratio = nan\n", "test.conf:2: Invalid number for 'ratio' in [limits]: 'nan' (Invalid argument)" },
+                { "[limits]\nratio = 0x10\n", "test.conf:2: Invalid number for 'ratio' in [limits]: '0x10' (Invalid argument)" },
+                { "[limits]\nratio = 1e999\n", "test.conf:2: Invalid number for 'ratio' in [limits]: '1e999' (out of range)" },
                 { "[main]\nname = \"unterminated\n", "test.conf:2: Invalid string for 'name' in [main]: '\"unterminated' (Invalid argument)" },
                 { "[main]\nlist = \"a\"b\n", "test.conf:2: Invalid list for 'list' in [main]: '\"a\"b' (Invalid argument)" },
         };
