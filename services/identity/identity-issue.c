@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <openssl/rand.h>
+#include <pthread.h>
 
 #include "identity-issue.h"
 
@@ -22,6 +23,44 @@ bool token_name_is_valid(const char *s) {
                       s[i] == '.' || s[i] == '_' || s[i] == '-'))
                         return false;
         return true;
+}
+
+/* Token ids come from a buffer of CSPRNG output refilled 4 KiB at a time:
+ * each RAND_bytes() call costs a getpid() system call for fork detection,
+ * which on a busy host is a visible share of an issuance. Bytes are wiped
+ * as they are handed out; a forked child starts with an empty buffer. */
+static uint8_t random_pool[4096];
+static size_t random_left = 0;
+static pthread_mutex_t random_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t random_once = PTHREAD_ONCE_INIT;
+
+static void random_pool_forget(void) {
+        explicit_bzero(random_pool, sizeof(random_pool));
+        random_left = 0;
+}
+
+static void random_pool_setup(void) {
+        (void) pthread_atfork(NULL, NULL, random_pool_forget);
+}
+
+static int random_id(uint8_t out[16]) {
+        int r = 0;
+
+        (void) pthread_once(&random_once, random_pool_setup);
+        pthread_mutex_lock(&random_lock);
+        if (random_left < 16) {
+                if (RAND_bytes(random_pool, sizeof(random_pool)) != 1)
+                        r = -EIO;
+                else
+                        random_left = sizeof(random_pool);
+        }
+        if (r == 0) {
+                random_left -= 16;
+                memcpy(out, random_pool + random_left, 16);
+                explicit_bzero(random_pool + random_left, 16);
+        }
+        pthread_mutex_unlock(&random_lock);
+        return r;
 }
 
 int token_issue(const JwtKey *key, const char *issuer, const TokenRequest *req, uint64_t now, TokenIssued *ret) {
@@ -73,8 +112,9 @@ int token_issue(const JwtKey *key, const char *issuer, const TokenRequest *req, 
         if (!aud)
                 return -ENOMEM;
 
-        if (RAND_bytes(rnd, sizeof(rnd)) != 1)
-                return -EIO;
+        r = random_id(rnd);
+        if (r < 0)
+                return r;
         jti = base64url_encode(rnd, sizeof(rnd));
         if (!jti)
                 return -ENOMEM;

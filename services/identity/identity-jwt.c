@@ -6,6 +6,7 @@
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
+#include <openssl/rsa.h>
 
 #include "identity-jwt.h"
 
@@ -15,6 +16,11 @@ struct JwtKey {
         EVP_PKEY *pkey;
         bool has_private;
         char *kid;
+        /* Prepared once: OpenSSL 3 looks algorithms up in its provider on
+         * every *Init() call, which costs more than an ECDSA signature. */
+        EVP_PKEY_CTX *sign_ctx;
+        EVP_PKEY_CTX *verify_ctx;
+        char *header_b64;       /* {"alg","kid","typ"} never changes for a key */
 };
 
 struct JwtKeySet {
@@ -234,8 +240,11 @@ JwtKey *jwt_key_ref(JwtKey *k) {
 JwtKey *jwt_key_unref(JwtKey *k) {
         if (!k || --k->n_ref > 0)
                 return NULL;
+        EVP_PKEY_CTX_free(k->sign_ctx);
+        EVP_PKEY_CTX_free(k->verify_ctx);
         EVP_PKEY_free(k->pkey);
         free(k->kid);
+        free(k->header_b64);
         free(k);
         return NULL;
 }
@@ -634,45 +643,94 @@ static char *json_b64(json_t *o) {
         return s ? base64url_encode(s, strlen(s)) : NULL;
 }
 
-int jwt_sign(const JwtKey *k, json_t *claims, char **ret_token) {
-        _cleanup_(json_decrefp) json_t *header = NULL;
-        _cleanup_free_ char *h = NULL, *p = NULL, *input = NULL, *sig = NULL;
-        _cleanup_(EVP_MD_CTX_freep) EVP_MD_CTX *ctx = NULL;
-        uint8_t der[600], raw[64];
-        size_t der_len = sizeof(der), input_len;
-        char *token;
+static const EVP_MD *sha256(void) {
+        static EVP_MD *md = NULL;
+
+        /* Fetched once; EVP_sha256() would be looked up on every use. */
+        if (!md)
+                md = EVP_MD_fetch(NULL, "SHA256", NULL);
+        return md;
+}
+
+static int digest(const void *data, size_t len, uint8_t out[32]) {
+        unsigned n = 0;
+        if (!sha256() || !EVP_Digest(data, len, out, &n, sha256(), NULL) || n != 32)
+                return -EIO;
+        return 0;
+}
+
+static EVP_PKEY_CTX *prepare_ctx(const JwtKey *k, bool sign) {
+        EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, k->pkey, NULL);
+
+        if (!ctx)
+                return NULL;
+        if ((sign ? EVP_PKEY_sign_init(ctx) : EVP_PKEY_verify_init(ctx)) <= 0 ||
+            (k->alg == JWT_ALG_RS256 && (EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) <= 0 ||
+                                         EVP_PKEY_CTX_set_signature_md(ctx, sha256()) <= 0))) {
+                EVP_PKEY_CTX_free(ctx);
+                return NULL;
+        }
+        return ctx;
+}
+
+int jwt_sign(const JwtKey *k_const, json_t *claims, char **ret_token) {
+        JwtKey *k = (JwtKey *) k_const;  /* lazily prepared contexts only */
+        _cleanup_free_ char *payload = NULL;
+        uint8_t der[600], raw[64], md[32];
+        size_t der_len = sizeof(der), hlen, plen, slen, total;
+        char *token, *p;
         int r;
 
         if (!k->has_private)
                 return -ENOKEY;
-        header = json_pack("{s:s, s:s, s:s}", "alg", jwt_alg_to_string(k->alg), "kid", k->kid, "typ", "JWT");
-        if (!header)
-                return -ENOMEM;
-        h = json_b64(header);
-        p = json_b64(claims);
-        if (!h || !p)
-                return -ENOMEM;
-        if (asprintf(&input, "%s.%s", h, p) < 0)
-                return -ENOMEM;
-        input_len = strlen(input);
-
-        ctx = EVP_MD_CTX_new();
-        if (!ctx)
-                return -ENOMEM;
-        if (EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, k->pkey) <= 0 ||
-            EVP_DigestSign(ctx, der, &der_len, (const uint8_t *) input, input_len) <= 0)
+        if (!k->header_b64) {
+                _cleanup_(json_decrefp) json_t *header =
+                        json_pack("{s:s, s:s, s:s}", "alg", jwt_alg_to_string(k->alg), "kid", k->kid, "typ", "JWT");
+                if (!header || !(k->header_b64 = json_b64(header)))
+                        return -ENOMEM;
+        }
+        if (!k->sign_ctx && !(k->sign_ctx = prepare_ctx(k, /* sign= */ true)))
                 return -EIO;
+        payload = json_dumps(claims, JSON_COMPACT);
+        if (!payload)
+                return -ENOMEM;
+        hlen = strlen(k->header_b64);
+        plen = strlen(payload);
+        slen = k->alg == JWT_ALG_ES256 ? 86 : ((size_t) EVP_PKEY_get_size(k->pkey) + 2) / 3 * 4;
+        total = hlen + 1 + (plen + 2) / 3 * 4 + 1 + slen + 1;
+        token = malloc(total);
+        if (!token)
+                return -ENOMEM;
+        memcpy(token, k->header_b64, hlen);
+        token[hlen] = '.';
+        p = base64url_encode(payload, plen);
+        if (!p) {
+                free(token);
+                return -ENOMEM;
+        }
+        memcpy(token + hlen + 1, p, strlen(p) + 1);
+        free(p);
+
+        r = digest(token, strlen(token), md);
+        if (r < 0 || EVP_PKEY_sign(k->sign_ctx, der, &der_len, md, sizeof(md)) <= 0) {
+                free(token);
+                return -EIO;
+        }
         if (k->alg == JWT_ALG_ES256) {
-                r = ecdsa_der_to_raw(der, der_len, raw);
-                if (r < 0)
+                if (ecdsa_der_to_raw(der, der_len, raw) < 0) {
+                        free(token);
                         return -EIO;
-                sig = base64url_encode(raw, sizeof(raw));
+                }
+                p = base64url_encode(raw, sizeof(raw));
         } else
-                sig = base64url_encode(der, der_len);
-        if (!sig)
+                p = base64url_encode(der, der_len);
+        if (!p) {
+                free(token);
                 return -ENOMEM;
-        if (asprintf(&token, "%s.%s", input, sig) < 0)
-                return -ENOMEM;
+        }
+        strcat(token, ".");
+        strcat(token, p);
+        free(p);
         *ret_token = token;
         return 0;
 }
@@ -753,10 +811,10 @@ int jwt_parse(const char *token, size_t max_size, JwtParsed *ret) {
         return 0;
 }
 
-int jwt_verify_signature(const JwtKey *k, const void *input, size_t input_len, const uint8_t *signature,
+int jwt_verify_signature(const JwtKey *k_const, const void *input, size_t input_len, const uint8_t *signature,
                          size_t signature_len) {
-        _cleanup_(EVP_MD_CTX_freep) EVP_MD_CTX *ctx = NULL;
-        uint8_t *der = NULL;
+        JwtKey *k = (JwtKey *) k_const;  /* lazily prepared context only */
+        uint8_t *der = NULL, md[32];
         size_t der_len;
         int r;
 
@@ -771,16 +829,16 @@ int jwt_verify_signature(const JwtKey *k, const void *input, size_t input_len, c
                 if (signature_len != (size_t) EVP_PKEY_get_size(k->pkey))
                         return -EKEYREJECTED;
         }
-        ctx = EVP_MD_CTX_new();
-        if (!ctx) {
-                OPENSSL_free(der);
-                return -ENOMEM;
-        }
-        if (EVP_DigestVerifyInit(ctx, NULL, EVP_sha256(), NULL, k->pkey) <= 0) {
+        if (!k->verify_ctx && !(k->verify_ctx = prepare_ctx(k, /* sign= */ false))) {
                 OPENSSL_free(der);
                 return -EIO;
         }
-        r = EVP_DigestVerify(ctx, der ?: signature, der ? der_len : signature_len, input, input_len);
+        r = digest(input, input_len, md);
+        if (r < 0) {
+                OPENSSL_free(der);
+                return r;
+        }
+        r = EVP_PKEY_verify(k->verify_ctx, der ?: signature, der ? der_len : signature_len, md, sizeof(md));
         OPENSSL_free(der);
         return r == 1 ? 0 : -EKEYREJECTED;
 }
