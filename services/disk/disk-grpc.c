@@ -184,20 +184,47 @@ static void image_to_proto(Manager *m, const ImageRecord *i, Hostmesh__Disk__V1_
         p->disks = (uint32_t) users;
 }
 
-static void handle_add_image(RpcCall *c, const ProtobufCMessage *msg, void *userdata) {
-        const Hostmesh__Disk__V1__AddImageRequest *req = (const void *) msg;
+typedef struct AddImageCall {
+        RpcCall *call;
+        Manager *manager;
+} AddImageCall;
+
+static void on_image_added(int r, const ImageRecord *rec, const char *error, void *userdata) {
         Hostmesh__Disk__V1__AddImageResponse resp = HOSTMESH__DISK__V1__ADD_IMAGE_RESPONSE__INIT;
         Hostmesh__Disk__V1__Image img = HOSTMESH__DISK__V1__IMAGE__INIT;
-        _cleanup_(image_record_done) ImageRecord rec = {};
+        AddImageCall *a = userdata;
+
+        if (r < 0)
+                rpc_call_fail_errno(a->call, r, "%s", error ? error : strerror(-r));
+        else {
+                image_to_proto(a->manager, rec, &img);
+                resp.image = &img;
+                rpc_call_reply(a->call, &resp.base);
+        }
+        rpc_call_unref(a->call);
+        free(a);
+}
+
+static void handle_add_image(RpcCall *c, const ProtobufCMessage *msg, void *userdata) {
+        const Hostmesh__Disk__V1__AddImageRequest *req = (const void *) msg;
+        AddImageCall *a;
         char *error = NULL;
         int r;
 
-        r = image_add(userdata, req->name, req->source_path, req->format, req->size_bytes, &rec, &error);
-        if (r < 0)
+        a = calloc(1, sizeof(*a));
+        if (!a)
+                return fail(c, -ENOMEM, NULL);
+        a->manager = userdata;
+        a->call = rpc_call_ref(c);
+        /* Copying a large image or running mkfs takes seconds: a worker
+         * thread does it and the reply comes when it is done. */
+        r = image_add_async(userdata, req->name, req->source_path, req->format, req->size_bytes, on_image_added, a,
+                            &error);
+        if (r < 0) {
+                rpc_call_unref(a->call);
+                free(a);
                 return fail(c, r, error);
-        image_to_proto(userdata, &rec, &img);
-        resp.image = &img;
-        rpc_call_reply(c, &resp.base);
+        }
 }
 
 static void handle_list_images(RpcCall *c, const ProtobufCMessage *msg, void *userdata) {

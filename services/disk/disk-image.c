@@ -199,8 +199,8 @@ int image_copy(const char *src, const char *dst) {
         return r;
 }
 
-static uint64_t tree_bytes;
-static uint64_t tree_entries;
+static __thread uint64_t tree_bytes; /* nftw() has no userdata; jobs run on threads */
+static __thread uint64_t tree_entries;
 
 static int tree_account(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
         (void) path;

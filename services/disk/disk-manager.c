@@ -61,6 +61,7 @@ int manager_new(const DaemonArgs *args, Manager **ret) {
 Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
+        image_jobs_cancel(m);
         rpc_server_free(m->server);
         rpc_loop_free(m->rpc_loop);
         sd_event_unref(m->event);

@@ -22,6 +22,8 @@ typedef struct DiskConfig {
         char **image_source_dirs;   /* AddImage reads only below these; empty = anywhere */
 } DiskConfig;
 
+typedef struct ImageJob ImageJob;
+
 typedef struct Manager {
         sd_event *event;
         RpcLoop *rpc_loop;
@@ -31,6 +33,7 @@ typedef struct Manager {
         Pool *pool;
         Store *store;
         struct Metrics *metrics;    /* the rpc server's registry, NULL without one */
+        ImageJob *image_jobs;       /* AddImage calls running on worker threads */
 } Manager;
 
 int manager_new(const DaemonArgs *args, Manager **ret);

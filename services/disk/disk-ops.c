@@ -8,6 +8,8 @@
  * finishes deletes that did not. */
 
 #include <dirent.h>
+#include <pthread.h>
+#include <sys/epoll.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <sys/random.h>
@@ -441,13 +443,14 @@ static bool source_allowed(Manager *m, const char *real) {
         return false;
 }
 
-int image_add(Manager *m, const char *name, const char *source, const char *format, uint64_t size,
-              ImageRecord *ret, char **ret_error) {
-        _cleanup_free_ char *file = NULL, *path = NULL, *output = NULL, *real_source = NULL;
-        char digest[IMAGE_DIGEST_MAX];
-        ImageProbe probe;
+/* Validates an AddImage request and records its intent: everything that
+ * needs the store, on the loop thread. */
+static int image_job_prepare(Manager *m, const char *name, const char *source, const char *format, uint64_t size,
+                             ImageJob **ret, char **ret_error) {
+        _cleanup_free_ char *file = NULL, *real_source = NULL;
+        _cleanup_(image_job_freep) ImageJob *j = NULL;
+        ImageProbe probe = {};
         struct stat st;
-        int64_t intent;
         bool directory;
         int r;
 
@@ -495,54 +498,187 @@ int image_add(Manager *m, const char *name, const char *source, const char *form
         if (r >= 0)
                 return fail(ret_error, -EEXIST, "An image named '%s' exists; remove it first or pick another name.",
                             name);
-
-        if (asprintf(&file, "%s.%s", name, directory ? "raw" : probe.format) < 0)
-                return -ENOMEM;
-        path = path_join(m->pool->images_dir, file);
-        if (!path)
-                return -ENOMEM;
+        for (ImageJob *p = m->image_jobs; p; p = p->next)
+                if (streq(p->name, name))
+                        return fail(ret_error, -EEXIST, "An image named '%s' is being added right now.", name);
         r = admission(m, 0, directory ? 0 : probe.file_size, ret_error);
         if (r < 0)
                 return r;
 
-        r = store_intent_add(m->store, "add-image", name, path, &intent);
+        j = calloc(1, sizeof(*j));
+        if (!j)
+                return -ENOMEM;
+        j->notify[0] = j->notify[1] = -EBADF;
+        j->name = strdup(name);
+        j->source = strdup(source);
+        if (asprintf(&file, "%s.%s", name, directory ? "raw" : probe.format) < 0)
+                return -ENOMEM;
+        j->path = path_join(m->pool->images_dir, file);
+        if (!j->name || !j->source || !j->path)
+                return -ENOMEM;
+        j->directory = directory;
+        j->size = size;
+
+        r = store_intent_add(m->store, "add-image", name, j->path, &j->intent);
         if (r < 0)
                 return fail(ret_error, r, "Cannot record the intent to add an image: %s.", strerror(-r));
-        (void) unlink(path); /* a leftover of a crash before recovery could run */
-        if (directory)
-                r = image_make_ext4(source, path, size, &output);
-        else
-                r = image_copy(source, path);
-        if (r < 0) {
-                (void) store_intent_remove(m->store, intent);
-                return fail(ret_error, r, directory ? "mkfs.ext4 -d %s failed: %s" : "Copying %s into the pool failed: %s",
-                            source, output ? output : strerror(-r));
-        }
-        r = image_probe(path, &probe);
-        if (r >= 0)
-                r = image_digest(path, digest);
-        if (r < 0)
-                goto fail_file;
-        ImageRecord i = {
-                .name = (char *) name,
-                .path = path,
-                .format = probe.format,
-                .digest = digest,
-                .virtual_size = probe.virtual_size,
-                .file_size = probe.file_size,
-                .created = (int64_t) time(NULL),
-        };
-        r = store_image_commit(m->store, &i, intent);
-        if (r < 0)
-                goto fail_file;
-        log_info("Added base image '%s' (%s, %llu bytes, %s) from %s.", name, probe.format,
-                 (unsigned long long) probe.virtual_size, digest, source);
-        return store_image_get(m->store, name, ret);
+        (void) unlink(j->path); /* a leftover of a crash before recovery could run */
+        *ret = TAKE_PTR(j);
+        return 0;
+}
 
-fail_file:
-        (void) unlink(path);
-        (void) store_intent_remove(m->store, intent);
-        return fail(ret_error, r, "Failed to register image '%s': %s.", name, strerror(-r));
+/* The slow part (copy or mkfs, probe, digest): files only, no manager
+ * state, so it may run on a worker thread. */
+static void image_job_run(ImageJob *j) {
+        if (j->directory)
+                j->r = image_make_ext4(j->source, j->path, j->size, &j->output);
+        else
+                j->r = image_copy(j->source, j->path);
+        if (j->r < 0) {
+                j->copy_failed = true;
+                return;
+        }
+        j->r = image_probe(j->path, &j->probe);
+        if (j->r >= 0)
+                j->r = image_digest(j->path, j->digest);
+}
+
+/* Back on the loop: the record, or the clean-up. */
+static int image_job_finish(Manager *m, ImageJob *j, ImageRecord *ret, char **ret_error) {
+        int r = j->r;
+
+        if (r < 0 && j->copy_failed) {
+                (void) unlink(j->path);
+                (void) store_intent_remove(m->store, j->intent);
+                return fail(ret_error, r,
+                            j->directory ? "mkfs.ext4 -d %s failed: %s" : "Copying %s into the pool failed: %s",
+                            j->source, j->output ? j->output : strerror(-r));
+        }
+        if (r >= 0) {
+                ImageRecord i = {
+                        .name = j->name,
+                        .path = j->path,
+                        .format = j->probe.format,
+                        .digest = j->digest,
+                        .virtual_size = j->probe.virtual_size,
+                        .file_size = j->probe.file_size,
+                        .created = (int64_t) time(NULL),
+                };
+                r = store_image_commit(m->store, &i, j->intent);
+        }
+        if (r < 0) {
+                (void) unlink(j->path);
+                (void) store_intent_remove(m->store, j->intent);
+                return fail(ret_error, r, "Failed to register image '%s': %s.", j->name, strerror(-r));
+        }
+        log_info("Added base image '%s' (%s, %llu bytes, %s) from %s.", j->name, j->probe.format,
+                 (unsigned long long) j->probe.virtual_size, j->digest, j->source);
+        return store_image_get(m->store, j->name, ret);
+}
+
+ImageJob *image_job_free(ImageJob *j) {
+        if (!j)
+                return NULL;
+        sd_event_source_disable_unref(j->event_source);
+        safe_close(j->notify[0]);
+        safe_close(j->notify[1]);
+        free(j->name);
+        free(j->source);
+        free(j->path);
+        free(j->output);
+        free(j);
+        return NULL;
+}
+
+int image_add(Manager *m, const char *name, const char *source, const char *format, uint64_t size,
+              ImageRecord *ret, char **ret_error) {
+        _cleanup_(image_job_freep) ImageJob *j = NULL;
+        int r;
+
+        r = image_job_prepare(m, name, source, format, size, &j, ret_error);
+        if (r < 0)
+                return r;
+        image_job_run(j);
+        return image_job_finish(m, j, ret, ret_error);
+}
+
+static void image_job_unlink(Manager *m, ImageJob *j) {
+        for (ImageJob **p = &m->image_jobs; *p; p = &(*p)->next)
+                if (*p == j) {
+                        *p = j->next;
+                        break;
+                }
+}
+
+static void image_job_complete(Manager *m, ImageJob *j, bool cancelled) {
+        _cleanup_(image_record_done) ImageRecord rec = {};
+        char *error = NULL;
+        int r;
+
+        (void) pthread_join(j->thread, NULL);
+        image_job_unlink(m, j);
+        if (cancelled) {
+                /* Shutting down: the intent stays, the next start rolls back. */
+                r = fail(&error, -ECANCELED, "diskd is shutting down; add the image again.");
+                j->done(r, NULL, error, j->userdata);
+        } else {
+                r = image_job_finish(m, j, &rec, &error);
+                j->done(r, r >= 0 ? &rec : NULL, error, j->userdata);
+        }
+        free(error);
+        image_job_free(j);
+}
+
+static void *image_job_thread(void *userdata) {
+        ImageJob *j = userdata;
+
+        image_job_run(j);
+        (void) write(j->notify[1], "x", 1);
+        return NULL;
+}
+
+static int on_image_job_done(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        ImageJob *j = userdata;
+
+        (void) s;
+        (void) fd;
+        (void) revents;
+        image_job_complete(j->manager, j, /* cancelled= */ false);
+        return 0;
+}
+
+int image_add_async(Manager *m, const char *name, const char *source, const char *format, uint64_t size,
+                    ImageAddDone done, void *userdata, char **ret_error) {
+        _cleanup_(image_job_freep) ImageJob *j = NULL;
+        int r;
+
+        r = image_job_prepare(m, name, source, format, size, &j, ret_error);
+        if (r < 0)
+                return r;
+        j->manager = m;
+        j->done = done;
+        j->userdata = userdata;
+        if (pipe2(j->notify, O_CLOEXEC | O_NONBLOCK) < 0) {
+                r = negative_errno();
+                goto fail;
+        }
+        r = sd_event_add_io(m->event, &j->event_source, j->notify[0], EPOLLIN, on_image_job_done, j);
+        if (r < 0)
+                goto fail;
+        r = -pthread_create(&j->thread, NULL, image_job_thread, j);
+        if (r < 0)
+                goto fail;
+        j->next = m->image_jobs;
+        m->image_jobs = TAKE_PTR(j);
+        return 0;
+fail:
+        (void) store_intent_remove(m->store, j->intent);
+        return fail(ret_error, r, "Cannot start adding image '%s': %s.", name, strerror(-r));
+}
+
+void image_jobs_cancel(Manager *m) {
+        while (m->image_jobs)
+                image_job_complete(m, m->image_jobs, /* cancelled= */ true);
 }
 
 int image_list(Manager *m, ImageRecord **ret, size_t *ret_n, char **ret_error) {

@@ -8,6 +8,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <pthread.h>
+
+#include "disk-image.h"
 #include "disk-manager.h"
 #include "disk-store.h"
 
@@ -40,6 +43,39 @@ int disk_pool_stats(Manager *m, PoolStats *ret, char **ret_error);
 
 int image_add(Manager *m, const char *name, const char *source, const char *format, uint64_t size,
               ImageRecord *ret, char **ret_error);
+/* The same with the copy/mkfs/digest on a worker thread, so that the loop
+ * keeps serving while a large image comes in: validation and records on the
+ * loop, `done` on the loop. Returns < 0 (with *ret_error) when refused at
+ * once; then `done` is not called. */
+typedef void (*ImageAddDone)(int r, const ImageRecord *image, const char *error, void *userdata);
+int image_add_async(Manager *m, const char *name, const char *source, const char *format, uint64_t size,
+                    ImageAddDone done, void *userdata, char **ret_error);
+/* At shutdown: waits for running jobs and fails their calls. */
+void image_jobs_cancel(Manager *m);
+
+/* One AddImage in progress. */
+struct ImageJob {
+        Manager *manager;
+        char *name, *source, *path;
+        bool directory;
+        uint64_t size;
+        int64_t intent;
+        /* Written by the worker, read after pthread_join(). */
+        int r;
+        bool copy_failed;
+        char *output;
+        ImageProbe probe;
+        char digest[IMAGE_DIGEST_MAX];
+        /* Plumbing. */
+        pthread_t thread;
+        int notify[2];
+        sd_event_source *event_source;
+        ImageAddDone done;
+        void *userdata;
+        ImageJob *next;
+};
+ImageJob *image_job_free(ImageJob *j);
+DEFINE_TRIVIAL_CLEANUP_FUNC(ImageJob *, image_job_free);
 int image_list(Manager *m, ImageRecord **ret, size_t *ret_n, char **ret_error);
 int image_remove(Manager *m, const char *name, char **ret_error);
 /* Disks using the image. */

@@ -290,6 +290,32 @@ class DiskTest(unittest.TestCase):
         self.ensure_image("base-raw", self.base_raw)
         self.assert_rpc_error(grpc.StatusCode.ALREADY_EXISTS, self.add_image, "base-raw", self.base_raw)
 
+    def test_loop_serves_while_an_image_is_added(self):
+        big = os.path.join(self.tmp, "big2.raw")
+        with open(big, "wb") as f:
+            chunk = os.urandom(1 << 20)
+            for _ in range(768):
+                f.write(chunk)
+        done = []
+        t = threading.Thread(target=lambda: done.append(self.add_image("big2", big)))
+        t.start()
+        served_during = 0
+        while t.is_alive():
+            t0 = time.time()
+            self.stats()
+            if t.is_alive():
+                served_during += 1
+                self.assertLess(time.time() - t0, 0.5, "GetPoolStats waited for the image copy")
+            time.sleep(0.05)
+        t.join()
+        self.assertEqual(len(done), 1)
+        self.assertGreater(served_during, 0, "the add was too quick to observe")
+        with open(big, "rb") as f:
+            self.assertEqual(done[0].digest, "sha256:" + hashlib.sha256(f.read()).hexdigest())
+        # The same name while one is in flight, and after: refused.
+        self.assert_rpc_error(grpc.StatusCode.ALREADY_EXISTS, self.add_image, "big2", big)
+        self.call("RemoveImage", pb.RemoveImageRequest(name="big2"), pb.RemoveImageResponse)
+
     def test_image_sources_are_confined_by_config(self):
         try:
             allowed = os.path.join(self.tmp, "import")
