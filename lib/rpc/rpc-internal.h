@@ -10,10 +10,12 @@
 #include "rpc.h"
 
 /* Every completion-queue tag is an RpcTag; `fn` runs on the loop thread with
- * the event's success flag. */
+ * the event's success flag — or, with run_inline, directly on the
+ * completion-queue thread (see rpc_batch_inline()). */
 typedef struct RpcTag RpcTag;
 struct RpcTag {
         void (*fn)(RpcTag *tag, bool ok);
+        bool run_inline;
 };
 
 grpc_completion_queue *rpc_loop_cq(RpcLoop *l);

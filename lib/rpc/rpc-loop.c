@@ -36,39 +36,48 @@ struct RpcLoop {
         bool thread_done;
 };
 
+static void loop_push(RpcLoop *l, RpcTag *tag, bool ok) {
+        bool wake;
+
+        pthread_mutex_lock(&l->lock);
+        if (l->n_queue == l->queue_size) {
+                size_t n = l->queue_size ? l->queue_size * 2 : 256;
+                RpcEvent *q = realloc(l->queue, n * sizeof(RpcEvent));
+                if (!q) {
+                        /* Nothing sane is left to do: a lost completion would hang a call. */
+                        log_error("Out of memory queueing a gRPC completion, aborting.");
+                        abort();
+                }
+                l->queue = q;
+                l->queue_size = n;
+        }
+        wake = l->n_queue == 0;
+        l->queue[l->n_queue++] = (RpcEvent){ tag, ok };
+        pthread_cond_signal(&l->cond);
+        pthread_mutex_unlock(&l->lock);
+
+        if (wake) {
+                uint64_t one = 1;
+                (void) !write(l->wake_fd, &one, sizeof(one));
+        }
+}
+
 static void *cq_thread(void *userdata) {
         RpcLoop *l = userdata;
 
         for (;;) {
                 grpc_event ev = grpc_completion_queue_next(l->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
-                bool wake;
+                RpcTag *tag;
 
                 if (ev.type == GRPC_QUEUE_SHUTDOWN)
                         break;
                 if (ev.type != GRPC_OP_COMPLETE)
                         continue;
-
-                pthread_mutex_lock(&l->lock);
-                if (l->n_queue == l->queue_size) {
-                        size_t n = l->queue_size ? l->queue_size * 2 : 256;
-                        RpcEvent *q = realloc(l->queue, n * sizeof(RpcEvent));
-                        if (!q) {
-                                /* Nothing sane is left to do: a lost completion would hang a call. */
-                                log_error("Out of memory queueing a gRPC completion, aborting.");
-                                abort();
-                        }
-                        l->queue = q;
-                        l->queue_size = n;
-                }
-                wake = l->n_queue == 0;
-                l->queue[l->n_queue++] = (RpcEvent){ ev.tag, ev.success != 0 };
-                pthread_cond_signal(&l->cond);
-                pthread_mutex_unlock(&l->lock);
-
-                if (wake) {
-                        uint64_t one = 1;
-                        (void) !write(l->wake_fd, &one, sizeof(one));
-                }
+                tag = ev.tag;
+                if (tag->run_inline)
+                        tag->fn(tag, ev.success != 0);
+                else
+                        loop_push(l, tag, ev.success != 0);
         }
 
         pthread_mutex_lock(&l->lock);
@@ -201,21 +210,39 @@ static void batch_tag_fn(RpcTag *t, bool ok) {
         free(b);
 }
 
-int rpc_batch(RpcLoop *l, grpc_call *call, const grpc_op *ops, size_t n_ops, RpcBatchCallback done,
-              void *userdata) {
+static int batch_start(grpc_call *call, const grpc_op *ops, size_t n_ops, RpcBatchCallback done, void *userdata,
+                       bool run_inline) {
         BatchTag *b;
         grpc_call_error e;
 
-        (void) l;
         b = malloc(sizeof(*b));
         if (!b)
                 return -ENOMEM;
-        *b = (BatchTag){ .tag.fn = batch_tag_fn, .done = done, .userdata = userdata };
+        *b = (BatchTag){ .tag.fn = batch_tag_fn, .tag.run_inline = run_inline, .done = done, .userdata = userdata };
         e = grpc_call_start_batch(call, ops, n_ops, &b->tag, NULL);
         if (e != GRPC_CALL_OK) {
                 free(b);
                 return -EPROTO;
         }
+        return 0;
+}
+
+int rpc_batch(RpcLoop *l, grpc_call *call, const grpc_op *ops, size_t n_ops, RpcBatchCallback done,
+              void *userdata) {
+        (void) l;
+        return batch_start(call, ops, n_ops, done, userdata, false);
+}
+
+int rpc_batch_inline(grpc_call *call, const grpc_op *ops, size_t n_ops, RpcBatchCallback done, void *userdata) {
+        return batch_start(call, ops, n_ops, done, userdata, true);
+}
+
+int rpc_loop_post(RpcLoop *l, RpcBatchCallback done, void *userdata) {
+        BatchTag *b = malloc(sizeof(*b));
+        if (!b)
+                return -ENOMEM;
+        *b = (BatchTag){ .tag.fn = batch_tag_fn, .done = done, .userdata = userdata };
+        loop_push(l, &b->tag, true);
         return 0;
 }
 

@@ -20,6 +20,14 @@ typedef void (*RpcBatchCallback)(void *userdata, bool ok);
 int rpc_batch(RpcLoop *l, grpc_call *call, const grpc_op *ops, size_t n_ops, RpcBatchCallback done,
               void *userdata);
 
+/* Same, but `done` runs directly on the completion-queue thread, saving the
+ * hop to the loop. Only for code whose state is guarded by its own lock and
+ * that touches nothing else of the daemon (the gateway's byte pumps). */
+int rpc_batch_inline(grpc_call *call, const grpc_op *ops, size_t n_ops, RpcBatchCallback done, void *userdata);
+
+/* Runs `done(userdata, true)` on the loop thread soon; callable from any thread. */
+int rpc_loop_post(RpcLoop *l, RpcBatchCallback done, void *userdata);
+
 grpc_completion_queue *rpc_loop_cq(RpcLoop *l);
 /* The channel behind a client, for creating raw calls. */
 grpc_channel *rpc_client_channel(RpcClient *c);

@@ -9,6 +9,12 @@
  *   status             client RECV_STATUS_ON_CLIENT, sent to the caller once
  *                      every message before it has been sent
  *
+ * The pumps' completions run directly on the completion-queue thread
+ * (rpc_batch_inline), not on the loop: a forwarded call then costs no
+ * thread hops beyond gRPC's own. Everything they touch lives in the Forward
+ * and is guarded by its lock; what belongs to the loop (the caller's RpcCall
+ * reference) is released there, through rpc_loop_post().
+ *
  * The backend call is created with the caller's call as parent, so gRPC
  * itself propagates the deadline and the caller's cancellation. A backend
  * that answers with a status only delivers it before its initial metadata;
@@ -17,6 +23,7 @@
 
 #include <grpc/grpc.h>
 #include <grpc/support/alloc.h>
+#include <pthread.h>
 
 #include "gateway-auth.h"
 #include "gateway-forward.h"
@@ -25,7 +32,8 @@
 #include "rpc-raw.h"
 
 typedef struct Forward {
-        unsigned n_ref;
+        unsigned n_ref;                 /* atomic */
+        pthread_mutex_t lock;
         Manager *manager;
         Backend *backend;
         RpcCall *scall;                 /* the caller's call (server side) */
@@ -56,16 +64,31 @@ typedef struct Forward {
 } Forward;
 
 static Forward *forward_ref(Forward *f) {
-        f->n_ref++;
+        __atomic_add_fetch(&f->n_ref, 1, __ATOMIC_SEQ_CST);
         return f;
 }
 
-static void forward_unref(Forward *f) {
-        if (--f->n_ref > 0)
-                return;
+/* The last part of freeing runs on the loop, which owns the caller's call. */
+static void forward_free_on_loop(void *userdata, bool ok) {
+        Forward *f = userdata;
+
+        (void) ok;
         rpc_call_on_cancel(f->scall, NULL, NULL);
+        rpc_call_unref(f->scall);
+        pthread_mutex_destroy(&f->lock);
+        free(f);
+}
+
+static void forward_unref(Forward *f) {
+        if (__atomic_sub_fetch(&f->n_ref, 1, __ATOMIC_SEQ_CST) > 0)
+                return;
+        /* on_caller_cancelled() may still look at the client call until the
+         * loop clears it in forward_free_on_loop(). */
+        pthread_mutex_lock(&f->lock);
         if (f->client)
                 grpc_call_unref(f->client);
+        f->client = NULL;
+        pthread_mutex_unlock(&f->lock);
         for (size_t i = 0; i < f->n_send_md; i++)
                 grpc_slice_unref(f->send_md[i].key);
         for (size_t i = 0; i < ELEMENTSOF(f->peer_values); i++)
@@ -82,15 +105,80 @@ static void forward_unref(Forward *f) {
                 grpc_byte_buffer_destroy(f->down_pending);
         if (f->down_received)
                 grpc_byte_buffer_destroy(f->down_received);
-        rpc_call_unref(f->scall);
-        free(f);
+        if (rpc_loop_post(f->manager->rpc_loop, forward_free_on_loop, f) < 0)
+                log_error("Out of memory releasing a forwarded call, leaking it.");
 }
 
 static int forward_batch(Forward *f, grpc_call *call, const grpc_op *ops, size_t n, RpcBatchCallback cb) {
-        int r = rpc_batch(NULL, call, ops, n, cb, forward_ref(f));
+        int r = rpc_batch_inline(call, ops, n, cb, forward_ref(f));
         if (r < 0)
                 forward_unref(f);
         return r;
+}
+
+static void on_server_status_sent_locked(void *userdata, bool ok);
+static void on_down_sent_locked(void *userdata, bool ok);
+static void on_down_recv_locked(void *userdata, bool ok);
+static void on_client_initial_md_locked(void *userdata, bool ok);
+static void on_client_status_locked(void *userdata, bool ok);
+static void on_up_closed_locked(void *userdata, bool ok);
+static void on_up_sent_locked(void *userdata, bool ok);
+static void on_up_recv_locked(void *userdata, bool ok);
+static void on_server_status_sent(void *userdata, bool ok) {
+        Forward *f = forward_ref(userdata);
+        pthread_mutex_lock(&f->lock);
+        on_server_status_sent_locked(userdata, ok);
+        pthread_mutex_unlock(&f->lock);
+        forward_unref(f);
+}
+static void on_down_sent(void *userdata, bool ok) {
+        Forward *f = forward_ref(userdata);
+        pthread_mutex_lock(&f->lock);
+        on_down_sent_locked(userdata, ok);
+        pthread_mutex_unlock(&f->lock);
+        forward_unref(f);
+}
+static void on_down_recv(void *userdata, bool ok) {
+        Forward *f = forward_ref(userdata);
+        pthread_mutex_lock(&f->lock);
+        on_down_recv_locked(userdata, ok);
+        pthread_mutex_unlock(&f->lock);
+        forward_unref(f);
+}
+static void on_client_initial_md(void *userdata, bool ok) {
+        Forward *f = forward_ref(userdata);
+        pthread_mutex_lock(&f->lock);
+        on_client_initial_md_locked(userdata, ok);
+        pthread_mutex_unlock(&f->lock);
+        forward_unref(f);
+}
+static void on_client_status(void *userdata, bool ok) {
+        Forward *f = forward_ref(userdata);
+        pthread_mutex_lock(&f->lock);
+        on_client_status_locked(userdata, ok);
+        pthread_mutex_unlock(&f->lock);
+        forward_unref(f);
+}
+static void on_up_closed(void *userdata, bool ok) {
+        Forward *f = forward_ref(userdata);
+        pthread_mutex_lock(&f->lock);
+        on_up_closed_locked(userdata, ok);
+        pthread_mutex_unlock(&f->lock);
+        forward_unref(f);
+}
+static void on_up_sent(void *userdata, bool ok) {
+        Forward *f = forward_ref(userdata);
+        pthread_mutex_lock(&f->lock);
+        on_up_sent_locked(userdata, ok);
+        pthread_mutex_unlock(&f->lock);
+        forward_unref(f);
+}
+static void on_up_recv(void *userdata, bool ok) {
+        Forward *f = forward_ref(userdata);
+        pthread_mutex_lock(&f->lock);
+        on_up_recv_locked(userdata, ok);
+        pthread_mutex_unlock(&f->lock);
+        forward_unref(f);
 }
 
 /* Metadata we set ourselves, or that gRPC manages: never taken from a caller. */
@@ -112,7 +200,7 @@ static bool metadata_key_reserved(grpc_slice key) {
 
 static void forward_send_status(Forward *f);
 
-static void on_server_status_sent(void *userdata, bool ok) {
+static void on_server_status_sent_locked(void *userdata, bool ok) {
         Forward *f = userdata;
         (void) ok;
         forward_unref(f);
@@ -176,7 +264,7 @@ static void forward_send_status(Forward *f) {
 
 static void down_recv(Forward *f);
 
-static void on_down_sent(void *userdata, bool ok) {
+static void on_down_sent_locked(void *userdata, bool ok) {
         Forward *f = userdata;
 
         f->down_sending = false;
@@ -218,7 +306,7 @@ static void down_send(Forward *f, grpc_byte_buffer *b) {
         }
 }
 
-static void on_down_recv(void *userdata, bool ok) {
+static void on_down_recv_locked(void *userdata, bool ok) {
         Forward *f = userdata;
         grpc_byte_buffer *b = TAKE_PTR(f->down_received);
 
@@ -244,7 +332,7 @@ static void down_recv(Forward *f) {
         }
 }
 
-static void on_client_initial_md(void *userdata, bool ok) {
+static void on_client_initial_md_locked(void *userdata, bool ok) {
         Forward *f = userdata;
 
         (void) ok;
@@ -254,7 +342,7 @@ static void on_client_initial_md(void *userdata, bool ok) {
         forward_unref(f);
 }
 
-static void on_client_status(void *userdata, bool ok) {
+static void on_client_status_locked(void *userdata, bool ok) {
         Forward *f = userdata;
 
         (void) ok;
@@ -267,12 +355,12 @@ static void on_client_status(void *userdata, bool ok) {
 
 static void up_recv(Forward *f);
 
-static void on_up_closed(void *userdata, bool ok) {
+static void on_up_closed_locked(void *userdata, bool ok) {
         (void) ok;
         forward_unref(userdata);
 }
 
-static void on_up_sent(void *userdata, bool ok) {
+static void on_up_sent_locked(void *userdata, bool ok) {
         Forward *f = userdata;
 
         if (f->up_buffer) {
@@ -285,7 +373,7 @@ static void on_up_sent(void *userdata, bool ok) {
         forward_unref(f);
 }
 
-static void on_up_recv(void *userdata, bool ok) {
+static void on_up_recv_locked(void *userdata, bool ok) {
         Forward *f = userdata;
 
         if (!ok || f->status_sent) {
@@ -316,8 +404,10 @@ static void up_recv(Forward *f) {
 static void on_caller_cancelled(RpcCall *c, void *userdata) {
         Forward *f = userdata;
         (void) c;
+        pthread_mutex_lock(&f->lock);
         if (f->client && !f->status_sent)
                 grpc_call_cancel(f->client, NULL);
+        pthread_mutex_unlock(&f->lock);
 }
 
 static int forward_build_metadata(Forward *f) {
@@ -368,6 +458,9 @@ void gateway_forward(Manager *m, RpcCall *call, Backend *b) {
                 return;
         }
         f->n_ref = 1;
+        pthread_mutex_init(&f->lock, NULL);
+        /* Held until set-up is complete: completions may arrive before. */
+        pthread_mutex_lock(&f->lock);
         f->manager = m;
         f->backend = b;
         f->scall = rpc_call_ref(call);
@@ -380,8 +473,7 @@ void gateway_forward(Manager *m, RpcCall *call, Backend *b) {
 
         if (forward_build_metadata(f) < 0) {
                 rpc_call_fail(call, RPC_RESOURCE_EXHAUSTED, "gateway: out of memory.");
-                forward_unref(f);
-                return;
+                goto finish;
         }
 
         deadline = rpc_call_deadline(call);
@@ -396,8 +488,7 @@ void gateway_forward(Manager *m, RpcCall *call, Backend *b) {
         grpc_slice_unref(method);
         if (!f->client) {
                 rpc_call_fail(call, RPC_INTERNAL, "gateway: failed to create the backend call.");
-                forward_unref(f);
-                return;
+                goto finish;
         }
 
         /* gRPC propagates the caller's cancellation to the backend call by
@@ -413,8 +504,7 @@ void gateway_forward(Manager *m, RpcCall *call, Backend *b) {
         ops[1].data.recv_initial_metadata.recv_initial_metadata = &f->client_initial_md;
         if (forward_batch(f, f->client, ops, 2, on_client_initial_md) < 0) {
                 forward_fail(f, GRPC_STATUS_INTERNAL, "gateway: failed to start the backend call");
-                forward_unref(f);
-                return;
+                goto finish;
         }
 
         memset(ops, 0, sizeof(ops));
@@ -424,12 +514,13 @@ void gateway_forward(Manager *m, RpcCall *call, Backend *b) {
         ops[0].data.recv_status_on_client.trailing_metadata = &f->client_trailing_md;
         if (forward_batch(f, f->client, ops, 1, on_client_status) < 0) {
                 forward_fail(f, GRPC_STATUS_INTERNAL, "gateway: failed to start the backend call");
-                forward_unref(f);
-                return;
+                goto finish;
         }
 
         up_recv(f);
         down_recv(f);
+finish:
+        pthread_mutex_unlock(&f->lock);
         forward_unref(f);
 }
 
