@@ -564,6 +564,30 @@ static void probe_finish(Probe *p, int error) {
         }
 }
 
+/* Is a whole response in? (We ask for Connection: close, but do not rely
+ * on the engine closing.) */
+static bool probe_response_complete(Probe *p) {
+        _cleanup_(http_message_freep) HttpMessage *resp = NULL;
+        size_t body;
+
+        if (http_parse_response(buf_head(&p->in), buf_len(&p->in), "GET", &resp) <= 0)
+                return false;
+        body = buf_len(&p->in) - resp->head_len;
+        switch (resp->body) {
+        case HTTP_BODY_NONE:
+                return true;
+        case HTTP_BODY_LENGTH:
+                return body >= resp->content_length;
+        case HTTP_BODY_CHUNKED: {
+                HttpChunked ch = {};
+                size_t used;
+                return http_chunked_feed(&ch, buf_head(&p->in) + resp->head_len, body, &used, NULL, NULL) != 0;
+        }
+        default:
+                return false;
+        }
+}
+
 static int on_probe_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         Probe *p = userdata;
         bool eof = false;
@@ -588,7 +612,7 @@ static int on_probe_io(sd_event_source *s, int fd, uint32_t revents, void *userd
                 r = fill(fd, &p->in, &eof);
                 if (r < 0)
                         return probe_finish(p, r), 0;
-                if (eof)
+                if (eof || probe_response_complete(p))
                         return probe_finish(p, 0), 0;
                 if (buf_len(&p->in) == before)
                         break;

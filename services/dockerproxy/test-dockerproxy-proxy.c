@@ -1,0 +1,301 @@
+/* SPDX-License-Identifier: MIT */
+/* The proxy between a client and a fake engine (a thread answering canned
+ * responses and recording what reached it): framing on the wire, keep-alive,
+ * chunked bodies both ways, ownership probes and refusals. The real engine
+ * is exercised by tests/integration/test_dockerproxy.py. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include "dockerproxy-proxy.h"
+
+static char dir[] = "/tmp/test-dockerproxy-proxy-XXXXXX";
+static char engine_path[128], proxy_path[128];
+static pthread_mutex_t seen_lock = PTHREAD_MUTEX_INITIALIZER;
+static char seen[1 << 16];
+static size_t seen_len;
+static atomic_bool stop;
+static pthread_t engine_thread, loop_thread;
+static DockerPolicy policy = {};
+static DockerCaller caller = { .id = "t", .root = "/", .policy = &policy };
+
+static void seen_add(const char *p, size_t n) {
+        pthread_mutex_lock(&seen_lock);
+        n = MIN(n, sizeof(seen) - 1 - seen_len);
+        memcpy(seen + seen_len, p, n);
+        seen_len += n;
+        seen[seen_len] = '\0';
+        pthread_mutex_unlock(&seen_lock);
+}
+
+static bool seen_has(const char *s) {
+        bool r;
+        pthread_mutex_lock(&seen_lock);
+        r = strstr(seen, s) != NULL;
+        pthread_mutex_unlock(&seen_lock);
+        return r;
+}
+
+static void seen_reset(void) {
+        pthread_mutex_lock(&seen_lock);
+        seen_len = 0;
+        seen[0] = '\0';
+        pthread_mutex_unlock(&seen_lock);
+}
+
+static int unix_socket(const char *path, bool listen_on) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        assert_true(fd >= 0);
+        strcpy(sa.sun_path, path);
+        if (listen_on) {
+                assert_int_equal(bind(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
+                assert_int_equal(listen(fd, 16), 0);
+        } else
+                assert_int_equal(connect(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
+        return fd;
+}
+
+/* One engine connection: requests in a row, answered by target. */
+static void *engine_conn(void *arg) {
+        int fd = (int) (intptr_t) arg;
+        char buf[65536];
+        size_t len = 0;
+
+        for (;;) {
+                char *end;
+                ssize_t n = read(fd, buf + len, sizeof(buf) - 1 - len);
+                if (n <= 0)
+                        break;
+                len += (size_t) n;
+                buf[len] = '\0';
+                while ((end = strstr(buf, "\r\n\r\n"))) {
+                        size_t head = (size_t) (end - buf) + 4, total = head;
+                        const char *cl = strcasestr(buf, "Content-Length: ");
+                        const char *resp;
+
+                        if (cl && cl < end)
+                                total += (size_t) atoi(cl + 16);
+                        else if (strcasestr(buf, "Transfer-Encoding: chunked") && strcasestr(buf, "Transfer-Encoding: chunked") < end) {
+                                /* last-chunk "0" line, then trailers up to an empty line */
+                                char *z = strncmp(end + 4, "0\r\n", 3) == 0 ? end + 4 : strstr(end + 4, "\r\n0\r\n");
+                                if (!z)
+                                        break;
+                                z += z == end + 4 ? 3 : 5;
+                                if (strncmp(z, "\r\n", 2) == 0)
+                                        z += 2;
+                                else if ((z = strstr(z, "\r\n\r\n")))
+                                        z += 4;
+                                else
+                                        break;
+                                total = (size_t) (z - buf);
+                        }
+                        if (total > len)
+                                break;
+                        seen_add(buf, total);
+                        if (strstr(buf, "/containers/mine/json"))
+                                resp = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 78\r\n\r\n"
+                                       "{\"Id\":\"mine\",\"Config\":{\"Labels\":{\"io.hostmesh.dockerproxy.owner.t\":\"\"}},\"x\":1}";
+                        else if (strstr(buf, "/containers/theirs/json"))
+                                resp = "HTTP/1.1 200 OK\r\nContent-Length: 80\r\n\r\n"
+                                       "{\"Id\":\"theirs\",\"Config\":{\"Labels\":{\"io.hostmesh.dockerproxy.owner.u\":\"\"}},\"x\":1}";
+                        else if (strstr(buf, "/chunky"))
+                                resp = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+                        else if (strstr(buf, "/containers/create"))
+                                resp = "HTTP/1.1 201 Created\r\nContent-Length: 11\r\n\r\n{\"Id\":\"n\"}\n";
+                        else if (strncmp(buf, "HEAD ", 5) == 0)
+                                resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n";
+                        else
+                                resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK";
+                        if (write(fd, resp, strlen(resp)) < 0)
+                                break;
+                        memmove(buf, buf + total, len - total);
+                        len -= total;
+                        buf[len] = '\0';
+                }
+        }
+        close(fd);
+        return NULL;
+}
+
+static void *engine_main(void *arg) {
+        int lfd = (int) (intptr_t) arg;
+        for (;;) {
+                pthread_t t;
+                int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+                if (fd < 0)
+                        break;
+                pthread_create(&t, NULL, engine_conn, (void *) (intptr_t) fd);
+                pthread_detach(t);
+        }
+        return NULL;
+}
+
+static void *loop_main(void *arg) {
+        sd_event *e = NULL;
+        Proxy *p = NULL;
+        ProxyContext ctx;
+
+        (void) arg;
+        assert_int_equal(sd_event_new(&e), 0);
+        ctx = (ProxyContext){ .event = e, .upstream = engine_path };
+        assert_int_equal(proxy_new(&ctx, &caller, proxy_path, -EBADF, &p), 0);
+        while (!atomic_load(&stop))
+                (void) sd_event_run(e, 50 * USEC_PER_MSEC);
+        proxy_unlink(p);
+        proxy_free(p);
+        sd_event_unref(e);
+        return NULL;
+}
+
+static int setup(void **state) {
+        int lfd;
+        (void) state;
+        assert_non_null(mkdtemp(dir));
+        snprintf(engine_path, sizeof(engine_path), "%s/engine.sock", dir);
+        snprintf(proxy_path, sizeof(proxy_path), "%s/proxy.sock", dir);
+        lfd = unix_socket(engine_path, true);
+        pthread_create(&engine_thread, NULL, engine_main, (void *) (intptr_t) lfd);
+        pthread_detach(engine_thread);
+        pthread_create(&loop_thread, NULL, loop_main, NULL);
+        for (int i = 0; i < 200 && access(proxy_path, F_OK) < 0; i++)
+                usleep(10000);
+        return 0;
+}
+
+static int teardown(void **state) {
+        char cmd[200];
+        (void) state;
+        atomic_store(&stop, true);
+        pthread_join(loop_thread, NULL);
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+        return system(cmd) == 0 ? 0 : -1;
+}
+
+/* Sends `req`, reads until `responses` complete "HTTP/1.1" messages ending
+ * with `tail`-terminated bodies are in, or EOF / 5 s. */
+static char *exchange(const char *req, size_t req_len, const char *until) {
+        int fd = unix_socket(proxy_path, false);
+        struct timeval tv = { .tv_sec = 5 };
+        char *out = calloc(1, 65536);
+        size_t len = 0;
+
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        assert_int_equal(write(fd, req, req_len), (ssize_t) req_len);
+        while (len < 65535) {
+                ssize_t n = read(fd, out + len, 65535 - len);
+                if (n <= 0)
+                        break;
+                len += (size_t) n;
+                out[len] = '\0';
+                if (until && strstr(out, until))
+                        break;
+        }
+        close(fd);
+        return out;
+}
+
+static size_t count(const char *hay, const char *needle) {
+        size_t n = 0;
+        for (const char *p = hay; (p = strstr(p, needle)); p++)
+                n++;
+        return n;
+}
+
+static void test_pipelined_keep_alive_requests_are_answered_in_order(void **state) {
+        const char *req = "GET /_ping HTTP/1.1\r\nHost: d\r\n\r\nGET /v1.41/version HTTP/1.1\r\nHost: d\r\n\r\n"
+                          "HEAD /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n";
+        char *out;
+        (void) state;
+        out = exchange(req, strlen(req), NULL);
+        assert_int_equal(count(out, "HTTP/1.1 200 OK"), 3);
+        /* HEAD: the engine's Content-Length is passed on, no body is read. */
+        assert_true(strstr(out, "OKHTTP/1.1 200 OK") != NULL);
+        free(out);
+}
+
+static void test_chunked_bodies_pass_both_ways_verbatim(void **state) {
+        const char *req = "POST /v1.41/build?t=x HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          "5\r\nhello\r\n3;ext=1\r\nabc\r\n0\r\nX-Trailer: y\r\n\r\n"
+                          "GET /v1.41/images/chunky/json HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n";
+        char *out;
+        (void) state;
+        seen_reset();
+        out = exchange(req, strlen(req), "0\r\n\r\n");
+        assert_true(seen_has("5\r\nhello\r\n3;ext=1\r\nabc\r\n0\r\nX-Trailer: y\r\n\r\n"));
+        if (!strstr(out, "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"))
+                fail_msg("got: %s", out);
+        free(out);
+}
+
+static void test_create_body_is_reframed_with_content_length(void **state) {
+        const char *req = "POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n"
+                          "Content-Type: application/json\r\nConnection: close\r\n\r\n"
+                          "a\r\n{\"Image\":\"\r\n6\r\nubuntu\r\n2\r\n\"}\r\n0\r\n\r\n";
+        char *out;
+        (void) state;
+        seen_reset();
+        out = exchange(req, strlen(req), NULL);
+        assert_true(strstr(out, "HTTP/1.1 201 Created") != NULL);
+        assert_true(seen_has("Content-Length: "));
+        assert_false(seen_has("Transfer-Encoding"));
+        assert_true(seen_has("\"io.hostmesh.dockerproxy.owner.t\":\"\""));
+        free(out);
+}
+
+static void test_others_containers_are_not_found_and_never_forwarded(void **state) {
+        const char *theirs = "GET /v1.41/containers/theirs/json HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n";
+        const char *mine = "POST /v1.41/containers/mine/stop HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n";
+        char *out;
+        (void) state;
+        seen_reset();
+        out = exchange(theirs, strlen(theirs), NULL);
+        if (!strstr(out, "HTTP/1.1 404 Not Found"))
+                fail_msg("got: %s", out);
+        assert_true(strstr(out, "No such container: theirs") != NULL);
+        assert_true(seen_has("GET /containers/theirs/json"));   /* the probe */
+        assert_false(seen_has("/v1.41/containers/theirs"));      /* the request itself */
+        free(out);
+        out = exchange(mine, strlen(mine), NULL);
+        assert_true(strstr(out, "HTTP/1.1 200 OK") != NULL);
+        assert_true(seen_has("POST /v1.41/containers/mine/stop"));
+        free(out);
+}
+
+static void test_refusals_answer_json_and_close(void **state) {
+        const char *smuggle = "POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nContent-Length: 5\r\n"
+                              "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        const char *priv = "POST /containers/create HTTP/1.1\r\nHost: d\r\nContent-Length: 33\r\n\r\n"
+                           "{\"HostConfig\":{\"Privileged\":true}";
+        char *out;
+        (void) state;
+        seen_reset();
+        out = exchange(smuggle, strlen(smuggle), NULL);
+        assert_true(strncmp(out, "HTTP/1.1 400 Bad Request\r\n", 26) == 0);
+        assert_true(strstr(out, "Connection: close") != NULL);
+        free(out);
+        /* 33 bytes: the closing brace is missing, so this is invalid JSON. */
+        out = exchange(priv, strlen(priv), NULL);
+        assert_true(strncmp(out, "HTTP/1.1 400 Bad Request\r\n", 26) == 0);
+        assert_true(strstr(out, "{\"message\":\"Request body is not valid JSON") != NULL);
+        free(out);
+        assert_false(seen_has("containers/create"));
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_pipelined_keep_alive_requests_are_answered_in_order),
+                cmocka_unit_test(test_chunked_bodies_pass_both_ways_verbatim),
+                cmocka_unit_test(test_create_body_is_reframed_with_content_length),
+                cmocka_unit_test(test_others_containers_are_not_found_and_never_forwarded),
+                cmocka_unit_test(test_refusals_answer_json_and_close),
+        };
+        return cmocka_run_group_tests(tests, setup, teardown);
+}
