@@ -11,7 +11,11 @@
  * and verify bearer tokens with a JWKS it fetched:
  *
  *   JwtKeySet *ks; jwt_keyset_parse(jwks_json, len, &ks);
- *   token_validate(token, ks, NULL, &opts, &claims, &refusal, &msg);  (identity-validate.h) */
+ *   token_validate(token, ks, NULL, &opts, &claims, &refusal, &msg);  (identity-validate.h)
+ *
+ * Threads: a key prepares its OpenSSL contexts on first use and reuses
+ * them, so one key (and the sets holding it) belongs to one thread at a
+ * time — in the daemons, the event loop thread. */
 
 #include <jansson.h>
 #include <stdbool.h>

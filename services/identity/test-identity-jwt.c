@@ -161,16 +161,15 @@ static void test_parse_refuses_malformed_shapes(void **state) {
 static void test_jwks_skips_foreign_keys_and_refuses_bad_ones(void **state) {
         _cleanup_(jwt_key_unrefp) JwtKey *k = NULL;
         _cleanup_(jwt_keyset_freep) JwtKeySet *ks = NULL, *ks2 = NULL;
-        _cleanup_(json_decrefp) json_t *jwk = NULL;
+        _cleanup_(json_decrefp) json_t *jwk = NULL, *doc = NULL;
         _cleanup_free_ char *text = NULL;
         (void) state;
 
         assert_int_equal(jwt_key_generate(JWT_ALG_ES256, &k), 0);
         assert_int_equal(jwt_key_to_jwk(k, &jwk), 0);
-        text = json_dumps(json_pack("{s:[O, {s:s, s:s, s:s}, {s:s, s:s}]}", "keys", jwk, "kty", "OKP", "crv",
-                                    "Ed25519", "x", "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "kty", "oct",
-                                    "k", "c2VjcmV0"),
-                          0);
+        doc = json_pack("{s:[O, {s:s, s:s, s:s}, {s:s, s:s}]}", "keys", jwk, "kty", "OKP", "crv", "Ed25519", "x",
+                        "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "kty", "oct", "k", "c2VjcmV0");
+        text = json_dumps(doc, 0);
         assert_int_equal(jwt_keyset_parse(text, strlen(text), &ks), 0);
         assert_int_equal(jwt_keyset_size(ks), 1);
         assert_non_null(jwt_keyset_find(ks, jwt_key_kid(k)));
@@ -179,7 +178,9 @@ static void test_jwks_skips_foreign_keys_and_refuses_bad_ones(void **state) {
         /* An EC key whose point is not on the curve is refused. */
         json_object_set_new(jwk, "y", json_string("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAE"));
         free(text);
-        text = json_dumps(json_pack("{s:[O]}", "keys", jwk), 0);
+        json_decref(doc);
+        doc = json_pack("{s:[O]}", "keys", jwk);
+        text = json_dumps(doc, 0);
         assert_int_equal(jwt_keyset_parse(text, strlen(text), &ks2), -EBADMSG);
         assert_int_equal(jwt_keyset_parse("{\"keys\":{}}", 11, &ks2), -EBADMSG);
         assert_int_equal(jwt_keyset_parse("not json", 8, &ks2), -EBADMSG);

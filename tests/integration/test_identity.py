@@ -612,5 +612,52 @@ class RotationTest(unittest.TestCase):
             im.stop()
 
 
+class AlgorithmAndConfigTest(unittest.TestCase):
+    def test_rs256_keys_verify_independently(self):
+        im = IdentityMesh(extra="algorithm = RS256\n").start()
+        try:
+            r = im.issue()
+            self.assertEqual(jwt.get_unverified_header(r.token)["alg"], "RS256")
+            self.assertEqual(im.discovery()["id_token_signing_alg_values_supported"], ["RS256"])
+            key = im.jwks()["keys"][0]
+            self.assertEqual((key["kty"], key["alg"]), ("RSA", "RS256"))
+            self.assertEqual(len(base64.urlsafe_b64decode(key["n"] + "==")), 256)
+            self.assertEqual(im.pyjwt_decode(r.token)["jti"], r.jti)
+            self.assertEqual(im.jwcrypto_claims(r.token)["jti"], r.jti)
+            # An ES256 header on the RSA key's kid is refused for the algorithm.
+            h, p, s = r.token.split(".")
+            es_h = b64(json.dumps({"alg": "ES256", "kid": key["kid"], "typ": "JWT"}).encode())
+            self.assertEqual(im.validate(es_h + "." + p + "." + s).reason, "alg_not_allowed")
+        finally:
+            im.stop()
+
+    def test_check_config_round_trips_and_refuses_bad_values(self):
+        daemon = binary("hostmesh-identityd")
+        src = os.path.join(os.environ.get("HOSTMESH_SOURCE_DIR", "."), "deploy", "config", "identity.conf")
+        env = dict(os.environ, HOSTMESH_STATE_DIR=tempfile.mkdtemp())
+        first = subprocess.run([daemon, "--config", src, "--check-config"], capture_output=True, text=True, env=env)
+        self.assertEqual(first.returncode, 0, first.stderr)
+        with tempfile.NamedTemporaryFile("w", suffix=".conf") as f:
+            f.write(first.stdout)
+            f.flush()
+            second = subprocess.run([daemon, "--config", f.name, "--check-config"], capture_output=True, text=True,
+                                    env=env)
+        self.assertEqual(second.stdout, first.stdout)
+        bad = {"issuer = http://plain.example": "https://",
+               "issuer = https://x.example/": "trailing slash",
+               "algorithm = HS256": "ES256 or RS256",
+               "min_token_duration = 2h": "min_token_duration",
+               "principals = abc:t:s": "UID must be a number",
+               "principals = 1000-t": "UID:TENANT:SUBJECT"}
+        for line, needle in bad.items():
+            with tempfile.NamedTemporaryFile("w", suffix=".conf") as f:
+                f.write("[identity]\n" + line + "\n")
+                f.flush()
+                r = subprocess.run([daemon, "--config", f.name, "--check-config"], capture_output=True, text=True,
+                                   env=env)
+            self.assertNotEqual(r.returncode, 0, line)
+            self.assertIn(needle, r.stderr, line)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
