@@ -150,50 +150,84 @@ static bool have_pci_devices(void) {
         return found;
 }
 
-static bool module_is_for_disk(const char *name) {
-        static const char *const disk_modules[] = {
-                "virtio_blk.ko", "crc16.ko", "crc32c_generic.ko", "mbcache.ko", "jbd2.ko", "ext4.ko",
-        };
-        for (size_t i = 0; i < sizeof(disk_modules) / sizeof(disk_modules[0]); i++)
-                if (strcmp(name, disk_modules[i]) == 0)
+static bool name_in(const char *name, const char *const *list) {
+        for (; *list; list++)
+                if (strcmp(name, *list) == 0)
                         return true;
         return false;
 }
 
+/* The disk stack: virtio_blk, and ext4 with what it needs. */
+static const char *const disk_modules[] = {
+        "virtio_blk.ko", "crc16.ko", "crc32c_generic.ko", "mbcache.ko", "jbd2.ko", "ext4.ko", NULL,
+};
+/* The part of it that does not depend on virtio: loaded by a second
+ * process while the first loads the virtio stack (module loading is slow
+ * under TCG, ext4 alone takes most of a second, and the guest has at least
+ * two vCPUs). */
+static const char *const fs_modules[] = {
+        "crc16.ko", "crc32c_generic.ko", "mbcache.ko", "jbd2.ko", "ext4.ko", NULL,
+};
+
+static void load_module(const char *name) {
+        char path[256];
+        int mfd;
+
+        snprintf(path, sizeof(path), "/lib/modules/%s", name);
+        mfd = open(path, O_RDONLY | O_CLOEXEC);
+        if (mfd < 0) {
+                say("cannot open %s: %m", path);
+                return;
+        }
+        if (syscall(SYS_finit_module, mfd, "", 0) < 0 && errno != EEXIST)
+                say("loading %s failed: %m", name);
+        close(mfd);
+}
+
 /* Loads the modules listed in /lib/modules/modules.order (dependency order,
  * written by the image build), skipping the PCI transport on machines
- * without PCI (microvm) and the disk stack when there is no disk. */
-static void load_modules(bool want_disk) {
+ * without PCI (microvm) and the disk stack when there is no disk. Returns
+ * the pid of the process loading the file system modules, or 0. */
+static pid_t load_modules(bool want_disk) {
         bool pci = have_pci_devices();
-        char buf[1024], path[256];
+        char buf[1024];
+        pid_t fs_loader = 0;
         ssize_t n;
         int fd;
 
         fd = open("/lib/modules/modules.order", O_RDONLY | O_CLOEXEC);
         if (fd < 0)
-                return;
+                return 0;
         n = read(fd, buf, sizeof(buf) - 1);
         close(fd);
         if (n <= 0)
-                return;
+                return 0;
         buf[n] = 0;
+        if (want_disk) {
+                fs_loader = fork();
+                if (fs_loader == 0) {
+                        for (size_t i = 0; fs_modules[i]; i++)
+                                if (strstr(buf, fs_modules[i]))
+                                        load_module(fs_modules[i]);
+                        _exit(0);
+                }
+                if (fs_loader < 0)
+                        fs_loader = 0;
+        }
         for (char *name = strtok(buf, "\n"); name; name = strtok(NULL, "\n")) {
-                int mfd;
-
                 if (!pci && strncmp(name, "virtio_pci", 10) == 0)
                         continue;
-                if (!want_disk && module_is_for_disk(name))
+                if (!want_disk && name_in(name, disk_modules))
                         continue;
-                snprintf(path, sizeof(path), "/lib/modules/%s", name);
-                mfd = open(path, O_RDONLY | O_CLOEXEC);
-                if (mfd < 0) {
-                        say("cannot open %s: %m", path);
+                if (fs_loader > 0 && name_in(name, fs_modules))
+                        continue;
+                if (fs_loader == 0 && want_disk && name_in(name, fs_modules)) {
+                        load_module(name); /* fork failed: load them here */
                         continue;
                 }
-                if (syscall(SYS_finit_module, mfd, "", 0) < 0 && errno != EEXIST)
-                        say("loading %s failed: %m", name);
-                close(mfd);
+                load_module(name);
         }
+        return fs_loader;
 }
 
 /* Opens the agent's virtio-serial port. Without udev there is no
@@ -261,11 +295,13 @@ static int open_agent_port(void) {
         }
 }
 
-static void mount_disk(void) {
+static void mount_disk(pid_t fs_loader) {
         char dev[96];
 
         if (!cmdline_disk[0])
                 return;
+        if (fs_loader > 0)
+                (void) waitpid(fs_loader, NULL, 0);
         snprintf(dev, sizeof(dev), "/dev/%s", cmdline_disk);
         (void) mkdir("/mnt", 0755);
         (void) mkdir("/mnt/disk", 0755);
@@ -559,7 +595,7 @@ int main(void) {
         if (cmdline_hostname[0])
                 (void) sethostname(cmdline_hostname, strlen(cmdline_hostname));
         uint64_t t_mods = now_usec(CLOCK_MONOTONIC);
-        load_modules(/* want_disk= */ cmdline_disk[0] != 0);
+        pid_t fs_loader = load_modules(/* want_disk= */ cmdline_disk[0] != 0);
         t_mods = now_usec(CLOCK_MONOTONIC) - t_mods;
 
         sigemptyset(&ss);
@@ -574,7 +610,7 @@ int main(void) {
                 say("no agent port %s: %s; powering off", AGENT_PORT_NAME, strerror(-port_fd));
                 power_off();
         }
-        mount_disk();
+        mount_disk(fs_loader);
 
         uname(&u);
         r = agent_ready_encode(&b, boot_usec, now_usec(CLOCK_MONOTONIC) - start, u.release);
