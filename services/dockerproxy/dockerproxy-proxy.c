@@ -799,6 +799,18 @@ static void conn_handle_head(Conn *c) {
                 c->body_left = c->req->content_length;
                 c->chunk = (HttpChunked){};
                 buf_done(&c->body);
+                /* RFC 9110 §10.1.1: we read this body ourselves, so we answer
+                 * the expectation; the engine gets a plain request. */
+                if (c->req->body != HTTP_BODY_NONE) {
+                        const char *expect = http_message_header(c->req, "Expect");
+                        if (expect && strcasecmp(expect, "100-continue") == 0 && c->req->version_minor >= 1) {
+                                static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+                                if (buf_append(&c->cout, cont, sizeof(cont) - 1, SIZE_MAX) < 0)
+                                        return conn_free(c);
+                        }
+                        if (http_message_set_header(c->req, "Expect", NULL) < 0)
+                                return conn_free(c);
+                }
                 if (c->req->body == HTTP_BODY_NONE)
                         return conn_judge_body(c);
                 return;

@@ -42,5 +42,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         docker_decision_done(&d);
         (void) docker_decide_body(&c, "POST", "/volumes/create", (const char *) data, size, &d);
         docker_decision_done(&d);
+        /* The same bytes as an engine answer: inspect and exec descriptions. */
+        (void) docker_verify_mounts(&c, (const char *) data, size, &d);
+        docker_decision_done(&d);
+        {
+                bool owned;
+                char *id = NULL, *ctr = NULL, **owners = NULL;
+                if (docker_inspect_is_owned(&c, (const char *) data, size, &owned, &id) >= 0)
+                        free(id);
+                if (docker_exec_inspect_container((const char *) data, size, &ctr) >= 0)
+                        free(ctr);
+                if (docker_inspect_owners((const char *) data, size, &owners) >= 0) {
+                        for (char **o = owners; *o; o++)
+                                free(*o);
+                        free(owners);
+                }
+        }
         return 0;
 }

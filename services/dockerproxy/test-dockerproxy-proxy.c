@@ -289,6 +289,26 @@ static void test_refusals_answer_json_and_close(void **state) {
         assert_false(seen_has("containers/create"));
 }
 
+static void test_checked_bodies_are_bounded_and_expect_continue_is_answered(void **state) {
+        const char *big = "POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nContent-Length: 5000000\r\n\r\n{";
+        const char *expect = "POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nExpect: 100-continue\r\n"
+                             "Content-Length: 18\r\nConnection: close\r\n\r\n{\"Image\":\"ubuntu\"}";
+        char *out;
+        (void) state;
+        seen_reset();
+        out = exchange(big, strlen(big), NULL);
+        assert_true(strncmp(out, "HTTP/1.1 413 Payload Too Large\r\n", strlen("HTTP/1.1 413 Payload Too Large\r\n")) == 0);
+        free(out);
+        assert_false(seen_has("containers/create"));
+        out = exchange(expect, strlen(expect), NULL);
+        if (strncmp(out, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\n", 47) != 0)
+                fail_msg("got: %s", out);
+        assert_true(strncmp(out, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\n",
+                            strlen("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\n")) == 0);
+        assert_false(seen_has("Expect"));
+        free(out);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_pipelined_keep_alive_requests_are_answered_in_order),
@@ -296,6 +316,7 @@ int main(void) {
                 cmocka_unit_test(test_create_body_is_reframed_with_content_length),
                 cmocka_unit_test(test_others_containers_are_not_found_and_never_forwarded),
                 cmocka_unit_test(test_refusals_answer_json_and_close),
+                cmocka_unit_test(test_checked_bodies_are_bounded_and_expect_continue_is_answered),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
 }
