@@ -323,6 +323,11 @@ class IdentityTest(unittest.TestCase):
         v = self.im.validate(good)
         self.assertTrue(v.valid, v.message)
         self.assertEqual(v.subject, "t1/victim")
+        # nsc reads the token from stdin with "--token -", keeping it out of argv.
+        r = self.mesh.nsc("auth", "validate", "--token", "-", "--audience", "hostmesh", "-o", "json", input=good + "\n")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        out = json.loads(r.stdout)
+        self.assertEqual((out["valid"], out["claims"]["sub"]), (True, "t1/victim"))
         h, p, s = good.split(".")
         claims = json.loads(base64.urlsafe_b64decode(p + "=="))
         kid = jwt.get_unverified_header(good)["kid"]
