@@ -586,6 +586,16 @@ static size_t process_query(DnsServer *s, const Origin *o, const uint8_t *pkt, s
         }
         if (_unlikely_(q.edns_version > 0))
                 return dns_reply_error(&q, 16 /* BADVERS, RFC 6891 §6.1.3 */, false, out, size);
+        /* Meta types: OPT is no question (RFC 6891 §6.1.1); zone transfers are
+         * not something a cache can give. */
+        if (_unlikely_(q.qtype == DNS_TYPE_OPT)) {
+                s->stats.formerr++;
+                return dns_reply_error(&q, DNS_RCODE_FORMERR, true, out, size);
+        }
+        if (_unlikely_(q.qtype == 251 /* IXFR */ || q.qtype == 252 /* AXFR */)) {
+                s->stats.refused++;
+                return dns_reply_error(&q, DNS_RCODE_REFUSED, true, out, size);
+        }
 
         if (!dns_local_is_empty(s->local)) {
                 r = dns_local_answer(s->local, pkt, &q, out, size, &n);

@@ -486,6 +486,10 @@ class TestDnsWithStub(DnsMeshCase):
             self.assertEqual(struct.unpack(">H", r[:2])[0], 0x1111, what)
             self.assertEqual(r[3] & 0xF, 1, what + ": FORMERR")
         self.assertGreaterEqual(self.stats()["formerr"], len(cases))
+        # A zone transfer is refused, never forwarded.
+        r = raw_query(self.port, query_packet("example.test", qtype=252))
+        self.assertEqual(r[3] & 0xF, 5)
+        self.assertEqual(self.stub.count("example.test", qtype=252), 0)
         # Still the same process, still answering.
         self.assertEqual(self.mesh.pid("dns"), pid)
         self.assertEqual(dig(self.port, "a.example.test").answers[0][3], "10.0.0.1")
