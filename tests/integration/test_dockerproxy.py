@@ -456,6 +456,47 @@ class DockerProxy(unittest.TestCase):
         r = http(self.a_sock, b"POST /v1.41/plugins/pull HTTP/1.1\r\nHost: d\r\nContent-Length: 0\r\n\r\n")
         self.assertEqual(status_of(r), 403, r)
 
+    def test_descendants_are_visible_to_their_ancestors(self):
+        r = self.via(self.a_sock, "run", "-d", "--name", "hm-a-kid", "ubuntu", "sleep", "100000")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        try:
+            r, j = self.mesh.nsc_json("docker", "register", "--container", "hm-a-kid")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(j["registration"]["ancestors"], ["hm-a"])
+            kid_sock = j["socket_path"]
+            r = self.via(kid_sock, "create", "--name", "hm-a-grandkid", "ubuntu", "true")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("hm-a-grandkid", self.via(self.a_sock, "ps", "-a", "--format", "{{.Names}}").stdout.split())
+            self.assertIn("hm-a-grandkid", self.via(kid_sock, "ps", "-a", "--format", "{{.Names}}").stdout.split())
+            self.assertNotIn("hm-a-grandkid", self.via(self.b_sock, "ps", "-a", "--format", "{{.Names}}").stdout.split())
+            # The child cannot see or touch its parent's other containers.
+            self.assertNotIn("hm-a-kid", self.via(kid_sock, "ps", "-a", "--format", "{{.Names}}").stdout.split())
+            self.assertEqual(self.mesh.nsc("docker", "unregister", "hm-a-kid").returncode, 0)
+        finally:
+            self.engine("rm", "-f", "hm-a-kid", "hm-a-grandkid", check=False)
+
+    def test_policy_is_per_registration(self):
+        root = os.path.join(self.tmp, "priv-root")
+        os.makedirs(root, exist_ok=True)
+        sock = self.register("hm-priv", "--root", root, "--allow-privileged", "--allow-host-network",
+                             "--cap-add-allow", "NET_ADMIN")
+        try:
+            r = self.via(sock, "create", "--name", "hm-priv-c", "--privileged", "--network", "host",
+                         "--cap-add", "NET_ADMIN", "ubuntu", "true")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            hc = json.loads(self.engine("inspect", "hm-priv-c").stdout)[0]["HostConfig"]
+            self.assertTrue(hc["Privileged"])
+            self.assertEqual(hc["NetworkMode"], "host")
+            # Still denied for it: what it was not granted.
+            self.assertDenied(self.via(sock, "run", "--rm", "--pid", "host", "ubuntu", "true"), "PidMode=host")
+            self.assertDenied(self.via(sock, "run", "--rm", "--cap-add", "SYS_ADMIN", "ubuntu", "true"), "SYS_ADMIN")
+            # And A, registered with the default policy, still may not.
+            self.assertDenied(self.via(self.a_sock, "run", "--rm", "--network", "host", "ubuntu", "true"),
+                              "NetworkMode=host")
+        finally:
+            self.engine("rm", "-f", "hm-priv-c", check=False)
+            self.mesh.nsc("docker", "unregister", "hm-priv")
+
     # -- audit and metrics ---------------------------------------------------------
     def test_audit_log_and_metrics_without_secrets(self):
         secret_header = "c2VjcmV0LWF1dGgtaGVhZGVyLTQyNDI="
@@ -518,6 +559,39 @@ class DockerProxy(unittest.TestCase):
         link = os.path.join(self.a_sockdir, "docker.sock")
         os.unlink(link)
         os.link(self.a_sock, link)
+
+
+class ConfigCheck(unittest.TestCase):
+    """--check-config prints the normalized config, which parses back to itself."""
+
+    def run_check(self, path):
+        from hm import binary
+        return subprocess.run([binary("hostmesh-dockerproxyd"), "--config", path, "--check-config"],
+                              capture_output=True, text=True, timeout=30)
+
+    def test_printed_config_parses_back_and_bad_values_are_refused(self):
+        d = tempfile.mkdtemp(prefix="hm-dp-conf-")
+        try:
+            src = os.path.join(os.environ.get("HOSTMESH_SOURCE_DIR", "."), "deploy", "config", "dockerproxy.conf")
+            r = self.run_check(src)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("upstream = /var/run/docker.sock", r.stdout)
+            again = os.path.join(d, "again.conf")
+            with open(again, "w") as f:
+                f.write(r.stdout)
+            r2 = self.run_check(again)
+            self.assertEqual(r2.stdout, r.stdout)
+            for bad, why in (("[dockerproxy]\nupstream = relative.sock\n", "absolute"),
+                             ("[dockerproxy]\nmax_connections = 0\n", "max_connections"),
+                             ("[dockerproxy]\nupstreem = /x\n", "upstreem")):
+                p = os.path.join(d, "bad.conf")
+                with open(p, "w") as f:
+                    f.write(bad)
+                r = self.run_check(p)
+                self.assertNotEqual(r.returncode, 0, bad)
+                self.assertIn(why, r.stderr)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 if __name__ == "__main__":
