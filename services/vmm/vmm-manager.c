@@ -13,6 +13,7 @@
 #include "parse-util.h"
 #include "fs-util.h"
 #include "log.h"
+#include "metrics.h"
 #include "paths.h"
 #include "vmm-agent.h"
 #include "vmm-cgroup.h"
@@ -233,6 +234,35 @@ static void instance_notify_waiters(Instance *i) {
         }
 }
 
+/* Served with the rpc runtime's metrics (hostmesh.common.v1 GetMetrics). */
+static void manager_update_metrics(Manager *m, Instance *changed) {
+        Metrics *metrics = m->server ? rpc_server_metrics(m->server) : NULL;
+        size_t count[_INSTANCE_STATE_MAX] = {};
+        char labels[64];
+
+        if (!metrics)
+                return;
+        for (size_t k = 0; k < m->n_instances; k++)
+                count[m->instances[k]->state]++;
+        for (int s = 0; s < _INSTANCE_STATE_MAX; s++) {
+                snprintf(labels, sizeof(labels), "state=\"%s\"", instance_state_to_string(s));
+                Metric *g = metrics_gauge(metrics, "hostmesh_vmm_instances", "Instances known to vmmd by state", labels);
+                if (g)
+                        metric_set(g, (int64_t) count[s]);
+        }
+        snprintf(labels, sizeof(labels), "state=\"%s\"", instance_state_to_string(changed->state));
+        Metric *c = metrics_counter(metrics, "hostmesh_vmm_transitions_total", "Instance state changes by new state",
+                                    labels);
+        if (c)
+                metric_add(c, 1);
+        if (changed->state == INSTANCE_RUNNING && changed->ready_usec > 0) {
+                Metric *h = metrics_histogram(metrics, "hostmesh_vmm_create_to_running_seconds",
+                                              "CreateInstance to RUNNING (guest READY and token written)", NULL);
+                if (h)
+                        metric_observe(h, (double) changed->ready_usec / USEC_PER_SEC);
+        }
+}
+
 static void instance_set_state(Instance *i, InstanceState s) {
         if (!instance_state_transition_allowed(i->state, s)) {
                 log_struct(LOG_DEBUG, 0, FIELDS(i->log_field), "Instance %s: ignoring %s → %s", i->id,
@@ -247,6 +277,7 @@ static void instance_set_state(Instance *i, InstanceState s) {
         if (instance_state_is_final(s))
                 i->destroyed_usec = now_usec(CLOCK_REALTIME);
         instance_save(i);
+        manager_update_metrics(i->manager, i);
         instance_notify_waiters(i);
 }
 
@@ -1149,14 +1180,16 @@ static void instance_reattach(Instance *i) {
         (void) instance_log_open(i->dir, m->config.log_max, &i->log);
         if (!pid_is_instance_qemu(i->pid, i->id)) {
                 _cleanup_free_ char *tail = instance_console_tail(i), *reason = NULL;
-                if (i->state == INSTANCE_DESTROYING || i->pid <= 0) {
-                        if (i->state == INSTANCE_DESTROYING) {
-                                instance_finish_destroy(i);
-                                return;
-                        }
+                if (i->state == INSTANCE_DESTROYING) {
+                        /* It was going away anyway. */
+                        i->pid = 0;
+                        instance_finish_destroy(i);
+                        return;
                 }
-                if (asprintf(&reason, "QEMU (pid %d) exited while vmmd was not running%s%s", (int) i->pid,
-                             isempty(tail) ? "" : "; console tail: ", tail ?: "") < 0)
+                if (i->pid <= 0)
+                        reason = strdup("vmmd stopped before the instance's VM was started; create it again");
+                else if (asprintf(&reason, "QEMU (pid %d) exited while vmmd was not running%s%s", (int) i->pid,
+                                  isempty(tail) ? "" : "; console tail: ", tail ?: "") < 0)
                         reason = NULL;
                 i->pid = 0;
                 manager_instance_fail(i, reason ?: "QEMU exited while vmmd was not running");

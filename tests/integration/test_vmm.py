@@ -272,6 +272,27 @@ class VmmBootTimeoutTest(unittest.TestCase):
 class VmmBadInputTest(unittest.TestCase):
     """No boots: requests refused before any QEMU starts."""
 
+    def test_check_config_output_parses_back_and_bad_values_are_refused(self):
+        import subprocess
+        import tempfile
+        from hm import SOURCE, binary
+        vmmd = binary("hostmesh-vmmd")
+        src = os.path.join(SOURCE, "deploy", "config", "vmm.conf")
+        first = subprocess.run([vmmd, "--config", src, "--check-config"], capture_output=True, text=True)
+        self.assertEqual(first.returncode, 0, first.stderr)
+        self.assertIn("disk = optional", first.stdout)
+        with tempfile.NamedTemporaryFile("w", suffix=".conf") as f:
+            f.write(first.stdout)
+            f.flush()
+            again = subprocess.run([vmmd, "--config", f.name, "--check-config"], capture_output=True, text=True)
+            self.assertEqual(again.stdout, first.stdout)
+        with tempfile.NamedTemporaryFile("w", suffix=".conf") as f:
+            f.write("[vmm]\ndisk = sometimes\n")
+            f.flush()
+            bad = subprocess.run([vmmd, "--config", f.name, "--check-config"], capture_output=True, text=True)
+            self.assertNotEqual(bad.returncode, 0)
+            self.assertIn("expected required, optional or off", bad.stderr)
+
     def test_invalid_shapes_missing_image_capacity_and_unknown_ids(self):
         cfg = vmm_config(vcpus="4", memory="8G").replace(
             "kernel = " + os.path.join(GUEST, "vmlinux"), "kernel = /nonexistent/vmlinux")
