@@ -574,6 +574,8 @@ void dns_writer_init(DnsWriter *w, uint8_t *buf, size_t size) {
 }
 
 void dns_write_bytes(DnsWriter *w, const void *p, size_t n) {
+        if (n == 0)
+                return; /* p may be NULL then (empty rdata), and memcpy wants it not to be */
         if (w->overflow || w->size - w->len < n) {
                 w->overflow = true;
                 return;
