@@ -248,6 +248,10 @@ static void handle_validate_token(RpcCall *c, const ProtobufCMessage *msg, void 
         uint64_t e;
         int r;
 
+        /* Fail closed, and loudly: an empty expected audience is a caller bug. */
+        if (isempty(req->audience))
+                return (void) rpc_call_fail(c, RPC_INVALID_ARGUMENT,
+                                            "audience is required: an empty audience matches no token.");
         r = manager_validate(userdata, req->token, req->audience, &claims, &why, &message);
         if (r == -ENOMEM)
                 return (void) rpc_call_fail_errno(c, r, "Out of memory.");

@@ -369,7 +369,9 @@ class IdentityTest(unittest.TestCase):
         self.assertRefused("not.a.jwt", "malformed")
         self.assertRefused("a" * 20000, "too_large")
         # An empty audience is refused, never matched.
-        self.assertEqual(self.im.validate(good, "").reason, "audience_mismatch")
+        with self.assertRaises(grpc.RpcError) as e:
+            self.im.validate(good, "")
+        self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
 
         # PyJWT, independently, agrees on the forgeries it can judge.
         with self.assertRaises(jwt.InvalidSignatureError):
