@@ -27,3 +27,5 @@ grpc_byte_buffer *rpc_pack(const ProtobufCMessage *m);
 int rpc_unpack(grpc_byte_buffer *b, const ProtobufCMessageDescriptor *d, ProtobufCMessage **ret);
 char *rpc_slice_to_string(grpc_slice s);
 gpr_timespec rpc_deadline_from_timeout(uint64_t timeout_usec);
+
+grpc_server *rpc_server_grpc(RpcServer *s);

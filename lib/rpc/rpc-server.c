@@ -914,6 +914,10 @@ void rpc_server_set_interceptor(RpcServer *s, RpcInterceptor interceptor, void *
         s->interceptor_userdata = userdata;
 }
 
+grpc_server *rpc_server_grpc(RpcServer *s) {
+        return s->grpc;
+}
+
 Metrics *rpc_server_metrics(RpcServer *s) {
         return s->metrics;
 }

@@ -98,6 +98,12 @@ void rpc_server_set_health(RpcServer *s, const char *service, bool serving);
  * be fetched with rpc_server_take_fd(). */
 int rpc_server_start(RpcServer *s);
 int rpc_server_take_fd(RpcServer *s, const char *fd_name);
+/* Adds a TCP listener ("0.0.0.0:8443", "[::]:8443", "127.0.0.1:0"), with TLS
+ * when cert and key (PEM file paths) are given. Before rpc_server_start().
+ * Callers on it have no peer credentials (RpcPeer.known is false): the
+ * daemon authenticates them otherwise. Returns the bound port. Needs the
+ * executable linked with TLS (target property HOSTMESH_GRPC_TLS). */
+int rpc_server_add_tcp_listener(RpcServer *s, const char *address, const char *cert_path, const char *key_path);
 /* Begins a graceful shutdown: stop accepting, let in-flight calls finish up
  * to drain_usec, then exit the event loop with `code`. SIGTERM and SIGINT
  * do this by themselves. */

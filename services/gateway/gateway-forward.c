@@ -26,6 +26,7 @@
 #include <pthread.h>
 
 #include "gateway-auth.h"
+#include "gateway-bearer.h"
 #include "gateway-forward.h"
 #include "gateway-manager.h"
 #include "log.h"
@@ -42,7 +43,7 @@ typedef struct Forward {
 
         grpc_metadata *send_md;
         size_t n_send_md;
-        grpc_slice peer_values[3];
+        grpc_slice peer_values[5];
 
         grpc_metadata_array client_initial_md, client_trailing_md;
         bool client_initial_md_received;
@@ -410,13 +411,13 @@ static void on_caller_cancelled(RpcCall *c, void *userdata) {
         pthread_mutex_unlock(&f->lock);
 }
 
-static int forward_build_metadata(Forward *f) {
+static int forward_build_metadata(Forward *f, const char *subject, const char *tenant) {
         const grpc_metadata_array *in = rpc_call_initial_metadata(f->scall);
         const RpcPeer *peer = rpc_call_peer(f->scall);
         static const char *const peer_keys[] = { "x-hostmesh-peer-uid", "x-hostmesh-peer-gid", "x-hostmesh-peer-pid" };
         char buf[32];
 
-        f->send_md = calloc(in->count + ELEMENTSOF(peer_keys), sizeof(grpc_metadata));
+        f->send_md = calloc(in->count + ELEMENTSOF(f->peer_values), sizeof(grpc_metadata));
         if (!f->send_md)
                 return -ENOMEM;
         for (size_t i = 0; i < in->count; i++) {
@@ -438,10 +439,22 @@ static int forward_build_metadata(Forward *f) {
                         f->n_send_md++;
                 }
         }
+        if (subject) {
+                f->peer_values[3] = grpc_slice_from_copied_string(subject);
+                f->send_md[f->n_send_md].key = grpc_slice_from_static_string("x-hostmesh-subject");
+                f->send_md[f->n_send_md].value = f->peer_values[3];
+                f->n_send_md++;
+        }
+        if (tenant) {
+                f->peer_values[4] = grpc_slice_from_copied_string(tenant);
+                f->send_md[f->n_send_md].key = grpc_slice_from_static_string("x-hostmesh-tenant");
+                f->send_md[f->n_send_md].value = f->peer_values[4];
+                f->n_send_md++;
+        }
         return 0;
 }
 
-void gateway_forward(Manager *m, RpcCall *call, Backend *b) {
+void gateway_forward(Manager *m, RpcCall *call, Backend *b, const char *subject, const char *tenant) {
         RpcClient *client = backend_client(m, b);
         grpc_op ops[2];
         Forward *f;
@@ -471,7 +484,7 @@ void gateway_forward(Manager *m, RpcCall *call, Backend *b) {
         for (size_t i = 0; i < ELEMENTSOF(f->peer_values); i++)
                 f->peer_values[i] = grpc_empty_slice();
 
-        if (forward_build_metadata(f) < 0) {
+        if (forward_build_metadata(f, subject, tenant) < 0) {
                 rpc_call_fail(call, RPC_RESOURCE_EXHAUSTED, "gateway: out of memory.");
                 goto finish;
         }
@@ -524,22 +537,10 @@ finish:
         forward_unref(f);
 }
 
-bool gateway_intercept(RpcCall *call, void *userdata) {
-        Manager *m = userdata;
+/* Where a call goes once its caller is known; true when the call was taken. */
+static bool route_call(Manager *m, RpcCall *call, const char *subject, const char *tenant) {
         const char *method = rpc_call_method(call);
-        const RpcPeer *peer = rpc_call_peer(call);
         Backend *b;
-
-        if (gateway_auth_check(m, peer) < 0) {
-                if (peer->known)
-                        rpc_call_fail(call, RPC_PERMISSION_DENIED,
-                                      "uid %u may not use hostmesh; add the user to the 'hostmesh' group or to "
-                                      "allow_users in gateway.conf.", (unsigned) peer->uid);
-                else
-                        rpc_call_fail(call, RPC_PERMISSION_DENIED, "Caller credentials unknown; connect over the "
-                                      "gateway's unix socket.");
-                return true;
-        }
 
         /* Health and metrics exist in every part: x-hostmesh-part picks one. */
         if (strncmp(method, "/grpc.health.v1.Health/", 23) == 0 ||
@@ -552,7 +553,7 @@ bool gateway_intercept(RpcCall *call, void *userdata) {
                         rpc_call_fail(call, RPC_NOT_FOUND, "No hostmesh part named '%s'.", part);
                         return true;
                 }
-                gateway_forward(m, call, b);
+                gateway_forward(m, call, b, subject, tenant);
                 return true;
         }
         if (strncmp(method, "/hostmesh.gateway.v1.", 21) == 0)
@@ -564,6 +565,55 @@ bool gateway_intercept(RpcCall *call, void *userdata) {
                               "gateway's routes config.", method);
                 return true;
         }
-        gateway_forward(m, call, b);
+        gateway_forward(m, call, b, subject, tenant);
         return true;
+}
+
+static void on_bearer_done(RpcCall *call, int r, const char *message, json_t *claims, void *userdata) {
+        Manager *m = userdata;
+        json_t *sub, *tenant;
+
+        if (rpc_call_cancelled(call))
+                return;
+        if (r < 0) {
+                /* Every refusal of the token itself is UNAUTHENTICATED, whatever
+                 * its reason; only "cannot check now" keeps its own code. */
+                RpcCode code = rpc_code_from_errno(r);
+                if (code != RPC_UNAVAILABLE && code != RPC_FAILED_PRECONDITION && code != RPC_RESOURCE_EXHAUSTED)
+                        code = RPC_UNAUTHENTICATED;
+                rpc_call_fail(call, code, "%s", message);
+                return;
+        }
+        sub = json_object_get(claims, "sub");
+        tenant = json_object_get(claims, "tenant_id");
+        if (!json_is_string(sub) || !*json_string_value(sub)) {
+                rpc_call_fail(call, RPC_UNAUTHENTICATED, "Bearer token has no subject.");
+                return;
+        }
+        if (!route_call(m, call, json_string_value(sub), json_is_string(tenant) ? json_string_value(tenant) : NULL))
+                /* The gateway's own methods are for local callers. */
+                rpc_call_fail(call, RPC_PERMISSION_DENIED, "%s is only served on the gateway's unix socket.",
+                              rpc_call_method(call));
+}
+
+bool gateway_intercept(RpcCall *call, void *userdata) {
+        Manager *m = userdata;
+        const char *method = rpc_call_method(call);
+        const RpcPeer *peer = rpc_call_peer(call);
+
+        if (!peer->known) {
+                /* A TCP caller: health of the gateway itself is open (load
+                 * balancers), everything else needs a valid bearer token. */
+                if (streq(method, "/grpc.health.v1.Health/Check") && !rpc_call_metadata(call, "x-hostmesh-part"))
+                        return false;
+                gateway_bearer_authenticate(m->bearer, call, on_bearer_done, m);
+                return true;
+        }
+        if (gateway_auth_check(m, peer) < 0) {
+                rpc_call_fail(call, RPC_PERMISSION_DENIED,
+                              "uid %u may not use hostmesh; add the user to the 'hostmesh' group or to "
+                              "allow_users in gateway.conf.", (unsigned) peer->uid);
+                return true;
+        }
+        return route_call(m, call, NULL, NULL);
 }

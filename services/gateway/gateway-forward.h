@@ -15,4 +15,6 @@ typedef struct Backend Backend;
 /* The rpc interceptor: authenticates every call, then either forwards it
  * (true) or leaves it to the gateway's own methods (false). */
 bool gateway_intercept(RpcCall *call, void *userdata);
-void gateway_forward(Manager *m, RpcCall *call, Backend *b);
+/* `subject` and `tenant` are the verified identity of a bearer-token caller
+ * (NULL for local callers, who are identified by peer credentials). */
+void gateway_forward(Manager *m, RpcCall *call, Backend *b, const char *subject, const char *tenant);

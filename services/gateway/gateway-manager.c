@@ -4,6 +4,7 @@
 
 #include "config.h"
 #include "gateway-auth.h"
+#include "gateway-bearer.h"
 #include "gateway-forward.h"
 #include "gateway-grpc.h"
 #include "gateway-http.h"
@@ -24,6 +25,14 @@ static const ConfigItem config_table[] = {
                     "Address for the HTTP /metrics listener (empty = off)"),
         CONFIG_ITEM("gateway", "backend_timeout", config_type_usec, GatewayConfig, backend_timeout_usec,
                     "Deadline given to forwarded calls that have none (0 = none)"),
+        CONFIG_ITEM("gateway", "tcp_listen", config_type_string, GatewayConfig, tcp_listen,
+                    "TCP address for remote callers with bearer tokens (empty = off)"),
+        CONFIG_ITEM("gateway", "tls_cert", config_type_string, GatewayConfig, tls_cert,
+                    "TLS certificate chain (PEM) for the TCP listener"),
+        CONFIG_ITEM("gateway", "tls_key", config_type_string, GatewayConfig, tls_key,
+                    "TLS private key (PEM) for the TCP listener"),
+        CONFIG_ITEM("gateway", "bearer_audience", config_type_string, GatewayConfig, bearer_audience,
+                    "Audience that bearer tokens must carry"),
 };
 
 static Backend *backend_add(Manager *m, const char *part, const char *target) {
@@ -177,6 +186,9 @@ int manager_new(const DaemonArgs *args, Manager **ret) {
                 return log_error_errno(-ENOMEM, "Out of memory.");
         m->metrics_fd = -EBADF;
         m->config.rpc = (RpcServerOptions){ .name = "gateway", .idle_exit_usec = 60 * USEC_PER_SEC };
+        m->config.bearer_audience = strdup("hostmesh");
+        if (!m->config.bearer_audience)
+                return log_error_errno(-ENOMEM, "Out of memory.");
 
         r = daemon_load_config(args, config_table, ELEMENTSOF(config_table), &m->config);
         if (r < 0)
@@ -198,6 +210,7 @@ Manager *manager_free(Manager *m) {
         gateway_http_stop(m);
         /* The server goes first: forwarded calls still hold backend channels. */
         m->server = rpc_server_free(m->server);
+        m->bearer = gateway_bearer_free(m->bearer);
         for (size_t i = 0; i < m->n_backends; i++) {
                 rpc_client_free(m->backends[i].client);
                 free(m->backends[i].part);
@@ -236,6 +249,17 @@ int manager_start(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "Failed to register methods: %m");
         rpc_server_set_interceptor(m->server, gateway_intercept, m);
+        r = gateway_bearer_new(m, &m->bearer);
+        if (r < 0)
+                return log_error_errno(r, "Out of memory.");
+        if (!isempty(m->config.tcp_listen)) {
+                r = rpc_server_add_tcp_listener(m->server, m->config.tcp_listen, m->config.tls_cert, m->config.tls_key);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to listen on %s%s: %m", m->config.tcp_listen,
+                                               isempty(m->config.tls_cert) ? "" : " with TLS");
+                log_info("Listening for bearer-token callers on %s (port %d, %s).", m->config.tcp_listen, r,
+                         isempty(m->config.tls_cert) ? "plaintext" : "TLS");
+        }
         r = rpc_server_start(m->server);
         if (r < 0)
                 return log_error_errno(r, "Failed to start serving: %m");

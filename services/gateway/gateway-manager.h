@@ -18,6 +18,10 @@ typedef struct GatewayConfig {
         char **routes;            /* extra "service.prefix=part" or "service.prefix=unix:/path" */
         char *metrics_listen;     /* "127.0.0.1:9464" serves GET /metrics; empty = off */
         uint64_t backend_timeout_usec; /* cap for calls without a deadline (0 = none) */
+        char *tcp_listen;         /* "0.0.0.0:8443": remote callers with bearer tokens; empty = off */
+        char *tls_cert;           /* PEM files; without them the TCP listener is plaintext */
+        char *tls_key;
+        char *bearer_audience;    /* audience bearer tokens must carry */
 } GatewayConfig;
 
 typedef struct Backend {
@@ -46,6 +50,8 @@ typedef struct Manager {
         size_t n_allowed_uids;
         gid_t *allowed_gids;
         size_t n_allowed_gids;
+
+        struct GatewayBearer *bearer;
 
         int metrics_fd;
         sd_event_source *metrics_source;
