@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <unistd.h>
 
 #include "vmm-qemu.h"
 
@@ -83,11 +84,22 @@ static void test_find_binary_reports_missing(void **state) {
         free(p);
 }
 
+static void test_qemu_lists_microvm_and_pc_but_not_a_made_up_machine(void **state) {
+        (void) state;
+        if (access("/usr/bin/qemu-system-x86_64", X_OK) < 0)
+                skip();
+        assert_int_equal(qemu_has_machine("qemu-system-x86_64", "microvm"), 1);
+        assert_int_equal(qemu_has_machine("qemu-system-x86_64", "pc"), 1);
+        assert_int_equal(qemu_has_machine("qemu-system-x86_64", "micro"), 0);
+        assert_true(qemu_has_machine("hostmesh-no-such-qemu", "pc") < 0);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_microvm_command_line_has_the_fast_boot_flags),
                 cmocka_unit_test(test_pc_with_disk_uses_pci_devices),
                 cmocka_unit_test(test_find_binary_reports_missing),
+                cmocka_unit_test(test_qemu_lists_microvm_and_pc_but_not_a_made_up_machine),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

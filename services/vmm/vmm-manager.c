@@ -164,6 +164,7 @@ Manager *manager_free(Manager *m) {
         sd_event_unref(m->event);
         free(m->state_dir);
         free(m->run_dir);
+        free(m->machine);
         free(m->disk_socket);
         free(m->identity_socket);
         config_done(config_table, ELEMENTSOF(config_table), &m->config);
@@ -727,6 +728,17 @@ static int check_prerequisites(Manager *m, char **ret_error) {
                         *ret_error = NULL;
                 return -EBUSY;
         }
+        if (!m->machine) {
+                /* Once: microvm where this QEMU has it, pc otherwise. */
+                r = qemu_has_machine(qemu, m->config.machine);
+                if (r == 0 && streq(m->config.machine, "microvm")) {
+                        log_warning("%s has no microvm machine type, falling back to pc.", qemu);
+                        m->machine = strdup("pc");
+                } else
+                        m->machine = strdup(m->config.machine);
+                if (!m->machine)
+                        return -ENOMEM;
+        }
         if (access(m->config.kernel, R_OK) < 0 || access(m->config.initrd, R_OK) < 0) {
                 if (asprintf(ret_error,
                              "The guest image is missing (%s, %s); build it (target guest-image, with "
@@ -799,7 +811,7 @@ static void instance_launch(Instance *i) {
                 .binary = qemu,
                 .kernel = m->config.kernel,
                 .initrd = m->config.initrd,
-                .machine = m->config.machine,
+                .machine = m->machine ?: m->config.machine,
                 .kvm = kvm,
                 .vcpus = i->shape.vcpu,
                 .memory_mb = (uint64_t) i->shape.memory_gb * 1024,
@@ -810,7 +822,7 @@ static void instance_launch(Instance *i) {
         };
         free(i->machine);
         free(i->accel);
-        i->machine = strdup(m->config.machine);
+        i->machine = strdup(m->machine ?: m->config.machine);
         i->accel = strdup(kvm ? "kvm" : "tcg");
         r = qemu_spawn(&c, qmp_fd, agent_fd, console_fd, &i->pid, &i->pidfd);
         if (r < 0) {

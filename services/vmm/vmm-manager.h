@@ -45,6 +45,7 @@ typedef struct Manager {
         RpcServer *server;
         VmmConfig config;
         BackendMode disk_mode, token_mode;
+        char *machine;              /* effective machine: microvm, or pc when QEMU lacks microvm */
         uint32_t capacity_vcpus;
         uint64_t capacity_memory;
         char *state_dir, *run_dir;

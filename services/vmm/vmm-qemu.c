@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 
 #include "macro.h"
 #include "agent-protocol.h"
@@ -209,6 +210,51 @@ int qemu_find_binary(const char *name, char **ret) {
                 free(p);
         }
         return -ENOENT;
+}
+
+int qemu_has_machine(const char *binary, const char *machine) {
+        char *argv[] = { (char *) binary, (char *) "-M", (char *) "help", NULL };
+        posix_spawn_file_actions_t fa;
+        _cleanup_free_ char *out = NULL;
+        size_t size = 0, allocated = 0;
+        int p[2], r, status;
+        pid_t pid;
+
+        if (pipe2(p, O_CLOEXEC) < 0)
+                return -errno;
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_adddup2(&fa, p[1], STDOUT_FILENO);
+        posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
+        r = posix_spawnp(&pid, binary, &fa, NULL, argv, environ);
+        posix_spawn_file_actions_destroy(&fa);
+        close(p[1]);
+        if (r != 0) {
+                close(p[0]);
+                return -r;
+        }
+        for (;;) {
+                if (size + 4096 + 1 > allocated) {
+                        char *n = realloc(out, allocated + 65536);
+                        if (!n)
+                                break;
+                        out = n;
+                        allocated += 65536;
+                }
+                ssize_t k = read(p[0], out + size, allocated - size - 1);
+                if (k <= 0 || size + (size_t) k > 1024 * 1024)
+                        break;
+                size += (size_t) k;
+        }
+        close(p[0]);
+        (void) waitpid(pid, &status, 0);
+        if (!out)
+                return -ENOMEM;
+        out[size] = 0;
+        /* Lines are "NAME  description". */
+        for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n"))
+                if (strncmp(line, machine, strlen(machine)) == 0 && (line[strlen(machine)] == ' ' || !line[strlen(machine)]))
+                        return 1;
+        return 0;
 }
 
 bool qemu_kvm_available(void) {

@@ -48,5 +48,8 @@ int qemu_spawn(const QemuConfig *c, int qmp_fd, int agent_fd, int console_fd, pi
 
 /* Finds qemu binary in PATH (or checks the given path). -ENOENT if absent. */
 int qemu_find_binary(const char *name, char **ret);
+/* Whether `qemu -M help` lists the machine type (microvm may be compiled
+ * out of a QEMU build). */
+int qemu_has_machine(const char *binary, const char *machine);
 /* True when /dev/kvm can be opened read-write. */
 bool qemu_kvm_available(void);
