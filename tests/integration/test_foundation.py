@@ -274,6 +274,40 @@ class IdleExit(unittest.TestCase):
                 time.sleep(0.1)
 
 
+class Drain(unittest.TestCase):
+    def test_sigterm_drains_then_cancels_in_flight_calls_never_hangs(self):
+        with Mesh() as mesh:
+            echo_sock = os.path.join(mesh.root, "echo.sock")
+            with open(os.path.join(mesh.config_dir, "gateway.conf"), "w") as f:
+                f.write("[rpc]\ndrain_timeout = 1s\n[gateway]\nroutes = test.echo.v1.=unix:%s\n" % echo_sock)
+            echo = subprocess.Popen(["/usr/bin/python3", os.path.join(HERE, "echo_backend.py"), echo_sock],
+                                    stdout=subprocess.PIPE, text=True)
+            try:
+                self.assertEqual(echo.stdout.readline().strip(), "ready")
+                gw = mesh.channel("gateway")
+                slow = raw(gw, "/test.echo.v1.Echo/Slow").future(b"", timeout=30)
+                time.sleep(0.3)
+                pid = mesh.wait_running("gateway")
+                t = time.time()
+                os.kill(pid, signal.SIGTERM)
+                with self.assertRaises(grpc.RpcError) as e:
+                    slow.result(timeout=10)
+                self.assertIn(e.exception.code(), (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE))
+                self.assertLess(time.time() - t, 4.0)
+                end = time.time() + 5
+                while time.time() < end:
+                    try:
+                        os.kill(pid, 0)
+                        time.sleep(0.05)
+                    except ProcessLookupError:
+                        break
+                else:
+                    self.fail("gateway did not exit after draining")
+            finally:
+                echo.kill()
+                echo.wait()
+
+
 class CheckConfig(unittest.TestCase):
     def test_every_daemon_prints_a_config_that_parses_again(self):
         for part in PARTS:
