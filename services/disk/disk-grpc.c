@@ -35,28 +35,18 @@ static void disk_to_proto(const DiskRecord *d, Hostmesh__Disk__V1__DiskInfo *p) 
         p->created_unix = d->created;
 }
 
-static void handle_create_disk(RpcCall *c, const ProtobufCMessage *msg, void *userdata) {
-        const Hostmesh__Disk__V1__CreateDiskRequest *req = (const void *) msg;
+static void on_disk_created(int r, const DiskRecord *rec, const char *error, void *userdata) {
         Hostmesh__Disk__V1__CreateDiskResponse resp = HOSTMESH__DISK__V1__CREATE_DISK_RESPONSE__INIT;
         Hostmesh__Disk__V1__DiskInfo d = HOSTMESH__DISK__V1__DISK_INFO__INIT;
-        _cleanup_(disk_record_done) DiskRecord rec = {};
-        char *error = NULL;
-        Manager *m = userdata;
-        int r;
+        RpcCall *c = userdata;
 
-        DiskCreateParams p = {
-                .instance_id = req->instance_id,
-                .shape = req->shape,
-                .size_bytes = req->size_bytes,
-                .base_image = req->base_image,
-                .format = req->format,
-                .tenant_id = req->tenant_id,
-        };
-        r = disk_create(m, &p, &rec, &error);
-        if (r < 0)
-                return fail(c, r, error);
-        /* CreateDiskResponse carries Disk's fields with the same numbers. */
-        disk_to_proto(&rec, &d);
+        if (r < 0) {
+                rpc_call_fail_errno(c, r, "%s", error ? error : strerror(-r));
+                rpc_call_unref(c);
+                return;
+        }
+        /* CreateDiskResponse carries DiskInfo's fields with the same numbers. */
+        disk_to_proto(rec, &d);
         resp.disk_id = d.disk_id;
         resp.path = d.path;
         resp.size_bytes = d.size_bytes;
@@ -68,6 +58,27 @@ static void handle_create_disk(RpcCall *c, const ProtobufCMessage *msg, void *us
         resp.allocated_bytes = d.allocated_bytes;
         resp.created_unix = d.created_unix;
         rpc_call_reply(c, &resp.base);
+        rpc_call_unref(c);
+}
+
+static void handle_create_disk(RpcCall *c, const ProtobufCMessage *msg, void *userdata) {
+        const Hostmesh__Disk__V1__CreateDiskRequest *req = (const void *) msg;
+        char *error = NULL;
+        int r;
+
+        DiskCreateParams p = {
+                .instance_id = req->instance_id,
+                .shape = req->shape,
+                .size_bytes = req->size_bytes,
+                .base_image = req->base_image,
+                .format = req->format,
+                .tenant_id = req->tenant_id,
+        };
+        r = disk_create_async(userdata, &p, on_disk_created, rpc_call_ref(c), &error);
+        if (r < 0) {
+                rpc_call_unref(c);
+                return fail(c, r, error);
+        }
 }
 
 static void handle_describe_disk(RpcCall *c, const ProtobufCMessage *msg, void *userdata) {

@@ -3,6 +3,7 @@
 #include "disk-grpc.h"
 #include "disk-manager.h"
 #include "disk-ops.h"
+#include "disk-work.h"
 #include "fs-util.h"
 #include "log.h"
 #include "paths.h"
@@ -61,7 +62,7 @@ int manager_new(const DaemonArgs *args, Manager **ret) {
 Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
-        image_jobs_cancel(m);
+        work_cancel_all(m);
         rpc_server_free(m->server);
         rpc_loop_free(m->rpc_loop);
         sd_event_unref(m->event);

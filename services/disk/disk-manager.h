@@ -23,6 +23,8 @@ typedef struct DiskConfig {
 } DiskConfig;
 
 typedef struct ImageJob ImageJob;
+typedef struct Work Work;
+typedef struct CreateJob CreateJob;
 
 typedef struct Manager {
         sd_event *event;
@@ -33,7 +35,9 @@ typedef struct Manager {
         Pool *pool;
         Store *store;
         struct Metrics *metrics;    /* the rpc server's registry, NULL without one */
-        ImageJob *image_jobs;       /* AddImage calls running on worker threads */
+        ImageJob *image_jobs;       /* AddImage calls in progress (names taken) */
+        CreateJob *create_jobs;     /* CreateDisk calls copying on worker threads */
+        Work *works;                /* file work running on worker threads */
 } Manager;
 
 int manager_new(const DaemonArgs *args, Manager **ret);

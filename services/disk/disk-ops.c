@@ -20,6 +20,7 @@
 #include "disk-image.h"
 #include "disk-ops.h"
 #include "disk-pool.h"
+#include "disk-work.h"
 #include "fs-util.h"
 #include "log.h"
 #include "metrics.h"
@@ -130,14 +131,18 @@ static void record_metrics(Manager *m, const char *backend, uint64_t start) {
         metric_add(metrics_counter(m->metrics, "hostmesh_disk_created_total", "Disks created, by backend.", labels), 1);
 }
 
-int disk_create(Manager *m, const DiskCreateParams *p, DiskRecord *ret, char **ret_error) {
+/* Validates a CreateDisk request, decides the backend, admits it and
+ * records the intent: everything that needs the store, on the loop. Returns
+ * 1 with *ret_existing when the instance has this disk already. */
+static int create_prepare(Manager *m, const DiskCreateParams *p, CreateJob **ret_job, DiskRecord *ret_existing,
+                          char **ret_error) {
         _cleanup_(image_record_done) ImageRecord image = {};
         _cleanup_free_ char *path = NULL, *file = NULL;
         const char *format, *backend, *instance_id = p->instance_id ? p->instance_id : "";
         uint64_t start = now_usec(), size, physical = 0, virtual_total, count;
+        _cleanup_(create_job_freep) CreateJob *j = NULL;
         char id[DISK_ID_LEN + 1];
         bool have_base = !isempty(p->base_image);
-        int64_t intent;
         int r;
 
         /* Validate everything before touching anything. */
@@ -210,8 +215,8 @@ int disk_create(Manager *m, const DiskCreateParams *p, DiskRecord *ret, char **r
                 if (r >= 0) {
                         if (existing.size == size && streq(existing.base_image, have_base ? p->base_image : "") &&
                             (isempty(p->format) || streq(existing.format, p->format))) {
-                                *ret = existing;
-                                return 0;
+                                *ret_existing = existing;
+                                return 1;
                         }
                         r = fail(ret_error, -EEXIST,
                                  "Instance '%s' already has disk %s (%llu bytes, image '%s'); delete it first.",
@@ -221,6 +226,10 @@ int disk_create(Manager *m, const DiskCreateParams *p, DiskRecord *ret, char **r
                 }
                 if (r != -ENOENT)
                         return fail(ret_error, r, "Cannot read disk records: %s.", strerror(-r));
+                for (CreateJob *c = m->create_jobs; c; c = c->next)
+                        if (streq(c->instance_id, instance_id))
+                                return fail(ret_error, -EBUSY, "A disk for instance '%s' is being created (%s); "
+                                            "ask again when that call returns.", instance_id, c->id);
         }
 
         r = store_disk_totals(m->store, &virtual_total, &count);
@@ -242,52 +251,165 @@ int disk_create(Manager *m, const DiskCreateParams *p, DiskRecord *ret, char **r
         if (!path)
                 return -ENOMEM;
 
-        r = store_intent_add(m->store, "create-disk", id, path, &intent);
+        j = calloc(1, sizeof(*j));
+        if (!j)
+                return -ENOMEM;
+        memcpy(j->id, id, sizeof(id));
+        j->path = TAKE_PTR(path);
+        j->format = format;
+        j->backend = backend;
+        j->size = size;
+        j->start = start;
+        j->instance_id = strdup(instance_id);
+        j->base_image = strdup(have_base ? image.name : "");
+        j->image_path = strdup(have_base ? image.path : "");
+        j->image_format = strdup(have_base ? image.format : "");
+        if (!j->instance_id || !j->base_image || !j->image_path || !j->image_format)
+                return -ENOMEM;
+        r = store_intent_add(m->store, "create-disk", j->id, j->path, &j->intent);
         if (r < 0)
                 return fail(ret_error, r, "Cannot record the intent to create a disk: %s.", strerror(-r));
+        *ret_job = TAKE_PTR(j);
+        return 0;
+}
 
-        if (streq(backend, "sparse"))
-                r = pool_create_sparse(path, size);
-        else if (streq(backend, "qcow2"))
-                r = pool_create_qcow2(path, size, NULL, NULL);
-        else if (streq(backend, "qcow2-overlay"))
-                r = pool_create_qcow2(path, size, image.path, image.format);
-        else if (streq(backend, "reflink"))
-                r = pool_create_reflink(path, size, image.path);
+/* Makes the disk file: files only, so the slow backend (a full copy) can run
+ * on a worker thread. */
+static void create_run(void *data) {
+        CreateJob *j = data;
+        const char *backing = j->image_path, *backing_format = j->image_format;
+
+        if (streq(j->backend, "sparse"))
+                j->r = pool_create_sparse(j->path, j->size);
+        else if (streq(j->backend, "qcow2"))
+                j->r = pool_create_qcow2(j->path, j->size, NULL, NULL);
+        else if (streq(j->backend, "qcow2-overlay"))
+                j->r = pool_create_qcow2(j->path, j->size, backing, backing_format);
+        else if (streq(j->backend, "reflink"))
+                j->r = pool_create_reflink(j->path, j->size, backing);
         else {
-                r = image_copy(image.path, path);
-                if (r >= 0 && truncate(path, (off_t) size) < 0) {
-                        r = negative_errno();
-                        (void) unlink(path);
+                j->r = image_copy(backing, j->path);
+                if (j->r >= 0 && truncate(j->path, (off_t) j->size) < 0) {
+                        j->r = negative_errno();
+                        (void) unlink(j->path);
                 }
         }
-        if (r < 0) {
-                (void) store_intent_remove(m->store, intent);
-                return fail(ret_error, r, "Failed to create the %s disk file in %s: %s.", backend, m->pool->disks_dir,
-                            strerror(-r));
-        }
+}
 
+/* Back on the loop: the record, or the clean-up. */
+static int create_finish(Manager *m, CreateJob *j, DiskRecord *ret, char **ret_error) {
+        int r = j->r;
+
+        if (r < 0) {
+                (void) store_intent_remove(m->store, j->intent);
+                return fail(ret_error, r, "Failed to create the %s disk file in %s: %s.", j->backend,
+                            m->pool->disks_dir, strerror(-r));
+        }
         DiskRecord d = {
-                .id = id,
-                .instance_id = (char *) instance_id,
-                .path = path,
-                .format = (char *) format,
-                .backend = (char *) backend,
-                .base_image = have_base ? image.name : (char *) "",
-                .backing = streq(backend, "qcow2-overlay") ? image.path : (char *) "",
-                .size = size,
+                .id = j->id,
+                .instance_id = j->instance_id,
+                .path = j->path,
+                .format = (char *) j->format,
+                .backend = (char *) j->backend,
+                .base_image = j->base_image,
+                .backing = streq(j->backend, "qcow2-overlay") ? j->image_path : (char *) "",
+                .size = j->size,
                 .created = (int64_t) time(NULL),
         };
-        r = store_disk_commit(m->store, &d, intent);
+        r = store_disk_commit(m->store, &d, j->intent);
         if (r < 0) {
-                (void) unlink(path);
-                (void) store_intent_remove(m->store, intent);
-                return fail(ret_error, r, "Failed to record disk %s: %s.", id, strerror(-r));
+                (void) unlink(j->path);
+                (void) store_intent_remove(m->store, j->intent);
+                return fail(ret_error, r, "Failed to record disk %s: %s.", j->id, strerror(-r));
         }
-        record_metrics(m, backend, start);
-        log_disk(LOG_INFO, id, instance_id, "Created %s disk %s (%llu bytes) for '%s'.", backend, id,
-                 (unsigned long long) size, instance_id);
-        return store_disk_get(m->store, id, ret);
+        record_metrics(m, j->backend, j->start);
+        log_disk(LOG_INFO, j->id, j->instance_id, "Created %s disk %s (%llu bytes) for '%s'.", j->backend, j->id,
+                 (unsigned long long) j->size, j->instance_id);
+        return store_disk_get(m->store, j->id, ret);
+}
+
+CreateJob *create_job_free(CreateJob *j) {
+        if (!j)
+                return NULL;
+        free(j->path);
+        free(j->instance_id);
+        free(j->base_image);
+        free(j->image_path);
+        free(j->image_format);
+        free(j);
+        return NULL;
+}
+
+int disk_create(Manager *m, const DiskCreateParams *p, DiskRecord *ret, char **ret_error) {
+        _cleanup_(create_job_freep) CreateJob *j = NULL;
+        int r;
+
+        r = create_prepare(m, p, &j, ret, ret_error);
+        if (r != 0)
+                return r < 0 ? r : 0;
+        create_run(j);
+        return create_finish(m, j, ret, ret_error);
+}
+
+static void create_job_unlink(Manager *m, CreateJob *j) {
+        for (CreateJob **q = &m->create_jobs; *q; q = &(*q)->next)
+                if (*q == j) {
+                        *q = j->next;
+                        break;
+                }
+}
+
+static void create_work_complete(Manager *m, void *data, bool cancelled) {
+        _cleanup_(disk_record_done) DiskRecord rec = {};
+        CreateJob *j = data;
+        char *error = NULL;
+        int r;
+
+        create_job_unlink(m, j);
+        if (cancelled) {
+                /* The intent stays: the next start removes the half-made file. */
+                r = fail(&error, -ECANCELED, "diskd is shutting down; create the disk again.");
+                j->done(r, NULL, error, j->userdata);
+        } else {
+                r = create_finish(m, j, &rec, &error);
+                j->done(r, r >= 0 ? &rec : NULL, error, j->userdata);
+        }
+        free(error);
+        create_job_free(j);
+}
+
+int disk_create_async(Manager *m, const DiskCreateParams *p, DiskCreateDone done, void *userdata,
+                      char **ret_error) {
+        _cleanup_(disk_record_done) DiskRecord rec = {};
+        _cleanup_(create_job_freep) CreateJob *j = NULL;
+        int r;
+
+        r = create_prepare(m, p, &j, &rec, ret_error);
+        if (r < 0)
+                return r;
+        if (r > 0 || !streq(j->backend, "copy")) {
+                /* Everything but a full copy takes milliseconds: do it now. */
+                if (r == 0) {
+                        create_run(j);
+                        r = create_finish(m, j, &rec, ret_error);
+                        if (r < 0)
+                                return r;
+                }
+                done(0, &rec, NULL, userdata);
+                return 0;
+        }
+        j->done = done;
+        j->userdata = userdata;
+        j->next = m->create_jobs;
+        m->create_jobs = j;
+        r = work_start(m, create_run, create_work_complete, j);
+        if (r < 0) {
+                create_job_unlink(m, j);
+                (void) store_intent_remove(m->store, j->intent);
+                return fail(ret_error, r, "Cannot start creating disk %s: %s.", j->id, strerror(-r));
+        }
+        TAKE_PTR(j);
+        return 0;
 }
 
 int disk_describe(Manager *m, const char *disk_id, DiskRecord *ret, char **ret_error) {
@@ -508,7 +630,6 @@ static int image_job_prepare(Manager *m, const char *name, const char *source, c
         j = calloc(1, sizeof(*j));
         if (!j)
                 return -ENOMEM;
-        j->notify[0] = j->notify[1] = -EBADF;
         j->name = strdup(name);
         j->source = strdup(source);
         if (asprintf(&file, "%s.%s", name, directory ? "raw" : probe.format) < 0)
@@ -579,9 +700,6 @@ static int image_job_finish(Manager *m, ImageJob *j, ImageRecord *ret, char **re
 ImageJob *image_job_free(ImageJob *j) {
         if (!j)
                 return NULL;
-        sd_event_source_disable_unref(j->event_source);
-        safe_close(j->notify[0]);
-        safe_close(j->notify[1]);
         free(j->name);
         free(j->source);
         free(j->path);
@@ -610,12 +728,16 @@ static void image_job_unlink(Manager *m, ImageJob *j) {
                 }
 }
 
-static void image_job_complete(Manager *m, ImageJob *j, bool cancelled) {
+static void image_work_run(void *data) {
+        image_job_run(data);
+}
+
+static void image_work_complete(Manager *m, void *data, bool cancelled) {
         _cleanup_(image_record_done) ImageRecord rec = {};
+        ImageJob *j = data;
         char *error = NULL;
         int r;
 
-        (void) pthread_join(j->thread, NULL);
         image_job_unlink(m, j);
         if (cancelled) {
                 /* Shutting down: the intent stays, the next start rolls back. */
@@ -629,27 +751,9 @@ static void image_job_complete(Manager *m, ImageJob *j, bool cancelled) {
         image_job_free(j);
 }
 
-static void *image_job_thread(void *userdata) {
-        ImageJob *j = userdata;
-
-        image_job_run(j);
-        (void) write(j->notify[1], "x", 1);
-        return NULL;
-}
-
-static int on_image_job_done(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
-        ImageJob *j = userdata;
-
-        (void) s;
-        (void) fd;
-        (void) revents;
-        image_job_complete(j->manager, j, /* cancelled= */ false);
-        return 0;
-}
-
 int image_add_async(Manager *m, const char *name, const char *source, const char *format, uint64_t size,
                     ImageAddDone done, void *userdata, char **ret_error) {
-        _cleanup_(image_job_freep) ImageJob *j = NULL;
+        ImageJob *j = NULL;
         int r;
 
         r = image_job_prepare(m, name, source, format, size, &j, ret_error);
@@ -658,27 +762,16 @@ int image_add_async(Manager *m, const char *name, const char *source, const char
         j->manager = m;
         j->done = done;
         j->userdata = userdata;
-        if (pipe2(j->notify, O_CLOEXEC | O_NONBLOCK) < 0) {
-                r = negative_errno();
-                goto fail;
-        }
-        r = sd_event_add_io(m->event, &j->event_source, j->notify[0], EPOLLIN, on_image_job_done, j);
-        if (r < 0)
-                goto fail;
-        r = -pthread_create(&j->thread, NULL, image_job_thread, j);
-        if (r < 0)
-                goto fail;
         j->next = m->image_jobs;
-        m->image_jobs = TAKE_PTR(j);
+        m->image_jobs = j;
+        r = work_start(m, image_work_run, image_work_complete, j);
+        if (r < 0) {
+                image_job_unlink(m, j);
+                (void) store_intent_remove(m->store, j->intent);
+                image_job_free(j);
+                return fail(ret_error, r, "Cannot start adding image '%s': %s.", name, strerror(-r));
+        }
         return 0;
-fail:
-        (void) store_intent_remove(m->store, j->intent);
-        return fail(ret_error, r, "Cannot start adding image '%s': %s.", name, strerror(-r));
-}
-
-void image_jobs_cancel(Manager *m) {
-        while (m->image_jobs)
-                image_job_complete(m, m->image_jobs, /* cancelled= */ true);
 }
 
 int image_list(Manager *m, ImageRecord **ret, size_t *ret_n, char **ret_error) {

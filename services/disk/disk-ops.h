@@ -8,8 +8,6 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include <pthread.h>
-
 #include "disk-image.h"
 #include "disk-manager.h"
 #include "disk-store.h"
@@ -34,6 +32,31 @@ typedef struct PoolStats {
 } PoolStats;
 
 int disk_create(Manager *m, const DiskCreateParams *p, DiskRecord *ret, char **ret_error);
+/* The same for the rpc layer: `done` runs on the loop, right away for the
+ * millisecond backends, after a worker thread's copy for the "copy" backend
+ * (a raw disk from a raw base on a pool without reflink). Returns < 0 (with
+ * *ret_error) when refused; then `done` is not called. */
+typedef void (*DiskCreateDone)(int r, const DiskRecord *disk, const char *error, void *userdata);
+int disk_create_async(Manager *m, const DiskCreateParams *p, DiskCreateDone done, void *userdata,
+                      char **ret_error);
+
+/* One CreateDisk in progress. */
+struct CreateJob {
+        char id[32];
+        char *path;
+        const char *format;         /* static strings */
+        const char *backend;
+        uint64_t size;
+        uint64_t start;
+        char *instance_id, *base_image, *image_path, *image_format;
+        int64_t intent;
+        int r;                      /* written by the worker */
+        DiskCreateDone done;
+        void *userdata;
+        CreateJob *next;
+};
+CreateJob *create_job_free(CreateJob *j);
+DEFINE_TRIVIAL_CLEANUP_FUNC(CreateJob *, create_job_free);
 int disk_describe(Manager *m, const char *disk_id, DiskRecord *ret, char **ret_error);
 int disk_list(Manager *m, const char *instance_id, DiskRecord **ret, size_t *ret_n, char **ret_error);
 int disk_resize(Manager *m, const char *disk_id, uint64_t size, DiskRecord *ret, char **ret_error);
@@ -50,8 +73,6 @@ int image_add(Manager *m, const char *name, const char *source, const char *form
 typedef void (*ImageAddDone)(int r, const ImageRecord *image, const char *error, void *userdata);
 int image_add_async(Manager *m, const char *name, const char *source, const char *format, uint64_t size,
                     ImageAddDone done, void *userdata, char **ret_error);
-/* At shutdown: waits for running jobs and fails their calls. */
-void image_jobs_cancel(Manager *m);
 
 /* One AddImage in progress. */
 struct ImageJob {
@@ -66,10 +87,6 @@ struct ImageJob {
         char *output;
         ImageProbe probe;
         char digest[IMAGE_DIGEST_MAX];
-        /* Plumbing. */
-        pthread_t thread;
-        int notify[2];
-        sd_event_source *event_source;
         ImageAddDone done;
         void *userdata;
         ImageJob *next;

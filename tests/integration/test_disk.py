@@ -427,6 +427,18 @@ class DiskTest(unittest.TestCase):
             time.sleep(0.002)
         new = set(self.pool_files()) - before
         self.assertTrue(new, "the create never started writing its file")
+        # The copy runs on a worker thread: the loop still answers, and a
+        # second create for the same instance is told to wait.
+        t0 = time.time()
+        self.stats()
+        self.assertLess(time.time() - t0, 0.5)
+        try:
+            self.create(shape="2x4", base_image="big", format="raw", instance_id="crash")
+            self.assertFalse(t.is_alive(), "a second disk for the instance was made during the first create")
+            self.skipTest("the copy finished before diskd could be killed")
+        except grpc.RpcError as e:
+            self.assertEqual(e.code(), grpc.StatusCode.FAILED_PRECONDITION, e.details())
+            self.assertIn("being created", e.details())
         os.kill(pid, 9)
         t.join(30)
         self.assertEqual(errors, [grpc.StatusCode.UNAVAILABLE])
