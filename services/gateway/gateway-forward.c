@@ -117,70 +117,25 @@ static int forward_batch(Forward *f, grpc_call *call, const grpc_op *ops, size_t
         return r;
 }
 
-static void on_server_status_sent_locked(void *userdata, bool ok);
-static void on_down_sent_locked(void *userdata, bool ok);
-static void on_down_recv_locked(void *userdata, bool ok);
-static void on_client_initial_md_locked(void *userdata, bool ok);
-static void on_client_status_locked(void *userdata, bool ok);
-static void on_up_closed_locked(void *userdata, bool ok);
-static void on_up_sent_locked(void *userdata, bool ok);
-static void on_up_recv_locked(void *userdata, bool ok);
-static void on_server_status_sent(void *userdata, bool ok) {
-        Forward *f = forward_ref(userdata);
-        pthread_mutex_lock(&f->lock);
-        on_server_status_sent_locked(userdata, ok);
-        pthread_mutex_unlock(&f->lock);
-        forward_unref(f);
-}
-static void on_down_sent(void *userdata, bool ok) {
-        Forward *f = forward_ref(userdata);
-        pthread_mutex_lock(&f->lock);
-        on_down_sent_locked(userdata, ok);
-        pthread_mutex_unlock(&f->lock);
-        forward_unref(f);
-}
-static void on_down_recv(void *userdata, bool ok) {
-        Forward *f = forward_ref(userdata);
-        pthread_mutex_lock(&f->lock);
-        on_down_recv_locked(userdata, ok);
-        pthread_mutex_unlock(&f->lock);
-        forward_unref(f);
-}
-static void on_client_initial_md(void *userdata, bool ok) {
-        Forward *f = forward_ref(userdata);
-        pthread_mutex_lock(&f->lock);
-        on_client_initial_md_locked(userdata, ok);
-        pthread_mutex_unlock(&f->lock);
-        forward_unref(f);
-}
-static void on_client_status(void *userdata, bool ok) {
-        Forward *f = forward_ref(userdata);
-        pthread_mutex_lock(&f->lock);
-        on_client_status_locked(userdata, ok);
-        pthread_mutex_unlock(&f->lock);
-        forward_unref(f);
-}
-static void on_up_closed(void *userdata, bool ok) {
-        Forward *f = forward_ref(userdata);
-        pthread_mutex_lock(&f->lock);
-        on_up_closed_locked(userdata, ok);
-        pthread_mutex_unlock(&f->lock);
-        forward_unref(f);
-}
-static void on_up_sent(void *userdata, bool ok) {
-        Forward *f = forward_ref(userdata);
-        pthread_mutex_lock(&f->lock);
-        on_up_sent_locked(userdata, ok);
-        pthread_mutex_unlock(&f->lock);
-        forward_unref(f);
-}
-static void on_up_recv(void *userdata, bool ok) {
-        Forward *f = forward_ref(userdata);
-        pthread_mutex_lock(&f->lock);
-        on_up_recv_locked(userdata, ok);
-        pthread_mutex_unlock(&f->lock);
-        forward_unref(f);
-}
+/* Every completion callback runs on the completion-queue thread with the
+ * Forward locked and referenced: NAME() wraps NAME_locked(). */
+#define DEFINE_LOCKED_CALLBACK(name)                            \
+        static void name##_locked(void *userdata, bool ok);     \
+        static void name(void *userdata, bool ok) {             \
+                Forward *f = forward_ref(userdata);             \
+                pthread_mutex_lock(&f->lock);                   \
+                name##_locked(f, ok);                           \
+                pthread_mutex_unlock(&f->lock);                 \
+                forward_unref(f);                               \
+        }
+DEFINE_LOCKED_CALLBACK(on_server_status_sent)
+DEFINE_LOCKED_CALLBACK(on_down_sent)
+DEFINE_LOCKED_CALLBACK(on_down_recv)
+DEFINE_LOCKED_CALLBACK(on_client_initial_md)
+DEFINE_LOCKED_CALLBACK(on_client_status)
+DEFINE_LOCKED_CALLBACK(on_up_closed)
+DEFINE_LOCKED_CALLBACK(on_up_sent)
+DEFINE_LOCKED_CALLBACK(on_up_recv)
 
 /* Metadata we set ourselves, or that gRPC manages: never taken from a caller. */
 static bool metadata_key_reserved(grpc_slice key) {
