@@ -61,7 +61,8 @@ static void handle_register(RpcCall *c, const ProtobufCMessage *msg, void *userd
                         rpc_call_fail_errno(c, -ENOMEM, "Out of memory.");
                         return;
                 }
-                memcpy(caps, p->cap_add_allow, p->n_cap_add_allow * sizeof(char *));
+                if (p->n_cap_add_allow > 0)
+                        memcpy(caps, p->cap_add_allow, p->n_cap_add_allow * sizeof(char *));
                 policy = (DockerPolicy){
                         .allow_privileged = p->allow_privileged,
                         .cap_add_allow = caps,

@@ -270,8 +270,12 @@ int manager_register(Manager *m, const char *id, const char *root, const DockerP
         strv_free(owners);
         if (r < 0)
                 return r;
-        reg->policy = *policy;
-        reg->policy.cap_add_allow = NULL;
+        {
+                /* Keep the registration's own (allocated) list; copied below. */
+                char **own_caps = reg->policy.cap_add_allow;
+                reg->policy = *policy;
+                reg->policy.cap_add_allow = own_caps;
+        }
         while (policy->cap_add_allow && policy->cap_add_allow[n_caps])
                 n_caps++;
         r = registration_set_cap_allow(reg, policy->cap_add_allow, n_caps);

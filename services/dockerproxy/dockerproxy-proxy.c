@@ -55,6 +55,8 @@ static int buf_ensure(Buf *b, size_t cap) {
 }
 /* Appends; grows up to `max` (buffered bodies), -EMSGSIZE beyond. */
 static int buf_append(Buf *b, const char *p, size_t n, size_t max) {
+        if (n == 0)
+                return 0;
         if (buf_space(b) < n) {
                 size_t need = b->end + n, cap = MAX(b->cap * 2, (size_t) 4096);
                 char *t;
@@ -269,6 +271,8 @@ static int flush(int fd, Buf *b) {
 static size_t move(Buf *from, Buf *to, uint64_t max) {
         size_t n = (size_t) MIN((uint64_t) MIN(buf_len(from), buf_space(to)), max);
 
+        if (n == 0)
+                return 0;
         memcpy(to->data + to->end, buf_head(from), n);
         to->end += n;
         buf_consume(from, n);
