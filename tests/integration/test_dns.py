@@ -589,6 +589,32 @@ class TestDnsStaleWhenUpstreamSlow(DnsMeshCase):
 
 
 @unittest.skipUnless(DIG, "needs dig")
+class TestDnsPrefetch(DnsMeshCase):
+    # Popular answers are refreshed in the last half of their 10 s TTL.
+    extra_config = "prefetch_percent = 50\n"
+
+    def setUp(self):
+        self.stub = Stub("127.0.0.61", records={"hot.example.test": ["10.0.3.1"]}, ttl=10)
+        self.addCleanup(self.stub.stop)
+        self.start_mesh([self.stub.spec])
+
+    def test_popular_entry_is_refreshed_before_it_expires(self):
+        start = time.time()
+        dig(self.port, "hot.example.test")
+        dig(self.port, "hot.example.test")           # second hit: popular
+        time.sleep(max(0, start + 6 - time.time()))  # into the last half of the TTL
+        r = dig(self.port, "hot.example.test")
+        self.assertLessEqual(r.ttl, 5)               # still the old answer, served from the cache
+        end = time.time() + 3
+        while self.stub.count("hot.example.test") < 2 and time.time() < end:
+            time.sleep(0.05)
+        self.assertEqual(self.stub.count("hot.example.test"), 2)
+        self.assertEqual(self.stats()["prefetches"], 1)
+        r = dig(self.port, "hot.example.test")
+        self.assertGreaterEqual(r.ttl, 6)            # the refreshed answer
+
+
+@unittest.skipUnless(DIG, "needs dig")
 class TestDnsFailover(DnsMeshCase):
     extra_config = "upstream_timeout = 1s\n"
 
