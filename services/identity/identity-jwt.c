@@ -673,11 +673,18 @@ static EVP_PKEY_CTX *prepare_ctx(const JwtKey *k, bool sign) {
         return ctx;
 }
 
-int jwt_sign(const JwtKey *k_const, json_t *claims, char **ret_token) {
+int jwt_sign(const JwtKey *k, json_t *claims, char **ret_token) {
+        _cleanup_free_ char *payload = json_dumps(claims, JSON_COMPACT);
+
+        if (!payload)
+                return -ENOMEM;
+        return jwt_sign_payload(k, payload, strlen(payload), ret_token);
+}
+
+int jwt_sign_payload(const JwtKey *k_const, const char *payload, size_t plen, char **ret_token) {
         JwtKey *k = (JwtKey *) k_const;  /* lazily prepared contexts only */
-        _cleanup_free_ char *payload = NULL;
         uint8_t der[600], raw[64], md[32];
-        size_t der_len = sizeof(der), hlen, plen, slen, total;
+        size_t der_len = sizeof(der), hlen, slen, total;
         char *token, *p;
         int r;
 
@@ -691,11 +698,7 @@ int jwt_sign(const JwtKey *k_const, json_t *claims, char **ret_token) {
         }
         if (!k->sign_ctx && !(k->sign_ctx = prepare_ctx(k, /* sign= */ true)))
                 return -EIO;
-        payload = json_dumps(claims, JSON_COMPACT);
-        if (!payload)
-                return -ENOMEM;
         hlen = strlen(k->header_b64);
-        plen = strlen(payload);
         slen = k->alg == JWT_ALG_ES256 ? 86 : ((size_t) EVP_PKEY_get_size(k->pkey) + 2) / 3 * 4;
         total = hlen + 1 + (plen + 2) / 3 * 4 + 1 + slen + 1;
         token = malloc(total);

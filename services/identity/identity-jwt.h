@@ -89,6 +89,8 @@ int jwt_keyset_to_json(const JwtKeySet *s, json_t **ret);
 
 /* Signs `claims` with header {alg, kid, typ:"JWT"} → compact JWS. */
 int jwt_sign(const JwtKey *k, json_t *claims, char **ret_token);
+/* Same with the claims already serialized (a JSON object, not checked). */
+int jwt_sign_payload(const JwtKey *k, const char *payload, size_t len, char **ret_token);
 
 typedef struct JwtParsed {
         json_t *header;

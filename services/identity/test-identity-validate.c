@@ -233,6 +233,40 @@ static void test_issued_tokens_carry_the_claims(void **state) {
         token_issued_done(&b);
 }
 
+/* Claims are serialized by hand for printable ASCII and by jansson
+ * otherwise: both must give the same, valid JSON. */
+static void test_issued_claims_escape_audiences(void **state) {
+        const char *const tricky[] = { "a\"b\\c", "caf\xc3\xa9", "x\ty", NULL };
+        (void) state;
+
+        for (size_t i = 0; tricky[i]; i++) {
+                _cleanup_(json_decrefp) json_t *claims = NULL;
+                TokenPolicy p = policy;
+                TokenIssued t = {};
+                TokenRefusal why;
+
+                assert_int_equal(token_issue(key_a, ISS,
+                                             &(TokenRequest){ .subject = "t1/x\"y", .tenant_id = "t1",
+                                                              .audience = (const char *const[]){ tricky[i], NULL },
+                                                              .lifetime = 60 },
+                                             NOW, &t),
+                                 0);
+                p.audience = tricky[i];
+                assert_int_equal(token_validate(t.token, keys, NULL, &p, &claims, &why, NULL), 0);
+                assert_string_equal(json_string_value(json_object_get(claims, "aud")), tricky[i]);
+                assert_string_equal(json_string_value(json_object_get(claims, "sub")), "t1/x\"y");
+                token_issued_done(&t);
+        }
+        /* Not UTF-8: refused, not mistaken for a lack of memory. */
+        TokenIssued bad = {};
+        assert_int_equal(token_issue(key_a, ISS,
+                                     &(TokenRequest){ .tenant_id = "t1", .instance_id = "i1",
+                                                      .audience = (const char *const[]){ "\xff\xfe", NULL },
+                                                      .lifetime = 60 },
+                                     NOW, &bad),
+                         -EINVAL);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_valid_es256_and_rs256_tokens_pass),
@@ -246,6 +280,7 @@ int main(void) {
                 cmocka_unit_test(test_revoked_by_jti_and_by_subject),
                 cmocka_unit_test(test_too_large_and_malformed),
                 cmocka_unit_test(test_issued_tokens_carry_the_claims),
+                cmocka_unit_test(test_issued_claims_escape_audiences),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
 }
