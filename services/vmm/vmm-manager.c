@@ -875,6 +875,17 @@ static void manager_forget_old(Manager *m) {
                                 break;
                 if (k == m->n_instances)
                         return;
+                (void) store_delete(m->store, m->instances[k]->id);
+                if (m->instances[k]->dir) {
+                        /* Its log files go with it. */
+                        _cleanup_free_ char *a = path_join(m->instances[k]->dir, "log"),
+                                            *b = path_join(m->instances[k]->dir, "log.1"),
+                                            *c = path_join(m->instances[k]->dir, "qemu.log");
+                        (void) unlink(a);
+                        (void) unlink(b);
+                        (void) unlink(c);
+                        (void) rmdir(m->instances[k]->dir);
+                }
                 instance_release_vm(m->instances[k]);
                 instance_free(m->instances[k]);
                 memmove(m->instances + k, m->instances + k + 1, (m->n_instances - k - 1) * sizeof(Instance *));

@@ -119,6 +119,19 @@ int store_save(Store *s, const Instance *i) {
         return rc == SQLITE_DONE ? 0 : sqlite_error(rc);
 }
 
+int store_delete(Store *s, const char *id) {
+        sqlite3_stmt *st = NULL;
+        int rc;
+
+        rc = sqlite3_prepare_v2(s->db, "DELETE FROM instances WHERE id = ?", -1, &st, NULL);
+        if (rc != SQLITE_OK)
+                return sqlite_error(rc);
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+        return rc == SQLITE_DONE ? 0 : sqlite_error(rc);
+}
+
 static int dup_column(sqlite3_stmt *st, int col, char **ret) {
         const unsigned char *t = sqlite3_column_text(st, col);
 

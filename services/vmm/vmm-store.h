@@ -12,5 +12,6 @@ typedef struct Store Store;
 int store_open(const char *path, Store **ret);
 Store *store_free(Store *s);
 int store_save(Store *s, const Instance *i);
+int store_delete(Store *s, const char *id);
 /* Calls cb for every stored instance (a new Instance owned by cb). */
 int store_load(Store *s, Manager *m, int (*cb)(Instance *i, void *userdata), void *userdata);
