@@ -638,6 +638,42 @@ class AlgorithmAndConfigTest(unittest.TestCase):
         finally:
             im.stop()
 
+    def test_federation_socket_passed_by_systemd_starts_the_daemon(self):
+        """As with a .socket unit carrying FileDescriptorName=http: the first
+        HTTP connection starts identityd, which serves it on the passed fd."""
+        root = tempfile.mkdtemp(prefix="hm-identity-sa-")
+        for d in ("run", "state", "etc"):
+            os.makedirs(os.path.join(root, d))
+        port = free_port()
+        with open(os.path.join(root, "etc", "identity.conf"), "w") as f:
+            f.write(f"[identity]\nissuer = https://127.0.0.1:{port}/tenant-a\n")
+        proc = subprocess.Popen(
+            ["systemd-socket-activate", "-l", os.path.join(root, "run", "identity.sock"),
+             "-l", f"127.0.0.1:{port}", "--fdname=grpc:http",
+             "-E", "HOSTMESH_RUNTIME_DIR=" + os.path.join(root, "run"),
+             "-E", "HOSTMESH_STATE_DIR=" + os.path.join(root, "state"),
+             "-E", "HOSTMESH_CONFIG_DIR=" + os.path.join(root, "etc"), binary("hostmesh-identityd")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            end = time.time() + 10
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/tenant-a/.well-known/openid-configuration",
+                                                timeout=5) as r:
+                        doc = json.loads(r.read())
+                    break
+                except (urllib.error.URLError, ConnectionError):
+                    if time.time() > end:
+                        raise
+                    time.sleep(0.1)
+            # An issuer with a path serves below that path.
+            self.assertEqual(doc["jwks_uri"], f"https://127.0.0.1:{port}/tenant-a/.well-known/jwks.json")
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/tenant-a/.well-known/jwks.json", timeout=5) as r:
+                self.assertEqual(len(json.loads(r.read())["keys"]), 1)
+        finally:
+            proc.terminate()  # the activator, or identityd it became
+            proc.wait(timeout=15)
+
     def test_check_config_round_trips_and_refuses_bad_values(self):
         daemon = binary("hostmesh-identityd")
         src = os.path.join(os.environ.get("HOSTMESH_SOURCE_DIR", "."), "deploy", "config", "identity.conf")
