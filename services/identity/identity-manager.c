@@ -416,6 +416,19 @@ static int setup_http(Manager *m) {
 
 /* ---- start ----------------------------------------------------------------- */
 
+/* systemd names the federation socket "http" (FileDescriptorName=). The rpc
+ * runtime's idle exit sees gRPC only; with HTTP clients of our own it must
+ * not stop the process under them. */
+static bool passed_http_socket(void) {
+        const char *names = getenv("LISTEN_FDNAMES");
+        size_t n = strlen("http");
+
+        for (const char *p = names; p && *p; p += strcspn(p, ":"), p += *p == ':')
+                if (strncmp(p, "http", n) == 0 && (p[n] == ':' || p[n] == 0))
+                        return true;
+        return false;
+}
+
 static int open_state(Manager *m) {
         _cleanup_free_ char *kp = NULL, *rp = NULL, *tp = NULL;
         uint64_t now = manager_now();
@@ -467,7 +480,7 @@ int manager_start(Manager *m) {
         /* The federation listener we bind ourselves lives in this process:
          * exiting on gRPC idleness would take it down with nobody to start
          * it again. */
-        if (!isempty(m->config.http_listen))
+        if (!isempty(m->config.http_listen) || passed_http_socket())
                 m->config.rpc.idle_exit_usec = 0;
         r = rpc_server_new(m->rpc_loop, &m->config.rpc, &m->server);
         if (r < 0)
