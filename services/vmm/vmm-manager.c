@@ -202,9 +202,16 @@ static void instance_save(Instance *i) {
 
 /* ---- state changes -------------------------------------------------------- */
 
-static void instance_notify_waiters(Instance *i) {
+/* Tells waiters about the instance's current state; `only` limits it to
+ * one new waiter (the others heard about this state already). */
+static void instance_notify_waiters_only(Instance *i, Waiter *only) {
         for (Waiter **w = &i->waiters; *w;) {
                 Waiter *x = *w;
+
+                if (only && x != only) {
+                        w = &x->next;
+                        continue;
+                }
                 /* Waiting ends at RUNNING or a final state; a waiter that
                  * accepts destruction also waits through DESTROYING. */
                 bool done = i->state == INSTANCE_RUNNING || instance_state_is_final(i->state) ||
@@ -233,6 +240,10 @@ static void instance_notify_waiters(Instance *i) {
                 rpc_call_unref(x->call);
                 free(x);
         }
+}
+
+static void instance_notify_waiters(Instance *i) {
+        instance_notify_waiters_only(i, NULL);
 }
 
 /* Served with the rpc runtime's metrics (hostmesh.common.v1 GetMetrics). */
@@ -1051,7 +1062,7 @@ void manager_add_waiter(Manager *m, Instance *i, RpcCall *c, bool stream, bool d
         *w = (Waiter){ .call = rpc_call_ref(c), .stream = stream, .destroyed_ok = destroyed_ok, .next = i->waiters };
         i->waiters = w;
         rpc_call_on_cancel(c, waiter_cancelled, i);
-        instance_notify_waiters(i);
+        instance_notify_waiters_only(i, w);
 }
 
 static void exec_cancelled(RpcCall *c, void *userdata) {
