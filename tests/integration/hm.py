@@ -187,11 +187,23 @@ class Mesh:
             time.sleep(0.05)
         raise TimeoutError(part + " did not come back")
 
+    def _nsc_for_other_users(self):
+        """A copy of nsc that any user can run: the build tree may sit below
+        a directory only root can enter (a CI checkout in a 0700 temp dir)."""
+        exe = os.path.join(self.root, "bin", "nsc")
+        if not os.path.exists(exe):
+            os.makedirs(os.path.dirname(exe), exist_ok=True)
+            shutil.copy2(binary("nsc"), exe)
+            for d in (self.root, os.path.dirname(exe), self.runtime_dir):
+                os.chmod(d, 0o755)
+        return exe
+
     def nsc(self, *args, timeout=120, input=None, user=None):
         cmd = [binary("nsc"), *args]
         kw = {}
         if user is not None:
             kw["user"] = user
+            cmd[0] = self._nsc_for_other_users()
         return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout,
                               input=input, **kw)
 
