@@ -1069,12 +1069,31 @@ static void conn_pump(Conn *c) {
         bool progress;
 
         do {
+                size_t queued;
+
                 progress = pump_request(c);
                 if (!conn_alive(p, id))
                         return;
                 progress = pump_response(c) || progress;
                 if (!conn_alive(p, id))
                         return;
+
+                /* Write at once what the pump queued: waiting for EPOLLOUT
+                 * would cost a loop iteration per hop on every request. What
+                 * went out makes room, so pump again: otherwise a full input
+                 * buffer and an emptied output buffer would leave no event
+                 * to wait for. */
+                queued = buf_len(&c->cout) + buf_len(&c->uout);
+                if (buf_len(&c->cout) > 0 && flush(c->cfd, &c->cout) < 0) {
+                        conn_free(c);
+                        return;
+                }
+                if (c->ufd >= 0 && buf_len(&c->uout) > 0 && flush(c->ufd, &c->uout) < 0) {
+                        conn_free(c);
+                        return;
+                }
+                if (buf_len(&c->cout) + buf_len(&c->uout) < queued)
+                        progress = true;
         } while (progress);
 
         if (c->req_state == REQ_RAW && c->client_shut && c->upstream_shut && buf_len(&c->cout) == 0 &&
@@ -1084,16 +1103,6 @@ static void conn_pump(Conn *c) {
         }
         if (c->req_state == REQ_RAW && c->client_eof && c->upstream_eof && buf_len(&c->cout) == 0 &&
             c->down.bytes == 0) {
-                conn_free(c);
-                return;
-        }
-        /* Write at once what the pump queued: waiting for EPOLLOUT would cost
-         * a loop iteration per hop on every request. */
-        if (buf_len(&c->cout) > 0 && flush(c->cfd, &c->cout) < 0) {
-                conn_free(c);
-                return;
-        }
-        if (c->ufd >= 0 && buf_len(&c->uout) > 0 && flush(c->ufd, &c->uout) < 0) {
                 conn_free(c);
                 return;
         }
