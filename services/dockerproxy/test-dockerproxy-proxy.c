@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <sys/socket.h>
@@ -81,6 +82,34 @@ static void *engine_conn(void *arg) {
                         const char *cl = strcasestr(buf, "Content-Length: ");
                         const char *resp;
 
+                        if (strstr(buf, "t=big") && strstr(buf, "t=big") < end) {
+                                /* Stream and discard a large chunked body slowly,
+                                 * so that the proxy has to hold back. */
+                                size_t got = len - head;
+                                char tail[5] = "", reply[128];
+                                if (got >= 5)
+                                        memcpy(tail, buf + len - 5, 5);
+                                while (got < 5 || memcmp(tail, "0\r\n\r\n", 5) != 0) {
+                                        char chunk[4096];
+                                        ssize_t k = read(fd, chunk, sizeof(chunk));
+                                        if (k <= 0)
+                                                goto out;
+                                        got += (size_t) k;
+                                        if (k >= 5)
+                                                memcpy(tail, chunk + k - 5, 5);
+                                        else {
+                                                memmove(tail, tail + k, (size_t) (5 - k));
+                                                memcpy(tail + 5 - k, chunk, (size_t) k);
+                                        }
+                                        usleep(50);
+                                }
+                                snprintf(reply, sizeof(reply), "HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n%012zu", got);
+                                if (write(fd, reply, strlen(reply)) < 0)
+                                        goto out;
+                                len = 0;
+                                buf[0] = '\0';
+                                continue;
+                        }
                         if (cl && cl < end)
                                 total += (size_t) atoi(cl + 16);
                         else if (strcasestr(buf, "Transfer-Encoding: chunked") && strcasestr(buf, "Transfer-Encoding: chunked") < end) {
@@ -121,6 +150,7 @@ static void *engine_conn(void *arg) {
                         buf[len] = '\0';
                 }
         }
+out:
         close(fd);
         return NULL;
 }
@@ -158,6 +188,7 @@ static void *loop_main(void *arg) {
 static int setup(void **state) {
         int lfd;
         (void) state;
+        signal(SIGPIPE, SIG_IGN);
         assert_non_null(mkdtemp(dir));
         snprintf(engine_path, sizeof(engine_path), "%s/engine.sock", dir);
         snprintf(proxy_path, sizeof(proxy_path), "%s/proxy.sock", dir);
@@ -188,7 +219,12 @@ static char *exchange(const char *req, size_t req_len, const char *until) {
         size_t len = 0;
 
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-        assert_int_equal(write(fd, req, req_len), (ssize_t) req_len);
+        for (size_t done = 0; done < req_len;) {
+                ssize_t n = write(fd, req + done, req_len - done);
+                if (n <= 0)
+                        fail_msg("write after %zu of %zu bytes: %m", done, req_len);
+                done += (size_t) n;
+        }
         while (len < 65535) {
                 ssize_t n = read(fd, out + len, 65535 - len);
                 if (n <= 0)
@@ -309,6 +345,30 @@ static void test_checked_bodies_are_bounded_and_expect_continue_is_answered(void
         free(out);
 }
 
+static void test_large_streamed_body_survives_backpressure(void **state) {
+        const size_t chunks = 96, chunk = 65536;
+        const char *head = "POST /v1.41/build?t=big HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+        size_t len = strlen(head) + chunks * (chunk + 9) + 5, off, body_bytes;
+        char *req = malloc(len), *out, want[32];
+        (void) state;
+        assert_non_null(req);
+        off = (size_t) sprintf(req, "%s", head);
+        for (size_t i = 0; i < chunks; i++) {
+                off += (size_t) sprintf(req + off, "10000\r\n");
+                memset(req + off, 'a', chunk);
+                off += chunk;
+                off += (size_t) sprintf(req + off, "\r\n");
+        }
+        off += (size_t) sprintf(req + off, "0\r\n\r\n");
+        body_bytes = off - strlen(head);
+        out = exchange(req, off, NULL);
+        snprintf(want, sizeof(want), "%012zu", body_bytes);
+        if (!strstr(out, want))
+                fail_msg("engine did not get the whole body (%zu bytes): %s", body_bytes, out);
+        free(out);
+        free(req);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_pipelined_keep_alive_requests_are_answered_in_order),
@@ -317,6 +377,7 @@ int main(void) {
                 cmocka_unit_test(test_others_containers_are_not_found_and_never_forwarded),
                 cmocka_unit_test(test_refusals_answer_json_and_close),
                 cmocka_unit_test(test_checked_bodies_are_bounded_and_expect_continue_is_answered),
+                cmocka_unit_test(test_large_streamed_body_survives_backpressure),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
 }
