@@ -3,6 +3,8 @@
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
+/* We pass CODE_FILE/CODE_LINE/CODE_FUNC of the caller ourselves. */
+#define SD_JOURNAL_SUPPRESS_LOCATION 1
 #include <systemd/sd-journal.h>
 
 #include "log.h"

@@ -35,23 +35,31 @@
 #include "rpc-internal.h"
 #include "rpc-raw.h"
 
-#define REQUEST_SLOTS 32
+#define GENERIC_SLOTS 8
+#define SLOTS_PER_METHOD 4
 #define PEERS_MAX 65536
 #define HEALTH_SERVICES_MAX 32
-
-typedef struct RequestSlot {
-        RpcTag tag;
-        RpcServer *server;
-        grpc_call *call;
-        grpc_call_details details;
-        grpc_metadata_array metadata;
-} RequestSlot;
 
 typedef struct MethodEntry {
         RpcMethod method;
         void *userdata;
         Metric *latency;
+        void *registered;          /* gRPC's handle when registered with payload */
 } MethodEntry;
+
+/* A posted request for the next call: generic (any method, details tell
+ * which) or for one registered method, whose first message then arrives
+ * with the call itself — one completion less per call. */
+typedef struct RequestSlot {
+        RpcTag tag;
+        RpcServer *server;
+        const MethodEntry *entry;  /* NULL: generic */
+        grpc_call *call;
+        grpc_call_details details;
+        grpc_metadata_array metadata;
+        gpr_timespec deadline;
+        grpc_byte_buffer *payload;
+} RequestSlot;
 
 typedef struct PeerSlot {
         RpcPeer peer;
@@ -94,6 +102,8 @@ struct RpcCall {
         bool initial_metadata_sent;
         bool send_in_flight;
         bool accounted;            /* per-peer/active counters decremented */
+        bool close_started;        /* RECV_CLOSE_ON_SERVER posted */
+        bool close_in_send;        /* ...as part of the in-flight send batch */
         RpcCode status_code;
         char *status_message;
         SendItem *send_head, *send_tail;
@@ -145,7 +155,8 @@ struct RpcServer {
         char *extra_names[16];
         size_t n_extra;
 
-        RequestSlot *slots[REQUEST_SLOTS];
+        RequestSlot **slots;
+        size_t n_slots;
         unsigned n_slots_alive;
 
         unsigned n_active_calls;
@@ -357,8 +368,11 @@ void rpc_call_mark_finished(RpcCall *c, RpcCode code) {
 
 /* ---- sending ------------------------------------------------------------- */
 
+static void call_closed(RpcCall *c);
+
 static void on_send_done(RpcTag *t, bool ok) {
         RpcCall *c = (RpcCall *) ((char *) t - offsetof(RpcCall, send_tag));
+        bool closed = c->close_in_send;
 
         for (size_t i = 0; i < ELEMENTSOF(c->in_flight); i++)
                 if (c->in_flight[i]) {
@@ -379,6 +393,10 @@ static void on_send_done(RpcTag *t, bool ok) {
                 c->status_sent = true;
         } else
                 call_pump(c);
+        if (closed) {
+                c->close_in_send = false;
+                call_closed(c);
+        }
         rpc_call_unref(c);
 }
 
@@ -386,7 +404,7 @@ static void on_send_done(RpcTag *t, bool ok) {
  * queue is empty. A lone last message and the status go in one batch, so
  * that a unary reply costs a single batch. */
 static void call_pump(RpcCall *c) {
-        grpc_op ops[3];
+        grpc_op ops[4];
         size_t n = 0;
         grpc_slice details;
         bool with_status;
@@ -423,6 +441,14 @@ static void call_pump(RpcCall *c) {
                 ops[n].data.send_status_from_server.trailing_metadata_count = 0;
                 n++;
                 c->status_sent = true;
+                /* A call answered at once never needed to watch for
+                 * cancellation: learn how it closed with the status. */
+                if (!c->close_started) {
+                        ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+                        ops[n].data.recv_close_on_server.cancelled = &c->close_cancelled;
+                        n++;
+                        c->close_started = c->close_in_send = true;
+                }
         }
         c->send_in_flight = true;
         rpc_call_ref(c);
@@ -504,10 +530,9 @@ int rpc_call_fail_errno(RpcCall *c, int error, const char *format, ...) {
 
 /* ---- receiving and dispatch -------------------------------------------- */
 
-static void on_close(RpcTag *t, bool ok) {
-        RpcCall *c = (RpcCall *) ((char *) t - offsetof(RpcCall, close_tag));
-
-        (void) ok;
+/* The call is over (status sent or the client gone); drops the reference
+ * the call was created with. */
+static void call_closed(RpcCall *c) {
         if (c->close_cancelled || !c->status_sent) {
                 c->cancelled = true;
                 if (!c->finished)
@@ -519,6 +544,25 @@ static void on_close(RpcTag *t, bool ok) {
         rpc_call_unref(c);
 }
 
+static void on_close(RpcTag *t, bool ok) {
+        (void) ok;
+        call_closed((RpcCall *) ((char *) t - offsetof(RpcCall, close_tag)));
+}
+
+static int call_watch_close(RpcCall *c) {
+        grpc_op op;
+
+        if (c->close_started)
+                return 0;
+        memset(&op, 0, sizeof(op));
+        op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+        op.data.recv_close_on_server.cancelled = &c->close_cancelled;
+        if (grpc_call_start_batch(c->call, &op, 1, &c->close_tag, NULL) != GRPC_CALL_OK)
+                return -EPROTO;
+        c->close_started = true;
+        return 0;
+}
+
 static void call_dispatch_typed(RpcCall *c, const ProtobufCMessage *request) {
         unsigned refs_before = c->n_ref;
 
@@ -527,6 +571,26 @@ static void call_dispatch_typed(RpcCall *c, const ProtobufCMessage *request) {
                 log_error("Handler for %s returned without replying or keeping the call, failing it.", c->method);
                 rpc_call_fail(c, RPC_INTERNAL, "The server did not answer %s; this is a bug in hostmesh.", c->method);
         }
+        /* Answering later: the handler must hear of a cancellation. */
+        if (!c->status_sent && call_watch_close(c) < 0)
+                log_error("Failed to watch %s for cancellation, ignoring.", c->method);
+}
+
+/* The request arrived with the call (registered method). */
+static void call_dispatch_payload(RpcCall *c, grpc_byte_buffer *payload) {
+        ProtobufCMessage *request = NULL;
+
+        if (!payload) {
+                rpc_call_fail(c, RPC_INVALID_ARGUMENT, "%s expects one request message, got none.", c->method);
+                return;
+        }
+        if (rpc_unpack(payload, c->entry->method.request, &request) < 0) {
+                rpc_call_fail(c, RPC_INVALID_ARGUMENT, "Malformed request: not a valid %s message.",
+                              c->entry->method.request->name);
+                return;
+        }
+        call_dispatch_typed(c, request);
+        protobuf_c_message_free_unpacked(request, NULL);
 }
 
 static void on_recv_request(RpcTag *t, bool ok) {
@@ -578,8 +642,9 @@ static int peer_fd_from_string(const char *peer) {
         return -1;
 }
 
-static void server_start_call(RpcServer *s, grpc_call *gcall, grpc_call_details *details,
-                              grpc_metadata_array *metadata) {
+static void server_start_call(RpcServer *s, grpc_call *gcall, const char *method_path, grpc_slice method_slice,
+                              gpr_timespec deadline, grpc_metadata_array *metadata, const MethodEntry *entry,
+                              grpc_byte_buffer *payload) {
         RpcCall *c;
         grpc_op op;
         char *peer;
@@ -590,11 +655,11 @@ static void server_start_call(RpcServer *s, grpc_call *gcall, grpc_call_details 
                 grpc_call_unref(gcall);
                 return;
         }
-        c->n_ref = 1; /* the close batch */
+        c->n_ref = 1; /* dropped by call_closed() */
         c->server = s;
         c->call = gcall;
-        c->method = rpc_slice_to_string(details->method);
-        c->deadline = details->deadline;
+        c->method = method_path ? strdup(method_path) : rpc_slice_to_string(method_slice);
+        c->deadline = deadline;
         c->metadata = *metadata;
         grpc_metadata_array_init(metadata);
         c->start_usec = now_usec();
@@ -620,10 +685,9 @@ static void server_start_call(RpcServer *s, grpc_call *gcall, grpc_call_details 
         if (pc)
                 pc->n_calls++;
 
-        memset(&op, 0, sizeof(op));
-        op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-        op.data.recv_close_on_server.cancelled = &c->close_cancelled;
-        if (grpc_call_start_batch(gcall, &op, 1, &c->close_tag, NULL) != GRPC_CALL_OK) {
+        /* Raw and generic calls watch for cancellation from the start; typed
+         * calls of registered methods only if they are not answered at once. */
+        if (!entry && call_watch_close(c) < 0) {
                 log_error("Failed to watch a call for cancellation, dropping it.");
                 rpc_call_unref(c);
                 return;
@@ -641,6 +705,12 @@ static void server_start_call(RpcServer *s, grpc_call *gcall, grpc_call_details 
         }
         if (s->shutting_down) {
                 rpc_call_fail(c, RPC_UNAVAILABLE, "hostmesh-%sd is shutting down; retry.", s->name);
+                return;
+        }
+
+        if (entry) {
+                c->entry = entry;
+                call_dispatch_payload(c, payload);
                 return;
         }
 
@@ -685,10 +755,12 @@ static void on_request_slot(RpcTag *t, bool ok) {
                         grpc_call_cancel_with_status(slot->call, GRPC_STATUS_UNAVAILABLE, "shutting down", NULL);
                         grpc_call_unref(slot->call);
                 }
+                if (slot->payload)
+                        grpc_byte_buffer_destroy(slot->payload);
                 grpc_call_details_destroy(&slot->details);
                 grpc_metadata_array_destroy(&slot->metadata);
                 if (s) {
-                        for (size_t i = 0; i < REQUEST_SLOTS; i++)
+                        for (size_t i = 0; i < s->n_slots; i++)
                                 if (s->slots[i] == slot)
                                         s->slots[i] = NULL;
                         s->n_slots_alive--;
@@ -699,7 +771,15 @@ static void on_request_slot(RpcTag *t, bool ok) {
                 return;
         }
 
-        server_start_call(s, slot->call, &slot->details, &slot->metadata);
+        if (slot->entry)
+                server_start_call(s, slot->call, slot->entry->method.path, grpc_empty_slice(), slot->deadline,
+                                  &slot->metadata, slot->entry, slot->payload);
+        else
+                server_start_call(s, slot->call, NULL, slot->details.method, slot->details.deadline, &slot->metadata,
+                                  NULL, NULL);
+        if (slot->payload)
+                grpc_byte_buffer_destroy(slot->payload);
+        slot->payload = NULL;
         grpc_call_details_destroy(&slot->details);
         slot->call = NULL;
         if (request_slot_post(slot) < 0)
@@ -709,6 +789,15 @@ static void on_request_slot(RpcTag *t, bool ok) {
 static int request_slot_post(RequestSlot *slot) {
         grpc_call_details_init(&slot->details);
         grpc_metadata_array_init(&slot->metadata);
+        slot->payload = NULL;
+        if (slot->entry) {
+                if (grpc_server_request_registered_call(slot->server->grpc, slot->entry->registered, &slot->call,
+                                                        &slot->deadline, &slot->metadata, &slot->payload,
+                                                        rpc_loop_cq(slot->server->loop),
+                                                        rpc_loop_cq(slot->server->loop), &slot->tag) != GRPC_CALL_OK)
+                        return -EPROTO;
+                return 0;
+        }
         if (grpc_server_request_call(slot->server->grpc, &slot->call, &slot->details, &slot->metadata,
                                      rpc_loop_cq(slot->server->loop), rpc_loop_cq(slot->server->loop),
                                      &slot->tag) != GRPC_CALL_OK)
@@ -875,7 +964,12 @@ int rpc_server_new(RpcLoop *loop, const RpcServerOptions *opts, RpcServer **ret)
 }
 
 int rpc_server_add_methods(RpcServer *s, const RpcMethod *methods, size_t n_methods, void *userdata) {
-        MethodEntry *m = realloc(s->methods, (s->n_methods + n_methods) * sizeof(MethodEntry));
+        MethodEntry *m;
+
+        /* Request slots point into the table once serving. */
+        if (s->started)
+                return -EBUSY;
+        m = realloc(s->methods, (s->n_methods + n_methods) * sizeof(MethodEntry));
         if (!m)
                 return -ENOMEM;
         s->methods = m;
@@ -1109,14 +1203,33 @@ int rpc_server_start(RpcServer *s) {
         }
         s->listen_fd = fd;
 
+        /* Typed methods are registered with gRPC so that their request comes
+         * with the call. Not when an interceptor or fallback may want the
+         * raw call (the gateway forwards bytes it must not consume). */
+        bool register_methods = !s->interceptor && !s->fallback;
+        size_t n_slots = GENERIC_SLOTS;
+        if (register_methods)
+                for (size_t i = 0; i < s->n_methods; i++) {
+                        s->methods[i].registered = grpc_server_register_method(
+                                s->grpc, s->methods[i].method.path, NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+                        if (!s->methods[i].registered)
+                                return -EPROTO;
+                        n_slots += SLOTS_PER_METHOD;
+                }
+        s->slots = calloc(n_slots, sizeof(RequestSlot *));
+        if (!s->slots)
+                return -ENOMEM;
+
         grpc_server_start(s->grpc);
-        for (size_t i = 0; i < REQUEST_SLOTS; i++) {
+        for (size_t i = 0; i < n_slots; i++) {
                 RequestSlot *slot = calloc(1, sizeof(*slot));
                 if (!slot)
                         return -ENOMEM;
                 slot->tag.fn = on_request_slot;
                 slot->server = s;
-                s->slots[i] = slot;
+                if (i >= GENERIC_SLOTS)
+                        slot->entry = &s->methods[(i - GENERIC_SLOTS) / SLOTS_PER_METHOD];
+                s->slots[s->n_slots++] = slot;
                 s->n_slots_alive++;
                 r = request_slot_post(slot);
                 if (r < 0)
@@ -1207,9 +1320,10 @@ RpcServer *rpc_server_free(RpcServer *s) {
                 call_account_done(c);
                 c->server = NULL;
         }
-        for (size_t i = 0; i < REQUEST_SLOTS; i++)
+        for (size_t i = 0; i < s->n_slots; i++)
                 if (s->slots[i])
                         s->slots[i]->server = NULL;
+        free(s->slots);
         if (s->creds)
                 grpc_server_credentials_release(s->creds);
         sd_event_source_disable_unref(s->listen_source);
