@@ -112,9 +112,17 @@ int manager_new(const DaemonArgs *args, Manager **ret) {
         r = daemon_load_config(args, config_table, ELEMENTSOF(config_table), &m->config);
         if (r < 0)
                 return r;
+        /* HOSTMESH_GUEST_DIR in the environment points a build tree's vmmd
+         * (the dev launcher) at that tree's guest image. */
+        const char *guest_dir = getenv("HOSTMESH_GUEST_DIR");
+        _cleanup_free_ char *kernel = NULL, *initrd = NULL;
+        if (isempty(guest_dir))
+                guest_dir = HOSTMESH_GUEST_DIR;
+        if (asprintf(&kernel, "%s/vmlinux", guest_dir) < 0 || asprintf(&initrd, "%s/initramfs.cpio.gz", guest_dir) < 0)
+                return log_error_errno(-ENOMEM, "Out of memory.");
         if (set_default_string(&m->config.qemu, "qemu-system-x86_64") < 0 ||
-            set_default_string(&m->config.kernel, HOSTMESH_GUEST_DIR "/vmlinux") < 0 ||
-            set_default_string(&m->config.initrd, HOSTMESH_GUEST_DIR "/initramfs.cpio.gz") < 0 ||
+            set_default_string(&m->config.kernel, kernel) < 0 ||
+            set_default_string(&m->config.initrd, initrd) < 0 ||
             set_default_string(&m->config.machine, "microvm") < 0 ||
             set_default_string(&m->config.disk, "optional") < 0 ||
             set_default_string(&m->config.token, "optional") < 0 ||

@@ -198,6 +198,19 @@ class Mesh:
                 os.chmod(d, 0o755)
         return exe
 
+    def env_for_other_users(self):
+        """Environment for a Python client run as another user: the generated
+        modules are copied where any user can read them."""
+        dst = os.path.join(self.root, "python")
+        if not os.path.exists(dst):
+            shutil.copytree(os.path.join(BUILD, "python"), dst)
+            for dirpath, dirnames, filenames in os.walk(dst):
+                os.chmod(dirpath, 0o755)
+                for f in filenames:
+                    os.chmod(os.path.join(dirpath, f), 0o644)
+            os.chmod(self.root, 0o755)
+        return dict(os.environ, PYTHONPATH=dst)
+
     def nsc(self, *args, timeout=120, input=None, user=None):
         cmd = [binary("nsc"), *args]
         kw = {}

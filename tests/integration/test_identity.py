@@ -452,7 +452,7 @@ class IdentityTest(unittest.TestCase):
                 "except grpc.RpcError as e:\n"
                 "  print(e.code().name)\n")
         p = subprocess.run([sys.executable, "-c", code, "unix:" + self.mesh.socket("gateway")], user=LOCAL_UID,
-                           capture_output=True, text=True, timeout=30, env=dict(os.environ))
+                           capture_output=True, text=True, timeout=30, env=self.mesh.env_for_other_users())
         self.assertEqual(p.stdout.strip(), "PERMISSION_DENIED", p.stderr)
 
     # -- exchange --------------------------------------------------------------

@@ -22,7 +22,9 @@ sys.path.insert(0, os.path.join(BUILD, "python"))
 from namespace.cloud.compute.v1beta import compute_pb2  # noqa: E402
 from google.protobuf import empty_pb2  # noqa: E402
 
-GUEST = os.path.join(BUILD, "guest")
+# The sanitizer build has no guest image of its own (hostmesh-init is static
+# and never sanitized): scripts/test points it at the first build's.
+GUEST = os.environ.get("HOSTMESH_GUEST_IMAGE_DIR") or os.path.join(BUILD, "guest")
 COMPUTE = "/namespace.cloud.compute.v1beta.ComputeService/"
 COMMAND = "/namespace.cloud.compute.v1beta.CommandService/"
 
