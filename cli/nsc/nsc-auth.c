@@ -78,12 +78,6 @@ static int parse_args(Nsc *n, const NscCommand *cmd, int argc, char **argv, Opt 
                 const char *s = argv[i], *v = NULL;
                 Opt *o = NULL;
 
-                if ((streq(s, "-o") || streq(s, "--output")) && i + 1 < argc) {
-                        i++;
-                        continue;
-                }
-                if (strncmp(s, "--output=", 9) == 0 || strncmp(s, "-o", 2) == 0)
-                        continue;
                 if (strncmp(s, "--", 2) == 0 && s[2]) {
                         const char *eq = strchr(s, '=');
                         size_t len = eq ? (size_t) (eq - s - 2) : strlen(s + 2);

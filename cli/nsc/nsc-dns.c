@@ -43,12 +43,6 @@ static int parse_args(Nsc *n, const NscCommand *cmd, int argc, char **argv, int 
         *a = (Args){};
         for (int i = 1; i < argc; i++) {
                 const char *s = argv[i];
-                if ((streq(s, "-o") || streq(s, "--output")) && i + 1 < argc) {
-                        i++;
-                        continue;
-                }
-                if (strncmp(s, "--output=", 9) == 0 || strncmp(s, "-o", 2) == 0)
-                        continue;
                 if (streq(s, "--ttl") && i + 1 < argc) {
                         a->ttl = argv[++i];
                         continue;

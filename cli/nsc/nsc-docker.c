@@ -26,23 +26,6 @@ static json_t *registration_to_json(const Hostmesh__Dockerproxy__V1__Registratio
                          r->socket_path, "ancestors", anc, "policy", pol);
 }
 
-/* Drops "-o FORMAT" / "--output FORMAT" / "--output=FORMAT" (nsc handles
- * them) from a verb's positional arguments, in place; returns the new argc. */
-static int drop_output_args(int argc, char **argv) {
-        int k = 1;
-
-        for (int i = 1; i < argc; i++) {
-                if ((streq(argv[i], "-o") || streq(argv[i], "--output")) && i + 1 < argc) {
-                        i++;
-                        continue;
-                }
-                if (strncmp(argv[i], "--output=", 9) == 0 || strncmp(argv[i], "-o", 2) == 0)
-                        continue;
-                argv[k++] = argv[i];
-        }
-        return k;
-}
-
 static int verb_register(Nsc *n, int argc, char **argv);
 static int verb_unregister(Nsc *n, int argc, char **argv);
 static int verb_list(Nsc *n, int argc, char **argv);
@@ -169,7 +152,6 @@ static int verb_unregister(Nsc *n, int argc, char **argv) {
         ProtobufCMessage *resp = NULL;
         int r;
 
-        argc = drop_output_args(argc, argv);
         if (argc != 2 || argv[1][0] == '-')
                 return nsc_usage(n, &nsc_command_docker_unregister, "Expected exactly one container ID.");
         req.container_id = argv[1];
@@ -188,7 +170,8 @@ static int verb_list(Nsc *n, int argc, char **argv) {
         Hostmesh__Dockerproxy__V1__ListContainersResponse *resp = NULL;
         int r;
 
-        argc = drop_output_args(argc, argv);
+        (void) argv;
+
         if (argc != 1)
                 return nsc_usage(n, &nsc_command_docker_list, "No arguments expected.");
         r = nsc_call(n, DP_METHOD("ListContainers"), &req.base,

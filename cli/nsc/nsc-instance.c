@@ -348,10 +348,6 @@ static int single_id(Nsc *n, int argc, char **argv, const char *usage, const cha
         const char *id = NULL;
 
         for (int k = 1; k < argc; k++) {
-                if (streq(argv[k], "-o") || streq(argv[k], "--output")) {
-                        k++;
-                        continue;
-                }
                 if (argv[k][0] == '-' || id)
                         return nsc_fail(n, NSC_EXIT_USAGE, "USAGE", "Usage: %s", usage);
                 id = argv[k];
@@ -454,8 +450,6 @@ static int verb_destroy(Nsc *n, int argc, char **argv) {
         for (int k = 1; k < argc; k++) {
                 if (streq(argv[k], "--force"))
                         force = true;
-                else if (streq(argv[k], "-o") || streq(argv[k], "--output"))
-                        k++;
                 else if (argv[k][0] != '-' && !id)
                         id = argv[k];
                 else
@@ -547,8 +541,6 @@ static int verb_logs(Nsc *n, int argc, char **argv) {
         for (int k = 1; k < argc; k++) {
                 if (streq(argv[k], "-f") || streq(argv[k], "--follow"))
                         req.follow = true;
-                else if (streq(argv[k], "-o") || streq(argv[k], "--output"))
-                        k++;
                 else if (argv[k][0] != '-' && !id)
                         id = argv[k];
                 else
@@ -673,9 +665,7 @@ static int verb_exec(Nsc *n, int argc, char **argv) {
         if (split_command(argc, argv, &dd) < 0 || dd + 1 >= argc)
                 return nsc_fail(n, NSC_EXIT_USAGE, "USAGE", "Usage: nsc exec ID -- CMD [ARGS...]");
         for (int k = 1; k < dd; k++) {
-                if (streq(argv[k], "-o") || streq(argv[k], "--output"))
-                        k++;
-                else if (argv[k][0] != '-' && !id)
+                if (argv[k][0] != '-' && !id)
                         id = argv[k];
                 else
                         return nsc_fail(n, NSC_EXIT_USAGE, "USAGE", "Usage: nsc exec ID -- CMD [ARGS...]");

@@ -49,7 +49,7 @@ static int run_status(Nsc *n, int argc, char **argv) {
         int r;
 
         (void) argv;
-        if (argc > 1 && !(argc == 3 && streq(argv[1], "-o")))
+        if (argc > 1)
                 return nsc_fail(n, NSC_EXIT_USAGE, "USAGE", "'nsc status' takes no arguments.");
         if (!nsc_client(n))
                 return nsc_fail(n, NSC_EXIT_USAGE, "INVALID_ARGUMENT", "Invalid endpoint '%s'.", n->endpoint);

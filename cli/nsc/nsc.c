@@ -322,19 +322,33 @@ int main(int argc, char **argv) {
                 return fprintf(stderr, "nsc: out of memory\n"), NSC_EXIT_FAILURE;
         n.endpoint = endpoint;
 
-        /* The verb sees argv[0] = its last word, so that getopt works as usual;
-         * -o json may also follow the verb. */
+        /* The verb sees argv[0] = its last word, so that getopt works as usual.
+         * "-o json" may also follow the verb: it is taken here and removed
+         * from the verb's arguments (up to "--"), so no verb deals with it. */
         int vargc = argc - optind - words + 1;
         char **vargv = argv + optind + words - 1;
-        for (int i = 1; i < vargc; i++) {
-                if (streq(vargv[i], "--"))
-                        break;
-                if ((streq(vargv[i], "-o") || streq(vargv[i], "--output")) && i + 1 < vargc &&
-                    (streq(vargv[i + 1], "json") || streq(vargv[i + 1], "plain")))
-                        n.json = streq(vargv[i + 1], "json");
-                else if (strncmp(vargv[i], "--output=", 9) == 0 || strncmp(vargv[i], "-ojson", 6) == 0)
-                        n.json = strstr(vargv[i], "json") != NULL;
+        int k = 1, i;
+        for (i = 1; i < vargc && !streq(vargv[i], "--"); i++) {
+                const char *fmt = NULL;
+                if ((streq(vargv[i], "-o") || streq(vargv[i], "--output")) && i + 1 < vargc)
+                        fmt = vargv[++i];
+                else if (strncmp(vargv[i], "--output=", 9) == 0)
+                        fmt = vargv[i] + 9;
+                else if (strncmp(vargv[i], "-o", 2) == 0 && vargv[i][2])
+                        fmt = vargv[i] + 2;
+                if (!fmt) {
+                        vargv[k++] = vargv[i];
+                        continue;
+                }
+                if (!streq(fmt, "json") && !streq(fmt, "plain"))
+                        return fprintf(stderr, "nsc: unknown output format '%s'; use plain or json.\n", fmt),
+                               NSC_EXIT_USAGE;
+                n.json = streq(fmt, "json");
         }
+        while (i < vargc)
+                vargv[k++] = vargv[i++];
+        vargv[k] = NULL;
+        vargc = k;
         optind = 0;
         r = cmd->run(&n, vargc, vargv);
         rpc_client_free(n.client);

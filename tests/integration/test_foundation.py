@@ -95,6 +95,14 @@ class Foundation(unittest.TestCase):
     def test_nsc_usage_errors_exit_2(self):
         self.assertEqual(self.mesh.nsc("no-such-verb").returncode, 2)
         self.assertEqual(self.mesh.nsc("--timeout", "soon", "status").returncode, 2)
+        # -o after the verb is nsc's, not the verb's: a bad format is refused there.
+        r = self.mesh.nsc("status", "-o", "yaml")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("use plain or json", r.stderr)
+        self.assertEqual(self.mesh.nsc("status", "extra").returncode, 2)
+        r = self.mesh.nsc("status", "--output=json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(len(json.loads(r.stdout)["services"]), 6)
         r = self.mesh.nsc("--help")
         self.assertEqual(r.returncode, 0)
         self.assertIn("Exit codes", r.stdout)
