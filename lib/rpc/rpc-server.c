@@ -45,6 +45,7 @@ typedef struct MethodEntry {
         void *userdata;
         Metric *latency;
         void *registered;          /* gRPC's handle when registered with payload */
+        Metric *calls[_RPC_CODE_MAX]; /* by status code, looked up on first use */
 } MethodEntry;
 
 /* A posted request for the next call: generic (any method, details tell
@@ -53,7 +54,7 @@ typedef struct MethodEntry {
 typedef struct RequestSlot {
         RpcTag tag;
         RpcServer *server;
-        const MethodEntry *entry;  /* NULL: generic */
+        MethodEntry *entry;  /* NULL: generic */
         grpc_call *call;
         grpc_call_details details;
         grpc_metadata_array metadata;
@@ -94,7 +95,7 @@ struct RpcCall {
         RpcPeer peer;
         int conn_fd;
         uint64_t start_usec;
-        const MethodEntry *entry;
+        MethodEntry *entry;
 
         bool cancelled;
         bool finished;             /* status decided (queued or sent) */
@@ -341,9 +342,15 @@ static void call_record_metrics(RpcCall *c, RpcCode code) {
 
         if (!s || !s->metrics)
                 return;
-        snprintf(labels, sizeof(labels), "method=\"%s\",code=\"%s\"", c->method, rpc_code_to_string(code));
-        m = metrics_counter(s->metrics, "hostmesh_rpc_calls_total", "gRPC calls handled, by method and status.",
-                            labels);
+        /* Typed methods keep their counters: no formatting or lookup per call. */
+        m = c->entry && (unsigned) code < _RPC_CODE_MAX ? c->entry->calls[code] : NULL;
+        if (!m) {
+                snprintf(labels, sizeof(labels), "method=\"%s\",code=\"%s\"", c->method, rpc_code_to_string(code));
+                m = metrics_counter(s->metrics, "hostmesh_rpc_calls_total", "gRPC calls handled, by method and status.",
+                                    labels);
+                if (c->entry && (unsigned) code < _RPC_CODE_MAX)
+                        c->entry->calls[code] = m;
+        }
         if (m)
                 metric_add(m, 1);
         if (c->entry && c->entry->latency)
@@ -623,7 +630,7 @@ static void on_recv_request(RpcTag *t, bool ok) {
         rpc_call_unref(c);
 }
 
-static const MethodEntry *server_find_method(RpcServer *s, const char *path) {
+static MethodEntry *server_find_method(RpcServer *s, const char *path) {
         for (size_t i = 0; i < s->n_methods; i++)
                 if (streq(s->methods[i].method.path, path))
                         return &s->methods[i];
@@ -643,7 +650,7 @@ static int peer_fd_from_string(const char *peer) {
 }
 
 static void server_start_call(RpcServer *s, grpc_call *gcall, const char *method_path, grpc_slice method_slice,
-                              gpr_timespec deadline, grpc_metadata_array *metadata, const MethodEntry *entry,
+                              gpr_timespec deadline, grpc_metadata_array *metadata, MethodEntry *entry,
                               grpc_byte_buffer *payload) {
         RpcCall *c;
         grpc_op op;
