@@ -95,3 +95,13 @@ static inline int negative_errno(void) {
 #define USEC_PER_MSEC 1000ULL
 #define NSEC_PER_USEC 1000ULL
 #define NSEC_PER_SEC  1000000000ULL
+
+/* NULL-terminated string arrays. */
+static inline char **strv_free(char **v) {
+        if (v)
+                for (char **i = v; *i; i++)
+                        free(*i);
+        free(v);
+        return NULL;
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(char **, strv_free);

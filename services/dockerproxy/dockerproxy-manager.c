@@ -214,12 +214,6 @@ static int engine_describe(Manager *m, const char *id, char **ret_root, char ***
         return r;
 }
 
-static void strv_free(char **l) {
-        for (char **p = l; p && *p; p++)
-                free(*p);
-        free(l);
-}
-
 int manager_register(Manager *m, const char *id, const char *root, const DockerPolicy *policy,
                      Registration **ret, char **ret_error) {
         _cleanup_(registration_freep) Registration *reg = NULL;

@@ -6,12 +6,6 @@
 
 #define STATE_FILE_MAX (16U * 1024U * 1024U)
 
-static void strv_free(char **l) {
-        for (char **p = l; p && *p; p++)
-                free(*p);
-        free(l);
-}
-
 bool registration_id_is_valid(const char *id) {
         return id && filename_is_valid(id, REGISTRATION_ID_MAX) > 0 && id[0] != '.';
 }

@@ -16,12 +16,6 @@
 
 #define SYMLINKS_MAX 40
 
-static void strv_free(char **l) {
-        for (char **p = l; p && *p; p++)
-                free(*p);
-        free(l);
-}
-
 static int strv_push(char ***l, const char *s) {
         size_t n = 0;
         char **t, *d;
