@@ -392,3 +392,25 @@ int parse_sockaddr(const char *s, uint16_t default_port, struct sockaddr_storage
         }
         return -EINVAL;
 }
+
+int parse_ipv4_prefix(const char *s, struct in_addr *ret_network, unsigned *ret_prefixlen) {
+        _cleanup_free_ char *addr = NULL;
+        const char *slash = strchr(s, '/');
+        struct in_addr a;
+        uint64_t len;
+        uint32_t mask;
+
+        if (!slash)
+                return -EINVAL;
+        addr = strndup(s, (size_t) (slash - s));
+        if (!addr)
+                return -ENOMEM;
+        if (inet_pton(AF_INET, addr, &a) != 1 || parse_range_u64(slash + 1, 0, 32, &len) < 0)
+                return -EINVAL;
+        mask = len == 0 ? 0 : htonl(~(uint32_t) 0 << (32 - len));
+        if ((a.s_addr & ~mask) != 0)
+                return -EINVAL; /* "10.88.0.1/16" is an address, not a network */
+        *ret_network = a;
+        *ret_prefixlen = (unsigned) len;
+        return 0;
+}

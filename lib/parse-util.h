@@ -32,3 +32,7 @@ int parse_boolean(const char *s, bool *ret);
 /* "host:port", "[v6]:port", "host" (default_port) → numeric sockaddr, no DNS. */
 struct sockaddr_storage;
 int parse_sockaddr(const char *s, uint16_t default_port, struct sockaddr_storage *ret, unsigned *ret_len);
+
+/* "a.b.c.d/n" → network (host bits must be zero) and prefix length. */
+struct in_addr;
+int parse_ipv4_prefix(const char *s, struct in_addr *ret_network, unsigned *ret_prefixlen);

@@ -34,7 +34,11 @@ def binary(name):
 
 
 class Mesh:
-    def __init__(self, configs=None, env=None, keep=False):
+    def __init__(self, configs=None, env=None, keep=False, netns=None):
+        """netns: run every daemon in this network namespace (made by the
+        test with `ip netns add`); only the network is switched (nsenter),
+        so paths, /sys and cgroups stay the host's."""
+        self.netns = netns
         self.configs = configs or {}
         self.extra_env = env or {}
         self.keep = keep
@@ -59,8 +63,9 @@ class Mesh:
 
     # -- lifecycle ---------------------------------------------------------
     def _dev(self, *args):
+        prefix = ["nsenter", "--net=/run/netns/" + self.netns] if self.netns else []
         return subprocess.run(
-            [os.path.join(SOURCE, "scripts", "hostmesh-dev"), *args,
+            [*prefix, os.path.join(SOURCE, "scripts", "hostmesh-dev"), *args,
              "--runtime-dir", self.runtime_dir, "--state-dir", self.state_dir,
              "--config-dir", self.config_dir, "--bin-dir", BUILD],
             env=self.env, capture_output=True, text=True, timeout=60)
@@ -76,6 +81,11 @@ class Mesh:
             ch.close()
         self._channels = []
         self._dev("down")
+
+    def write_config(self, part, text):
+        """Replaces a part's config file (read at its next start)."""
+        with open(os.path.join(self.config_dir, part + ".conf"), "w") as f:
+            f.write(text)
 
     def __enter__(self):
         return self.start()

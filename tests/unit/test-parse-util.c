@@ -243,6 +243,24 @@ static void test_parse_sockaddr_forms(void **state) {
         assert_int_equal(parse_sockaddr("", 53, &ss, &len), -EINVAL);
 }
 
+static void test_parse_ipv4_prefix_networks_only(void **state) {
+        struct in_addr a;
+        unsigned len;
+        char buf[INET_ADDRSTRLEN];
+
+        assert_int_equal(parse_ipv4_prefix("10.88.0.0/16", &a, &len), 0);
+        assert_string_equal(inet_ntop(AF_INET, &a, buf, sizeof(buf)), "10.88.0.0");
+        assert_int_equal(len, 16);
+        assert_int_equal(parse_ipv4_prefix("0.0.0.0/0", &a, &len), 0);
+        assert_int_equal(len, 0);
+        assert_int_equal(parse_ipv4_prefix("192.168.7.9/32", &a, &len), 0);
+        assert_int_equal(parse_ipv4_prefix("10.88.0.1/16", &a, &len), -EINVAL); /* host bits set */
+        assert_int_equal(parse_ipv4_prefix("10.88.0.0/33", &a, &len), -EINVAL);
+        assert_int_equal(parse_ipv4_prefix("10.88.0.0", &a, &len), -EINVAL);
+        assert_int_equal(parse_ipv4_prefix("10.88.0.0/", &a, &len), -EINVAL);
+        assert_int_equal(parse_ipv4_prefix("fc00::/7", &a, &len), -EINVAL);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_safe_atou64_accepts_full_range),
@@ -255,6 +273,7 @@ int main(void) {
                 cmocka_unit_test(test_format_size_round_trips),
                 cmocka_unit_test(test_parse_boolean),
                 cmocka_unit_test(test_parse_sockaddr_forms),
+                cmocka_unit_test(test_parse_ipv4_prefix_networks_only),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
