@@ -3,10 +3,10 @@
  *
  * It does the least an instance needs, as fast as it can: the API file
  * systems, the virtio modules, the hostname, the network, the agent port to
- * vmmd, the instance disk. Then it says READY (with its own start-up time) and serves
- * vmmd: the instance token, commands (argv, env, cwd; stdout and stderr
- * streamed back separately; the exit code), power-off. As PID 1 it also
- * reaps every orphan.
+ * vmmd, the instance disk. Then it says READY (with its own start-up time)
+ * and serves vmmd: the instance token, commands (argv, env, cwd; stdout and
+ * stderr streamed back separately; the exit code), power-off. As PID 1 it
+ * also reaps every orphan.
  *
  * Kernel command line keys (set by vmmd):
  *   hostmesh.hostname=NAME   hostname
@@ -206,9 +206,20 @@ static void load_module(const char *name) {
         close(mfd);
 }
 
+/* Whether name is a whole line of modules.order ("failover.ko" is also
+ * the end of "net_failover.ko"). */
+static bool order_has(const char *order, const char *name) {
+        size_t k = strlen(name);
+
+        for (const char *p = order; (p = strstr(p, name)); p++)
+                if ((p == order || p[-1] == '\n') && (p[k] == '\n' || p[k] == 0))
+                        return true;
+        return false;
+}
+
 static void load_listed(const char *order, const char *const *list) {
         for (size_t i = 0; list[i]; i++)
-                if (strstr(order, list[i]))
+                if (order_has(order, list[i]))
                         load_module(list[i]);
 }
 
@@ -379,15 +390,19 @@ static void mount_disk(void) {
 
 static int write_file(const char *path, const char *content) {
         size_t n = strlen(content);
-        int fd, r = 0;
+        ssize_t k;
+        int fd;
 
         fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         if (fd < 0)
                 return -errno;
-        if (write(fd, content, n) != (ssize_t) n)
-                r = errno ? -errno : -EIO;
+        k = write(fd, content, n);
+        if (k < 0)
+                k = -errno;
         close(fd);
-        return r;
+        if (k < 0)
+                return (int) k;
+        return (size_t) k == n ? 0 : -EIO;
 }
 
 static bool valid_domain(const char *s) {
@@ -438,8 +453,8 @@ static int add_route(int sk, const char *ifname, struct in_addr dst, struct in_a
         return 0;
 }
 
-/* Waits for the NIC virtio_net registers. The probe runs when the module
- * loads, so the wait is normally none; the bound covers a slow probe and a
+/* Waits for the interface virtio_net registers for the NIC. The probe runs
+ * when the module loads, so the wait is normally none; the bound covers a slow probe and a
  * VM started without the NIC its command line announces. */
 static int wait_for_link(const char *ifname, uint64_t timeout_usec) {
         uint64_t deadline = now_usec(CLOCK_MONOTONIC) + timeout_usec;
@@ -470,25 +485,25 @@ static int setup_network(const char **ret_step, uint64_t *ret_wait_usec) {
             inet_pton(AF_INET, cmdline_dns, &dns) != 1 || !valid_domain(cmdline_domain))
                 return -EINVAL;
 
-        /* all and default before eth0 exists, so that it starts with them. */
-        *ret_step = "turning ICMP redirects off";
-        r = write_file("/proc/sys/net/ipv4/conf/all/accept_redirects", "0\n");
-        if (r >= 0)
-                r = write_file("/proc/sys/net/ipv4/conf/default/accept_redirects", "0\n");
-        if (r < 0)
-                return r;
-
         *ret_step = "waiting for eth0";
         t = now_usec(CLOCK_MONOTONIC);
         r = wait_for_link("eth0", 5 * 1000000ULL);
         *ret_wait_usec = now_usec(CLOCK_MONOTONIC) - t;
         if (r < 0)
                 return r;
-        /* Unless the NIC came before the default did. */
+
+        /* Without forwarding the kernel accepts a redirect when all or the
+         * interface says so: both off, and default for any that comes later. */
         *ret_step = "turning ICMP redirects off";
-        r = write_file("/proc/sys/net/ipv4/conf/eth0/accept_redirects", "0\n");
-        if (r < 0)
-                return r;
+        for (size_t i = 0; i < 3; i++) {
+                static const char *const conf[] = { "all", "default", "eth0" };
+                char path[64];
+
+                snprintf(path, sizeof(path), "/proc/sys/net/ipv4/conf/%s/accept_redirects", conf[i]);
+                r = write_file(path, "0\n");
+                if (r < 0)
+                        return r;
+        }
 
         sk = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
         if (sk < 0) {
