@@ -2,22 +2,29 @@
 /* hostmesh-init: PID 1 inside the guest.
  *
  * It does the least an instance needs, as fast as it can: the API file
- * systems, the virtio modules, the hostname, the agent port to vmmd, the
- * instance disk. Then it says READY (with its own start-up time) and serves
- * vmmd: the instance token, commands (argv, env, cwd; stdout and stderr
- * streamed back separately; the exit code), power-off. As PID 1 it also
- * reaps every orphan.
+ * systems, the virtio modules, the hostname, the network, the agent port to
+ * vmmd, the instance disk. Then it says READY (with its own start-up time)
+ * and serves vmmd: the instance token, commands (argv, env, cwd; stdout and
+ * stderr streamed back separately; the exit code), power-off. As PID 1 it
+ * also reaps every orphan.
  *
  * Kernel command line keys (set by vmmd):
  *   hostmesh.hostname=NAME   hostname
  *   hostmesh.disk=DEV        block device to mount on /mnt/disk (ext4)
+ *   hostmesh.ip=A.B.C.D      address of eth0 (as a /32); with it, all of:
+ *   hostmesh.gw=A.B.C.D      gateway, reached on-link (the host's bridge)
+ *   hostmesh.dns=A.B.C.D     nameserver for /etc/resolv.conf
+ *   hostmesh.domain=NAME     search domain for /etc/resolv.conf
  *
  * Static, libc only; diagnostics go to /dev/console, which vmmd keeps as
  * the instance's console log. */
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <net/if.h>
+#include <net/route.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -26,9 +33,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -55,6 +64,8 @@ static Command commands[COMMANDS_MAX];
 static int port_fd = -1;
 static char cmdline_hostname[65];
 static char cmdline_disk[64];
+static char cmdline_ip[16], cmdline_gw[16], cmdline_dns[16], cmdline_domain[254];
+static uint64_t t_virtio_net; /* loading virtio_net, waiting for its dependencies included */
 
 static void say(const char *format, ...) __attribute__((format(printf, 1, 2)));
 static void say(const char *format, ...) {
@@ -112,6 +123,13 @@ static void setup_console(void) {
                 close(fd);
 }
 
+static void cmdline_key(const char *word, const char *key, char *value, size_t size) {
+        size_t k = strlen(key);
+
+        if (strncmp(word, key, k) == 0 && word[k] == '=' && strlen(word + k + 1) < size)
+                strcpy(value, word + k + 1);
+}
+
 /* Picks hostmesh.* keys out of /proc/cmdline. */
 static void parse_cmdline(void) {
         char buf[4096];
@@ -127,10 +145,12 @@ static void parse_cmdline(void) {
                 return;
         buf[n] = 0;
         for (char *w = strtok(buf, " \n"); w; w = strtok(NULL, " \n")) {
-                if (strncmp(w, "hostmesh.hostname=", 18) == 0 && strlen(w + 18) < sizeof(cmdline_hostname))
-                        strcpy(cmdline_hostname, w + 18);
-                else if (strncmp(w, "hostmesh.disk=", 14) == 0 && strlen(w + 14) < sizeof(cmdline_disk))
-                        strcpy(cmdline_disk, w + 14);
+                cmdline_key(w, "hostmesh.hostname", cmdline_hostname, sizeof(cmdline_hostname));
+                cmdline_key(w, "hostmesh.disk", cmdline_disk, sizeof(cmdline_disk));
+                cmdline_key(w, "hostmesh.ip", cmdline_ip, sizeof(cmdline_ip));
+                cmdline_key(w, "hostmesh.gw", cmdline_gw, sizeof(cmdline_gw));
+                cmdline_key(w, "hostmesh.dns", cmdline_dns, sizeof(cmdline_dns));
+                cmdline_key(w, "hostmesh.domain", cmdline_domain, sizeof(cmdline_domain));
         }
 }
 
@@ -161,13 +181,15 @@ static bool name_in(const char *name, const char *const *list) {
 static const char *const disk_modules[] = {
         "virtio_blk.ko", "crc16.ko", "crc32c_generic.ko", "mbcache.ko", "jbd2.ko", "ext4.ko", NULL,
 };
-/* The part of it that does not depend on virtio: loaded by a second
- * process while the first loads the virtio stack (module loading is slow
- * under TCG, ext4 alone takes most of a second, and the guest has at least
- * two vCPUs). */
+/* The part of it that does not depend on virtio. */
 static const char *const fs_modules[] = {
         "crc16.ko", "crc32c_generic.ko", "mbcache.ko", "jbd2.ko", "ext4.ko", NULL,
 };
+/* The network stack: virtio_net, and the failover pair it links against
+ * (unused without a standby device, but virtio_net does not load without
+ * them). */
+static const char *const net_modules[] = { "failover.ko", "net_failover.ko", "virtio_net.ko", NULL };
+static const char *const net_deps_modules[] = { "failover.ko", "net_failover.ko", NULL };
 
 static void load_module(const char *name) {
         char path[256];
@@ -184,14 +206,40 @@ static void load_module(const char *name) {
         close(mfd);
 }
 
+/* Whether name is a whole line of modules.order ("failover.ko" is also
+ * the end of "net_failover.ko"). */
+static bool order_has(const char *order, const char *name) {
+        size_t k = strlen(name);
+
+        for (const char *p = order; (p = strstr(p, name)); p++)
+                if ((p == order || p[-1] == '\n') && (p[k] == '\n' || p[k] == 0))
+                        return true;
+        return false;
+}
+
+static void load_listed(const char *order, const char *const *list) {
+        for (size_t i = 0; list[i]; i++)
+                if (order_has(order, list[i]))
+                        load_module(list[i]);
+}
+
 /* Loads the modules listed in /lib/modules/modules.order (dependency order,
  * written by the image build), skipping the PCI transport on machines
- * without PCI (microvm) and the disk stack when there is no disk. Returns
- * the pid of the process loading the file system modules, or 0. */
-static pid_t load_modules(bool want_disk) {
+ * without PCI (microvm), the disk stack when there is no disk and the
+ * network stack when there is no network.
+ *
+ * Module loading is slow under TCG (ext4 alone takes most of a second) and
+ * the guest has at least two vCPUs: what does not depend on virtio (the file
+ * system modules, virtio_net's failover dependencies) is loaded by a second
+ * process while this one loads the virtio stack. That helper loads the
+ * failover pair first and then closes its end of a pipe: virtio_net waits
+ * for that EOF, not for ext4. Returns the helper's pid, or 0. */
+static pid_t load_modules(bool want_disk, bool want_net) {
         bool pci = have_pci_devices();
+        bool helper_disk = false, helper_net = false;
+        int net_deps[2] = { -1, -1 };
         char buf[1024];
-        pid_t fs_loader = 0;
+        pid_t helper = 0;
         ssize_t n;
         int fd;
 
@@ -203,31 +251,63 @@ static pid_t load_modules(bool want_disk) {
         if (n <= 0)
                 return 0;
         buf[n] = 0;
-        if (want_disk) {
-                fs_loader = fork();
-                if (fs_loader == 0) {
-                        for (size_t i = 0; fs_modules[i]; i++)
-                                if (strstr(buf, fs_modules[i]))
-                                        load_module(fs_modules[i]);
+        if (want_net && pipe2(net_deps, O_CLOEXEC) < 0)
+                net_deps[0] = net_deps[1] = -1;
+        if (want_disk || net_deps[0] >= 0) {
+                helper = fork();
+                if (helper == 0) {
+                        if (net_deps[0] >= 0) {
+                                close(net_deps[0]);
+                                load_listed(buf, net_deps_modules);
+                                close(net_deps[1]);
+                        }
+                        if (want_disk)
+                                load_listed(buf, fs_modules);
                         _exit(0);
                 }
-                if (fs_loader < 0)
-                        fs_loader = 0;
+                if (helper < 0)
+                        helper = 0;
+                helper_disk = helper > 0 && want_disk;
+                helper_net = helper > 0 && net_deps[0] >= 0;
         }
+        if (net_deps[1] >= 0)
+                close(net_deps[1]);
+        if (!helper_net && net_deps[0] >= 0) {
+                close(net_deps[0]);
+                net_deps[0] = -1;
+        }
+
         for (char *name = strtok(buf, "\n"); name; name = strtok(NULL, "\n")) {
                 if (!pci && strncmp(name, "virtio_pci", 10) == 0)
                         continue;
                 if (!want_disk && name_in(name, disk_modules))
                         continue;
-                if (fs_loader > 0 && name_in(name, fs_modules))
+                if (!want_net && name_in(name, net_modules))
                         continue;
-                if (fs_loader == 0 && want_disk && name_in(name, fs_modules)) {
-                        load_module(name); /* fork failed: load them here */
+                if (helper_disk && name_in(name, fs_modules))
+                        continue;
+                if (helper_net && name_in(name, net_deps_modules))
+                        continue;
+                if (strcmp(name, "virtio_net.ko") == 0) {
+                        uint64_t t = now_usec(CLOCK_MONOTONIC);
+                        char c;
+
+                        if (net_deps[0] >= 0) {
+                                /* EOF once the helper has loaded the failover pair (or died). */
+                                while (read(net_deps[0], &c, 1) < 0 && errno == EINTR)
+                                        ;
+                                close(net_deps[0]);
+                                net_deps[0] = -1;
+                        }
+                        load_module(name);
+                        t_virtio_net = now_usec(CLOCK_MONOTONIC) - t;
                         continue;
                 }
                 load_module(name);
         }
-        return fs_loader;
+        if (net_deps[0] >= 0)
+                close(net_deps[0]);
+        return helper;
 }
 
 /* Opens the agent's virtio-serial port. Without udev there is no
@@ -295,18 +375,196 @@ static int open_agent_port(void) {
         }
 }
 
-static void mount_disk(pid_t fs_loader) {
+/* Needs the file system modules: the module helper is done. */
+static void mount_disk(void) {
         char dev[96];
 
         if (!cmdline_disk[0])
                 return;
-        if (fs_loader > 0)
-                (void) waitpid(fs_loader, NULL, 0);
         snprintf(dev, sizeof(dev), "/dev/%s", cmdline_disk);
         (void) mkdir("/mnt", 0755);
         (void) mkdir("/mnt/disk", 0755);
         if (mount(dev, "/mnt/disk", "ext4", MS_NOATIME, NULL) < 0)
                 say("mounting %s on /mnt/disk failed: %m, running without the disk", dev);
+}
+
+static int write_file(const char *path, const char *content) {
+        size_t n = strlen(content);
+        ssize_t k;
+        int fd;
+
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0)
+                return -errno;
+        k = write(fd, content, n);
+        if (k < 0)
+                k = -errno;
+        close(fd);
+        if (k < 0)
+                return (int) k;
+        return (size_t) k == n ? 0 : -EIO;
+}
+
+static bool valid_domain(const char *s) {
+        if (!*s || strlen(s) > 253 || *s == '.' || *s == '-')
+                return false;
+        for (; *s; s++)
+                if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+                      *s == '-' || *s == '.'))
+                        return false;
+        return true;
+}
+
+static int set_ifflags_up(int sk, const char *ifname) {
+        struct ifreq ifr = {};
+
+        strncpy(ifr.ifr_name, ifname, IFNAMSIZ - 1);
+        if (ioctl(sk, SIOCGIFFLAGS, &ifr) < 0)
+                return -errno;
+        ifr.ifr_flags |= IFF_UP;
+        if (ioctl(sk, SIOCSIFFLAGS, &ifr) < 0)
+                return -errno;
+        return 0;
+}
+
+static int set_ifaddr(int sk, const char *ifname, unsigned long request, struct in_addr a) {
+        struct ifreq ifr = {};
+        struct sockaddr_in *sin = (struct sockaddr_in *) &ifr.ifr_addr;
+
+        strncpy(ifr.ifr_name, ifname, IFNAMSIZ - 1);
+        sin->sin_family = AF_INET;
+        sin->sin_addr = a;
+        if (ioctl(sk, request, &ifr) < 0)
+                return -errno;
+        return 0;
+}
+
+static int add_route(int sk, const char *ifname, struct in_addr dst, struct in_addr mask, struct in_addr gw,
+                     unsigned short flags) {
+        struct rtentry rt = {};
+
+        *(struct sockaddr_in *) &rt.rt_dst = (struct sockaddr_in){ .sin_family = AF_INET, .sin_addr = dst };
+        *(struct sockaddr_in *) &rt.rt_genmask = (struct sockaddr_in){ .sin_family = AF_INET, .sin_addr = mask };
+        *(struct sockaddr_in *) &rt.rt_gateway = (struct sockaddr_in){ .sin_family = AF_INET, .sin_addr = gw };
+        rt.rt_flags = RTF_UP | flags;
+        rt.rt_dev = (char *) ifname;
+        if (ioctl(sk, SIOCADDRT, &rt) < 0 && errno != EEXIST)
+                return -errno;
+        return 0;
+}
+
+/* Waits for the interface virtio_net registers for the NIC. The probe runs
+ * when the module loads, so the wait is normally none; the bound covers a slow probe and a
+ * VM started without the NIC its command line announces. */
+static int wait_for_link(const char *ifname, uint64_t timeout_usec) {
+        uint64_t deadline = now_usec(CLOCK_MONOTONIC) + timeout_usec;
+
+        while (if_nametoindex(ifname) == 0) {
+                if (now_usec(CLOCK_MONOTONIC) > deadline)
+                        return -ENODEV;
+                nanosleep(&(struct timespec){ .tv_nsec = 500 * 1000 }, NULL);
+        }
+        return 0;
+}
+
+/* Configures eth0 from the hostmesh.ip/gw/dns/domain keys: the address as
+ * a /32, an on-link route to the gateway and the default route through it.
+ * Without a prefix route even the other instances on the bridge are reached
+ * through the host, whose nftables ruleset decides (the bridge ports are
+ * isolated). For the same reason ICMP redirects are refused: the host must
+ * not be able to point the guest past itself. Sets *ret_step to what failed. */
+static int setup_network(const char **ret_step, uint64_t *ret_wait_usec) {
+        static const struct in_addr any = {}, host_mask = { .s_addr = 0xffffffffU };
+        struct in_addr ip, gw, dns;
+        char resolv[300 + sizeof(cmdline_domain)];
+        uint64_t t;
+        int sk, r;
+
+        *ret_step = "parsing the command line keys";
+        if (inet_pton(AF_INET, cmdline_ip, &ip) != 1 || inet_pton(AF_INET, cmdline_gw, &gw) != 1 ||
+            inet_pton(AF_INET, cmdline_dns, &dns) != 1 || !valid_domain(cmdline_domain))
+                return -EINVAL;
+
+        *ret_step = "waiting for eth0";
+        t = now_usec(CLOCK_MONOTONIC);
+        r = wait_for_link("eth0", 5 * 1000000ULL);
+        *ret_wait_usec = now_usec(CLOCK_MONOTONIC) - t;
+        if (r < 0)
+                return r;
+
+        /* Without forwarding the kernel accepts a redirect when all or the
+         * interface says so: both off, and default for any that comes later. */
+        *ret_step = "turning ICMP redirects off";
+        for (size_t i = 0; i < 3; i++) {
+                static const char *const conf[] = { "all", "default", "eth0" };
+                char path[64];
+
+                snprintf(path, sizeof(path), "/proc/sys/net/ipv4/conf/%s/accept_redirects", conf[i]);
+                r = write_file(path, "0\n");
+                if (r < 0)
+                        return r;
+        }
+
+        sk = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (sk < 0) {
+                *ret_step = "opening a socket";
+                return -errno;
+        }
+        /* The address before the link is up: SIOCSIFADDR alone would give it
+         * the classful /8 and a prefix route with it, and a broadcast
+         * address that a /32 does not have. */
+        *ret_step = "setting the address of eth0";
+        r = set_ifaddr(sk, "eth0", SIOCSIFADDR, ip);
+        if (r >= 0)
+                r = set_ifaddr(sk, "eth0", SIOCSIFNETMASK, host_mask);
+        if (r >= 0)
+                r = set_ifaddr(sk, "eth0", SIOCSIFBRDADDR, any);
+        if (r >= 0) {
+                *ret_step = "bringing eth0 up";
+                r = set_ifflags_up(sk, "eth0");
+        }
+        if (r >= 0) {
+                *ret_step = "adding the route to the gateway";
+                r = add_route(sk, "eth0", gw, host_mask, any, RTF_HOST);
+        }
+        if (r >= 0) {
+                *ret_step = "adding the default route";
+                r = add_route(sk, "eth0", any, any, gw, RTF_GATEWAY);
+        }
+        close(sk);
+        if (r < 0)
+                return r;
+
+        *ret_step = "writing /etc/resolv.conf";
+        snprintf(resolv, sizeof(resolv), "nameserver %s\nsearch %s\n", cmdline_dns, cmdline_domain);
+        return write_file("/etc/resolv.conf", resolv);
+}
+
+/* lo is wanted with or without a NIC (commands talk to local servers); the
+ * kernel gives it 127.0.0.1/8 when it comes up. */
+static void setup_loopback(void) {
+        int sk = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        int r = sk < 0 ? -errno : set_ifflags_up(sk, "lo");
+
+        if (sk >= 0)
+                close(sk);
+        if (r < 0)
+                say("cannot bring lo up: %s", strerror(-r));
+}
+
+static void write_hosts(bool networked) {
+        char hosts[200 + sizeof(cmdline_hostname) * 2 + sizeof(cmdline_domain)];
+        int n, r;
+
+        n = snprintf(hosts, sizeof(hosts), "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+        if (cmdline_hostname[0] && networked)
+                snprintf(hosts + n, sizeof(hosts) - n, "%s\t%s.%s %s\n", cmdline_ip, cmdline_hostname, cmdline_domain,
+                         cmdline_hostname);
+        else if (cmdline_hostname[0])
+                snprintf(hosts + n, sizeof(hosts) - n, "127.0.1.1\t%s\n", cmdline_hostname);
+        r = write_file("/etc/hosts", hosts);
+        if (r < 0)
+                say("cannot write /etc/hosts: %s", strerror(-r));
 }
 
 /* Writes the whole buffer to the port, waiting while vmmd is away. */
@@ -594,9 +852,35 @@ int main(void) {
         parse_cmdline();
         if (cmdline_hostname[0])
                 (void) sethostname(cmdline_hostname, strlen(cmdline_hostname));
+        bool want_net = cmdline_ip[0] != 0;
         uint64_t t_mods = now_usec(CLOCK_MONOTONIC);
-        pid_t fs_loader = load_modules(/* want_disk= */ cmdline_disk[0] != 0);
+        pid_t helper = load_modules(/* want_disk= */ cmdline_disk[0] != 0, want_net);
         t_mods = now_usec(CLOCK_MONOTONIC) - t_mods;
+
+        /* A network that does not come up is logged, not fatal: the instance
+         * still runs commands, and vmmd keeps this console for whoever looks
+         * into why. */
+        setup_loopback();
+        bool networked = false;
+        uint64_t t_net = 0;
+        if (want_net) {
+                uint64_t t_wait = 0;
+                const char *step = NULL;
+
+                t_net = now_usec(CLOCK_MONOTONIC);
+                r = setup_network(&step, &t_wait);
+                t_net = now_usec(CLOCK_MONOTONIC) - t_net;
+                networked = r >= 0;
+                if (r < 0)
+                        say("network: %s failed: %s; running without network", step, strerror(-r));
+                else
+                        say("network: eth0 %s/32 via %s, nameserver %s, search %s; up in %llu us "
+                            "(virtio_net %llu us, configuration %llu us, eth0 wait %llu us)",
+                            cmdline_ip, cmdline_gw, cmdline_dns, cmdline_domain,
+                            (unsigned long long) (t_virtio_net + t_net), (unsigned long long) t_virtio_net,
+                            (unsigned long long) t_net, (unsigned long long) t_wait);
+        }
+        write_hosts(networked);
 
         sigemptyset(&ss);
         sigaddset(&ss, SIGCHLD);
@@ -610,7 +894,9 @@ int main(void) {
                 say("no agent port %s: %s; powering off", AGENT_PORT_NAME, strerror(-port_fd));
                 power_off();
         }
-        mount_disk(fs_loader);
+        if (helper > 0)
+                (void) waitpid(helper, NULL, 0);
+        mount_disk();
 
         uname(&u);
         r = agent_ready_encode(&b, boot_usec, now_usec(CLOCK_MONOTONIC) - start, u.release);
@@ -618,9 +904,9 @@ int main(void) {
                 r = send_buffer(&b);
         if (r < 0)
                 say("cannot send READY: %s", strerror(-r));
-        say("ready in %llu us (modules %llu us, port %llu us; kernel %llu us)",
+        say("ready in %llu us (modules %llu us, network %llu us, port %llu us; kernel %llu us)",
             (unsigned long long) (now_usec(CLOCK_MONOTONIC) - start), (unsigned long long) t_mods,
-            (unsigned long long) t_port, (unsigned long long) boot_usec);
+            (unsigned long long) t_net, (unsigned long long) t_port, (unsigned long long) boot_usec);
 
         for (;;) {
                 struct pollfd p[2 + 2 * COMMANDS_MAX];
