@@ -504,6 +504,12 @@ static int setup_network(const char **ret_step, uint64_t *ret_wait_usec) {
                 if (r < 0)
                         return r;
         }
+        /* Instances have IPv4 only (the host drops IPv6 from their taps):
+         * no link-local address, no solicitations on the bridge. */
+        *ret_step = "turning IPv6 off on eth0";
+        r = write_file("/proc/sys/net/ipv6/conf/eth0/disable_ipv6", "1\n");
+        if (r < 0 && r != -ENOENT)
+                return r;
 
         sk = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
         if (sk < 0) {
