@@ -395,6 +395,14 @@ static int verb_describe(Nsc *n, int argc, char **argv) {
                 json_object_set_new(o, "token", json_boolean(d->has_token));
                 if (!isempty(d->cgroup))
                         json_object_set_new(o, "cgroup", json_string(d->cgroup));
+                if (!isempty(d->tenant))
+                        json_object_set_new(o, "tenant", json_string(d->tenant));
+                /* Always present, empty without network, so scripts can rely on the keys. */
+                json_object_set_new(o, "address", json_string(d->address));
+                json_object_set_new(o, "dns_name", json_string(d->dns_name));
+                if (!isempty(d->tap))
+                        json_object_set_new(o, "network", json_pack("{s:s, s:s, s:s}", "tap", d->tap, "mac", d->mac,
+                                                                    "gateway", d->gateway));
                 protobuf_c_message_free_unpacked(&d->base, NULL);
         }
         rpc_status_done(&st);

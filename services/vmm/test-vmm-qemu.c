@@ -48,6 +48,7 @@ static void test_microvm_command_line_has_the_fast_boot_flags(void **state) {
         assert_non_null(strstr(s, "socket,id=qmp,fd=3,server=on,wait=off"));
         assert_non_null(strstr(s, "virtserialport,chardev=agent,name=org.hostmesh.agent.0"));
         assert_null(strstr(s, "virtio-blk"));
+        assert_null(strstr(s, "-netdev"));
         free(s);
         qemu_argv_free(argv);
 }
@@ -74,6 +75,33 @@ static void test_pc_with_disk_uses_pci_devices(void **state) {
         qemu_argv_free(argv);
 }
 
+static void test_nic_on_the_passed_tap_fd_with_its_mac(void **state) {
+        static const uint8_t mac[6] = { 0x02, 0x68, 0x6d, 0x00, 0x01, 0x0a };
+        QemuConfig c = {
+                .binary = "q", .kernel = "k", .initrd = "i", .machine = "microvm", .vcpus = 1, .memory_mb = 1024,
+                .hostname = "h", .net_mac = mac, .extra_cmdline = "hostmesh.ip=10.88.1.10", .log_path = "l",
+        };
+        char **argv = NULL;
+        char *s;
+
+        (void) state;
+        assert_int_equal(qemu_build_argv(&c, &argv), 0);
+        s = joined(argv);
+        assert_non_null(strstr(s, "-netdev tap,id=net0,fd=6 "));
+        assert_non_null(strstr(s, "-device virtio-net-device,netdev=net0,mac=02:68:6d:00:01:0a "));
+        assert_non_null(strstr(s, "hostmesh.hostname=h hostmesh.ip=10.88.1.10 "));
+        free(s);
+        qemu_argv_free(argv);
+        c.machine = "pc";
+        assert_int_equal(qemu_build_argv(&c, &argv), 0);
+        s = joined(argv);
+        assert_non_null(strstr(s, "-device virtio-net-pci,netdev=net0,mac=02:68:6d:00:01:0a "));
+        free(s);
+        qemu_argv_free(argv);
+        /* A MAC without a tap (or the reverse) is a caller's bug. */
+        assert_int_equal(qemu_spawn(&c, 0, 0, 0, /* tap_fd= */ -1, NULL, NULL), -EINVAL);
+}
+
 static void test_find_binary_reports_missing(void **state) {
         char *p = NULL;
 
@@ -98,6 +126,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_microvm_command_line_has_the_fast_boot_flags),
                 cmocka_unit_test(test_pc_with_disk_uses_pci_devices),
+                cmocka_unit_test(test_nic_on_the_passed_tap_fd_with_its_mac),
                 cmocka_unit_test(test_find_binary_reports_missing),
                 cmocka_unit_test(test_qemu_lists_microvm_and_pc_but_not_a_made_up_machine),
         };

@@ -22,7 +22,11 @@
 #define HAVE_IDENTITY_API 0
 #endif
 
+#include "hostmesh/dns/v1/dns.pb-c.h"
+
 #define BACKEND_TIMEOUT_USEC (10 * USEC_PER_SEC)
+/* Short: a name outlives its instance in caches at most this long. */
+#define INSTANCE_RECORD_TTL 30
 
 static int backend_client(Manager *m, const char *socket, RpcClient **client) {
         _cleanup_free_ char *target = NULL;
@@ -162,7 +166,7 @@ static void on_token_issued(int r, const ProtobufCMessage *response, const RpcSt
                 backend_failed(i, m->token_mode, "Instance token", "identityd", m->identity_socket, "token", r, status);
         else {
                 char *subject = NULL;
-                if (asprintf(&subject, "%s/%s", m->config.tenant, i->id) < 0)
+                if (asprintf(&subject, "%s/%s", i->tenant ?: m->config.tenant, i->id) < 0)
                         subject = NULL;
                 if (i->state != INSTANCE_CREATING) {
                         if (subject)
@@ -197,7 +201,7 @@ void compose_issue_token(Manager *m, Instance *i) {
         /* The token lives as long as the instance (it is revoked at destroy). */
         lifetime = i->deadline_usec > now ? i->deadline_usec - now : USEC_PER_SEC;
         duration.seconds = (int64_t) ((lifetime + USEC_PER_SEC - 1) / USEC_PER_SEC);
-        req.tenant_id = m->config.tenant;
+        req.tenant_id = i->tenant ?: m->config.tenant;
         req.instance_id = i->id;
         req.n_audience = 1;
         req.audience = audience;
@@ -251,4 +255,112 @@ void compose_revoke_token(Manager *m, const char *instance_id, const char *subje
         (void) instance_id;
         (void) subject;
 #endif
+}
+
+/* ---- dnsd: instance names ------------------------------------------------ */
+
+static void on_record_added(int r, const ProtobufCMessage *response, const RpcStatus *status, void *userdata) {
+        Instance *i = userdata;
+        Manager *m = i->manager;
+
+        (void) response;
+        i->pending_ops--;
+        if (r < 0) {
+                free(i->dns_name);
+                i->dns_name = NULL;
+                backend_failed(i, m->dns_mode, "Instance name", "dnsd", m->dns_socket, "dns", r, status);
+        } else if (i->state != INSTANCE_CREATING)
+                compose_remove_record(m, i->id, i->dns_name); /* destroyed meanwhile */
+        else
+                log_struct(LOG_INFO, 0, FIELDS(i->log_field), "Instance %s: %s → %s in dnsd.", i->id, i->dns_name,
+                           i->address);
+        manager_instance_continue(i);
+}
+
+static int add_record(Manager *m, Instance *i, RpcDoneCallback cb, void *userdata) {
+        Hostmesh__Dns__V1__AddRecordRequest req = HOSTMESH__DNS__V1__ADD_RECORD_REQUEST__INIT;
+        int r;
+
+        r = backend_client(m, m->dns_socket, &m->dns_client);
+        if (r < 0)
+                return r;
+        req.name = i->dns_name;
+        req.type = (char *) "A";
+        req.value = i->address;
+        req.ttl = INSTANCE_RECORD_TTL;
+        return rpc_client_call_async(m->dns_client, "/hostmesh.dns.v1.Dns/AddRecord", NULL, &req.base,
+                                     &hostmesh__dns__v1__add_record_response__descriptor, BACKEND_TIMEOUT_USEC, cb,
+                                     userdata);
+}
+
+void compose_add_record(Manager *m, Instance *i) {
+        int r;
+
+        free(i->dns_name);
+        if (asprintf(&i->dns_name, "%s.%s", i->id, m->config.dns_zone) < 0) {
+                i->dns_name = NULL;
+                return manager_instance_fail(i, "Out of memory");
+        }
+        r = add_record(m, i, on_record_added, i);
+        if (r < 0) {
+                free(i->dns_name);
+                i->dns_name = NULL;
+                return backend_failed(i, m->dns_mode, "Instance name", "dnsd", m->dns_socket, "dns", r, NULL);
+        }
+        i->pending_ops++;
+}
+
+static void on_record_refreshed(int r, const ProtobufCMessage *response, const RpcStatus *status, void *userdata) {
+        char *name = userdata;
+
+        (void) response;
+        if (r < 0)
+                log_warning("Failed to register %s in dnsd again: %s, ignoring", name,
+                            status && status->message ? status->message : strerror(-r));
+        free(name);
+}
+
+void compose_refresh_record(Manager *m, Instance *i) {
+        char *name = strdup(i->dns_name);
+        int r;
+
+        if (!name)
+                return;
+        r = add_record(m, i, on_record_refreshed, name);
+        if (r < 0) {
+                log_struct(LOG_WARNING, r, FIELDS(i->log_field), "Instance %s: cannot register %s in dnsd: %m, ignoring",
+                           i->id, name);
+                free(name);
+        }
+}
+
+static void on_record_removed(int r, const ProtobufCMessage *response, const RpcStatus *status, void *userdata) {
+        char *name = userdata;
+
+        (void) response;
+        if (r < 0 && r != -ENOENT)
+                log_warning("Failed to remove %s from dnsd: %s, ignoring", name,
+                            status && status->message ? status->message : strerror(-r));
+        free(name);
+}
+
+void compose_remove_record(Manager *m, const char *instance_id, const char *name) {
+        Hostmesh__Dns__V1__RemoveRecordRequest req = HOSTMESH__DNS__V1__REMOVE_RECORD_REQUEST__INIT;
+        char *n = strdup(name);
+        int r;
+
+        if (!n)
+                return;
+        r = backend_client(m, m->dns_socket, &m->dns_client);
+        req.name = n;
+        req.type = (char *) "A";
+        if (r >= 0)
+                r = rpc_client_call_async(m->dns_client, "/hostmesh.dns.v1.Dns/RemoveRecord", NULL, &req.base,
+                                          &hostmesh__dns__v1__remove_record_response__descriptor,
+                                          BACKEND_TIMEOUT_USEC, on_record_removed, n);
+        if (r < 0) {
+                log_struct(LOG_WARNING, r, NULL, "Instance %s: cannot remove %s from dnsd: %m, ignoring", instance_id,
+                           name);
+                free(n);
+        }
 }

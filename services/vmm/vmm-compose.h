@@ -14,6 +14,11 @@ typedef struct Instance Instance;
  * pipeline from the answer. */
 void compose_create_disk(Manager *m, Instance *i);
 void compose_issue_token(Manager *m, Instance *i);
+/* <id>.<zone> → the instance's address in dnsd's local records. */
+void compose_add_record(Manager *m, Instance *i);
 /* Fire and forget, failures are logged. */
 void compose_delete_disk(Manager *m, const char *instance_id, const char *disk_id);
 void compose_revoke_token(Manager *m, const char *instance_id, const char *subject);
+void compose_remove_record(Manager *m, const char *instance_id, const char *name);
+/* Adds the record again (dnsd keeps local records in memory only). */
+void compose_refresh_record(Manager *m, Instance *i);

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <arpa/inet.h>
 #include <inttypes.h>
 #include <time.h>
 
@@ -9,6 +10,7 @@
 #include "vmm-grpc.h"
 #include "vmm-log.h"
 #include "vmm-manager.h"
+#include "vmm-net.h"
 #include "agent-protocol.h"
 
 #define LABELS_MAX 64
@@ -126,11 +128,45 @@ static bool label_part_is_valid(const char *s) {
         return true;
 }
 
+/* A tenant id goes into token subjects ("<tenant>/<id>"): letters,
+ * digits, '.', '_', '-'. */
+static bool tenant_is_valid(const char *s) {
+        size_t n = strlen(s);
+
+        if (n == 0 || n > 64)
+                return false;
+        for (const char *p = s; *p; p++)
+                if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '.' ||
+                      *p == '_' || *p == '-'))
+                        return false;
+        return true;
+}
+
+/* The caller's tenant, when the gateway verified a bearer token: believed
+ * only from our own peer being root or our uid (the gateway, another
+ * hostmesh daemon). Otherwise the instance gets [vmm] tenant. */
+static int call_tenant(RpcCall *c, const char **ret) {
+        const RpcPeer *peer = rpc_call_peer(c);
+        const char *t;
+
+        *ret = NULL;
+        if (!peer->known || (peer->uid != 0 && peer->uid != getuid()))
+                return 0;
+        t = rpc_call_metadata(c, "x-hostmesh-tenant");
+        if (!t)
+                return 0;
+        if (!tenant_is_valid(t))
+                return -EINVAL;
+        *ret = t;
+        return 0;
+}
+
 static void handle_create(RpcCall *c, const ProtobufCMessage *request, void *userdata) {
         const Namespace__Cloud__Compute__V1beta__CreateInstanceRequest *req = (const void *) request;
         Manager *m = userdata;
         char *names[LABELS_MAX], *values[LABELS_MAX];
         char creator[32] = "";
+        const char *tenant = NULL;
         const RpcPeer *peer = rpc_call_peer(c);
         char *error = NULL;
         Instance *i;
@@ -170,6 +206,11 @@ static void handle_create(RpcCall *c, const ProtobufCMessage *request, void *use
         }
         if (peer->known)
                 snprintf(creator, sizeof(creator), "uid:%u", (unsigned) peer->uid);
+        if (call_tenant(c, &tenant) < 0) {
+                rpc_call_fail(c, RPC_INVALID_ARGUMENT, "The caller's tenant id is not usable (letters, digits, '.', '_', "
+                              "'-'; at most 64).");
+                return;
+        }
 
         CreateParams p = {
                 .shape = { .vcpu = (unsigned) req->shape->virtual_cpu,
@@ -180,6 +221,7 @@ static void handle_create(RpcCall *c, const ProtobufCMessage *request, void *use
                 .label_values = values,
                 .n_labels = req->n_labels,
                 .creator = creator,
+                .tenant = tenant,
         };
         if (req->deadline && p.deadline_usec == 0) {
                 rpc_call_fail(c, RPC_INVALID_ARGUMENT, "deadline is not a valid timestamp.");
@@ -518,7 +560,8 @@ static void handle_details(RpcCall *c, const ProtobufCMessage *request, void *us
         Manager *m = userdata;
         Instance *i = find_or_fail(m, c, req->instance_id);
         _cleanup_free_ char *tail = NULL;
-        char shape[16];
+        char shape[16], mac_text[18] = "", gateway[INET_ADDRSTRLEN] = "";
+        uint8_t mac[6];
 
         if (!i)
                 return;
@@ -542,6 +585,18 @@ static void handle_details(RpcCall *c, const ProtobufCMessage *request, void *us
         d.cgroup = i->cgroup ?: (char *) "";
         d.console_tail = tail ?: (char *) "";
         d.vmmd_cost_usec = i->vmmd_cost_usec;
+        d.address = i->address && i->tap ? i->address : (char *) "";
+        d.dns_name = i->dns_name ?: (char *) "";
+        d.tap = i->tap ?: (char *) "";
+        if (i->tap) {
+                vmm_net_mac(i, mac);
+                snprintf(mac_text, sizeof(mac_text), "%02x:%02x:%02x:%02x:%02x:%02x", mac[0], mac[1], mac[2], mac[3],
+                         mac[4], mac[5]);
+                if (inet_ntop(AF_INET, &m->net_gateway, gateway, sizeof(gateway)))
+                        d.gateway = gateway;
+        }
+        d.mac = mac_text;
+        d.tenant = i->tenant ?: (char *) "";
         rpc_call_reply(c, &d.base);
 }
 

@@ -56,6 +56,7 @@ Instance *instance_new(Manager *m, const char *id) {
         i->manager = m;
         i->pidfd = -EBADF;
         i->console_fd = -EBADF;
+        i->tap_fd = -EBADF;
         i->next_exec_id = 1;
         i->id = strdup(id);
         if (!i->id || asprintf(&i->log_field, "INSTANCE_ID=%s", id) < 0) {
@@ -96,6 +97,11 @@ Instance *instance_free(Instance *i) {
         free(i->token);
         free(i->token_subject);
         free(i->cgroup);
+        free(i->tenant);
+        free(i->address);
+        free(i->tap);
+        free(i->dns_name);
+        safe_close(i->tap_fd);
         free(i);
         return NULL;
 }

@@ -68,6 +68,8 @@ typedef struct LogFollower {
 enum {
         CREATE_DISK_DONE = 1 << 0,
         CREATE_TOKEN_DONE = 1 << 1,
+        CREATE_NET_DONE = 1 << 2,
+        CREATE_DNS_DONE = 1 << 3,
 };
 
 typedef struct Instance {
@@ -104,6 +106,11 @@ typedef struct Instance {
         char *token;              /* in memory until the guest has it; never stored */
         char *token_subject;      /* for revocation */
         char *cgroup;
+        char *tenant;             /* instances of one tenant may talk when [vmm] network_same_tenant */
+        char *address;            /* IPv4 address in the pool, NULL without network */
+        char *tap;                /* tap device; NULL once the network is given back */
+        char *dns_name;           /* <id>.<zone> registered in dnsd; NULL when not */
+        int tap_fd;               /* from the network helper until QEMU has it */
 
         uint64_t guest_kernel_usec, guest_init_usec, ready_usec;
         uint64_t vmmd_cost_usec;  /* loop time spent on the create, QEMU's own start excluded */

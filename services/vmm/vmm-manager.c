@@ -21,6 +21,7 @@
 #include "vmm-grpc.h"
 #include "vmm-log.h"
 #include "vmm-manager.h"
+#include "vmm-net.h"
 #include "vmm-qemu.h"
 #include "vmm-qmp.h"
 #include "vmm-store.h"
@@ -64,6 +65,22 @@ static const ConfigItem config_table[] = {
                     "Allow shapes above 64 GB"),
         CONFIG_ITEM("vmm", "max_instances", config_type_uint32, VmmConfig, max_instances,
                     "Instances kept (live and finished); the oldest finished ones are forgotten"),
+        CONFIG_ITEM("vmm", "network", config_type_bool, VmmConfig, network,
+                    "Instance networking: a tap on a bridge, an address from the pool, nftables rules"),
+        CONFIG_ITEM("vmm", "network_bridge", config_type_string, VmmConfig, network_bridge,
+                    "Bridge the instances' taps are on"),
+        CONFIG_ITEM("vmm", "network_pool", config_type_string, VmmConfig, network_pool,
+                    "Instance addresses (IPv4 network); the first address is the bridge's"),
+        CONFIG_ITEM("vmm", "network_dns_port", config_type_uint32, VmmConfig, network_dns_port,
+                    "Port dnsd listens on at the bridge address; instances' DNS (port 53) is sent there"),
+        CONFIG_ITEM("vmm", "network_same_tenant", config_type_bool, VmmConfig, network_same_tenant,
+                    "Let instances of the same tenant talk to each other (otherwise instances are isolated)"),
+        CONFIG_ITEM("vmm", "network_helper", config_type_string, VmmConfig, network_helper,
+                    "Privileged network helper (empty: hostmesh-vmm-nethelper next to vmmd)"),
+        CONFIG_ITEM("vmm", "dns", config_type_string, VmmConfig, dns,
+                    "Instance names <id>.<dns_zone> in dnsd: required, optional or off"),
+        CONFIG_ITEM("vmm", "dns_zone", config_type_string, VmmConfig, dns_zone,
+                    "Zone of instance names (one of dnsd's local_zones)"),
 };
 
 static uint64_t now_usec(clockid_t clock) {
@@ -82,6 +99,27 @@ static int parse_backend_mode(const char *key, const char *s, BackendMode *ret) 
         else
                 return log_error_errno(-EINVAL, "[vmm] %s = %s: expected required, optional or off.", key, s);
         return 0;
+}
+
+/* Instance names are "<id>.<zone>": the zone is checked here, the id is
+ * ours (lower-case letters and digits). */
+static bool dns_zone_is_valid(const char *zone) {
+        size_t label = 0, n = strlen(zone);
+
+        if (n == 0 || n > 200 || zone[0] == '.' || zone[n - 1] == '.')
+                return false;
+        for (const char *c = zone; *c; c++) {
+                if (*c == '.') {
+                        if (label == 0)
+                                return false;
+                        label = 0;
+                        continue;
+                }
+                if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '-') ||
+                    ++label > 63)
+                        return false;
+        }
+        return true;
 }
 
 static int set_default_string(char **field, const char *value) {
@@ -107,6 +145,7 @@ int manager_new(const DaemonArgs *args, Manager **ret) {
                 .log_max = 1024 * 1024,
                 .memory_overhead = 256 * 1024 * 1024,
                 .max_instances = 1000,
+                .network_dns_port = 53,
         };
 
         r = daemon_load_config(args, config_table, ELEMENTSOF(config_table), &m->config);
@@ -127,7 +166,12 @@ int manager_new(const DaemonArgs *args, Manager **ret) {
             set_default_string(&m->config.disk, "optional") < 0 ||
             set_default_string(&m->config.token, "optional") < 0 ||
             set_default_string(&m->config.token_audience, "hostmesh") < 0 ||
-            set_default_string(&m->config.tenant, "local") < 0)
+            set_default_string(&m->config.tenant, "local") < 0 ||
+            set_default_string(&m->config.network_bridge, "hm0") < 0 ||
+            set_default_string(&m->config.network_pool, "10.88.0.0/16") < 0 ||
+            set_default_string(&m->config.network_helper, "") < 0 ||
+            set_default_string(&m->config.dns, "optional") < 0 ||
+            set_default_string(&m->config.dns_zone, "hostmesh.internal") < 0)
                 return log_error_errno(-ENOMEM, "Out of memory.");
         if (!streq(m->config.machine, "microvm") && !streq(m->config.machine, "pc"))
                 return log_error_errno(-EINVAL, "[vmm] machine = %s: expected microvm or pc.", m->config.machine);
@@ -135,6 +179,15 @@ int manager_new(const DaemonArgs *args, Manager **ret) {
         if (r < 0)
                 return r;
         r = parse_backend_mode("token", m->config.token, &m->token_mode);
+        if (r < 0)
+                return r;
+        r = parse_backend_mode("dns", m->config.dns, &m->dns_mode);
+        if (r < 0)
+                return r;
+        if (!dns_zone_is_valid(m->config.dns_zone))
+                return log_error_errno(-EINVAL, "[vmm] dns_zone = %s: expected a DNS name (letters, digits, '-', '.').",
+                                       m->config.dns_zone);
+        r = vmm_net_configure(m);
         if (r < 0)
                 return r;
         if (m->config.boot_timeout_usec == 0 || m->config.default_duration_usec == 0)
@@ -164,9 +217,11 @@ Manager *manager_free(Manager *m) {
                 instance_free(m->instances[k]);
         }
         free(m->instances);
+        vmm_net_stop(m);
         store_free(m->store);
         rpc_client_free(m->disk_client);
         rpc_client_free(m->identity_client);
+        rpc_client_free(m->dns_client);
         rpc_server_free(m->server);
         rpc_loop_free(m->rpc_loop);
         sd_event_unref(m->event);
@@ -175,6 +230,7 @@ Manager *manager_free(Manager *m) {
         free(m->machine);
         free(m->disk_socket);
         free(m->identity_socket);
+        free(m->dns_socket);
         config_done(config_table, ELEMENTSOF(config_table), &m->config);
         free(m);
         return NULL;
@@ -373,6 +429,13 @@ static void instance_release_backends(Instance *i) {
                 free(i->token_subject);
                 i->token_subject = NULL;
         }
+        if (i->dns_name) {
+                compose_remove_record(i->manager, i->id, i->dns_name);
+                free(i->dns_name);
+                i->dns_name = NULL;
+        }
+        i->tap_fd = safe_close(i->tap_fd);
+        vmm_net_detach(i->manager, i);
         if (i->run_dir) {
                 static const char *const names[] = { "qmp.sock", "agent.sock", "console.sock" };
                 for (size_t k = 0; k < ELEMENTSOF(names); k++) {
@@ -795,14 +858,38 @@ void manager_instance_continue(Instance *i) {
                 if (i->pending_ops > 0 || i->state != INSTANCE_CREATING)
                         return;
         }
+        if (m->nethelper && !(i->create_flags & CREATE_NET_DONE)) {
+                _cleanup_free_ char *error = NULL, *reason = NULL;
+                uint64_t t0 = now_usec(CLOCK_MONOTONIC);
+                int r;
+
+                i->create_flags |= CREATE_NET_DONE;
+                r = vmm_net_attach(m, i, &i->tap_fd, &error);
+                i->vmmd_cost_usec += now_usec(CLOCK_MONOTONIC) - t0;
+                instance_save(i);
+                if (r < 0) {
+                        if (asprintf(&reason, "Cannot set up the instance's network: %s",
+                                     error ?: strerror(-r)) < 0)
+                                reason = NULL;
+                        return manager_instance_fail(i, reason ?: "Cannot set up the instance's network");
+                }
+        }
+        if (m->dns_mode != BACKEND_OFF && i->tap && !(i->create_flags & CREATE_DNS_DONE)) {
+                i->create_flags |= CREATE_DNS_DONE;
+                compose_add_record(m, i);
+                if (i->pending_ops > 0 || i->state != INSTANCE_CREATING)
+                        return;
+        }
         instance_launch(i);
 }
 
 static void instance_launch(Instance *i) {
         Manager *m = i->manager;
         _cleanup_close_ int qmp_fd = -EBADF, agent_fd = -EBADF, console_fd = -EBADF;
-        _cleanup_free_ char *qmp = NULL, *agent = NULL, *console = NULL, *qemu = NULL, *qlog = NULL;
+        _cleanup_free_ char *qmp = NULL, *agent = NULL, *console = NULL, *qemu = NULL, *qlog = NULL,
+                            *net_cmdline = NULL;
         uint64_t t0 = now_usec(CLOCK_MONOTONIC);
+        uint8_t mac[6];
         int r;
 
         qmp = path_join(i->run_dir, "qmp.sock");
@@ -826,6 +913,12 @@ static void instance_launch(Instance *i) {
                 return manager_instance_fail(i, "QEMU is not installed; install qemu-system-x86");
 
         bool kvm = qemu_kvm_available();
+        if (i->tap_fd >= 0) {
+                net_cmdline = vmm_net_guest_cmdline(m, i);
+                if (!net_cmdline)
+                        return manager_instance_fail(i, "Out of memory");
+                vmm_net_mac(i, mac);
+        }
         QemuConfig c = {
                 .binary = qemu,
                 .kernel = m->config.kernel,
@@ -837,13 +930,16 @@ static void instance_launch(Instance *i) {
                 .hostname = i->id,
                 .disk_path = i->disk_path,
                 .disk_format = i->disk_format,
+                .net_mac = i->tap_fd >= 0 ? mac : NULL,
+                .extra_cmdline = net_cmdline,
                 .log_path = qlog,
         };
         free(i->machine);
         free(i->accel);
         i->machine = strdup(m->machine ?: m->config.machine);
         i->accel = strdup(kvm ? "kvm" : "tcg");
-        r = qemu_spawn(&c, qmp_fd, agent_fd, console_fd, &i->pid, &i->pidfd);
+        r = qemu_spawn(&c, qmp_fd, agent_fd, console_fd, i->tap_fd, &i->pid, &i->pidfd);
+        i->tap_fd = safe_close(i->tap_fd); /* QEMU has its own copy */
         if (r < 0) {
                 _cleanup_free_ char *reason = NULL;
                 if (asprintf(&reason, "Cannot start QEMU: %s", strerror(-r)) < 0)
@@ -952,7 +1048,8 @@ int manager_create_instance(Manager *m, const CreateParams *p, Instance **ret, c
         i->deadline_usec = p->deadline_usec ?: now + m->config.default_duration_usec;
         i->state = INSTANCE_PENDING;
         if ((p->purpose && !(i->purpose = strdup(p->purpose))) || (p->creator && !(i->creator = strdup(p->creator))) ||
-            copy_labels(i, p) < 0 || !(i->dir = path_join(m->state_dir, "instances")) ||
+            copy_labels(i, p) < 0 || !(i->tenant = strdup(p->tenant ?: m->config.tenant)) ||
+            !(i->dir = path_join(m->state_dir, "instances")) ||
             asprintf(&i->run_dir, "%s/%s", m->run_dir, id) < 0) {
                 instance_free(i);
                 return -ENOMEM;
@@ -1300,7 +1397,8 @@ int manager_start(Manager *m) {
                 return log_error_errno(r, "Failed to open %s: %m", db);
         m->disk_socket = hostmesh_socket_path("disk");
         m->identity_socket = hostmesh_socket_path("identity");
-        if (!m->disk_socket || !m->identity_socket)
+        m->dns_socket = hostmesh_socket_path("dns");
+        if (!m->disk_socket || !m->identity_socket || !m->dns_socket)
                 return log_error_errno(-ENOMEM, "Out of memory.");
 
         r = rpc_loop_new(m->event, &m->rpc_loop);
@@ -1313,8 +1411,18 @@ int manager_start(Manager *m) {
         r = store_load(m->store, m, load_one, m);
         if (r < 0)
                 return log_error_errno(r, "Failed to load instances from %s: %m", db);
+        r = vmm_net_start(m);
+        if (r < 0)
+                return r;
         for (size_t k = 0; k < m->n_instances; k++)
                 instance_reattach(m->instances[k]);
+        r = vmm_net_reconcile(m);
+        if (r < 0)
+                return r;
+        /* dnsd keeps local records in memory: give it the live names again. */
+        for (size_t k = 0; k < m->n_instances; k++)
+                if (m->instances[k]->dns_name && instance_state_is_active(m->instances[k]->state))
+                        compose_refresh_record(m, m->instances[k]);
 
         r = vmm_grpc_register(m);
         if (r < 0)

@@ -5,6 +5,7 @@
  * the instances and their timers. Every instance change happens here, on
  * the loop thread. */
 
+#include <netinet/in.h>
 #include <stdio.h>
 #include <systemd/sd-event.h>
 
@@ -35,7 +36,17 @@ typedef struct VmmConfig {
         uint64_t memory_overhead;   /* cgroup headroom above the guest RAM */
         bool allow_large_shapes;
         uint32_t max_instances;     /* history + live kept in memory */
+        bool network;               /* taps on a bridge, nftables; off: no NIC */
+        char *network_bridge;
+        char *network_pool;         /* "10.88.0.0/16" */
+        uint32_t network_dns_port;  /* dnsd's port on the bridge address */
+        bool network_same_tenant;   /* instances of one tenant may talk to each other */
+        char *network_helper;       /* path of hostmesh-vmm-nethelper; empty: next to vmmd */
+        char *dns;                  /* names in dnsd: off | optional | required */
+        char *dns_zone;
 } VmmConfig;
+
+typedef struct NetHelper NetHelper;
 
 typedef struct Store Store;
 
@@ -44,7 +55,7 @@ typedef struct Manager {
         RpcLoop *rpc_loop;
         RpcServer *server;
         VmmConfig config;
-        BackendMode disk_mode, token_mode;
+        BackendMode disk_mode, token_mode, dns_mode;
         char *machine;              /* effective machine: microvm, or pc when QEMU lacks microvm */
         uint32_t capacity_vcpus;
         uint64_t capacity_memory;
@@ -52,8 +63,12 @@ typedef struct Manager {
         Store *store;
         Instance **instances;
         size_t n_instances;
-        RpcClient *disk_client, *identity_client;
-        char *disk_socket, *identity_socket;
+        RpcClient *disk_client, *identity_client, *dns_client;
+        char *disk_socket, *identity_socket, *dns_socket;
+        NetHelper *nethelper;       /* NULL when networking is off */
+        struct in_addr net_pool, net_gateway;
+        unsigned net_prefixlen;
+        uint32_t net_pool_size;     /* usable addresses, gateway included */
 } Manager;
 
 int manager_new(const DaemonArgs *args, Manager **ret);
@@ -71,6 +86,7 @@ typedef struct CreateParams {
         char **label_names, **label_values;
         size_t n_labels;
         const char *creator;
+        const char *tenant;              /* NULL: [vmm] tenant */
 } CreateParams;
 
 /* On failure, *ret_error says what went wrong and what to do. */

@@ -23,6 +23,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "macro.h"
+
 #define NFT_TABLE_NAME "hostmesh"
 
 typedef struct NftNetwork {
@@ -48,6 +50,7 @@ typedef struct NftBatch NftBatch;
 
 int nft_batch_new(NftBatch **ret);
 NftBatch *nft_batch_free(NftBatch *b);
+DEFINE_TRIVIAL_CLEANUP_FUNC(NftBatch *, nft_batch_free);
 const void *nft_batch_data(const NftBatch *b);
 size_t nft_batch_size(const NftBatch *b);
 

@@ -109,8 +109,16 @@ int qemu_build_argv(const QemuConfig *c, char ***ret) {
                 argv_add(&a, "-device");
                 argv_add(&a, "%s,drive=disk0", microvm ? "virtio-blk-device" : "virtio-blk-pci");
         }
-        /* Networking comes with its own issue (tap in a netns + nftables);
-         * until then the guest has no NIC. */
+        if (c->net_mac) {
+                /* The tap comes from the network helper as an open fd:
+                 * QEMU needs no privilege to use it. */
+                argv_add(&a, "-netdev");
+                argv_add(&a, "tap,id=net0,fd=%d", QEMU_FD_TAP);
+                argv_add(&a, "-device");
+                argv_add(&a, "%s,netdev=net0,mac=%02x:%02x:%02x:%02x:%02x:%02x",
+                         microvm ? "virtio-net-device" : "virtio-net-pci", c->net_mac[0], c->net_mac[1],
+                         c->net_mac[2], c->net_mac[3], c->net_mac[4], c->net_mac[5]);
+        }
 
         if (a.oom) {
                 qemu_argv_free(a.v);
@@ -139,7 +147,8 @@ int qemu_listen_socket(const char *path, int *ret_fd) {
         return 0;
 }
 
-int qemu_spawn(const QemuConfig *c, int qmp_fd, int agent_fd, int console_fd, pid_t *ret_pid, int *ret_pidfd) {
+int qemu_spawn(const QemuConfig *c, int qmp_fd, int agent_fd, int console_fd, int tap_fd, pid_t *ret_pid,
+               int *ret_pidfd) {
         char **argv = NULL;
         posix_spawn_file_actions_t fa;
         posix_spawnattr_t attr;
@@ -147,6 +156,8 @@ int qemu_spawn(const QemuConfig *c, int qmp_fd, int agent_fd, int console_fd, pi
         pid_t pid;
         int r, pidfd;
 
+        if (!!c->net_mac != (tap_fd >= 0))
+                return -EINVAL;
         r = qemu_build_argv(c, &argv);
         if (r < 0)
                 return r;
@@ -159,6 +170,8 @@ int qemu_spawn(const QemuConfig *c, int qmp_fd, int agent_fd, int console_fd, pi
         posix_spawn_file_actions_adddup2(&fa, qmp_fd, QEMU_FD_QMP);
         posix_spawn_file_actions_adddup2(&fa, agent_fd, QEMU_FD_AGENT);
         posix_spawn_file_actions_adddup2(&fa, console_fd, QEMU_FD_CONSOLE);
+        if (tap_fd >= 0)
+                posix_spawn_file_actions_adddup2(&fa, tap_fd, QEMU_FD_TAP);
         /* A session of its own: not in vmmd's process group, so signals
          * for vmmd's group and vmmd's death leave the VM running. */
         sigemptyset(&none);

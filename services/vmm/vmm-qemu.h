@@ -26,6 +26,7 @@ typedef struct QemuConfig {
         const char *disk_path;     /* NULL: no disk */
         const char *disk_format;   /* "raw", "qcow2" */
         const char *extra_cmdline; /* appended to the kernel command line, may be NULL */
+        const uint8_t *net_mac;    /* NIC on the tap passed as QEMU_FD_TAP; NULL: no NIC */
         const char *log_path;      /* QEMU's own stdout/stderr */
 } QemuConfig;
 
@@ -33,6 +34,7 @@ typedef struct QemuConfig {
 #define QEMU_FD_QMP 3
 #define QEMU_FD_AGENT 4
 #define QEMU_FD_CONSOLE 5
+#define QEMU_FD_TAP 6
 
 /* Builds the argv (NULL-terminated, free with strv_free-style loop via
  * qemu_argv_free()). */
@@ -42,9 +44,11 @@ void qemu_argv_free(char **argv);
 /* Binds and listens on a unix socket path (removing a stale one). */
 int qemu_listen_socket(const char *path, int *ret_fd);
 
-/* Starts QEMU with the three listening sockets as fds 3, 4, 5, in a new
- * session, stdout/stderr to c->log_path. Returns its pid and a pidfd. */
-int qemu_spawn(const QemuConfig *c, int qmp_fd, int agent_fd, int console_fd, pid_t *ret_pid, int *ret_pidfd);
+/* Starts QEMU with the three listening sockets as fds 3, 4, 5 (and the tap
+ * as fd 6 when tap_fd >= 0), in a new session, stdout/stderr to
+ * c->log_path. Returns its pid and a pidfd. */
+int qemu_spawn(const QemuConfig *c, int qmp_fd, int agent_fd, int console_fd, int tap_fd, pid_t *ret_pid,
+               int *ret_pidfd);
 
 /* Finds qemu binary in PATH (or checks the given path). -ENOENT if absent. */
 int qemu_find_binary(const char *name, char **ret);

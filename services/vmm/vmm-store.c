@@ -20,6 +20,12 @@ static const char schema[] =
         " disk_bytes INTEGER, token_subject TEXT, cgroup TEXT, guest_kernel_usec INTEGER,"
         " guest_init_usec INTEGER, ready_usec INTEGER);";
 
+/* Columns added after the first schema, appended so that positional
+ * INSERT and SELECT * keep working on databases made before them. */
+static const char *const added_columns[] = {
+        "tenant TEXT", "address TEXT", "tap TEXT", "dns_name TEXT",
+};
+
 static int sqlite_error(int rc) {
         switch (rc) {
         case SQLITE_NOMEM:
@@ -47,10 +53,20 @@ int store_open(const char *path, Store **ret) {
         rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
         if (rc == SQLITE_OK)
                 rc = sqlite3_exec(s->db, schema, NULL, NULL, NULL);
+        for (size_t k = 0; rc == SQLITE_OK && k < ELEMENTSOF(added_columns); k++) {
+                _cleanup_free_ char *sql = NULL;
+                if (asprintf(&sql, "ALTER TABLE instances ADD COLUMN %s", added_columns[k]) < 0) {
+                        rc = SQLITE_NOMEM;
+                        break;
+                }
+                /* "duplicate column name" when the database has it already. */
+                (void) sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+        }
         if (rc == SQLITE_OK)
                 rc = sqlite3_prepare_v2(
                         s->db,
-                        "INSERT OR REPLACE INTO instances VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        "INSERT OR REPLACE INTO instances VALUES "
+                        "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         -1, &s->save, NULL);
         if (rc != SQLITE_OK) {
                 store_free(s);
@@ -113,6 +129,10 @@ int store_save(Store *s, const Instance *i) {
         sqlite3_bind_int64(st, n++, (sqlite3_int64) i->guest_kernel_usec);
         sqlite3_bind_int64(st, n++, (sqlite3_int64) i->guest_init_usec);
         sqlite3_bind_int64(st, n++, (sqlite3_int64) i->ready_usec);
+        sqlite3_bind_text(st, n++, i->tenant, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, n++, i->address, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, n++, i->tap, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, n++, i->dns_name, -1, SQLITE_STATIC);
         rc = sqlite3_step(st);
         sqlite3_reset(st);
         sqlite3_clear_bindings(st);
@@ -208,6 +228,10 @@ int store_load(Store *s, Manager *m, int (*cb)(Instance *i, void *userdata), voi
                 i->guest_kernel_usec = (uint64_t) sqlite3_column_int64(st, c++);
                 i->guest_init_usec = (uint64_t) sqlite3_column_int64(st, c++);
                 i->ready_usec = (uint64_t) sqlite3_column_int64(st, c++);
+                r = r ?: dup_column(st, c++, &i->tenant);
+                r = r ?: dup_column(st, c++, &i->address);
+                r = r ?: dup_column(st, c++, &i->tap);
+                r = r ?: dup_column(st, c++, &i->dns_name);
                 if (r < 0) {
                         instance_free(i);
                         break;
