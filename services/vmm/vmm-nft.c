@@ -73,7 +73,6 @@ NftBatch *nft_batch_free(NftBatch *b) {
         free(b);
         return NULL;
 }
-DEFINE_TRIVIAL_CLEANUP_FUNC(NftBatch *, nft_batch_free);
 
 const void *nft_batch_data(const NftBatch *b) {
         return b->data;

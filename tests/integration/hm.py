@@ -236,3 +236,59 @@ class Mesh:
             return r, json.loads(r.stdout) if r.stdout.strip() else None
         except json.JSONDecodeError:
             raise AssertionError("nsc printed invalid JSON: %r (stderr %r)" % (r.stdout, r.stderr))
+
+
+class NetnsPair:
+    """Two network namespaces joined by a veth pair, made for one test:
+    "host" (where the mesh runs; 192.168.77.1, default route outside) and
+    "outside" (192.168.77.2, no route back to any instance pool, so only
+    masqueraded traffic gets answers). Processes started with spawn() are
+    stopped by PID at close(), then both namespaces are deleted."""
+
+    HOST_ADDR = "192.168.77.1"
+    OUT_ADDR = "192.168.77.2"
+
+    def __init__(self, tag=None):
+        tag = tag or str(os.getpid())
+        self.host = "hmn-host-" + tag
+        self.outside = "hmn-out-" + tag
+        self.procs = []
+        self.run("ip", "netns", "add", self.host)
+        try:
+            self.run("ip", "netns", "add", self.outside)
+            for ns in (self.host, self.outside):
+                self.run("ip", "-n", ns, "link", "set", "lo", "up")
+            self.run("ip", "-n", self.host, "link", "add", "hmv-host", "type", "veth", "peer", "name", "hmv-out",
+                     "netns", self.outside)
+            self.run("ip", "-n", self.host, "addr", "add", self.HOST_ADDR + "/24", "dev", "hmv-host")
+            self.run("ip", "-n", self.outside, "addr", "add", self.OUT_ADDR + "/24", "dev", "hmv-out")
+            self.run("ip", "-n", self.host, "link", "set", "hmv-host", "up")
+            self.run("ip", "-n", self.outside, "link", "set", "hmv-out", "up")
+            self.run("ip", "-n", self.host, "route", "add", "default", "via", self.OUT_ADDR)
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def run(*cmd, check=True, netns=None, timeout=60):
+        if netns:
+            cmd = ("ip", "netns", "exec", netns) + tuple(cmd)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError("%s failed: %s" % (" ".join(cmd), r.stderr))
+        return r
+
+    def spawn(self, netns, *cmd, **kw):
+        kw.setdefault("stdout", subprocess.DEVNULL)
+        kw.setdefault("stderr", subprocess.DEVNULL)
+        p = subprocess.Popen(["ip", "netns", "exec", netns, *cmd], **kw)
+        self.procs.append(p)
+        return p
+
+    def close(self):
+        for p in self.procs:
+            p.kill()
+            p.wait()
+        self.procs = []
+        for ns in (self.host, self.outside):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)

@@ -158,7 +158,7 @@ class InstanceNetworkTest(unittest.TestCase):
 
     @classmethod
     def _create(cls):
-        r, d = cls.mesh.nsc_json("create", "--machine_type", "2x2", "--wait_timeout", "0s", timeout=60)
+        r, d = cls.mesh.nsc_json("create", "--machine_type", "2x2", "--nowait", timeout=60)
         if r.returncode != 0:
             raise AssertionError("create failed: " + r.stdout + r.stderr)
         return d["instance_id"]
