@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -444,7 +445,9 @@ static int rtnl_talk(Server *s, struct nlmsghdr *nlh, mnl_cb_t cb, void *data) {
         uint32_t seq = nlh->nlmsg_seq;
         int r;
 
-        if (!(nlh->nlmsg_flags & NLM_F_DUMP))
+        /* NLM_F_DUMP shares bits with NLM_F_CREATE/NLM_F_EXCL: only a GET
+         * is a dump. Dumps end with NLMSG_DONE; everything else is ACKed. */
+        if (nlh->nlmsg_type != RTM_GETLINK || (nlh->nlmsg_flags & NLM_F_DUMP) != NLM_F_DUMP)
                 nlh->nlmsg_flags |= NLM_F_ACK;
         if (mnl_socket_sendto(s->rtnl, nlh, nlh->nlmsg_len) < 0)
                 return negative_errno();
@@ -556,9 +559,19 @@ static int serve_setup_bridge(Server *s, const Request *req, Reply *rep) {
         if (r == -ENODEV) {
                 struct ifinfomsg ifi = { .ifi_family = AF_UNSPEC };
                 struct nlattr *info;
+                uint8_t mac[6];
 
+                /* A MAC of its own: otherwise the bridge takes the lowest of
+                 * its ports' and changes it as taps come and go, which
+                 * flushes the neighbour table (permanent entries too) and
+                 * leaves guests with a stale gateway MAC. Locally
+                 * administered, unicast. */
+                if (getrandom(mac, sizeof(mac), 0) != sizeof(mac))
+                        return fail(rep, -EIO, "Failed to pick a MAC for %s", req->bridge);
+                mac[0] = (uint8_t) ((mac[0] & 0xfe) | 0x02);
                 nlh = rtnl_msg(s, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &ifi, sizeof(ifi));
                 mnl_attr_put_strz(nlh, IFLA_IFNAME, req->bridge);
+                mnl_attr_put(nlh, IFLA_ADDRESS, sizeof(mac), mac);
                 info = mnl_attr_nest_start(nlh, IFLA_LINKINFO);
                 mnl_attr_put_strz(nlh, IFLA_INFO_KIND, "bridge");
                 mnl_attr_nest_end(nlh, info);
@@ -636,8 +649,11 @@ static int serve_create_tap(Server *s, const Request *req, Reply *rep, int *ret_
                 return fail(rep, negative_errno(), "Failed to open /dev/net/tun");
         memcpy(ifr.ifr_name, req->tap, IFNAMSIZ);
         ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
-        if (ioctl(fd, TUNSETIFF, &ifr) < 0)
+        if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+                if (errno == EBUSY)
+                        return fail(rep, -EBUSY, "Tap %s is in use", req->tap);
                 return fail(rep, negative_errno(), "Failed to create tap %s", req->tap);
+        }
         if (ioctl(fd, TUNSETPERSIST, 1) < 0)
                 return fail(rep, negative_errno(), "Failed to make tap %s persistent", req->tap);
 
@@ -842,8 +858,8 @@ static int serve_apply(Server *s, const Request *req, int fd, Reply *rep) {
         if ((int) req->batch_size + 65536 > s->nf_sndbuf) {
                 int n = (int) req->batch_size + 65536;
 
-                if (mnl_socket_setsockopt(s->nf, SO_SNDBUFFORCE, &n, sizeof(n)) < 0 ||
-                    mnl_socket_setsockopt(s->nf, SO_RCVBUFFORCE, &n, sizeof(n)) < 0)
+                if (setsockopt(mnl_socket_get_fd(s->nf), SOL_SOCKET, SO_SNDBUFFORCE, &n, sizeof(n)) < 0 ||
+                    setsockopt(mnl_socket_get_fd(s->nf), SOL_SOCKET, SO_RCVBUFFORCE, &n, sizeof(n)) < 0)
                         return fail(rep, negative_errno(), "Failed to size the netfilter socket");
                 s->nf_sndbuf = n;
         }

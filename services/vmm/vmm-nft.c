@@ -3,6 +3,7 @@
  * prints the same rules as `nft -f` text, and checks that a batch touches
  * nothing but that table (the network helper's rule). */
 #include <arpa/inet.h>
+#include <net/if_arp.h>
 #include <errno.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_conntrack_common.h>
@@ -542,8 +543,12 @@ static int put_guard(NftBatch *b, const NftInstance *i) {
         if (ret < 0)
                 return ret;
 
+        /* meta iiftype ether first, as nft does: the link-layer offsets
+         * mean something only on Ethernet (and `nft list` prints "ether"). */
         if (rule_start(&r, chain) < 0)
                 return -ENOMEM;
+        meta(&r, NFT_META_IIFTYPE, NFT_REG_1);
+        cmp(&r, NFT_CMP_EQ, &(uint16_t) { ARPHRD_ETHER }, sizeof(uint16_t));
         payload(&r, NFT_PAYLOAD_LL_HEADER, 6, 6, NFT_REG_1);
         cmp(&r, NFT_CMP_NEQ, i->mac, 6);
         counter(&r);
