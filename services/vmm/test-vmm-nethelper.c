@@ -58,17 +58,13 @@ static NftPair pair(unsigned from) {
 }
 
 static json_t *run_json(const char *cmd) {
-        char buf[65536];
-        size_t n;
         FILE *f;
         json_t *j;
 
         f = popen(cmd, "r");
         assert_non_null(f);
-        n = fread(buf, 1, sizeof(buf) - 1, f);
-        buf[n] = '\0';
+        j = json_loadf(f, 0, NULL);
         assert_int_equal(pclose(f), 0);
-        j = json_loads(buf, 0, NULL);
         assert_non_null(j);
         return j;
 }
@@ -261,6 +257,30 @@ static void test_replace_table_installs_the_table(void **state) {
         assert_int_equal(count("rule", "hostmesh", "guard-hmt1"), 3);
 }
 
+static void test_replace_table_with_many_pairs_is_one_batch(void **state) {
+        enum { N = 20000 };
+        NftNetwork n = net();
+        NftInstance is[] = { inst(0), inst(1) };
+        NftPair *ps = calloc(N, sizeof(NftPair));
+        NftBatch *b = NULL;
+        char *error = NULL;
+
+        (void) state;
+        assert_non_null(ps);
+        for (unsigned k = 0; k < N; k++)
+                ps[k] = (NftPair) { .a = { htonl(0x0a580000u + k) }, .b = { htonl(0x0a590000u + k) } };
+        assert_int_equal(nft_batch_new(&b), 0);
+        assert_int_equal(nft_batch_replace_table(b, &n, is, 2, ps, N), 0);
+        assert_true(nft_batch_size(b) > 256 * 1024);
+        assert_int_equal(nethelper_apply(helper, nft_batch_data(b), nft_batch_size(b), &error), 0);
+        nft_batch_free(b);
+        free(ps);
+        assert_int_equal(peers_elements(), N);
+
+        assert_int_equal(apply_replace(2), 0);
+        assert_int_equal(peers_elements(), 2);
+}
+
 static void test_remove_and_add_instance(void **state) {
         NftNetwork n = net();
         NftInstance i = inst(1);
@@ -413,6 +433,7 @@ int main(void) {
                 cmocka_unit_test(test_setup_bridge_is_idempotent),
                 cmocka_unit_test(test_create_tap_gives_an_fd_on_an_isolated_port),
                 cmocka_unit_test(test_replace_table_installs_the_table),
+                cmocka_unit_test(test_replace_table_with_many_pairs_is_one_batch),
                 cmocka_unit_test(test_remove_and_add_instance),
                 cmocka_unit_test(test_replace_table_repairs_hand_edits_and_spares_other_tables),
                 cmocka_unit_test(test_apply_refuses_a_foreign_table),

@@ -42,6 +42,7 @@
 #define NETHELPER_MESSAGE_MAX 256
 /* Replies from the kernel: one dump part or a run of ACKs. */
 #define NETLINK_BUFFER_SIZE (64 * 1024)
+#define NETLINK_ACK_TRUESIZE 2048
 
 enum {
         REQUEST_SETUP_BRIDGE = 1,
@@ -410,7 +411,7 @@ typedef struct Server {
         uint32_t seq;
         struct mnl_socket *nf;
         uint32_t nf_portid;
-        int nf_sndbuf;
+        int nf_sndbuf, nf_rcvbuf;
         char *buf;                  /* NETLINK_BUFFER_SIZE, for replies */
 } Server;
 
@@ -852,22 +853,34 @@ static int serve_apply(Server *s, const Request *req, int fd, Reply *rep) {
         r = nf_open(s);
         if (r < 0)
                 return fail(rep, r, "Failed to open a netfilter socket");
-        /* The batch is one transaction and must go in one datagram. The
-         * kernel processes it within sendmsg(), so every ACK is queued by
-         * the time it returns; the receive buffer must hold them all. */
-        if ((int) req->batch_size + 65536 > s->nf_sndbuf) {
-                int n = (int) req->batch_size + 65536;
-
-                if (setsockopt(mnl_socket_get_fd(s->nf), SOL_SOCKET, SO_SNDBUFFORCE, &n, sizeof(n)) < 0 ||
-                    setsockopt(mnl_socket_get_fd(s->nf), SOL_SOCKET, SO_RCVBUFFORCE, &n, sizeof(n)) < 0)
-                        return fail(rep, negative_errno(), "Failed to size the netfilter socket");
-                s->nf_sndbuf = n;
-        }
         nlh = (const struct nlmsghdr *) batch;
         len = (int) req->batch_size;
         for (; mnl_nlmsg_ok(nlh, len); nlh = mnl_nlmsg_next(nlh, &len))
                 if (nlh->nlmsg_flags & NLM_F_ACK)
                         expected++;
+
+        /* The batch is one transaction and must go in one datagram. The
+         * kernel processes it within sendmsg(), so every ACK is queued by
+         * the time it returns: the receive buffer must hold them all, and
+         * each ACK is its own skb (NETLINK_ACK_TRUESIZE is a generous
+         * bound for one, headers and accounting included). */
+        {
+                int sndbuf = (int) req->batch_size + 65536;
+                int rcvbuf = (int) MIN((size_t) expected * NETLINK_ACK_TRUESIZE + 262144, (size_t) INT32_MAX / 2);
+
+                if (sndbuf > s->nf_sndbuf) {
+                        if (setsockopt(mnl_socket_get_fd(s->nf), SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf,
+                                       sizeof(sndbuf)) < 0)
+                                return fail(rep, negative_errno(), "Failed to size the netfilter socket");
+                        s->nf_sndbuf = sndbuf;
+                }
+                if (rcvbuf > s->nf_rcvbuf) {
+                        if (setsockopt(mnl_socket_get_fd(s->nf), SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf,
+                                       sizeof(rcvbuf)) < 0)
+                                return fail(rep, negative_errno(), "Failed to size the netfilter socket");
+                        s->nf_rcvbuf = rcvbuf;
+                }
+        }
 
         if (mnl_socket_sendto(s->nf, batch, req->batch_size) < 0)
                 return fail(rep, negative_errno(), "Failed to send the batch");
