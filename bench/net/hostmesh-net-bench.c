@@ -104,7 +104,7 @@ int main(int argc, char *argv[]) {
         NftPair pairs[2];
         size_t iterations = argc > 2 ? strtoul(argv[2], NULL, 10) : 200;
         size_t n_instances = argc > 3 ? strtoul(argv[3], NULL, 10) : 1000;
-        uint64_t *h_all, *h_rules, *s_all, *s_rules;
+        uint64_t *h_all, *h_rules, *s_all, *s_rules, *h_up, *h_down, *s_up, *s_down;
         char *text, *error = NULL;
         NetHelper *h = NULL;
         NftBatch *b;
@@ -162,7 +162,11 @@ int main(int argc, char *argv[]) {
         h_rules = calloc(iterations, sizeof(uint64_t));
         s_all = calloc(iterations, sizeof(uint64_t));
         s_rules = calloc(iterations, sizeof(uint64_t));
-        if (!h_all || !h_rules || !s_all || !s_rules)
+        h_up = calloc(iterations, sizeof(uint64_t));
+        h_down = calloc(iterations, sizeof(uint64_t));
+        s_up = calloc(iterations, sizeof(uint64_t));
+        s_down = calloc(iterations, sizeof(uint64_t));
+        if (!h_all || !h_rules || !s_all || !s_rules || !h_up || !h_down || !s_up || !s_down)
                 die("calloc", ENOMEM, NULL);
 
         /* Interleaved, so that both paths see the same machine load. */
@@ -191,6 +195,8 @@ int main(int argc, char *argv[]) {
                 t3 = now_us();
                 h_all[k] = t3 - t0;
                 h_rules[k] = t2 - t1;
+                h_up[k] = t1 - t0;
+                h_down[k] = t3 - t2;
 
                 t0 = now_us();
                 run((char *[]) { "ip", "-batch", (char *) file("tap-up.ip"), NULL });
@@ -202,12 +208,16 @@ int main(int argc, char *argv[]) {
                 t4 = now_us();
                 s_all[k] = t4 - t0;
                 s_rules[k] = t2 - t1;
+                s_up[k] = t1 - t0;
+                s_down[k] = t4 - t2;
         }
 
         printf("%zu iterations; microseconds; ratio = shell-out p50 / helper p50\n", iterations);
         printf("%-34s %9s %9s %9s %9s %8s\n", "step", "helper50", "helper90", "shell50", "shell90", "ratio");
         report("instance up + down (tap + rules)", h_all, s_all, iterations);
         report("rules only (add + remove batch)", h_rules, s_rules, iterations);
+        report("tap up (create_tap / ip -batch)", h_up, s_up, iterations);
+        report("tap down (delete_tap / ip -batch)", h_down, s_down, iterations);
 
         /* The start-up reconciliation: the whole table for n_instances
          * (their taps must exist for the ingress chains). */
