@@ -21,6 +21,11 @@
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_tables.h>
 #include <net/if.h>
+#include <netinet/ip.h>
+#include <netinet/ip_icmp.h>
+#include <netinet/udp.h>
+#include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -121,7 +126,7 @@ static int peers_elements(void) {
         return n;
 }
 
-static int apply_replace(size_t n_instances) {
+static int apply_replace(size_t n_instances, size_t n_pairs) {
         NftNetwork n = net();
         NftInstance is[] = { inst(0), inst(1) };
         NftPair ps[] = { pair(0), pair(1) };
@@ -130,7 +135,7 @@ static int apply_replace(size_t n_instances) {
         int r;
 
         assert_int_equal(nft_batch_new(&b), 0);
-        assert_int_equal(nft_batch_replace_table(b, &n, is, n_instances, ps, n_instances == 2 ? 2 : 0), 0);
+        assert_int_equal(nft_batch_replace_table(b, &n, is, n_instances, ps, n_pairs), 0);
         r = nethelper_apply(helper, nft_batch_data(b), nft_batch_size(b), &error);
         if (r < 0)
                 fprintf(stderr, "apply: %s\n", error ?: "(no message)");
@@ -229,7 +234,7 @@ static void test_create_tap_gives_an_fd_on_an_isolated_port(void **state) {
 
 static void test_replace_table_installs_the_table(void **state) {
         (void) state;
-        assert_int_equal(apply_replace(2), 0);
+        assert_int_equal(apply_replace(2, 2), 0);
         assert_int_equal(count("table", "hostmesh", NULL), 1);
         assert_int_equal(count("chain", "hostmesh", NULL), 6);
         assert_int_equal(count("chain", "hostmesh", "guard-hmt0"), 1);
@@ -252,7 +257,7 @@ static void test_replace_table_installs_the_table(void **state) {
                              "'ip saddr 10.88.0.0/16 counter packets 0 bytes 0 masquerade'"), 0);
 
         /* Again: the same table, not twice the rules. */
-        assert_int_equal(apply_replace(2), 0);
+        assert_int_equal(apply_replace(2, 2), 0);
         assert_int_equal(count("rule", "hostmesh", "forward"), 4);
         assert_int_equal(count("rule", "hostmesh", "guard-hmt1"), 3);
 }
@@ -277,7 +282,7 @@ static void test_replace_table_with_many_pairs_is_one_batch(void **state) {
         free(ps);
         assert_int_equal(peers_elements(), N);
 
-        assert_int_equal(apply_replace(2), 0);
+        assert_int_equal(apply_replace(2, 2), 0);
         assert_int_equal(peers_elements(), 2);
 }
 
@@ -335,7 +340,7 @@ static void test_replace_table_repairs_hand_edits_and_spares_other_tables(void *
         assert_int_equal(count("rule", "hostmesh", "forward"), 3);
         assert_int_equal(count("chain", "hostmesh", "stale"), 1);
 
-        assert_int_equal(apply_replace(2), 0);
+        assert_int_equal(apply_replace(2, 2), 0);
         assert_int_equal(count("rule", "hostmesh", "forward"), 4);
         assert_int_equal(count("chain", "hostmesh", "stale"), 0);
         assert_int_equal(count("rule", "other", "keep"), 1);
@@ -369,6 +374,187 @@ static void test_apply_refuses_a_foreign_table(void **state) {
         /* Garbage. */
         assert_int_equal(nethelper_apply(helper, "garbage!", 8, &error), -EBADMSG);
         free(error);
+}
+
+
+/* Packets as a guest would send them: written into the tap (the guest's
+ * transmit side), read back from it (the guest's receive side). Frames
+ * carry a virtio_net_hdr (IFF_VNET_HDR, 10 bytes, all zero here). */
+#define VNET_HDR_LEN 10
+
+static void bridge_mac(uint8_t mac[6]) {
+        struct ifreq ifr = {};
+        int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+        assert_true(fd >= 0);
+        strcpy(ifr.ifr_name, "hm0");
+        assert_int_equal(ioctl(fd, SIOCGIFHWADDR, &ifr), 0);
+        memcpy(mac, ifr.ifr_hwaddr.sa_data, 6);
+        close(fd);
+}
+
+static uint16_t checksum(const void *data, size_t len) {
+        const uint8_t *p = data;
+        uint32_t sum = 0;
+
+        for (size_t k = 0; k + 1 < len; k += 2)
+                sum += (uint32_t) (p[k] << 8 | p[k + 1]);
+        if (len & 1)
+                sum += (uint32_t) p[len - 1] << 8;
+        while (sum >> 16)
+                sum = (sum & 0xffff) + (sum >> 16);
+        return htons((uint16_t) ~sum);
+}
+
+/* An IPv4 packet (ICMP echo request or UDP) from a guest. */
+static void guest_send(int tap_fd, const uint8_t src_mac[6], const char *src, const char *dst, uint8_t proto,
+                       uint16_t sport, uint16_t dport) {
+        uint8_t frame[VNET_HDR_LEN + 14 + 20 + 8 + 4] = {};
+        uint8_t *eth = frame + VNET_HDR_LEN, *l4 = eth + 14 + 20;
+        struct iphdr *ip = (struct iphdr *) (eth + 14);
+        uint8_t dst_mac[6];
+
+        bridge_mac(dst_mac);
+        memcpy(eth, dst_mac, 6);
+        memcpy(eth + 6, src_mac, 6);
+        eth[12] = 0x08; /* ethertype IPv4 */
+        ip->version = 4;
+        ip->ihl = 5;
+        ip->tot_len = htons(20 + 8 + 4);
+        ip->ttl = 64;
+        ip->protocol = proto;
+        inet_pton(AF_INET, src, &ip->saddr);
+        inet_pton(AF_INET, dst, &ip->daddr);
+        ip->check = checksum(ip, 20);
+        if (proto == IPPROTO_ICMP) {
+                struct icmphdr *icmp = (struct icmphdr *) l4;
+
+                icmp->type = ICMP_ECHO;
+                icmp->un.echo.id = htons(sport);
+                icmp->un.echo.sequence = htons(1);
+                memcpy(l4 + 8, "ping", 4);
+                icmp->checksum = checksum(l4, 12);
+        } else {
+                struct udphdr *udp = (struct udphdr *) l4;
+
+                udp->source = htons(sport);
+                udp->dest = htons(dport);
+                udp->len = htons(8 + 4);
+                memcpy(l4 + 8, "dns?", 4); /* UDP checksum 0: none (IPv4). */
+        }
+        assert_int_equal(write(tap_fd, frame, sizeof(frame)), (ssize_t) sizeof(frame));
+}
+
+/* Waits up to timeout_ms for an IPv4 frame from src to dst with that
+ * protocol (and UDP source port, when not 0) on the tap. */
+static bool guest_receives(int tap_fd, const char *src, const char *dst, uint8_t proto, uint16_t sport,
+                           int timeout_ms) {
+        struct in_addr s, d;
+
+        inet_pton(AF_INET, src, &s);
+        inet_pton(AF_INET, dst, &d);
+        for (;;) {
+                struct pollfd p = { .fd = tap_fd, .events = POLLIN };
+                uint8_t frame[2048];
+                const struct iphdr *ip;
+                ssize_t n;
+
+                if (poll(&p, 1, timeout_ms) <= 0)
+                        return false;
+                n = read(tap_fd, frame, sizeof(frame));
+                if (n < VNET_HDR_LEN + 14 + 20 + 8)
+                        continue;
+                if (frame[VNET_HDR_LEN + 12] != 0x08 || frame[VNET_HDR_LEN + 13] != 0x00)
+                        continue; /* Not IPv4 (ARP, IPv6 from the host). */
+                ip = (const struct iphdr *) (frame + VNET_HDR_LEN + 14);
+                if (ip->protocol != proto || ip->saddr != s.s_addr || ip->daddr != d.s_addr)
+                        continue;
+                if (sport != 0 && ntohs(((const struct udphdr *) (ip + 1))->source) != sport)
+                        continue;
+                return true;
+        }
+}
+
+static void drain(int tap_fd) {
+        while (guest_receives(tap_fd, "0.0.0.0", "0.0.0.0", 255, 0, 50))
+                ;
+}
+
+static void test_guest_pings_the_gateway_and_spoofing_is_dropped(void **state) {
+        NftInstance i = inst(0);
+        uint8_t other_mac[6] = { 0x02, 0x48, 0x4d, 0, 0, 0x99 };
+
+        (void) state;
+        drain(tap_fds[0]);
+        guest_send(tap_fds[0], i.mac, "10.88.0.2", "10.88.0.1", IPPROTO_ICMP, 77, 0);
+        assert_true(guest_receives(tap_fds[0], "10.88.0.1", "10.88.0.2", IPPROTO_ICMP, 0, 1000));
+
+        /* Another source address, then another MAC: the guard chain drops
+         * both before the host sees them. */
+        guest_send(tap_fds[0], i.mac, "10.88.0.3", "10.88.0.1", IPPROTO_ICMP, 78, 0);
+        assert_false(guest_receives(tap_fds[0], "10.88.0.1", "10.88.0.3", IPPROTO_ICMP, 0, 300));
+        assert_int_equal(run("nft list chain inet hostmesh guard-hmt0 | "
+                             "grep -q 'ip saddr != 10.88.0.2 counter packets 1 '"), 0);
+        guest_send(tap_fds[0], other_mac, "10.88.0.2", "10.88.0.1", IPPROTO_ICMP, 79, 0);
+        assert_false(guest_receives(tap_fds[0], "10.88.0.1", "10.88.0.2", IPPROTO_ICMP, 0, 300));
+        assert_int_equal(run("nft list chain inet hostmesh guard-hmt0 | "
+                             "grep -q 'ether saddr != 02:48:4d:00:00:02 counter packets 1 '"), 0);
+}
+
+static void test_guest_dns_reaches_dnsd_through_dnat(void **state) {
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(5353) }, from;
+        socklen_t from_len = sizeof(from);
+        NftInstance i = inst(0);
+        struct pollfd p;
+        char buf[16];
+        int fd;
+
+        (void) state;
+        /* dnsd's place: the gateway address, the DNS port of the network. */
+        fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        assert_true(fd >= 0);
+        inet_pton(AF_INET, "10.88.0.1", &a.sin_addr);
+        assert_int_equal(bind(fd, (struct sockaddr *) &a, sizeof(a)), 0);
+
+        drain(tap_fds[0]);
+        guest_send(tap_fds[0], i.mac, "10.88.0.2", "10.88.0.1", IPPROTO_UDP, 40000, 53);
+        p = (struct pollfd) { .fd = fd, .events = POLLIN };
+        assert_int_equal(poll(&p, 1, 1000), 1);
+        assert_int_equal(recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *) &from, &from_len), 4);
+        assert_memory_equal(buf, "dns?", 4);
+        assert_int_equal(ntohs(from.sin_port), 40000);
+        assert_int_equal(from.sin_addr.s_addr, i.address.s_addr);
+
+        /* The answer goes back from port 53, as the guest asked. */
+        assert_int_equal(sendto(fd, "dns!", 4, 0, (struct sockaddr *) &from, from_len), 4);
+        assert_true(guest_receives(tap_fds[0], "10.88.0.1", "10.88.0.2", IPPROTO_UDP, 53, 1000));
+
+        /* Straight to the DNS port, without DNAT: dropped in input. */
+        guest_send(tap_fds[0], i.mac, "10.88.0.2", "10.88.0.1", IPPROTO_UDP, 40001, 5353);
+        p = (struct pollfd) { .fd = fd, .events = POLLIN };
+        assert_int_equal(poll(&p, 1, 300), 0);
+        close(fd);
+        assert_int_equal(run("nft list chain inet hostmesh input | "
+                             "grep -q 'counter packets [1-9].*nothing else from instances'"), 0);
+}
+
+static void test_guests_talk_only_as_pairs_allow(void **state) {
+        NftInstance i = inst(0);
+
+        (void) state;
+        drain(tap_fds[1]);
+        /* 0 → 1 is a pair: routed by the host, out through hmt1. */
+        guest_send(tap_fds[0], i.mac, "10.88.0.2", "10.88.0.3", IPPROTO_UDP, 41000, 9);
+        assert_true(guest_receives(tap_fds[1], "10.88.0.2", "10.88.0.3", IPPROTO_UDP, 41000, 1000));
+
+        /* Without pairs: dropped in forward. */
+        assert_int_equal(apply_replace(2, 0), 0);
+        guest_send(tap_fds[0], i.mac, "10.88.0.2", "10.88.0.3", IPPROTO_UDP, 41001, 9);
+        assert_false(guest_receives(tap_fds[1], "10.88.0.2", "10.88.0.3", IPPROTO_UDP, 41001, 300));
+        assert_int_equal(run("nft list chain inet hostmesh forward | "
+                             "grep -q 'everything else.*' && nft list chain inet hostmesh forward | "
+                             "grep -q 'oifname \"hm0\" counter packets 1 .*everything else'"), 0);
+        assert_int_equal(apply_replace(2, 2), 0);
 }
 
 static bool list_has(char **l, const char *name) {
@@ -437,6 +623,9 @@ int main(void) {
                 cmocka_unit_test(test_remove_and_add_instance),
                 cmocka_unit_test(test_replace_table_repairs_hand_edits_and_spares_other_tables),
                 cmocka_unit_test(test_apply_refuses_a_foreign_table),
+                cmocka_unit_test(test_guest_pings_the_gateway_and_spoofing_is_dropped),
+                cmocka_unit_test(test_guest_dns_reaches_dnsd_through_dnat),
+                cmocka_unit_test(test_guests_talk_only_as_pairs_allow),
                 cmocka_unit_test(test_list_and_delete_taps),
                 cmocka_unit_test(test_spawned_helper_serves_and_exits_on_close),
         };
