@@ -1109,6 +1109,10 @@ static int check_object_message(const struct nlmsghdr *nlh) {
                  * handle instead of by name: refuse it. */
                 if ((msg == NFT_MSG_NEWTABLE || msg == NFT_MSG_DELTABLE) && type == NFTA_TABLE_HANDLE)
                         return -EPERM;
+                /* Table flags (dormant, owner: tied to the helper's socket
+                 * and closed to everyone else) are nothing vmmd needs. */
+                if (msg == NFT_MSG_NEWTABLE && type == NFTA_TABLE_FLAGS)
+                        return -EPERM;
                 off += MNL_ALIGN(a->nla_len);
         }
         if (off != MNL_ALIGN(end) && off != end)

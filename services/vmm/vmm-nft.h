@@ -61,8 +61,8 @@ int nft_batch_replace_table(NftBatch *b, const NftNetwork *n, const NftInstance 
 /* One instance's rules: its guard chain and its pairs. Adding is
  * idempotent (the guard chain is flushed and filled again). Removing needs
  * the chain and every pair to be there: the kernel refuses a missing one
- * (ENOENT) and the whole batch does nothing. Kernels before 6.16 also refuse
- * a guard chain for a tap that does not exist (ENOENT). */
+ * (ENOENT) and the whole batch does nothing. Older kernels (Debian 12's
+ * 6.1) also refuse a guard chain for a tap that does not exist (ENOENT). */
 int nft_batch_add_instance(NftBatch *b, const NftNetwork *n, const NftInstance *i, const NftPair *pairs,
                            size_t n_pairs);
 int nft_batch_remove_instance(NftBatch *b, const NftNetwork *n, const NftInstance *i, const NftPair *pairs,
