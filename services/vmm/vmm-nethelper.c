@@ -626,13 +626,44 @@ static int neigh_change(Server *s, uint16_t type, unsigned bridge, uint32_t addr
         return rtnl_talk(s, nlh, NULL, NULL);
 }
 
-static int serve_create_tap(Server *s, const Request *req, Reply *rep, int *ret_fd) {
-        _cleanup_close_ int fd = -EBADF;
-        struct ifreq ifr = {};
+/* Bridge port, isolation, up, neighbour entry: everything after the tap
+ * exists. */
+static int tap_attach(Server *s, const Request *req, Reply *rep, const LinkInfo *br) {
         struct ifinfomsg ifi = { .ifi_family = AF_BRIDGE };
         struct nlmsghdr *nlh;
         struct nlattr *prot;
-        LinkInfo br, tap;
+        LinkInfo tap;
+        int r;
+
+        r = link_get(s, req->tap, &tap);
+        if (r < 0)
+                return fail(rep, r, "Failed to look up tap %s", req->tap);
+        r = link_set_up(s, tap.ifindex, br->ifindex);
+        if (r < 0)
+                return fail(rep, r, "Failed to add tap %s to %s", req->tap, req->bridge);
+
+        /* Isolated ports cannot talk to each other on the bridge: guest to
+         * guest goes through the host's forward chain. */
+        ifi.ifi_index = (int) tap.ifindex;
+        nlh = rtnl_msg(s, RTM_SETLINK, 0, &ifi, sizeof(ifi));
+        prot = mnl_attr_nest_start(nlh, IFLA_PROTINFO);
+        mnl_attr_put_u8(nlh, IFLA_BRPORT_ISOLATED, 1);
+        mnl_attr_nest_end(nlh, prot);
+        r = rtnl_talk(s, nlh, NULL, NULL);
+        if (r < 0)
+                return fail(rep, r, "Failed to isolate bridge port %s", req->tap);
+
+        r = neigh_change(s, RTM_NEWNEIGH, br->ifindex, req->address, req->mac);
+        if (r < 0)
+                return fail(rep, r, "Failed to add the neighbour entry for %s", req->tap);
+        return 0;
+}
+
+static int serve_create_tap(Server *s, const Request *req, Reply *rep, int *ret_fd) {
+        _cleanup_close_ int fd = -EBADF;
+        struct ifreq ifr = {};
+        LinkInfo br, existing;
+        bool created;
         int r;
 
         if ((req->mac[0] & 1) || !memcmp(req->mac, (const uint8_t[6]) {}, 6))
@@ -642,6 +673,10 @@ static int serve_create_tap(Server *s, const Request *req, Reply *rep, int *ret_
                 return fail(rep, r, "Failed to look up bridge %s", req->bridge);
         if (!streq(br.kind, "bridge"))
                 return fail(rep, -ENOTTY, "%s is not a bridge", req->bridge);
+        r = link_get(s, req->tap, &existing);
+        if (r < 0 && r != -ENODEV)
+                return fail(rep, r, "Failed to look up tap %s", req->tap);
+        created = r == -ENODEV;
 
         /* TUNSETIFF on an existing persistent tap of that name attaches to
          * it (and refuses a link of another kind). */
@@ -658,28 +693,14 @@ static int serve_create_tap(Server *s, const Request *req, Reply *rep, int *ret_
         if (ioctl(fd, TUNSETPERSIST, 1) < 0)
                 return fail(rep, negative_errno(), "Failed to make tap %s persistent", req->tap);
 
-        r = link_get(s, req->tap, &tap);
-        if (r < 0)
-                return fail(rep, r, "Failed to look up tap %s", req->tap);
-        r = link_set_up(s, tap.ifindex, br.ifindex);
-        if (r < 0)
-                return fail(rep, r, "Failed to add tap %s to %s", req->tap, req->bridge);
-
-        /* Isolated ports cannot talk to each other on the bridge: guest to
-         * guest goes through the host's forward chain. */
-        ifi.ifi_index = (int) tap.ifindex;
-        nlh = rtnl_msg(s, RTM_SETLINK, 0, &ifi, sizeof(ifi));
-        prot = mnl_attr_nest_start(nlh, IFLA_PROTINFO);
-        mnl_attr_put_u8(nlh, IFLA_BRPORT_ISOLATED, 1);
-        mnl_attr_nest_end(nlh, prot);
-        r = rtnl_talk(s, nlh, NULL, NULL);
-        if (r < 0)
-                return fail(rep, r, "Failed to isolate bridge port %s", req->tap);
-
-        r = neigh_change(s, RTM_NEWNEIGH, br.ifindex, req->address, req->mac);
-        if (r < 0)
-                return fail(rep, r, "Failed to add the neighbour entry for %s", req->tap);
-
+        r = tap_attach(s, req, rep, &br);
+        if (r < 0) {
+                /* A tap we created goes away with our fd; one that was
+                 * there before stays as it was found. */
+                if (created)
+                        (void) ioctl(fd, TUNSETPERSIST, 0);
+                return r;
+        }
         *ret_fd = TAKE_FD(fd);
         return 0;
 }
