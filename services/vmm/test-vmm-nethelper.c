@@ -38,6 +38,7 @@
 #include "vmm-nft.h"
 
 static NetHelper *helper;
+static int helper_fd = -EBADF; /* helper's socket, for raw messages */
 static int tap_fds[2] = { -EBADF, -EBADF };
 
 static NftNetwork net(void) {
@@ -557,6 +558,28 @@ static void test_guests_talk_only_as_pairs_allow(void **state) {
         assert_int_equal(apply_replace(2, 2), 0);
 }
 
+static void test_helper_answers_malformed_requests_and_goes_on(void **state) {
+        static const size_t sizes[] = { 3, 1000 };
+        char big[1000] = {}, reply[512];
+        char **l = NULL, *error = NULL;
+
+        (void) state;
+        for (size_t k = 0; k < ELEMENTSOF(sizes); k++) {
+                int32_t err;
+                ssize_t n;
+
+                memset(big, 0x41, sizes[k]);
+                assert_int_equal(send(helper_fd, big, sizes[k], 0), (ssize_t) sizes[k]);
+                n = recv(helper_fd, reply, sizeof(reply), 0);
+                /* Reply: type, length, then the errno. */
+                assert_true(n >= 12);
+                memcpy(&err, reply + 8, sizeof(err));
+                assert_int_equal(err, -EBADMSG);
+        }
+        assert_int_equal(nethelper_list_taps(helper, "hm0", &l, &error), 0);
+        strv_free(l);
+}
+
 static bool list_has(char **l, const char *name) {
         for (char **i = l; i && *i; i++)
                 if (streq(*i, name))
@@ -626,6 +649,7 @@ int main(void) {
                 cmocka_unit_test(test_guest_pings_the_gateway_and_spoofing_is_dropped),
                 cmocka_unit_test(test_guest_dns_reaches_dnsd_through_dnat),
                 cmocka_unit_test(test_guests_talk_only_as_pairs_allow),
+                cmocka_unit_test(test_helper_answers_malformed_requests_and_goes_on),
                 cmocka_unit_test(test_list_and_delete_taps),
                 cmocka_unit_test(test_spawned_helper_serves_and_exits_on_close),
         };
@@ -657,6 +681,7 @@ int main(void) {
                 _exit(nethelper_serve(pair[1]) < 0 ? 1 : 0);
         }
         close(pair[1]);
+        helper_fd = pair[0];
         assert_int_equal(nethelper_new_from_fd(pair[0], &helper), 0);
 
         r = cmocka_run_group_tests(tests, NULL, NULL);
