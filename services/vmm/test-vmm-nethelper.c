@@ -628,6 +628,7 @@ static void test_spawned_helper_serves_and_exits_on_close(void **state) {
         char **l = NULL, *error = NULL;
 
         (void) state;
+        assert_int_equal(nethelper_spawn("/nonexistent/hostmesh-vmm-nethelper", &h), -ENOENT);
         assert_int_equal(nethelper_spawn(NETHELPER_PATH, &h), 0);
         assert_true(nethelper_pid(h) > 0);
         assert_int_equal(nethelper_list_taps(h, "hm0", &l, &error), 0);
