@@ -110,9 +110,9 @@ static void test_bad_arguments_are_refused(void **state) {
         nft_batch_free(b);
 }
 
-/* A batch of one NEWTABLE message, with the given family and name, and
- * optionally a table handle. */
-static size_t foreign_batch(char *buf, uint16_t family, const char *name, bool handle) {
+/* A batch of one DELTABLE (or NEWTABLE) message, with the given family and
+ * name, and optionally a table handle or flags. */
+static size_t table_batch(char *buf, uint16_t type, uint16_t family, const char *name, bool handle, bool flags) {
         struct nftnl_table *t = nftnl_table_alloc();
         struct nlmsghdr *nlh;
         size_t off = 0;
@@ -123,7 +123,9 @@ static size_t foreign_batch(char *buf, uint16_t family, const char *name, bool h
         nftnl_table_set_str(t, NFTNL_TABLE_NAME, name);
         if (handle)
                 nftnl_table_set_u64(t, NFTNL_TABLE_HANDLE, 7);
-        nlh = nftnl_nlmsg_build_hdr(buf + off, NFT_MSG_DELTABLE, family, NLM_F_ACK, 2);
+        if (flags)
+                nftnl_table_set_u32(t, NFTNL_TABLE_FLAGS, NFT_TABLE_F_OWNER);
+        nlh = nftnl_nlmsg_build_hdr(buf + off, type, family, NLM_F_ACK, 2);
         nftnl_table_nlmsg_build_payload(nlh, t);
         off += MNL_ALIGN(nlh->nlmsg_len);
         nlh = nftnl_batch_end(buf + off, 3);
@@ -132,29 +134,37 @@ static size_t foreign_batch(char *buf, uint16_t family, const char *name, bool h
         return off;
 }
 
-static void test_scope_refuses_other_table_family_and_handle(void **state) {
+static void test_scope_refuses_other_table_family_handle_and_flags(void **state) {
         char buf[4096] = {};
         size_t n;
 
         (void) state;
-        n = foreign_batch(buf, NFPROTO_INET, "hostmesh", false);
+        n = table_batch(buf, NFT_MSG_DELTABLE, NFPROTO_INET, "hostmesh", false, false);
         assert_int_equal(nft_batch_check_scope(buf, n), 0);
 
         memset(buf, 0, sizeof(buf));
-        n = foreign_batch(buf, NFPROTO_INET, "filter", false);
+        n = table_batch(buf, NFT_MSG_DELTABLE, NFPROTO_INET, "filter", false, false);
         assert_int_equal(nft_batch_check_scope(buf, n), -EPERM);
 
         memset(buf, 0, sizeof(buf));
-        n = foreign_batch(buf, NFPROTO_IPV4, "hostmesh", false);
+        n = table_batch(buf, NFT_MSG_DELTABLE, NFPROTO_IPV4, "hostmesh", false, false);
         assert_int_equal(nft_batch_check_scope(buf, n), -EPERM);
 
         memset(buf, 0, sizeof(buf));
-        n = foreign_batch(buf, NFPROTO_INET, "hostmeshx", false);
+        n = table_batch(buf, NFT_MSG_DELTABLE, NFPROTO_INET, "hostmeshx", false, false);
         assert_int_equal(nft_batch_check_scope(buf, n), -EPERM);
 
         /* The kernel would delete the table with handle 7, whatever its name. */
         memset(buf, 0, sizeof(buf));
-        n = foreign_batch(buf, NFPROTO_INET, "hostmesh", true);
+        n = table_batch(buf, NFT_MSG_DELTABLE, NFPROTO_INET, "hostmesh", true, false);
+        assert_int_equal(nft_batch_check_scope(buf, n), -EPERM);
+
+        /* An owner flag would tie the table to the helper's socket. */
+        memset(buf, 0, sizeof(buf));
+        n = table_batch(buf, NFT_MSG_NEWTABLE, NFPROTO_INET, "hostmesh", false, false);
+        assert_int_equal(nft_batch_check_scope(buf, n), 0);
+        memset(buf, 0, sizeof(buf));
+        n = table_batch(buf, NFT_MSG_NEWTABLE, NFPROTO_INET, "hostmesh", false, true);
         assert_int_equal(nft_batch_check_scope(buf, n), -EPERM);
 }
 
@@ -164,7 +174,7 @@ static void test_scope_refuses_a_second_table_attribute(void **state) {
         size_t n;
 
         (void) state;
-        n = foreign_batch(buf, NFPROTO_INET, "hostmesh", false);
+        n = table_batch(buf, NFT_MSG_DELTABLE, NFPROTO_INET, "hostmesh", false, false);
         /* Append NFTA_TABLE_NAME "filter" to the DELTABLE message and move
          * the end marker behind it: the kernel would use the last one. */
         msg = (struct nlmsghdr *) (buf + MNL_ALIGN(((struct nlmsghdr *) buf)->nlmsg_len));
@@ -186,7 +196,7 @@ static void test_scope_refuses_other_subsystems_and_gets(void **state) {
         size_t n;
 
         (void) state;
-        n = foreign_batch(buf, NFPROTO_INET, "hostmesh", false);
+        n = table_batch(buf, NFT_MSG_DELTABLE, NFPROTO_INET, "hostmesh", false, false);
         msg = (struct nlmsghdr *) (buf + MNL_ALIGN(begin->nlmsg_len));
 
         msg->nlmsg_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE;
@@ -270,7 +280,7 @@ int main(void) {
                 cmocka_unit_test(test_instance_batches_are_in_scope),
                 cmocka_unit_test(test_one_batch_is_one_transaction),
                 cmocka_unit_test(test_bad_arguments_are_refused),
-                cmocka_unit_test(test_scope_refuses_other_table_family_and_handle),
+                cmocka_unit_test(test_scope_refuses_other_table_family_handle_and_flags),
                 cmocka_unit_test(test_scope_refuses_a_second_table_attribute),
                 cmocka_unit_test(test_scope_refuses_other_subsystems_and_gets),
                 cmocka_unit_test(test_scope_refuses_truncated_and_garbled_batches),

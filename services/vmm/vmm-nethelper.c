@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -41,6 +42,7 @@
 #define NETHELPER_MESSAGE_MAX 256
 /* Replies from the kernel: one dump part or a run of ACKs. */
 #define NETLINK_BUFFER_SIZE (64 * 1024)
+#define NETLINK_ACK_TRUESIZE 2048
 
 enum {
         REQUEST_SETUP_BRIDGE = 1,
@@ -409,7 +411,7 @@ typedef struct Server {
         uint32_t seq;
         struct mnl_socket *nf;
         uint32_t nf_portid;
-        int nf_sndbuf;
+        int nf_sndbuf, nf_rcvbuf;
         char *buf;                  /* NETLINK_BUFFER_SIZE, for replies */
 } Server;
 
@@ -444,7 +446,9 @@ static int rtnl_talk(Server *s, struct nlmsghdr *nlh, mnl_cb_t cb, void *data) {
         uint32_t seq = nlh->nlmsg_seq;
         int r;
 
-        if (!(nlh->nlmsg_flags & NLM_F_DUMP))
+        /* NLM_F_DUMP shares bits with NLM_F_CREATE/NLM_F_EXCL: only a GET
+         * is a dump. Dumps end with NLMSG_DONE; everything else is ACKed. */
+        if (nlh->nlmsg_type != RTM_GETLINK || (nlh->nlmsg_flags & NLM_F_DUMP) != NLM_F_DUMP)
                 nlh->nlmsg_flags |= NLM_F_ACK;
         if (mnl_socket_sendto(s->rtnl, nlh, nlh->nlmsg_len) < 0)
                 return negative_errno();
@@ -556,9 +560,19 @@ static int serve_setup_bridge(Server *s, const Request *req, Reply *rep) {
         if (r == -ENODEV) {
                 struct ifinfomsg ifi = { .ifi_family = AF_UNSPEC };
                 struct nlattr *info;
+                uint8_t mac[6];
 
+                /* A MAC of its own: otherwise the bridge takes the lowest of
+                 * its ports' and changes it as taps come and go, which
+                 * flushes the neighbour table (permanent entries too) and
+                 * leaves guests with a stale gateway MAC. Locally
+                 * administered, unicast. */
+                if (getrandom(mac, sizeof(mac), 0) != sizeof(mac))
+                        return fail(rep, -EIO, "Failed to pick a MAC for %s", req->bridge);
+                mac[0] = (uint8_t) ((mac[0] & 0xfe) | 0x02);
                 nlh = rtnl_msg(s, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &ifi, sizeof(ifi));
                 mnl_attr_put_strz(nlh, IFLA_IFNAME, req->bridge);
+                mnl_attr_put(nlh, IFLA_ADDRESS, sizeof(mac), mac);
                 info = mnl_attr_nest_start(nlh, IFLA_LINKINFO);
                 mnl_attr_put_strz(nlh, IFLA_INFO_KIND, "bridge");
                 mnl_attr_nest_end(nlh, info);
@@ -612,39 +626,19 @@ static int neigh_change(Server *s, uint16_t type, unsigned bridge, uint32_t addr
         return rtnl_talk(s, nlh, NULL, NULL);
 }
 
-static int serve_create_tap(Server *s, const Request *req, Reply *rep, int *ret_fd) {
-        _cleanup_close_ int fd = -EBADF;
-        struct ifreq ifr = {};
+/* Bridge port, isolation, up, neighbour entry: everything after the tap
+ * exists. */
+static int tap_attach(Server *s, const Request *req, Reply *rep, const LinkInfo *br) {
         struct ifinfomsg ifi = { .ifi_family = AF_BRIDGE };
         struct nlmsghdr *nlh;
         struct nlattr *prot;
-        LinkInfo br, tap;
+        LinkInfo tap;
         int r;
-
-        if ((req->mac[0] & 1) || !memcmp(req->mac, (const uint8_t[6]) {}, 6))
-                return fail(rep, -EINVAL, "Bad MAC address for %s", req->tap);
-        r = link_get(s, req->bridge, &br);
-        if (r < 0)
-                return fail(rep, r, "Failed to look up bridge %s", req->bridge);
-        if (!streq(br.kind, "bridge"))
-                return fail(rep, -ENOTTY, "%s is not a bridge", req->bridge);
-
-        /* TUNSETIFF on an existing persistent tap of that name attaches to
-         * it (and refuses a link of another kind). */
-        fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
-        if (fd < 0)
-                return fail(rep, negative_errno(), "Failed to open /dev/net/tun");
-        memcpy(ifr.ifr_name, req->tap, IFNAMSIZ);
-        ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
-        if (ioctl(fd, TUNSETIFF, &ifr) < 0)
-                return fail(rep, negative_errno(), "Failed to create tap %s", req->tap);
-        if (ioctl(fd, TUNSETPERSIST, 1) < 0)
-                return fail(rep, negative_errno(), "Failed to make tap %s persistent", req->tap);
 
         r = link_get(s, req->tap, &tap);
         if (r < 0)
                 return fail(rep, r, "Failed to look up tap %s", req->tap);
-        r = link_set_up(s, tap.ifindex, br.ifindex);
+        r = link_set_up(s, tap.ifindex, br->ifindex);
         if (r < 0)
                 return fail(rep, r, "Failed to add tap %s to %s", req->tap, req->bridge);
 
@@ -659,10 +653,54 @@ static int serve_create_tap(Server *s, const Request *req, Reply *rep, int *ret_
         if (r < 0)
                 return fail(rep, r, "Failed to isolate bridge port %s", req->tap);
 
-        r = neigh_change(s, RTM_NEWNEIGH, br.ifindex, req->address, req->mac);
+        r = neigh_change(s, RTM_NEWNEIGH, br->ifindex, req->address, req->mac);
         if (r < 0)
                 return fail(rep, r, "Failed to add the neighbour entry for %s", req->tap);
+        return 0;
+}
 
+static int serve_create_tap(Server *s, const Request *req, Reply *rep, int *ret_fd) {
+        _cleanup_close_ int fd = -EBADF;
+        struct ifreq ifr = {};
+        LinkInfo br, existing;
+        bool created;
+        int r;
+
+        if ((req->mac[0] & 1) || !memcmp(req->mac, (const uint8_t[6]) {}, 6))
+                return fail(rep, -EINVAL, "Bad MAC address for %s", req->tap);
+        r = link_get(s, req->bridge, &br);
+        if (r < 0)
+                return fail(rep, r, "Failed to look up bridge %s", req->bridge);
+        if (!streq(br.kind, "bridge"))
+                return fail(rep, -ENOTTY, "%s is not a bridge", req->bridge);
+        r = link_get(s, req->tap, &existing);
+        if (r < 0 && r != -ENODEV)
+                return fail(rep, r, "Failed to look up tap %s", req->tap);
+        created = r == -ENODEV;
+
+        /* TUNSETIFF on an existing persistent tap of that name attaches to
+         * it (and refuses a link of another kind). */
+        fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+        if (fd < 0)
+                return fail(rep, negative_errno(), "Failed to open /dev/net/tun");
+        memcpy(ifr.ifr_name, req->tap, IFNAMSIZ);
+        ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+        if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+                if (errno == EBUSY)
+                        return fail(rep, -EBUSY, "Tap %s is in use", req->tap);
+                return fail(rep, negative_errno(), "Failed to create tap %s", req->tap);
+        }
+        if (ioctl(fd, TUNSETPERSIST, 1) < 0)
+                return fail(rep, negative_errno(), "Failed to make tap %s persistent", req->tap);
+
+        r = tap_attach(s, req, rep, &br);
+        if (r < 0) {
+                /* A tap we created goes away with our fd; one that was
+                 * there before stays as it was found. */
+                if (created)
+                        (void) ioctl(fd, TUNSETPERSIST, 0);
+                return r;
+        }
         *ret_fd = TAKE_FD(fd);
         return 0;
 }
@@ -836,22 +874,34 @@ static int serve_apply(Server *s, const Request *req, int fd, Reply *rep) {
         r = nf_open(s);
         if (r < 0)
                 return fail(rep, r, "Failed to open a netfilter socket");
-        /* The batch is one transaction and must go in one datagram. The
-         * kernel processes it within sendmsg(), so every ACK is queued by
-         * the time it returns; the receive buffer must hold them all. */
-        if ((int) req->batch_size + 65536 > s->nf_sndbuf) {
-                int n = (int) req->batch_size + 65536;
-
-                if (mnl_socket_setsockopt(s->nf, SO_SNDBUFFORCE, &n, sizeof(n)) < 0 ||
-                    mnl_socket_setsockopt(s->nf, SO_RCVBUFFORCE, &n, sizeof(n)) < 0)
-                        return fail(rep, negative_errno(), "Failed to size the netfilter socket");
-                s->nf_sndbuf = n;
-        }
         nlh = (const struct nlmsghdr *) batch;
         len = (int) req->batch_size;
         for (; mnl_nlmsg_ok(nlh, len); nlh = mnl_nlmsg_next(nlh, &len))
                 if (nlh->nlmsg_flags & NLM_F_ACK)
                         expected++;
+
+        /* The batch is one transaction and must go in one datagram. The
+         * kernel processes it within sendmsg(), so every ACK is queued by
+         * the time it returns: the receive buffer must hold them all, and
+         * each ACK is its own skb (NETLINK_ACK_TRUESIZE is a generous
+         * bound for one, headers and accounting included). */
+        {
+                int sndbuf = (int) req->batch_size + 65536;
+                int rcvbuf = (int) MIN((size_t) expected * NETLINK_ACK_TRUESIZE + 262144, (size_t) INT32_MAX / 2);
+
+                if (sndbuf > s->nf_sndbuf) {
+                        if (setsockopt(mnl_socket_get_fd(s->nf), SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf,
+                                       sizeof(sndbuf)) < 0)
+                                return fail(rep, negative_errno(), "Failed to size the netfilter socket");
+                        s->nf_sndbuf = sndbuf;
+                }
+                if (rcvbuf > s->nf_rcvbuf) {
+                        if (setsockopt(mnl_socket_get_fd(s->nf), SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf,
+                                       sizeof(rcvbuf)) < 0)
+                                return fail(rep, negative_errno(), "Failed to size the netfilter socket");
+                        s->nf_rcvbuf = rcvbuf;
+                }
+        }
 
         if (mnl_socket_sendto(s->nf, batch, req->batch_size) < 0)
                 return fail(rep, negative_errno(), "Failed to send the batch");

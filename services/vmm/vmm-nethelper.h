@@ -27,18 +27,23 @@ NetHelper *nethelper_free(NetHelper *h);
 DEFINE_TRIVIAL_CLEANUP_FUNC(NetHelper *, nethelper_free);
 pid_t nethelper_pid(const NetHelper *h);
 
-/* Creates the bridge if missing, gives it address/prefixlen, brings it up;
- * enables IPv4 forwarding; disables ICMP redirects on the bridge. */
+/* Creates the bridge if missing (with a random MAC of its own, so that it
+ * does not change as taps come and go), gives it address/prefixlen, brings
+ * it up; enables IPv4 forwarding; disables ICMP redirects on the bridge.
+ * -EEXIST when a link of that name is not a bridge. */
 int nethelper_setup_bridge(NetHelper *h, const char *bridge, struct in_addr address, unsigned prefixlen,
                            char **ret_error);
 /* Creates a persistent tap (IFF_TAP|IFF_NO_PI|IFF_VNET_HDR) on the bridge,
  * port isolated (guests reach each other only through the host's routing
  * and thus the forward chain), up; adds a permanent neighbour entry
- * guest → mac on the bridge. An existing tap of that name is reused.
+ * guest → mac on the bridge. An existing tap of that name is reused; one
+ * still open elsewhere (QEMU running) is -EBUSY.
  * *ret_fd: an open queue of the tap, to hand to QEMU. */
 int nethelper_create_tap(NetHelper *h, const char *bridge, const char *tap, const uint8_t mac[6],
                          struct in_addr guest, int *ret_fd, char **ret_error);
-/* Removes the tap (if present) and the neighbour entry (if present). */
+/* Removes the tap (if present) and the neighbour entry (if present); a link
+ * of that name that is not a tap is -EPERM. Takes ~20 ms (the kernel
+ * unregistering the device). */
 int nethelper_delete_tap(NetHelper *h, const char *bridge, const char *tap, struct in_addr guest,
                          char **ret_error);
 /* Names of the taps enslaved to the bridge (NULL-terminated, free with strv_free() from macro.h). */

@@ -3,6 +3,7 @@
  * prints the same rules as `nft -f` text, and checks that a batch touches
  * nothing but that table (the network helper's rule). */
 #include <arpa/inet.h>
+#include <net/if_arp.h>
 #include <errno.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_conntrack_common.h>
@@ -541,8 +542,12 @@ static int put_guard(NftBatch *b, const NftInstance *i) {
         if (ret < 0)
                 return ret;
 
+        /* meta iiftype ether first, as nft does: the link-layer offsets
+         * mean something only on Ethernet (and `nft list` prints "ether"). */
         if (rule_start(&r, chain) < 0)
                 return -ENOMEM;
+        meta(&r, NFT_META_IIFTYPE, NFT_REG_1);
+        cmp(&r, NFT_CMP_EQ, &(uint16_t) { ARPHRD_ETHER }, sizeof(uint16_t));
         payload(&r, NFT_PAYLOAD_LL_HEADER, 6, 6, NFT_REG_1);
         cmp(&r, NFT_CMP_NEQ, i->mac, 6);
         counter(&r);
@@ -1102,6 +1107,10 @@ static int check_object_message(const struct nlmsghdr *nlh) {
                 /* A table handle makes the kernel look the table up by
                  * handle instead of by name: refuse it. */
                 if ((msg == NFT_MSG_NEWTABLE || msg == NFT_MSG_DELTABLE) && type == NFTA_TABLE_HANDLE)
+                        return -EPERM;
+                /* Table flags (dormant, owner: tied to the helper's socket
+                 * and closed to everyone else) are nothing vmmd needs. */
+                if (msg == NFT_MSG_NEWTABLE && type == NFTA_TABLE_FLAGS)
                         return -EPERM;
                 off += MNL_ALIGN(a->nla_len);
         }

@@ -46,6 +46,8 @@ typedef struct NftPair {
         struct in_addr a, b;
 } NftPair;
 
+/* A batch holds one transaction: one builder call per NftBatch (a second
+ * one is -EBUSY). Every message asks for an ACK. */
 typedef struct NftBatch NftBatch;
 
 int nft_batch_new(NftBatch **ret);
@@ -59,7 +61,11 @@ size_t nft_batch_size(const NftBatch *b);
  * created again from the arguments. This is the reconciliation at start. */
 int nft_batch_replace_table(NftBatch *b, const NftNetwork *n, const NftInstance *instances, size_t n_instances,
                             const NftPair *pairs, size_t n_pairs);
-/* One instance's rules: its guard chain and its pairs. */
+/* One instance's rules: its guard chain and its pairs. Adding is
+ * idempotent (the guard chain is flushed and filled again). Removing needs
+ * the chain and every pair to be there: the kernel refuses a missing one
+ * (ENOENT) and the whole batch does nothing. Older kernels (Debian 12's
+ * 6.1) also refuse a guard chain for a tap that does not exist (ENOENT). */
 int nft_batch_add_instance(NftBatch *b, const NftNetwork *n, const NftInstance *i, const NftPair *pairs,
                            size_t n_pairs);
 int nft_batch_remove_instance(NftBatch *b, const NftNetwork *n, const NftInstance *i, const NftPair *pairs,
