@@ -335,7 +335,7 @@ class InstanceNetworkTest(unittest.TestCase):
         m.write_config("vmm", vmm_config(same_tenant=True))
         m.wait_running("vmm")
         m.restart("vmm")
-        m.wait_running("vmm", timeout=30)
+        # The first call starts the new vmmd (socket activation).
         end = time.time() + 30
         while time.time() < end and m.nsc("exec", self.a["instance_id"], "--", "true").returncode != 0:
             time.sleep(0.2)
