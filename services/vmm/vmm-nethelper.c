@@ -534,10 +534,21 @@ static int link_set_up(Server *s, unsigned ifindex, unsigned master) {
         return rtnl_talk(s, nlh, NULL, NULL);
 }
 
+/* Writes a sysctl unless it has the value already (a sandbox may make
+ * /proc/sys read-only where an administrator set it beforehand). */
 static int write_sysctl(const char *path, const char *value) {
         _cleanup_close_ int fd = -EBADF;
         size_t n = strlen(value);
+        char now[32];
+        ssize_t k;
 
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+                k = read(fd, now, sizeof(now) - 1);
+                if (k == (ssize_t) n && memcmp(now, value, n) == 0)
+                        return 0;
+                fd = safe_close(fd);
+        }
         fd = open(path, O_WRONLY | O_CLOEXEC);
         if (fd < 0)
                 return negative_errno();
@@ -602,14 +613,14 @@ static int serve_setup_bridge(Server *s, const Request *req, Reply *rep) {
 
         r = write_sysctl("/proc/sys/net/ipv4/ip_forward", "1\n");
         if (r < 0)
-                return fail(rep, r, "Failed to enable IPv4 forwarding");
+                return fail(rep, r, "IPv4 forwarding is off and cannot be turned on here; set net.ipv4.ip_forward = 1 "
+                            "(sysctl.d)");
         /* Guests reach each other through the host (the bridge ports are
          * isolated); a redirect would tell them to go direct, which cannot
-         * work. */
+         * work. Guests refuse redirects anyway (hostmesh-init), so a
+         * read-only /proc/sys here is not an error. */
         snprintf(path, sizeof(path), "/proc/sys/net/ipv4/conf/%s/send_redirects", req->bridge);
-        r = write_sysctl(path, "0\n");
-        if (r < 0)
-                return fail(rep, r, "Failed to disable ICMP redirects on %s", req->bridge);
+        (void) write_sysctl(path, "0\n");
         return 0;
 }
 
