@@ -222,6 +222,75 @@ fail:
         return r;
 }
 
+/* Replaces hostmesh's table, in one transaction, with what the instances
+ * vmmd knows (those holding a tap) need. */
+static int replace_table(Manager *m, size_t *ret_instances, size_t *ret_pairs, char **ret_error) {
+        _cleanup_(nft_batch_freep) NftBatch *b = NULL;
+        _cleanup_free_ NftInstance *v = NULL;
+        _cleanup_free_ NftPair *pairs = NULL;
+        size_t n = 0, n_pairs = 0;
+        NftNetwork net;
+        int r;
+
+        v = calloc(m->n_instances + 1, sizeof(NftInstance));
+        if (!v)
+                return -ENOMEM;
+        for (size_t k = 0; k < m->n_instances; k++) {
+                Instance *i = m->instances[k];
+                _cleanup_free_ NftPair *p = NULL;
+                size_t np;
+
+                if (!instance_has_net(i))
+                        continue;
+                r = fill_instance(i, &v[n]);
+                if (r < 0)
+                        return r;
+                r = collect_pairs(m, i, &p, &np);
+                if (r < 0)
+                        return r;
+                /* Each direction once: the ones where i is the sender. */
+                for (size_t x = 0; x < np; x++) {
+                        if (p[x].a.s_addr != v[n].address.s_addr)
+                                continue;
+                        NftPair *grown = realloc(pairs, (n_pairs + 1) * sizeof(NftPair));
+                        if (!grown)
+                                return -ENOMEM;
+                        pairs = grown;
+                        pairs[n_pairs++] = p[x];
+                }
+                n++;
+        }
+        fill_network(m, &net);
+        r = nft_batch_new(&b);
+        if (r >= 0)
+                r = nft_batch_replace_table(b, &net, v, n, pairs, n_pairs);
+        if (r >= 0)
+                r = apply(m, b, ret_error);
+        if (r < 0)
+                return r;
+        if (ret_instances)
+                *ret_instances = n;
+        if (ret_pairs)
+                *ret_pairs = n_pairs;
+        return 0;
+}
+
+/* Gives back an instance's tap and address (its rules are dealt with by
+ * the caller). */
+static void release_tap(Manager *m, Instance *i) {
+        _cleanup_free_ char *error = NULL;
+        struct in_addr a = {};
+        int r;
+
+        (void) inet_pton(AF_INET, i->address, &a);
+        r = nethelper_delete_tap(m->nethelper, m->config.network_bridge, i->tap, a, &error);
+        if (r < 0)
+                log_struct(LOG_WARNING, r, FIELDS(i->log_field), "Instance %s: cannot delete tap %s: %s, ignoring",
+                           i->id, i->tap, error ?: strerror(-r));
+        free(i->tap);
+        i->tap = NULL;
+}
+
 void vmm_net_detach(Manager *m, Instance *i) {
         _cleanup_(nft_batch_freep) NftBatch *b = NULL;
         _cleanup_free_ NftPair *pairs = NULL;
@@ -243,18 +312,20 @@ void vmm_net_detach(Manager *m, Instance *i) {
                 r = nft_batch_remove_instance(b, &net, &ni, pairs, n_pairs);
         if (r >= 0)
                 r = apply(m, b, &error);
-        if (r < 0)
-                /* What is left is removed by the reconciliation at the next
-                 * start; the address stays taken until then. */
+        release_tap(m, i);
+        if (r < 0) {
+                /* The table is not what vmmd thinks (changed by hand?): a
+                 * pair left behind would let the next holder of this address
+                 * talk to a peer. Replace the whole table instead. */
                 log_struct(LOG_WARNING, r, FIELDS(i->log_field),
-                           "Instance %s: cannot remove its nftables rules: %s; the next vmmd start removes them.",
-                           i->id, error ?: strerror(-r));
-        r = nethelper_delete_tap(m->nethelper, m->config.network_bridge, i->tap, ni.address, &error2);
-        if (r < 0)
-                log_struct(LOG_WARNING, r, FIELDS(i->log_field), "Instance %s: cannot delete tap %s: %s, ignoring",
-                           i->id, i->tap, error2 ?: strerror(-r));
-        free(i->tap);
-        i->tap = NULL;
+                           "Instance %s: cannot remove its nftables rules (%s); replacing the table.", i->id,
+                           error ?: strerror(-r));
+                r = replace_table(m, NULL, NULL, &error2);
+                if (r < 0)
+                        log_struct(LOG_ERR, r, FIELDS(i->log_field),
+                                   "Failed to replace the nftables table inet %s: %s; restart vmmd to reconcile.",
+                                   NFT_TABLE_NAME, error2 ?: strerror(-r));
+        }
 }
 
 /* vmmd keeps no network privilege once the helper runs: CAP_NET_ADMIN is
@@ -296,28 +367,18 @@ static char *helper_path(Manager *m) {
         return path_join(buf, NETHELPER_NAME);
 }
 
-/* Replaces hostmesh's table with what the instances vmmd knows need, and
- * removes taps on the bridge that no live instance holds. */
 int vmm_net_reconcile(Manager *m) {
-        _cleanup_(nft_batch_freep) NftBatch *b = NULL;
         _cleanup_(strv_freep) char **taps = NULL;
-        _cleanup_free_ NftInstance *v = NULL;
-        _cleanup_free_ NftPair *pairs = NULL;
         _cleanup_free_ char *error = NULL;
         size_t n = 0, n_pairs = 0, removed = 0;
+        int r;
 
         if (!m->nethelper)
                 return 0;
-        NftNetwork net;
-        int r;
-
         r = nethelper_list_taps(m->nethelper, m->config.network_bridge, &taps, &error);
         if (r < 0)
                 return log_error_errno(r, "Failed to list the taps on %s: %s", m->config.network_bridge,
                                        error ?: strerror(-r));
-        v = calloc(m->n_instances + 1, sizeof(NftInstance));
-        if (!v)
-                return log_error_errno(-ENOMEM, "Out of memory.");
         for (size_t k = 0; k < m->n_instances; k++) {
                 Instance *i = m->instances[k];
                 bool present = false;
@@ -327,63 +388,25 @@ int vmm_net_reconcile(Manager *m) {
                 for (char **t = taps; t && *t; t++)
                         present = present || streq(*t, i->tap);
                 if (instance_state_is_final(i->state) || !present) {
-                        /* Gone while vmmd was away (or never finished):
-                         * give everything back. */
-                        struct in_addr a = {};
-                        (void) inet_pton(AF_INET, i->address, &a);
-                        (void) nethelper_delete_tap(m->nethelper, m->config.network_bridge, i->tap, a, NULL);
-                        free(i->tap);
-                        i->tap = NULL;
+                        /* Gone while vmmd was away (or never finished). */
+                        release_tap(m, i);
                         (void) store_save(m->store, i);
-                        continue;
                 }
-                r = fill_instance(i, &v[n]);
-                if (r < 0)
-                        return log_error_errno(r, "Instance %s has a bad address %s.", i->id, i->address);
-                n++;
         }
         for (char **t = taps; t && *t; t++) {
                 bool known = false;
-                for (size_t k = 0; k < n; k++)
-                        known = known || streq(v[k].tap, *t);
+                for (size_t k = 0; k < m->n_instances; k++)
+                        known = known || streq_ptr(m->instances[k]->tap, *t);
                 if (known)
                         continue;
-                /* A tap vmmd does not know: left by a crash. Its neighbour
-                 * entry (if any) goes when the address is used again. */
+                /* A tap vmmd does not know: left by a crash or made by hand. */
                 r = nethelper_delete_tap(m->nethelper, m->config.network_bridge, *t, (struct in_addr){}, NULL);
                 if (r < 0)
                         log_warning_errno(r, "Failed to delete stale tap %s: %m, ignoring", *t);
                 else
                         removed++;
         }
-        for (size_t k = 0; k < m->n_instances; k++) {
-                Instance *i = m->instances[k];
-                _cleanup_free_ NftPair *p = NULL;
-                size_t np;
-                if (!instance_has_net(i))
-                        continue;
-                r = collect_pairs(m, i, &p, &np);
-                if (r < 0)
-                        return log_error_errno(-ENOMEM, "Out of memory.");
-                /* Each pair once: keep those where i is the sender. */
-                for (size_t x = 0; x < np; x++) {
-                        struct in_addr self;
-                        (void) inet_pton(AF_INET, i->address, &self);
-                        if (p[x].a.s_addr != self.s_addr)
-                                continue;
-                        NftPair *np2 = realloc(pairs, (n_pairs + 1) * sizeof(NftPair));
-                        if (!np2)
-                                return log_error_errno(-ENOMEM, "Out of memory.");
-                        pairs = np2;
-                        pairs[n_pairs++] = p[x];
-                }
-        }
-        fill_network(m, &net);
-        r = nft_batch_new(&b);
-        if (r >= 0)
-                r = nft_batch_replace_table(b, &net, v, n, pairs, n_pairs);
-        if (r >= 0)
-                r = apply(m, b, &error);
+        r = replace_table(m, &n, &n_pairs, &error);
         if (r < 0)
                 return log_error_errno(r, "Failed to install the nftables table inet %s: %s", NFT_TABLE_NAME,
                                        error ?: strerror(-r));

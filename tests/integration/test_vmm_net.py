@@ -357,6 +357,13 @@ class InstanceNetworkTest(unittest.TestCase):
 
     def test_9_destroy_leaves_no_rules_taps_or_names(self):
         m = self.mesh
+        # B's guard chain removed by hand: B's own remove batch now fails,
+        # and vmmd must still leave none of B's pairs behind (it replaces
+        # the whole table instead).
+        guard_b = "guard-" + self.b["network"]["tap"]
+        sh("nft", "flush", "chain", "inet", "hostmesh", guard_b, netns=HOST_NS)
+        sh("nft", "delete", "chain", "inet", "hostmesh", guard_b, netns=HOST_NS)
+        self.assertEqual(len(peers_elements()), 2)
         for d in (self.b, self.a):
             tap = d["network"]["tap"]
             r = m.nsc("destroy", d["instance_id"])
@@ -381,6 +388,8 @@ class InstanceNetworkTest(unittest.TestCase):
         chains, rules = hostmesh_objects(nft_json())
         self.assertFalse([c for c in chains if c.startswith("guard-")])
         self.assertEqual(peers_elements(), [])
+        with open(os.path.join(m.runtime_dir, "dev", "vmm.log"), errors="replace") as f:
+            self.assertIn("cannot remove its nftables rules", f.read())
 
 
 if __name__ == "__main__":
