@@ -102,9 +102,10 @@ static int count(const char *kind, const char *table, const char *name) {
         json_array_foreach(items, k, it) {
                 json_t *o = json_object_get(it, kind);
 
-                if (!o || !json_equal(json_object_get(o, kind[0] == 't' ? "name" : "table"), json_string(table)))
+                if (!o || !streq_ptr(json_string_value(json_object_get(o, kind[0] == 't' ? "name" : "table")), table))
                         continue;
-                if (name && !json_equal(json_object_get(o, streq(kind, "rule") ? "chain" : "name"), json_string(name)))
+                if (name && !streq_ptr(json_string_value(json_object_get(o, streq(kind, "rule") ? "chain" : "name")),
+                                       name))
                         continue;
                 n++;
         }
