@@ -44,6 +44,7 @@ static void handle_add_record(RpcCall *c, const ProtobufCMessage *msg, void *use
                                     req->name, req->type);
                 return;
         }
+        manager_save_records(m);
         /* A local record replaces whatever was cached for the name. */
         (void) dns_cache_flush(m->cache, wire, len);
         log_struct(LOG_INFO, 0, FIELDS("DNS_NAME=x"), "Added record %s %s %s ttl=%u.", req->name, req->type,
@@ -71,6 +72,7 @@ static void handle_remove_record(RpcCall *c, const ProtobufCMessage *msg, void *
                 rpc_call_fail(c, RPC_INVALID_ARGUMENT, "Unknown record type '%s'.", req->type);
                 return;
         }
+        manager_save_records(m);
         log_info("Removed %d record(s) %s %s.", r, req->name, isempty(req->type) ? "*" : req->type);
         resp.removed = (uint32_t) r;
         rpc_call_reply(c, &resp.base);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -244,6 +245,63 @@ void dns_local_foreach(const DnsLocal *l, void (*cb)(const DnsLocalRecordInfo *r
                         };
                         cb(&info, userdata);
                 }
+}
+
+static void dump_one(const DnsLocalRecordInfo *r, void *userdata) {
+        json_t *a = userdata;
+
+        (void) json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:I}", "name", r->name, "type", r->type, "value",
+                                                  r->value, "ttl", (json_int_t) r->ttl));
+}
+
+int dns_local_dump_json(const DnsLocal *l, char **ret) {
+        json_t *a = json_array();
+        char *s;
+
+        if (!a)
+                return -ENOMEM;
+        dns_local_foreach(l, dump_one, a);
+        if (json_array_size(a) != l->n_records) {
+                json_decref(a);
+                return -ENOMEM;
+        }
+        s = json_dumps(a, JSON_INDENT(1) | JSON_SORT_KEYS);
+        json_decref(a);
+        if (!s)
+                return -ENOMEM;
+        *ret = s;
+        return 0;
+}
+
+int dns_local_load_json(DnsLocal *l, const char *text, size_t size, size_t *ret_loaded, size_t *ret_skipped) {
+        size_t loaded = 0, skipped = 0, k;
+        json_t *a, *e;
+
+        /* REJECT_DUPLICATES: a file with two values for one key is not ours. */
+        a = json_loadb(text, size, JSON_REJECT_DUPLICATES, NULL);
+        if (!json_is_array(a)) {
+                json_decref(a);
+                return -EBADMSG;
+        }
+        json_array_foreach(a, k, e) {
+                json_t *ttl = json_object_get(e, "ttl");
+                const char *name = json_string_value(json_object_get(e, "name")),
+                           *type = json_string_value(json_object_get(e, "type")),
+                           *value = json_string_value(json_object_get(e, "value"));
+
+                if (!name || !type || !value || !json_is_integer(ttl) || json_integer_value(ttl) < 0 ||
+                    json_integer_value(ttl) > UINT32_MAX ||
+                    dns_local_add(l, name, type, value, (uint32_t) json_integer_value(ttl)) < 0)
+                        skipped++;
+                else
+                        loaded++;
+        }
+        json_decref(a);
+        if (ret_loaded)
+                *ret_loaded = loaded;
+        if (ret_skipped)
+                *ret_skipped = skipped;
+        return 0;
 }
 
 size_t dns_local_count(const DnsLocal *l) {

@@ -39,6 +39,13 @@ int dns_local_remove(DnsLocal *l, const char *name, const char *type);
 /* Calls cb for each record, in no particular order. */
 void dns_local_foreach(const DnsLocal *l, void (*cb)(const DnsLocalRecordInfo *r, void *userdata), void *userdata);
 size_t dns_local_count(const DnsLocal *l);
+/* The records as JSON, for dnsd's state file:
+ * [{"name": "...", "type": "A", "value": "10.88.0.5", "ttl": 30}, ...]. */
+int dns_local_dump_json(const DnsLocal *l, char **ret);
+/* Adds the records of such a dump. Each entry goes through dns_local_add;
+ * entries that are not valid are skipped and counted. -EBADMSG when the
+ * text is not a JSON array. */
+int dns_local_load_json(DnsLocal *l, const char *text, size_t size, size_t *ret_loaded, size_t *ret_skipped);
 bool dns_local_is_empty(const DnsLocal *l);
 
 /* Answers the query q (pkt is the raw query, whose question is echoed) when

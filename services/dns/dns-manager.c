@@ -4,8 +4,10 @@
 #include "config.h"
 #include "dns-grpc.h"
 #include "dns-manager.h"
+#include "fs-util.h"
 #include "log.h"
 #include "parse-util.h"
+#include "paths.h"
 
 #define DEFAULT_LISTEN "127.0.0.1:5353"
 
@@ -139,6 +141,7 @@ Manager *manager_free(Manager *m) {
         dns_resolver_free(m->resolver);
         dns_cache_free(m->cache);
         dns_local_free(m->local);
+        free(m->records_path);
         metrics_free(m->metrics);
         rpc_loop_free(m->rpc_loop);
         sd_event_unref(m->event);
@@ -263,6 +266,47 @@ static int setup_listeners(Manager *m) {
         return 0;
 }
 
+/* Local records live in the state directory (records.json), so that the
+ * names vmmd registered survive dnsd's restarts. */
+static int load_records(Manager *m) {
+        _cleanup_free_ char *dir = hostmesh_state_dir("dns"), *text = NULL;
+        size_t size, loaded = 0, skipped = 0;
+        int r;
+
+        if (!dir || !(m->records_path = path_join(dir, "records.json")))
+                return log_error_errno(-ENOMEM, "Out of memory.");
+        r = mkdir_p(dir, 0700);
+        if (r < 0)
+                return log_error_errno(r, "Failed to create state directory %s: %m", dir);
+        r = read_full_file(m->records_path, &text, &size, 64 * 1024 * 1024);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return log_error_errno(r, "Failed to read %s: %m", m->records_path);
+        r = dns_local_load_json(m->local, text, size, &loaded, &skipped);
+        if (r < 0)
+                /* Keep serving; the next change writes a good file. */
+                log_error_errno(r, "%s is not a list of records, ignoring it: %m", m->records_path);
+        else
+                log_info("Loaded %zu local records from %s%s.", loaded, m->records_path,
+                         skipped > 0 ? " (some entries were not valid and were skipped)" : "");
+        return 0;
+}
+
+void manager_save_records(Manager *m) {
+        _cleanup_free_ char *text = NULL;
+        int r;
+
+        if (!m->records_path)
+                return;
+        r = dns_local_dump_json(m->local, &text);
+        if (r >= 0)
+                r = write_file_atomic(m->records_path, text, strlen(text), 0600);
+        if (r < 0)
+                log_warning_errno(r, "Failed to save the local records to %s: %m; they are lost when dnsd restarts.",
+                                  m->records_path);
+}
+
 int manager_start(Manager *m) {
         int r;
 
@@ -273,6 +317,9 @@ int manager_start(Manager *m) {
         if (!m->metrics)
                 return log_error_errno(-ENOMEM, "Out of memory.");
         r = setup_data_plane(m);
+        if (r < 0)
+                return r;
+        r = load_records(m);
         if (r < 0)
                 return r;
         r = rpc_loop_new(m->event, &m->rpc_loop);

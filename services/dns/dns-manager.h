@@ -45,6 +45,7 @@ typedef struct Manager {
         DnsCache *cache;
         DnsResolver *resolver;
         DnsLocal *local;
+        char *records_path;            /* <state>/records.json */
         DnsServer *dns;
         Metrics *metrics;
         DnsServerStats exported;       /* counters already added to metrics */
@@ -58,5 +59,7 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);
 int manager_start(Manager *m);
 int manager_run(Manager *m);
 void manager_print_config(Manager *m, FILE *f);
+/* Writes the local records to the state file (after each change). */
+void manager_save_records(Manager *m);
 /* Prometheus text of the DNS counters (caller frees). */
 int manager_format_metrics(Manager *m, char **ret);

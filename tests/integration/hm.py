@@ -131,7 +131,9 @@ class Mesh:
         return os.path.join(self.runtime_dir, part + ".sock")
 
     def channel(self, part="gateway"):
-        ch = grpc.insecure_channel("unix:" + self.socket(part))
+        # A channel of its own connection (no shared subchannel pool): after
+        # a daemon restart a new channel must not inherit a dead connection.
+        ch = grpc.insecure_channel("unix:" + self.socket(part), options=[("grpc.use_local_subchannel_pool", 1)])
         self._channels.append(ch)
         return ch
 

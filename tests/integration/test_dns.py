@@ -448,9 +448,27 @@ class TestDnsWithStub(DnsMeshCase):
         self.assertTrue(res["authoritative"])
         self.assertEqual(res["answers"][0]["value"], "10.88.0.5")
 
-        self.grpc("RemoveRecord", dns_pb2.RemoveRecordRequest(name="vm-1.hostmesh.internal", type="A"),
-                  dns_pb2.RemoveRecordResponse)
+        # Records survive dnsd being killed (they are in records.json in
+        # the state directory). Like a .socket unit, the dev supervisor
+        # starts it again on the next call to its gRPC socket.
+        old = self.mesh.kill("dns", signal.SIGKILL)
+        end = time.time() + 10
+        while time.time() < end and (self.mesh.pid("dns") == old or self.mesh.nsc("dns", "stats").returncode != 0):
+            time.sleep(0.05)
+        while time.time() < end and not raw_query(self.port, query_packet("ready.hostmesh.internal"), timeout=0.2):
+            pass
+        r = dig(self.port, "vm-1.hostmesh.internal")
+        self.assertEqual(r.answers, [("vm-1.hostmesh.internal", 30, "A", "10.88.0.5")])
+        with open(os.path.join(self.mesh.state_dir, "dns", "records.json")) as f:
+            self.assertIn("10.88.0.5", f.read())
+
+        # (nsc: a new process, while this process's channel still holds the
+        # killed daemon's connection.)
+        r = self.mesh.nsc("dns", "records", "remove", "vm-1.hostmesh.internal", "A")
+        self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(dig(self.port, "vm-1.hostmesh.internal").status, "NXDOMAIN")
+        with open(os.path.join(self.mesh.state_dir, "dns", "records.json")) as f:
+            self.assertNotIn("10.88.0.5", f.read())
         with self.assertRaises(grpc.RpcError) as e:
             self.grpc("RemoveRecord", dns_pb2.RemoveRecordRequest(name="vm-1.hostmesh.internal", type="A"),
                       dns_pb2.RemoveRecordResponse)
