@@ -17,6 +17,8 @@ import json
 import os
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -271,6 +273,23 @@ class InstanceNetworkTest(unittest.TestCase):
         # DNS to the gateway on port 53 is the one way in (DNAT to dnsd).
         r = self.exec(self.a, "nslookup", self.b["dns_name"], "10.88.0.1")
         self.assertIn(self.b["address"], r.stdout)
+
+    def test_5b_dns_over_tcp_reaches_dnsd_through_the_dnat(self):
+        # A DNS query over TCP to the gateway's port 53 (nothing listens
+        # there on the host: the DNAT takes it to dnsd), written by printf,
+        # the answer shown by od.
+        name = self.b["dns_name"].encode()
+        qname = b"".join(bytes([len(p)]) + p for p in name.split(b".")) + b"\0"
+        msg = struct.pack(">HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0) + qname + struct.pack(">HH", 1, 1)
+        wire = struct.pack(">H", len(msg)) + msg
+        escaped = "".join("\\%03o" % c for c in wire)
+        r = self.exec(self.a, "sh", "-c", "printf '%s' | nc -w 3 10.88.0.1 53 | od -An -v -tx1" % escaped)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        reply = bytes(int(x, 16) for x in r.stdout.split())
+        self.assertGreater(len(reply), 2 + 12, r.stdout)
+        self.assertEqual(reply[2:4], b"\x42\x42")                  # our ID
+        self.assertEqual(struct.unpack(">H", reply[8:10])[0], 1)   # one answer
+        self.assertTrue(reply.endswith(socket.inet_aton(self.b["address"])))
 
     def test_6_spoofed_source_addresses_are_dropped(self):
         spoof = "10.88.200.200"
