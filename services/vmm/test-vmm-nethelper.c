@@ -639,6 +639,27 @@ static void test_spawned_helper_serves_and_exits_on_close(void **state) {
         nethelper_free(h);
 }
 
+static void test_a_dead_helper_is_reported_with_what_to_do(void **state) {
+        NetHelper *h = NULL;
+        char **l = NULL, *error = NULL;
+        int status;
+
+        (void) state;
+        assert_int_equal(nethelper_spawn(NETHELPER_PATH, &h), 0);
+        assert_int_equal(kill(nethelper_pid(h), SIGKILL), 0);
+        assert_int_equal(waitpid(nethelper_pid(h), &status, 0), nethelper_pid(h));
+        assert_int_equal(nethelper_list_taps(h, "hm0", &l, &error), -ECONNRESET);
+        assert_non_null(error);
+        assert_non_null(strstr(error, "restart vmmd"));
+        free(error);
+        error = NULL;
+        /* Every later call says the same, none hangs. */
+        assert_int_equal(nethelper_delete_tap(h, "hm0", "hmt0", (struct in_addr){}, &error), -ECONNRESET);
+        assert_non_null(error);
+        free(error);
+        nethelper_free(h);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_setup_bridge_is_idempotent),
@@ -654,6 +675,7 @@ int main(void) {
                 cmocka_unit_test(test_helper_answers_malformed_requests_and_goes_on),
                 cmocka_unit_test(test_list_and_delete_taps),
                 cmocka_unit_test(test_spawned_helper_serves_and_exits_on_close),
+                cmocka_unit_test(test_a_dead_helper_is_reported_with_what_to_do),
         };
         int pair[2], r;
         pid_t pid;

@@ -98,8 +98,9 @@ static bool instances_are_peers(Manager *m, const Instance *a, const Instance *b
                streq_ptr(a->tenant, b->tenant);
 }
 
-/* The pairs (both directions) between i and its peers. */
-static int collect_pairs(Manager *m, const Instance *i, NftPair **ret, size_t *ret_n) {
+/* The pairs between i and its peers: both directions, or only those
+ * where i sends (to list every pair of the table once). */
+static int collect_pairs(Manager *m, const Instance *i, bool both_directions, NftPair **ret, size_t *ret_n) {
         NftPair *v = NULL;
         size_t n = 0;
         struct in_addr self;
@@ -120,7 +121,8 @@ static int collect_pairs(Manager *m, const Instance *i, NftPair **ret, size_t *r
                 }
                 v = nv;
                 v[n++] = (NftPair){ .a = self, .b = other };
-                v[n++] = (NftPair){ .a = other, .b = self };
+                if (both_directions)
+                        v[n++] = (NftPair){ .a = other, .b = self };
         }
         *ret = v;
         *ret_n = n;
@@ -201,7 +203,7 @@ int vmm_net_attach(Manager *m, Instance *i, int *ret_tap_fd, char **ret_error) {
         if (r < 0)
                 goto fail;
         fill_network(m, &net);
-        r = collect_pairs(m, i, &pairs, &n_pairs);
+        r = collect_pairs(m, i, /* both_directions= */ true, &pairs, &n_pairs);
         if (r >= 0)
                 r = nft_batch_new(&b);
         if (r >= 0)
@@ -245,18 +247,17 @@ static int replace_table(Manager *m, size_t *ret_instances, size_t *ret_pairs, c
                 r = fill_instance(i, &v[n]);
                 if (r < 0)
                         return r;
-                r = collect_pairs(m, i, &p, &np);
+                /* Every direction once: as the sender's. */
+                r = collect_pairs(m, i, /* both_directions= */ false, &p, &np);
                 if (r < 0)
                         return r;
-                /* Each direction once: the ones where i is the sender. */
-                for (size_t x = 0; x < np; x++) {
-                        if (p[x].a.s_addr != v[n].address.s_addr)
-                                continue;
-                        NftPair *grown = realloc(pairs, (n_pairs + 1) * sizeof(NftPair));
+                if (np > 0) {
+                        NftPair *grown = realloc(pairs, (n_pairs + np) * sizeof(NftPair));
                         if (!grown)
                                 return -ENOMEM;
                         pairs = grown;
-                        pairs[n_pairs++] = p[x];
+                        memcpy(pairs + n_pairs, p, np * sizeof(NftPair));
+                        n_pairs += np;
                 }
                 n++;
         }
@@ -305,7 +306,7 @@ void vmm_net_detach(Manager *m, Instance *i) {
         fill_network(m, &net);
         r = fill_instance(i, &ni);
         if (r >= 0)
-                r = collect_pairs(m, i, &pairs, &n_pairs);
+                r = collect_pairs(m, i, /* both_directions= */ true, &pairs, &n_pairs);
         if (r >= 0)
                 r = nft_batch_new(&b);
         if (r >= 0)
@@ -428,7 +429,8 @@ int vmm_net_start(Manager *m) {
                 return log_error_errno(-ENOMEM, "Out of memory.");
         r = nethelper_spawn(path, &m->nethelper);
         if (r < 0)
-                return log_error_errno(r, "Failed to start the network helper %s: %m", path);
+                return log_error_errno(r, "Failed to start the network helper %s: %m (install it next to vmmd, set "
+                                       "[vmm] network_helper, or set [vmm] network = no)", path);
         r = drop_net_admin();
         if (r < 0)
                 return log_error_errno(r, "Failed to drop CAP_NET_ADMIN: %m");

@@ -264,6 +264,8 @@ static int call(NetHelper *h, Request *req, int send_fd, Reply **ret_reply, int 
                 *ret_error = NULL;
         req->length = sizeof(*req);
         r = send_with_fd(h->fd, req, sizeof(*req), send_fd);
+        if (r == -EPIPE || r == -ECONNRESET)
+                goto gone;
         if (r < 0)
                 return r;
 
@@ -271,10 +273,10 @@ static int call(NetHelper *h, Request *req, int send_fd, Reply **ret_reply, int 
         if (!rep)
                 return -ENOMEM;
         n = recv_with_fd(h->fd, rep, REPLY_MAX, &fd);
+        if (n == 0 || n == -ECONNRESET)
+                goto gone;
         if (n < 0)
                 return (int) n;
-        if (n == 0)
-                return -ECONNRESET; /* The helper went away. */
         if ((size_t) n < sizeof(Reply) || rep->length != (size_t) n || rep->type != req->type)
                 return -EBADMSG;
         if (rep->n_names > NETHELPER_TAPS_MAX || rep->length != sizeof(Reply) + rep->n_names * IFNAMSIZ)
@@ -297,28 +299,45 @@ static int call(NetHelper *h, Request *req, int send_fd, Reply **ret_reply, int 
         if (ret_reply)
                 *ret_reply = TAKE_PTR(rep);
         return 0;
+
+gone:
+        /* vmmd dropped CAP_NET_ADMIN after starting the helper, so it
+         * cannot start another one: only a restart of vmmd brings it back. */
+        if (ret_error)
+                *ret_error = strdup("the network helper (hostmesh-vmm-nethelper) exited; restart vmmd "
+                                    "(systemctl restart hostmesh-vmm) and see its log for why");
+        return -ECONNRESET;
+}
+
+/* A request naming a bridge and, when not NULL, a tap. */
+static int request_for(uint32_t type, const char *bridge, const char *tap, struct in_addr address, Request *ret) {
+        int r;
+
+        *ret = (Request){ .type = type, .address = address.s_addr };
+        r = set_name(ret->bridge, bridge);
+        if (r >= 0 && tap)
+                r = set_name(ret->tap, tap);
+        return r;
 }
 
 int nethelper_setup_bridge(NetHelper *h, const char *bridge, struct in_addr address, unsigned prefixlen,
                            char **ret_error) {
-        Request req = { .type = REQUEST_SETUP_BRIDGE, .address = address.s_addr, .prefixlen = prefixlen };
+        Request req;
         int r;
 
-        r = set_name(req.bridge, bridge);
+        r = request_for(REQUEST_SETUP_BRIDGE, bridge, NULL, address, &req);
         if (r < 0)
                 return r;
+        req.prefixlen = prefixlen;
         return call(h, &req, -EBADF, NULL, NULL, ret_error);
 }
 
 int nethelper_create_tap(NetHelper *h, const char *bridge, const char *tap, const uint8_t mac[6],
                          struct in_addr guest, int *ret_fd, char **ret_error) {
-        Request req = { .type = REQUEST_CREATE_TAP, .address = guest.s_addr };
+        Request req;
         int fd = -EBADF, r;
 
-        r = set_name(req.bridge, bridge);
-        if (r < 0)
-                return r;
-        r = set_name(req.tap, tap);
+        r = request_for(REQUEST_CREATE_TAP, bridge, tap, guest, &req);
         if (r < 0)
                 return r;
         memcpy(req.mac, mac, 6);
@@ -333,26 +352,23 @@ int nethelper_create_tap(NetHelper *h, const char *bridge, const char *tap, cons
 
 int nethelper_delete_tap(NetHelper *h, const char *bridge, const char *tap, struct in_addr guest,
                          char **ret_error) {
-        Request req = { .type = REQUEST_DELETE_TAP, .address = guest.s_addr };
+        Request req;
         int r;
 
-        r = set_name(req.bridge, bridge);
-        if (r < 0)
-                return r;
-        r = set_name(req.tap, tap);
+        r = request_for(REQUEST_DELETE_TAP, bridge, tap, guest, &req);
         if (r < 0)
                 return r;
         return call(h, &req, -EBADF, NULL, NULL, ret_error);
 }
 
 int nethelper_list_taps(NetHelper *h, const char *bridge, char ***ret, char **ret_error) {
-        Request req = { .type = REQUEST_LIST_TAPS };
+        Request req;
         _cleanup_free_ Reply *rep = NULL;
         _cleanup_(strv_freep) char **names = NULL;
         const char *p;
         int r;
 
-        r = set_name(req.bridge, bridge);
+        r = request_for(REQUEST_LIST_TAPS, bridge, NULL, (struct in_addr){}, &req);
         if (r < 0)
                 return r;
         r = call(h, &req, -EBADF, &rep, NULL, ret_error);

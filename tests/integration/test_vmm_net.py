@@ -28,6 +28,9 @@ from hm import BUILD, Mesh, NetnsPair
 
 sys.path.insert(0, os.path.join(BUILD, "python"))
 
+import grpc  # noqa: E402
+from namespace.cloud.compute.v1beta import compute_pb2  # noqa: E402
+
 try:
     import jwt
 except ImportError:  # python3-jwt (scripts/deps.d)
@@ -215,6 +218,24 @@ class InstanceNetworkTest(unittest.TestCase):
     def ping(self, iid, addr):
         return self.exec(iid, "ping", "-c", "1", "-W", "3", addr).returncode == 0
 
+    def create_for_tenant(self, tenant):
+        """CreateInstance straight on vmmd's socket with the tenant metadata
+        the gateway sets for bearer callers (believed from root only)."""
+        create = self.mesh.channel("vmm").unary_unary(
+            "/namespace.cloud.compute.v1beta.ComputeService/CreateInstance",
+            request_serializer=compute_pb2.CreateInstanceRequest.SerializeToString,
+            response_deserializer=compute_pb2.DescribeInstanceResponse.FromString)
+        return create(compute_pb2.CreateInstanceRequest(
+            shape=compute_pb2.InstanceShape(virtual_cpu=2, memory_megabytes=2048)), timeout=10,
+            metadata=[("x-hostmesh-tenant", tenant)])
+
+    def test_0_a_bad_tenant_id_is_refused(self):
+        for bad in ("a/b", "x" * 65, "semi;colon"):
+            with self.assertRaises(grpc.RpcError) as e:
+                self.create_for_tenant(bad)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertIn("tenant", e.exception.details())
+
     # -- tests (unittest runs them in name order) ----------------------------
     def test_1_describe_shows_address_and_dns_name(self):
         for d in (self.a, self.b):
@@ -373,6 +394,17 @@ class InstanceNetworkTest(unittest.TestCase):
         # The names are still there (vmmd registers them again at start).
         r = self.exec(self.a, "nslookup", self.b["dns_name"])
         self.assertIn(self.b["address"], r.stdout)
+
+        # An instance of another tenant is no peer of theirs.
+        c = self.create_for_tenant("other-tenant").metadata.instance_id
+        c = type(self)._wait_running(c)
+        self.assertEqual(c["tenant"], "other-tenant")
+        self.assertEqual(len(peers_elements()), 2)
+        self.assertFalse(self.ping(c, self.a["address"]))
+        self.assertFalse(self.ping(self.a, c["address"]))
+        self.assertTrue(self.ping(c, "10.88.0.1"))
+        r = m.nsc("destroy", c["instance_id"])
+        self.assertEqual(r.returncode, 0, r.stderr)
 
     def test_9_destroy_leaves_no_rules_taps_or_names(self):
         m = self.mesh
