@@ -341,160 +341,138 @@ static void rule_comment(Rule *r, const char *comment) {
         nftnl_udata_buf_free(u);
 }
 
+/* Objects of hostmesh's table: family and table set, and the name. */
+static struct nftnl_table *table_new(void) {
+        struct nftnl_table *t = nftnl_table_alloc();
+
+        if (t) {
+                nftnl_table_set_u32(t, NFTNL_TABLE_FAMILY, NFPROTO_INET);
+                nftnl_table_set_str(t, NFTNL_TABLE_NAME, NFT_TABLE_NAME);
+        }
+        return t;
+}
+
+static struct nftnl_chain *chain_new(const char *name) {
+        struct nftnl_chain *c = nftnl_chain_alloc();
+
+        if (c) {
+                nftnl_chain_set_u32(c, NFTNL_CHAIN_FAMILY, NFPROTO_INET);
+                nftnl_chain_set_str(c, NFTNL_CHAIN_TABLE, NFT_TABLE_NAME);
+                nftnl_chain_set_str(c, NFTNL_CHAIN_NAME, name);
+        }
+        return c;
+}
+
+static struct nftnl_rule *rule_new(const char *chain) {
+        struct nftnl_rule *r = nftnl_rule_alloc();
+
+        if (r) {
+                nftnl_rule_set_u32(r, NFTNL_RULE_FAMILY, NFPROTO_INET);
+                nftnl_rule_set_str(r, NFTNL_RULE_TABLE, NFT_TABLE_NAME);
+                nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, chain);
+        }
+        return r;
+}
+
+static struct nftnl_set *peers_set_new(void) {
+        struct nftnl_set *s = nftnl_set_alloc();
+
+        if (s) {
+                nftnl_set_set_u32(s, NFTNL_SET_FAMILY, NFPROTO_INET);
+                nftnl_set_set_str(s, NFTNL_SET_TABLE, NFT_TABLE_NAME);
+                nftnl_set_set_str(s, NFTNL_SET_NAME, SET_PEERS);
+        }
+        return s;
+}
+
+/* emit_<kind>(b, type, flags, o): one message of that type for the object,
+ * which it takes (and frees) whatever happens; NULL (a failed allocation)
+ * is -ENOMEM. */
+#define DEFINE_EMIT(name, kind, build)                                                         \
+        static int emit_##name(NftBatch *b, uint16_t type, uint16_t flags, struct nftnl_##kind *o) { \
+                struct nlmsghdr *nlh;                                                          \
+                                                                                               \
+                if (!o)                                                                        \
+                        return -ENOMEM;                                                        \
+                nlh = batch_msg(b, type, flags);                                               \
+                if (nlh) {                                                                     \
+                        build(nlh, o);                                                         \
+                        batch_commit(b, nlh);                                                  \
+                }                                                                              \
+                nftnl_##kind##_free(o);                                                        \
+                return nlh ? 0 : -ENOMEM;                                                      \
+        }
+DEFINE_EMIT(table, table, nftnl_table_nlmsg_build_payload)
+DEFINE_EMIT(chain, chain, nftnl_chain_nlmsg_build_payload)
+DEFINE_EMIT(rule, rule, nftnl_rule_nlmsg_build_payload)
+DEFINE_EMIT(set, set, nftnl_set_nlmsg_build_payload)
+DEFINE_EMIT(set_elems, set, nftnl_set_elems_nlmsg_build_payload)
+
 static int rule_start(Rule *r, const char *chain) {
         *r = (Rule) {};
-        r->r = nftnl_rule_alloc();
-        if (!r->r)
-                return -ENOMEM;
-        nftnl_rule_set_u32(r->r, NFTNL_RULE_FAMILY, NFPROTO_INET);
-        nftnl_rule_set_str(r->r, NFTNL_RULE_TABLE, NFT_TABLE_NAME);
-        nftnl_rule_set_str(r->r, NFTNL_RULE_CHAIN, chain);
-        return 0;
+        r->r = rule_new(chain);
+        return r->r ? 0 : -ENOMEM;
 }
 
 /* Serializes and frees the rule. */
 static int rule_finish(NftBatch *b, Rule *r, const char *comment) {
-        struct nlmsghdr *nlh;
-        int ret = 0;
+        struct nftnl_rule *o;
 
         rule_comment(r, comment);
+        o = TAKE_PTR(r->r);
         if (r->oom) {
-                ret = -ENOMEM;
-                goto out;
+                nftnl_rule_free(o);
+                return -ENOMEM;
         }
-        nlh = batch_msg(b, NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND);
-        if (!nlh) {
-                ret = -ENOMEM;
-                goto out;
-        }
-        nftnl_rule_nlmsg_build_payload(nlh, r->r);
-        batch_commit(b, nlh);
-out:
-        nftnl_rule_free(r->r);
-        r->r = NULL;
-        return ret;
+        return emit_rule(b, NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, o);
 }
 
 static int put_table(NftBatch *b, uint16_t type, uint16_t flags) {
-        struct nftnl_table *t = nftnl_table_alloc();
-        struct nlmsghdr *nlh;
-
-        if (!t)
-                return -ENOMEM;
-        nftnl_table_set_u32(t, NFTNL_TABLE_FAMILY, NFPROTO_INET);
-        nftnl_table_set_str(t, NFTNL_TABLE_NAME, NFT_TABLE_NAME);
-        nlh = batch_msg(b, type, flags);
-        if (!nlh) {
-                nftnl_table_free(t);
-                return -ENOMEM;
-        }
-        nftnl_table_nlmsg_build_payload(nlh, t);
-        batch_commit(b, nlh);
-        nftnl_table_free(t);
-        return 0;
+        return emit_table(b, type, flags, table_new());
 }
 
 static int put_base_chain(NftBatch *b, const char *name, const char *type, uint32_t hook, int32_t prio,
                           const char *dev) {
-        struct nftnl_chain *c = nftnl_chain_alloc();
-        struct nlmsghdr *nlh;
+        struct nftnl_chain *c = chain_new(name);
 
         if (!c)
                 return -ENOMEM;
-        nftnl_chain_set_u32(c, NFTNL_CHAIN_FAMILY, NFPROTO_INET);
-        nftnl_chain_set_str(c, NFTNL_CHAIN_TABLE, NFT_TABLE_NAME);
-        nftnl_chain_set_str(c, NFTNL_CHAIN_NAME, name);
         nftnl_chain_set_str(c, NFTNL_CHAIN_TYPE, type);
         nftnl_chain_set_u32(c, NFTNL_CHAIN_HOOKNUM, hook);
         nftnl_chain_set_s32(c, NFTNL_CHAIN_PRIO, prio);
         nftnl_chain_set_u32(c, NFTNL_CHAIN_POLICY, NF_ACCEPT);
         if (dev)
                 nftnl_chain_set_str(c, NFTNL_CHAIN_DEV, dev);
-        nlh = batch_msg(b, NFT_MSG_NEWCHAIN, NLM_F_CREATE);
-        if (!nlh) {
-                nftnl_chain_free(c);
-                return -ENOMEM;
-        }
-        nftnl_chain_nlmsg_build_payload(nlh, c);
-        batch_commit(b, nlh);
-        nftnl_chain_free(c);
-        return 0;
+        return emit_chain(b, NFT_MSG_NEWCHAIN, NLM_F_CREATE, c);
 }
 
 /* Flush (DELRULE with only table and chain: all its rules) or DELCHAIN. */
 static int put_chain_removal(NftBatch *b, const char *name, bool flush_only) {
-        struct nlmsghdr *nlh;
-
-        if (flush_only) {
-                struct nftnl_rule *r = nftnl_rule_alloc();
-
-                if (!r)
-                        return -ENOMEM;
-                nftnl_rule_set_u32(r, NFTNL_RULE_FAMILY, NFPROTO_INET);
-                nftnl_rule_set_str(r, NFTNL_RULE_TABLE, NFT_TABLE_NAME);
-                nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, name);
-                nlh = batch_msg(b, NFT_MSG_DELRULE, 0);
-                if (!nlh) {
-                        nftnl_rule_free(r);
-                        return -ENOMEM;
-                }
-                nftnl_rule_nlmsg_build_payload(nlh, r);
-                nftnl_rule_free(r);
-        } else {
-                struct nftnl_chain *c = nftnl_chain_alloc();
-
-                if (!c)
-                        return -ENOMEM;
-                nftnl_chain_set_u32(c, NFTNL_CHAIN_FAMILY, NFPROTO_INET);
-                nftnl_chain_set_str(c, NFTNL_CHAIN_TABLE, NFT_TABLE_NAME);
-                nftnl_chain_set_str(c, NFTNL_CHAIN_NAME, name);
-                nlh = batch_msg(b, NFT_MSG_DELCHAIN, 0);
-                if (!nlh) {
-                        nftnl_chain_free(c);
-                        return -ENOMEM;
-                }
-                nftnl_chain_nlmsg_build_payload(nlh, c);
-                nftnl_chain_free(c);
-        }
-        batch_commit(b, nlh);
-        return 0;
+        if (flush_only)
+                return emit_rule(b, NFT_MSG_DELRULE, 0, rule_new(name));
+        return emit_chain(b, NFT_MSG_DELCHAIN, 0, chain_new(name));
 }
 
 static int put_peers_set(NftBatch *b) {
-        struct nftnl_set *s = nftnl_set_alloc();
-        struct nlmsghdr *nlh;
+        struct nftnl_set *s = peers_set_new();
 
         if (!s)
                 return -ENOMEM;
-        nftnl_set_set_u32(s, NFTNL_SET_FAMILY, NFPROTO_INET);
-        nftnl_set_set_str(s, NFTNL_SET_TABLE, NFT_TABLE_NAME);
-        nftnl_set_set_str(s, NFTNL_SET_NAME, SET_PEERS);
         nftnl_set_set_u32(s, NFTNL_SET_ID, SET_PEERS_ID);
         nftnl_set_set_u32(s, NFTNL_SET_KEY_TYPE, NFT_TYPE_PEERS);
         nftnl_set_set_u32(s, NFTNL_SET_KEY_LEN, 2 * sizeof(struct in_addr));
         nftnl_set_set_u32(s, NFTNL_SET_FLAGS, 0);
-        nlh = batch_msg(b, NFT_MSG_NEWSET, NLM_F_CREATE);
-        if (!nlh) {
-                nftnl_set_free(s);
-                return -ENOMEM;
-        }
-        nftnl_set_nlmsg_build_payload(nlh, s);
-        batch_commit(b, nlh);
-        nftnl_set_free(s);
-        return 0;
+        return emit_set(b, NFT_MSG_NEWSET, NLM_F_CREATE, s);
 }
 
 /* NEWSETELEM or DELSETELEM for the pairs, ELEMS_PER_MESSAGE at a time. */
 static int put_pairs(NftBatch *b, uint16_t type, const NftPair *pairs, size_t n_pairs) {
         for (size_t start = 0; start < n_pairs; start += ELEMS_PER_MESSAGE) {
-                struct nftnl_set *s = nftnl_set_alloc();
-                struct nlmsghdr *nlh;
+                struct nftnl_set *s = peers_set_new();
+                int r;
 
                 if (!s)
                         return -ENOMEM;
-                nftnl_set_set_u32(s, NFTNL_SET_FAMILY, NFPROTO_INET);
-                nftnl_set_set_str(s, NFTNL_SET_TABLE, NFT_TABLE_NAME);
-                nftnl_set_set_str(s, NFTNL_SET_NAME, SET_PEERS);
                 for (size_t k = start; k < n_pairs && k < start + ELEMS_PER_MESSAGE; k++) {
                         struct nftnl_set_elem *e = nftnl_set_elem_alloc();
                         struct in_addr key[2] = { pairs[k].a, pairs[k].b };
@@ -506,14 +484,9 @@ static int put_pairs(NftBatch *b, uint16_t type, const NftPair *pairs, size_t n_
                         nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key, sizeof(key));
                         nftnl_set_elem_add(s, e);
                 }
-                nlh = batch_msg(b, type, type == NFT_MSG_NEWSETELEM ? NLM_F_CREATE : 0);
-                if (!nlh) {
-                        nftnl_set_free(s);
-                        return -ENOMEM;
-                }
-                nftnl_set_elems_nlmsg_build_payload(nlh, s);
-                batch_commit(b, nlh);
-                nftnl_set_free(s);
+                r = emit_set_elems(b, type, type == NFT_MSG_NEWSETELEM ? NLM_F_CREATE : 0, s);
+                if (r < 0)
+                        return r;
         }
         return 0;
 }
