@@ -78,15 +78,17 @@ endfunction()
 
 # hostmesh_py_test(NAME <name> SCRIPT <file.py> [LABELS ...] [TIMEOUT s])
 # Integration tests in Python (Debian's python3 with grpcio, jwt, jwcrypto).
+# WRAPPER runs the test under a command of its own (a namespace, say); ENV
+# adds variables.
 function(hostmesh_py_test)
-  cmake_parse_arguments(T "" "NAME;SCRIPT;TIMEOUT" "LABELS" ${ARGN})
+  cmake_parse_arguments(T "" "NAME;SCRIPT;TIMEOUT;WRAPPER" "LABELS;ENV" ${ARGN})
   if(NOT T_TIMEOUT)
     set(T_TIMEOUT 300)
   endif()
   if(NOT T_LABELS)
     set(T_LABELS integration)
   endif()
-  add_test(NAME ${T_NAME} COMMAND /usr/bin/python3 -u ${T_SCRIPT})
+  add_test(NAME ${T_NAME} COMMAND ${T_WRAPPER} /usr/bin/python3 -u ${T_SCRIPT})
   set_tests_properties(${T_NAME} PROPERTIES LABELS "${T_LABELS}" TIMEOUT ${T_TIMEOUT}
-    ENVIRONMENT "HOSTMESH_BUILD_DIR=${CMAKE_BINARY_DIR};HOSTMESH_SOURCE_DIR=${CMAKE_SOURCE_DIR};PYTHONPATH=${HOSTMESH_PYTHON_OUT}:${CMAKE_SOURCE_DIR}/tests/integration;PYTHONDONTWRITEBYTECODE=1")
+    ENVIRONMENT "HOSTMESH_BUILD_DIR=${CMAKE_BINARY_DIR};HOSTMESH_SOURCE_DIR=${CMAKE_SOURCE_DIR};PYTHONPATH=${HOSTMESH_PYTHON_OUT}:${CMAKE_SOURCE_DIR}/tests/integration;PYTHONDONTWRITEBYTECODE=1;${T_ENV}")
 endfunction()

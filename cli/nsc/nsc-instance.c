@@ -383,6 +383,8 @@ static int verb_describe(Nsc *n, int argc, char **argv) {
                         json_object_set_new(o, "reason", json_string(d->reason));
                 json_object_set_new(o, "machine", json_string(d->machine));
                 json_object_set_new(o, "accelerator", json_string(d->accelerator));
+                if (!isempty(d->accelerator_reason))
+                        json_object_set_new(o, "accelerator_reason", json_string(d->accelerator_reason));
                 if (d->qemu_pid)
                         json_object_set_new(o, "qemu_pid", json_integer(d->qemu_pid));
                 json_object_set_new(o, "guest_kernel_us", json_integer((json_int_t) d->guest_kernel_usec));
@@ -403,6 +405,12 @@ static int verb_describe(Nsc *n, int argc, char **argv) {
                 if (!isempty(d->tap))
                         json_object_set_new(o, "network", json_pack("{s:s, s:s, s:s}", "tap", d->tap, "mac", d->mac,
                                                                     "gateway", d->gateway));
+                if (d->n_events > 0) {
+                        json_t *events = json_array();
+                        for (size_t k = 0; k < d->n_events; k++)
+                                json_array_append_new(events, json_string(d->events[k]));
+                        json_object_set_new(o, "events", events);
+                }
                 protobuf_c_message_free_unpacked(&d->base, NULL);
         }
         rpc_status_done(&st);

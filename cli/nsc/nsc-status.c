@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* nsc status: the health of every part, asked through the gateway. */
 
+#include "google/protobuf/empty.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "hostmesh/vmm/v1/vmm.pb-c.h"
 #include "nsc.h"
 #include "paths.h"
 
@@ -41,6 +43,20 @@ static int check_part(Nsc *n, const char *part, const char **ret_status, RpcStat
         return r;
 }
 
+/* vmmd's accelerator and why: what an operator asks first when instances
+ * boot slowly. NULL when vmmd cannot say. */
+static Hostmesh__Vmm__V1__Capacity *vmm_capacity(Nsc *n) {
+        Google__Protobuf__Empty req = GOOGLE__PROTOBUF__EMPTY__INIT;
+        Hostmesh__Vmm__V1__Capacity *cap = NULL;
+        _cleanup_(rpc_status_done) RpcStatus st = {};
+
+        if (rpc_client_call(n->client, "/hostmesh.vmm.v1.Vmm/GetCapacity", NULL, &req.base,
+                            &hostmesh__vmm__v1__capacity__descriptor, n->timeout_usec, (ProtobufCMessage **) &cap,
+                            &st) < 0)
+                return NULL;
+        return cap;
+}
+
 static int run_status(Nsc *n, int argc, char **argv) {
         _cleanup_(rpc_status_done) RpcStatus gst = {};
         json_t *services;
@@ -68,16 +84,33 @@ static int run_status(Nsc *n, int argc, char **argv) {
                 const char *part = hostmesh_parts[i], *status;
                 _cleanup_(rpc_status_done) RpcStatus st = {};
 
+                _cleanup_free_ char *detail = NULL;
+                Hostmesh__Vmm__V1__Capacity *cap = NULL;
+
                 r = check_part(n, part, &status, &st);
                 if (r < 0)
                         all_serving = false;
+                if (r >= 0 && streq(part, "vmm") && (cap = vmm_capacity(n)) &&
+                    asprintf(&detail, "accelerator %s (accel = %s): %s",
+                             isempty(cap->accelerator) ? "undecided" : cap->accelerator, cap->accelerator_mode,
+                             cap->accelerator_reason) < 0)
+                        detail = NULL;
                 if (n->json) {
                         json_t *o = json_pack("{s:s, s:s}", "name", part, "status", status);
                         if (st.message && *st.message)
                                 json_object_set_new(o, "detail", json_string(st.message));
+                        else if (detail)
+                                json_object_set_new(o, "detail", json_string(detail));
+                        if (cap) {
+                                json_object_set_new(o, "accelerator", json_string(cap->accelerator));
+                                json_object_set_new(o, "accelerator_mode", json_string(cap->accelerator_mode));
+                                json_object_set_new(o, "accelerator_reason", json_string(cap->accelerator_reason));
+                        }
                         json_array_append_new(services, o);
                 } else
-                        printf("%-12s %-12s %s\n", part, status, st.message ? st.message : "");
+                        printf("%-12s %-12s %s\n", part, status, st.message ? st.message : detail ?: "");
+                if (cap)
+                        protobuf_c_message_free_unpacked(&cap->base, NULL);
         }
         if (n->json)
                 nsc_print_json(json_pack("{s:o}", "services", services));

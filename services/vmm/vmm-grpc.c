@@ -7,6 +7,7 @@
 #include "log.h"
 #include "macro.h"
 #include "namespace/cloud/compute/v1beta/compute.pb-c.h"
+#include "vmm-accel.h"
 #include "vmm-grpc.h"
 #include "vmm-log.h"
 #include "vmm-manager.h"
@@ -597,6 +598,9 @@ static void handle_details(RpcCall *c, const ProtobufCMessage *request, void *us
         }
         d.mac = mac_text;
         d.tenant = i->tenant ?: (char *) "";
+        d.accelerator_reason = i->accel_reason ?: (char *) "";
+        d.events = i->events;
+        d.n_events = i->n_events;
         rpc_call_reply(c, &d.base);
 }
 
@@ -606,6 +610,15 @@ static void handle_capacity(RpcCall *c, const ProtobufCMessage *request, void *u
 
         (void) request;
         cap.vcpus_total = m->capacity_vcpus;
+        cap.accelerator_mode = (char *) accel_mode_to_string(m->accel_mode);
+        if (m->accel && accel_decided(m->accel)) {
+                cap.accelerator = accel_use_kvm(m->accel) ? (char *) "kvm" : (char *) "tcg";
+                cap.accelerator_reason = (char *) accel_reason(m->accel);
+        } else {
+                cap.accelerator = (char *) "";
+                cap.accelerator_reason = m->accel ? (char *) "the KVM probe is running"
+                                                  : (char *) "not probed yet (QEMU or the guest image missing)";
+        }
         cap.memory_bytes_total = m->capacity_memory;
         for (size_t k = 0; k < m->n_instances; k++) {
                 Instance *i = m->instances[k];

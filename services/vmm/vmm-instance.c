@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: MIT */
+#include <stdarg.h>
+#include <stdio.h>
 #include <sys/random.h>
+#include <time.h>
 
 #include "macro.h"
 #include "vmm-instance.h"
@@ -89,6 +92,8 @@ Instance *instance_free(Instance *i) {
         free(i->run_dir);
         free(i->machine);
         free(i->accel);
+        free(i->accel_reason);
+        strv_free_n(i->events, i->n_events);
         free(i->disk_id);
         free(i->disk_path);
         free(i->disk_format);
@@ -113,6 +118,40 @@ int instance_set_reason(Instance *i, const char *reason) {
                 return -ENOMEM;
         free(i->reason);
         i->reason = r;
+        return 0;
+}
+
+#define INSTANCE_EVENTS_MAX 32
+
+int instance_add_event(Instance *i, const char *format, ...) {
+        _cleanup_free_ char *what = NULL;
+        char stamp[32], *e, **l;
+        struct tm tm;
+        time_t now = time(NULL);
+        va_list ap;
+        int r;
+
+        va_start(ap, format);
+        r = vasprintf(&what, format, ap);
+        va_end(ap);
+        if (r < 0)
+                return -ENOMEM;
+        strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
+        if (asprintf(&e, "%s %s", stamp, what) < 0)
+                return -ENOMEM;
+        if (i->n_events >= INSTANCE_EVENTS_MAX) {
+                /* Keep the first (how it started) and the latest ones. */
+                free(i->events[1]);
+                memmove(i->events + 1, i->events + 2, (i->n_events - 2) * sizeof(char *));
+                i->n_events--;
+        }
+        l = realloc(i->events, (i->n_events + 1) * sizeof(char *));
+        if (!l) {
+                free(e);
+                return -ENOMEM;
+        }
+        i->events = l;
+        i->events[i->n_events++] = e;
         return 0;
 }
 

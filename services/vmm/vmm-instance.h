@@ -89,6 +89,12 @@ typedef struct Instance {
         char *dir;                /* state: <state>/instances/<id> */
         char *run_dir;            /* sockets: <runtime>/vmm/<id> */
         char *machine, *accel;
+        char *accel_reason;       /* why this accelerator: the probe's verdict */
+        bool accel_wait;          /* launch waits for the accelerator decision */
+        bool tcg_retry;           /* KVM failed at once: relaunched under TCG */
+        uint64_t launch_mono_usec;/* when its QEMU was spawned */
+        char **events;            /* "2026-12-04T21:00:00Z what happened", oldest first */
+        size_t n_events;
         pid_t pid;
         int pidfd;
         sd_event_source *pid_source;
@@ -126,4 +132,7 @@ typedef struct Instance {
 Instance *instance_new(Manager *m, const char *id);
 Instance *instance_free(Instance *i);
 int instance_set_reason(Instance *i, const char *reason);
+/* Notes something that happened to the instance (kept, bounded, shown by
+ * nsc describe). */
+int instance_add_event(Instance *i, const char *format, ...) __attribute__((format(printf, 2, 3)));
 int instance_generate_id(char **ret);

@@ -15,6 +15,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "paths.h"
+#include "vmm-accel.h"
 #include "vmm-agent.h"
 #include "vmm-cgroup.h"
 #include "vmm-compose.h"
@@ -31,6 +32,9 @@
 #endif
 
 #define CONSOLE_TAIL_LINES 15
+/* A QEMU that dies of KVM this soon under accel = auto is retried under
+ * TCG: it never ran the guest. */
+#define KVM_EARLY_DEATH_USEC (1 * USEC_PER_SEC)
 
 static const ConfigItem config_table[] = {
         DAEMON_RPC_CONFIG_ITEMS(VmmConfig, rpc),
@@ -38,6 +42,8 @@ static const ConfigItem config_table[] = {
         CONFIG_ITEM("vmm", "kernel", config_type_string, VmmConfig, kernel, "Guest kernel (uncompressed vmlinux)"),
         CONFIG_ITEM("vmm", "initrd", config_type_string, VmmConfig, initrd, "Guest initramfs with hostmesh-init"),
         CONFIG_ITEM("vmm", "machine", config_type_string, VmmConfig, machine, "QEMU machine: microvm or pc"),
+        CONFIG_ITEM("vmm", "accel", config_type_string, VmmConfig, accel,
+                    "Accelerator: auto (KVM when a probe guest proves it works, TCG otherwise), kvm or tcg"),
         CONFIG_ITEM("vmm", "vcpus", config_type_uint32, VmmConfig, vcpus,
                     "vCPUs all instances may use together (0 = 4 x host CPUs)"),
         CONFIG_ITEM("vmm", "memory", config_type_size, VmmConfig, memory,
@@ -163,6 +169,7 @@ int manager_new(const DaemonArgs *args, Manager **ret) {
             set_default_string(&m->config.kernel, kernel) < 0 ||
             set_default_string(&m->config.initrd, initrd) < 0 ||
             set_default_string(&m->config.machine, "microvm") < 0 ||
+            set_default_string(&m->config.accel, "auto") < 0 ||
             set_default_string(&m->config.disk, "optional") < 0 ||
             set_default_string(&m->config.token, "optional") < 0 ||
             set_default_string(&m->config.token_audience, "hostmesh") < 0 ||
@@ -175,6 +182,11 @@ int manager_new(const DaemonArgs *args, Manager **ret) {
                 return log_error_errno(-ENOMEM, "Out of memory.");
         if (!streq(m->config.machine, "microvm") && !streq(m->config.machine, "pc"))
                 return log_error_errno(-EINVAL, "[vmm] machine = %s: expected microvm or pc.", m->config.machine);
+        AccelMode accel_mode;
+        r = accel_mode_from_string(m->config.accel, &accel_mode);
+        m->accel_mode = accel_mode;
+        if (r < 0)
+                return log_error_errno(r, "[vmm] accel = %s: expected auto, kvm or tcg.", m->config.accel);
         r = parse_backend_mode("disk", m->config.disk, &m->disk_mode);
         if (r < 0)
                 return r;
@@ -217,6 +229,8 @@ Manager *manager_free(Manager *m) {
                 instance_free(m->instances[k]);
         }
         free(m->instances);
+        accel_free(m->accel);
+        accel_qemu_probe_free(m->accel_probe);
         vmm_net_stop(m);
         store_free(m->store);
         rpc_client_free(m->disk_client);
@@ -484,6 +498,8 @@ static void instance_finish_destroy(Instance *i) {
         instance_release_backends(i);
 }
 
+static void instance_launch(Instance *i);
+
 static int on_qemu_exit(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         Instance *i = userdata;
         siginfo_t si = {};
@@ -519,13 +535,33 @@ static int on_qemu_exit(sd_event_source *s, int fd, uint32_t revents, void *user
                 instance_release_backends(i);
         } else {
                 _cleanup_free_ char *tail = instance_console_tail(i), *qlog = NULL, *reason = NULL, *p = NULL;
+                bool kvm_words, early;
 
                 p = path_join(i->dir, "qemu.log");
                 if (p)
                         (void) read_full_file(p, &qlog, NULL, 64 * 1024);
-                if (asprintf(&reason, "QEMU exited unexpectedly%s%s%s%s", !isempty(qlog) ? "; QEMU said: " : "",
+                kvm_words = streq_ptr(i->accel, "kvm") && accel_words_name_kvm(qlog);
+                early = now_usec(CLOCK_MONOTONIC) - i->launch_mono_usec < KVM_EARLY_DEATH_USEC;
+                if (i->state == INSTANCE_CREATING && kvm_words && early && !i->tcg_retry &&
+                    accel_kvm_failed_at_run_time(i->manager->accel, qlog)) {
+                        /* The probe passed but this QEMU died of KVM at once:
+                         * once more under TCG, and TCG from now on. */
+                        log_struct(LOG_WARNING, 0, FIELDS(i->log_field),
+                                   "Instance %s: QEMU died of a KVM error in its first second, retrying under TCG.",
+                                   i->id);
+                        (void) instance_add_event(i, "QEMU under KVM exited in its first second (%s); retrying under TCG",
+                                                  qlog);
+                        free(i->accel_reason);
+                        i->accel_reason = strdup(accel_reason(i->manager->accel));
+                        i->tcg_retry = true;
+                        instance_launch(i);
+                        return 0;
+                }
+                if (asprintf(&reason, "QEMU exited unexpectedly%s%s%s%s%s", !isempty(qlog) ? "; QEMU said: " : "",
                              !isempty(qlog) ? qlog : "", !isempty(tail) ? "; console tail: " : "",
-                             !isempty(tail) ? tail : "") < 0)
+                             !isempty(tail) ? tail : "",
+                             kvm_words ? "; KVM does not work here: set [vmm] accel = tcg (or auto) in vmm.conf"
+                                       : "") < 0)
                         reason = NULL;
                 manager_instance_fail(i, reason ?: "QEMU exited unexpectedly");
         }
@@ -592,6 +628,7 @@ static void agent_on_token_ack(AgentConn *a, int32_t result, void *userdata) {
         if (i->state != INSTANCE_CREATING)
                 return;
         i->boot_timer = sd_event_source_disable_unref(i->boot_timer);
+        i->tap_fd = safe_close(i->tap_fd); /* no retry under TCG after READY */
         i->ready_usec = now_usec(CLOCK_MONOTONIC) - i->create_mono_usec;
         instance_set_state(i, INSTANCE_RUNNING);
 }
@@ -799,6 +836,23 @@ int manager_check_shape(Manager *m, const Shape *s, char **ret_error) {
         return 0;
 }
 
+/* Starts deciding between KVM and TCG, once per process: the probe runs
+ * on the loop while vmmd serves, and instances wait for its answer
+ * before their QEMU starts. */
+static int manager_start_accel(Manager *m, const char *qemu) {
+        int r;
+
+        if (m->accel)
+                return 0;
+        r = accel_qemu_probe_new(qemu, m->machine, m->run_dir, &m->accel_probe);
+        if (r < 0)
+                return r;
+        r = accel_new(m->event, m->accel_mode, &accel_qemu_probe_ops, m->accel_probe, &m->accel);
+        if (r < 0)
+                return r;
+        return accel_start(m->accel);
+}
+
 static int check_prerequisites(Manager *m, char **ret_error) {
         _cleanup_free_ char *qemu = NULL;
         int r;
@@ -821,6 +875,9 @@ static int check_prerequisites(Manager *m, char **ret_error) {
                 if (!m->machine)
                         return -ENOMEM;
         }
+        r = manager_start_accel(m, qemu);
+        if (r < 0)
+                return r;
         if (access(m->config.kernel, R_OK) < 0 || access(m->config.initrd, R_OK) < 0) {
                 if (asprintf(ret_error,
                              "The guest image is missing (%s, %s); build it (target guest-image, with "
@@ -832,7 +889,6 @@ static int check_prerequisites(Manager *m, char **ret_error) {
         return 0;
 }
 
-static void instance_launch(Instance *i);
 
 /* The create pipeline, driven by backend answers: disk → token → QEMU. */
 void manager_instance_continue(Instance *i) {
@@ -883,6 +939,22 @@ void manager_instance_continue(Instance *i) {
         instance_launch(i);
 }
 
+/* The accelerator decision arrived: launch the instances that waited. */
+static void manager_on_accel_decided(Accel *a, void *userdata) {
+        Manager *m = userdata;
+
+        (void) a;
+        m->accel_waiting = false;
+        for (size_t k = 0; k < m->n_instances; k++) {
+                Instance *i = m->instances[k];
+                if (!i->accel_wait)
+                        continue;
+                i->accel_wait = false;
+                if (i->state == INSTANCE_CREATING)
+                        instance_launch(i);
+        }
+}
+
 static void instance_launch(Instance *i) {
         Manager *m = i->manager;
         _cleanup_close_ int qmp_fd = -EBADF, agent_fd = -EBADF, console_fd = -EBADF;
@@ -890,7 +962,23 @@ static void instance_launch(Instance *i) {
                             *net_cmdline = NULL;
         uint64_t t0 = now_usec(CLOCK_MONOTONIC);
         uint8_t mac[6];
+        bool kvm;
         int r;
+
+        if (!accel_decided(m->accel)) {
+                /* The probe is still running (a few ms with a working KVM,
+                 * up to its bound with a broken one). */
+                i->accel_wait = true;
+                if (!m->accel_waiting) {
+                        m->accel_waiting = true;
+                        if (accel_when_decided(m->accel, manager_on_accel_decided, m) < 0)
+                                return manager_instance_fail(i, "Out of memory");
+                }
+                return;
+        }
+        kvm = accel_use_kvm(m->accel) && !i->tcg_retry;
+        if (kvm && accel_kvm_broken(m->accel))
+                return manager_instance_fail(i, accel_kvm_broken(m->accel));
 
         qmp = path_join(i->run_dir, "qmp.sock");
         agent = path_join(i->run_dir, "agent.sock");
@@ -912,7 +1000,6 @@ static void instance_launch(Instance *i) {
         if (r < 0)
                 return manager_instance_fail(i, "QEMU is not installed; install qemu-system-x86");
 
-        bool kvm = qemu_kvm_available();
         if (i->tap_fd >= 0) {
                 net_cmdline = vmm_net_guest_cmdline(m, i);
                 if (!net_cmdline)
@@ -925,6 +1012,7 @@ static void instance_launch(Instance *i) {
                 .initrd = m->config.initrd,
                 .machine = m->machine ?: m->config.machine,
                 .kvm = kvm,
+                .cpu = accel_cpu(m->accel),
                 .vcpus = i->shape.vcpu,
                 .memory_mb = (uint64_t) i->shape.memory_gb * 1024,
                 .hostname = i->id,
@@ -938,8 +1026,16 @@ static void instance_launch(Instance *i) {
         free(i->accel);
         i->machine = strdup(m->machine ?: m->config.machine);
         i->accel = strdup(kvm ? "kvm" : "tcg");
+        if (!i->tcg_retry) {
+                free(i->accel_reason);
+                i->accel_reason = strdup(accel_reason(m->accel));
+        }
+        i->launch_mono_usec = now_usec(CLOCK_MONOTONIC);
         r = qemu_spawn(&c, qmp_fd, agent_fd, console_fd, i->tap_fd, &i->pid, &i->pidfd);
-        i->tap_fd = safe_close(i->tap_fd); /* QEMU has its own copy */
+        /* QEMU has its own copy of the tap; ours stays until the guest is
+         * READY, for a retry under TCG should KVM fail at once. */
+        if (!kvm)
+                i->tap_fd = safe_close(i->tap_fd);
         if (r < 0) {
                 _cleanup_free_ char *reason = NULL;
                 if (asprintf(&reason, "Cannot start QEMU: %s", strerror(-r)) < 0)
@@ -951,6 +1047,8 @@ static void instance_launch(Instance *i) {
                 log_struct(LOG_ERR, r, FIELDS(i->log_field), "Instance %s: cannot connect to QEMU: %m", i->id);
                 return manager_instance_fail(i, "Cannot connect to QEMU's sockets");
         }
+        free(i->cgroup);
+        i->cgroup = NULL;
         r = vmm_cgroup_create(i->id, i->pid, i->shape.vcpu,
                               ((uint64_t) i->shape.memory_gb << 30) + m->config.memory_overhead, &i->cgroup);
         if (r < 0)
@@ -1430,6 +1528,13 @@ int manager_start(Manager *m) {
         r = rpc_server_start(m->server);
         if (r < 0)
                 return log_error_errno(r, "Failed to start serving: %m");
+        /* The accelerator probe starts now, so the first instance rarely
+         * waits for it; without QEMU or the image it starts with the first
+         * create that has them. */
+        {
+                _cleanup_free_ char *error = NULL;
+                (void) check_prerequisites(m, &error);
+        }
         log_info("vmmd ready: capacity %u vCPUs, %" PRIu64 " GB; %zu instances known.", m->capacity_vcpus,
                  m->capacity_memory >> 30, m->n_instances);
         return 0;

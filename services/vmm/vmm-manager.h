@@ -24,6 +24,7 @@ typedef struct VmmConfig {
         char *qemu;                 /* binary name or path */
         char *kernel, *initrd;      /* guest image */
         char *machine;              /* microvm | pc */
+        char *accel;                /* auto | kvm | tcg */
         uint32_t vcpus;             /* capacity; 0: 4 × host CPUs */
         uint64_t memory;            /* capacity in bytes; 0: host RAM */
         uint64_t default_duration_usec, max_duration_usec;
@@ -49,6 +50,8 @@ typedef struct VmmConfig {
 typedef struct NetHelper NetHelper;
 
 typedef struct Store Store;
+typedef struct Accel Accel;
+typedef struct AccelQemuProbe AccelQemuProbe;
 
 typedef struct Manager {
         sd_event *event;
@@ -57,6 +60,10 @@ typedef struct Manager {
         VmmConfig config;
         BackendMode disk_mode, token_mode, dns_mode;
         char *machine;              /* effective machine: microvm, or pc when QEMU lacks microvm */
+        int accel_mode;             /* AccelMode from [vmm] accel */
+        Accel *accel;               /* KVM or TCG, decided once by the probe */
+        AccelQemuProbe *accel_probe;
+        bool accel_waiting;         /* instances wait for the decision */
         uint32_t capacity_vcpus;
         uint64_t capacity_memory;
         char *state_dir, *run_dir;

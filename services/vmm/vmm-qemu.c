@@ -64,7 +64,7 @@ int qemu_build_argv(const QemuConfig *c, char ***ret) {
         argv_add(&a, "-accel");
         argv_add(&a, "%s", c->kvm ? "kvm" : "tcg");
         argv_add(&a, "-cpu");
-        argv_add(&a, "%s", c->kvm ? "host" : "max");
+        argv_add(&a, "%s", c->cpu ?: (c->kvm ? "host" : "max"));
         argv_add(&a, "-smp");
         argv_add(&a, "%u", c->vcpus);
         argv_add(&a, "-m");
@@ -268,12 +268,4 @@ int qemu_has_machine(const char *binary, const char *machine) {
                 if (strncmp(line, machine, strlen(machine)) == 0 && (line[strlen(machine)] == ' ' || !line[strlen(machine)]))
                         return 1;
         return 0;
-}
-
-bool qemu_kvm_available(void) {
-        int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-        if (fd < 0)
-                return false;
-        close(fd);
-        return true;
 }

@@ -20,6 +20,7 @@ typedef struct QemuConfig {
         const char *initrd;        /* initramfs.cpio.gz */
         const char *machine;       /* "microvm" or "pc" */
         bool kvm;                  /* KVM instead of TCG */
+        const char *cpu;           /* -cpu model; NULL: host under KVM, max under TCG */
         unsigned vcpus;
         uint64_t memory_mb;
         const char *hostname;
@@ -55,5 +56,3 @@ int qemu_find_binary(const char *name, char **ret);
 /* Whether `qemu -M help` lists the machine type (microvm may be compiled
  * out of a QEMU build). */
 int qemu_has_machine(const char *binary, const char *machine);
-/* True when /dev/kvm can be opened read-write. */
-bool qemu_kvm_available(void);

@@ -23,7 +23,7 @@ static const char schema[] =
 /* Columns added after the first schema, appended so that positional
  * INSERT and SELECT * keep working on databases made before them. */
 static const char *const added_columns[] = {
-        "tenant TEXT", "address TEXT", "tap TEXT", "dns_name TEXT",
+        "tenant TEXT", "address TEXT", "tap TEXT", "dns_name TEXT", "accel_reason TEXT", "events TEXT",
 };
 
 static int sqlite_error(int rc) {
@@ -66,7 +66,7 @@ int store_open(const char *path, Store **ret) {
                 rc = sqlite3_prepare_v2(
                         s->db,
                         "INSERT OR REPLACE INTO instances VALUES "
-                        "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         -1, &s->save, NULL);
         if (rc != SQLITE_OK) {
                 store_free(s);
@@ -85,6 +85,42 @@ Store *store_free(Store *s) {
         return NULL;
 }
 
+static char *events_to_json(const Instance *i) {
+        json_t *a = json_array();
+        char *s;
+
+        if (!a)
+                return NULL;
+        for (size_t k = 0; k < i->n_events; k++)
+                json_array_append_new(a, json_string(i->events[k]));
+        s = json_dumps(a, JSON_COMPACT);
+        json_decref(a);
+        return s;
+}
+
+static int events_from_json(Instance *i, const char *text) {
+        json_t *a, *v;
+        size_t k;
+
+        if (!text)
+                return 0;
+        a = json_loads(text, 0, NULL);
+        if (!json_is_array(a)) {
+                json_decref(a);
+                return 0; /* a damaged list of events is not worth losing the instance */
+        }
+        i->events = calloc(json_array_size(a) + 1, sizeof(char *));
+        if (!i->events) {
+                json_decref(a);
+                return -ENOMEM;
+        }
+        json_array_foreach(a, k, v)
+                if (json_is_string(v) && (i->events[i->n_events] = strdup(json_string_value(v))))
+                        i->n_events++;
+        json_decref(a);
+        return 0;
+}
+
 static char *labels_to_json(const Instance *i) {
         json_t *o = json_object();
         char *s;
@@ -99,11 +135,11 @@ static char *labels_to_json(const Instance *i) {
 }
 
 int store_save(Store *s, const Instance *i) {
-        _cleanup_free_ char *labels = labels_to_json(i);
+        _cleanup_free_ char *labels = labels_to_json(i), *events = events_to_json(i);
         sqlite3_stmt *st = s->save;
         int n = 1, rc;
 
-        if (!labels)
+        if (!labels || !events)
                 return -ENOMEM;
         sqlite3_reset(st);
         sqlite3_bind_text(st, n++, i->id, -1, SQLITE_STATIC);
@@ -133,6 +169,8 @@ int store_save(Store *s, const Instance *i) {
         sqlite3_bind_text(st, n++, i->address, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, n++, i->tap, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, n++, i->dns_name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, n++, i->accel_reason, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, n++, events, -1, SQLITE_STATIC);
         rc = sqlite3_step(st);
         sqlite3_reset(st);
         sqlite3_clear_bindings(st);
@@ -232,6 +270,8 @@ int store_load(Store *s, Manager *m, int (*cb)(Instance *i, void *userdata), voi
                 r = r ?: dup_column(st, c++, &i->address);
                 r = r ?: dup_column(st, c++, &i->tap);
                 r = r ?: dup_column(st, c++, &i->dns_name);
+                r = r ?: dup_column(st, c++, &i->accel_reason);
+                r = r ?: events_from_json(i, (const char *) sqlite3_column_text(st, c++));
                 if (r < 0) {
                         instance_free(i);
                         break;

@@ -39,6 +39,19 @@ def vmm_config(**extra):
     return "\n".join(lines) + "\n"
 
 
+# Set by the test_vmm_hidden_kvm variant, which runs this file in a mount
+# namespace where /dev/kvm is a unix socket (open() fails with ENXIO) or absent.
+KVM_HIDDEN = os.environ.get("HOSTMESH_TEST_KVM_HIDDEN") == "1"
+
+
+def kvm_device_opens():
+    try:
+        os.close(os.open("/dev/kvm", os.O_RDWR))
+        return True
+    except OSError:
+        return False
+
+
 def have_guest_image():
     return all(os.path.exists(os.path.join(GUEST, f)) for f in ("vmlinux", "initramfs.cpio.gz"))
 
@@ -115,6 +128,31 @@ class VmmLifecycleTest(unittest.TestCase):
         new = [i for i in after if i["instance_id"] not in {b["instance_id"] for b in before}]
         self.assertEqual(len(new), 1, new)
         self.assertIn(new[0]["state"], ("DESTROYING", "DESTROYED"))
+
+    def test_accelerator_is_decided_by_the_probe_and_shown_with_its_reason(self):
+        r, st = self.mesh.nsc_json("status")
+        vmm = [p for p in st["services"] if p["name"] == "vmm"][0]
+        self.assertIn(vmm["accelerator"], ("kvm", "tcg"), vmm)
+        self.assertEqual(vmm["accelerator_mode"], "auto")
+        self.assertIn("accelerator %s (accel = auto): " % vmm["accelerator"], vmm["detail"])
+        if not kvm_device_opens():
+            # Nothing to probe: the reason names the device and how it failed.
+            self.assertEqual(vmm["accelerator"], "tcg")
+            self.assertRegex(vmm["accelerator_reason"],
+                             r"^KVM unavailable: (no /dev/kvm on this machine|/dev/kvm cannot be opened: .+)$")
+        elif vmm["accelerator"] == "kvm":
+            self.assertRegex(vmm["accelerator_reason"], r"^KVM probe passed with -cpu \S+ in \d+ ms")
+        else:
+            # A /dev/kvm that opens but cannot run guests (nested hosts).
+            self.assertRegex(vmm["accelerator_reason"], r"^KVM (probe failed|unavailable): ")
+        if KVM_HIDDEN:
+            self.assertEqual(vmm["accelerator"], "tcg")
+        r = self.mesh.nsc("run", "--machine_type", "2x2", "--", "true", timeout=180)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r, lst = self.mesh.nsc_json("list", "--all")
+        r, d = self.mesh.nsc_json("describe", lst[-1]["instance_id"])
+        self.assertEqual(d["accelerator"], vmm["accelerator"])
+        self.assertEqual(d["accelerator_reason"], vmm["accelerator_reason"])
 
     def test_instance_lifecycle_exec_logs_extend_restart_destroy(self):
         m = self.mesh
@@ -271,6 +309,43 @@ class VmmBootTimeoutTest(unittest.TestCase):
                 reaper.reap()
 
 
+@unittest.skipUnless(have_guest_image(), "guest image not built (HOSTMESH_BUILD_GUEST=ON)")
+class VmmForcedAcceleratorTest(unittest.TestCase):
+    """accel = kvm where KVM cannot run guests: ERROR at once with what to
+    do, never a hang, and vmmd goes on serving; accel = tcg never probes."""
+
+    def test_forced_kvm_that_cannot_run_guests_fails_at_once_saying_what_to_do(self):
+        with Mesh(configs={"vmm": vmm_config(accel="kvm")}) as m:
+            r, st = m.nsc_json("status")
+            vmm = [p for p in st["services"] if p["name"] == "vmm"][0]
+            self.assertEqual(vmm["accelerator_mode"], "kvm")
+            t0 = time.monotonic()
+            r, created = nsc_json(m, "create", "--machine_type", "2x2", "--wait_timeout", "2m", timeout=180)
+            elapsed = time.monotonic() - t0
+            r2, st = m.nsc_json("status")
+            vmm = [p for p in st["services"] if p["name"] == "vmm"][0]
+            if vmm["accelerator_reason"].startswith("KVM probe passed"):
+                if created and created.get("instance_id"):
+                    m.nsc("destroy", "--force", created["instance_id"])
+                self.skipTest("KVM works on this machine: nothing forced is broken")
+            self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+            msg = created["error"]["message"]
+            self.assertIn("accel = kvm, but KVM cannot run guests on this machine", msg)
+            self.assertIn("set [vmm] accel = tcg (or auto) in vmm.conf", msg)
+            # The probe's words are in it (the device's or QEMU's).
+            self.assertRegex(msg, r"KVM (unavailable|probe failed): ")
+            self.assertLess(elapsed, 30, "a forced, broken KVM must not hang the create")
+            r, lst = nsc_json(m, "list", "--all")
+            self.assertEqual([i["state"] for i in lst], ["ERROR"])
+            self.assertEqual(r2.returncode, 0, "vmmd keeps serving")
+
+    def test_forced_tcg_is_said_without_probing(self):
+        with Mesh(configs={"vmm": vmm_config(accel="tcg")}) as m:
+            r, st = m.nsc_json("status")
+            vmm = [p for p in st["services"] if p["name"] == "vmm"][0]
+            self.assertEqual((vmm["accelerator"], vmm["accelerator_reason"]), ("tcg", "accel = tcg in the config"))
+
+
 class VmmBadInputTest(unittest.TestCase):
     """No boots: requests refused before any QEMU starts."""
 
@@ -294,6 +369,13 @@ class VmmBadInputTest(unittest.TestCase):
             bad = subprocess.run([vmmd, "--config", f.name, "--check-config"], capture_output=True, text=True)
             self.assertNotEqual(bad.returncode, 0)
             self.assertIn("expected required, optional or off", bad.stderr)
+        self.assertIn("accel = auto", first.stdout)
+        with tempfile.NamedTemporaryFile("w", suffix=".conf") as f:
+            f.write("[vmm]\naccel = fast\n")
+            f.flush()
+            bad = subprocess.run([vmmd, "--config", f.name, "--check-config"], capture_output=True, text=True)
+            self.assertNotEqual(bad.returncode, 0)
+            self.assertIn("[vmm] accel = fast: expected auto, kvm or tcg", bad.stderr)
 
     def test_invalid_shapes_missing_image_capacity_and_unknown_ids(self):
         cfg = vmm_config(vcpus="4", memory="8G").replace(
