@@ -289,10 +289,13 @@ uint64_t accel_probe_usec(const Accel *a) {
         return a->probe_usec;
 }
 
-bool accel_kvm_failed_at_run_time(Accel *a, const char *words) {
+bool accel_retry_under_tcg(Accel *a, const char *words, uint64_t ran_usec) {
         _cleanup_free_ char *reason = NULL;
 
-        if (a->mode != ACCEL_AUTO || !a->kvm || a->failed_at_run_time)
+        /* Later deaths are the guest's or the host's business, and a forced
+         * KVM is not second-guessed. */
+        if (a->mode != ACCEL_AUTO || !a->kvm || a->failed_at_run_time || ran_usec >= ACCEL_EARLY_DEATH_USEC ||
+            !accel_words_name_kvm(words))
                 return false;
         a->failed_at_run_time = true;
         a->kvm = false;

@@ -70,10 +70,12 @@ AccelMode accel_mode(const Accel *a);
 const char *accel_kvm_broken(const Accel *a);
 uint64_t accel_probe_usec(const Accel *a);
 
-/* An instance's QEMU died of KVM in its first second under auto: KVM is
- * given up for the rest of the process. Returns true when the caller
- * should retry under TCG (auto mode, KVM was in use). */
-bool accel_kvm_failed_at_run_time(Accel *a, const char *words);
+/* An instance's QEMU that ran under KVM exited while booting, after
+ * `ran_usec`, saying `words`. When that is a KVM failure in its first
+ * second under auto, KVM is given up for the rest of the process and the
+ * caller retries the instance under TCG (true). */
+#define ACCEL_EARLY_DEATH_USEC 1000000ULL /* 1 s */
+bool accel_retry_under_tcg(Accel *a, const char *words, uint64_t ran_usec);
 
 /* Whether what QEMU printed names a KVM failure. */
 bool accel_words_name_kvm(const char *words);

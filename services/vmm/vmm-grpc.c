@@ -614,6 +614,7 @@ static void handle_capacity(RpcCall *c, const ProtobufCMessage *request, void *u
         if (m->accel && accel_decided(m->accel)) {
                 cap.accelerator = accel_use_kvm(m->accel) ? (char *) "kvm" : (char *) "tcg";
                 cap.accelerator_reason = (char *) accel_reason(m->accel);
+                cap.accelerator_probe_usec = accel_probe_usec(m->accel);
         } else {
                 cap.accelerator = (char *) "";
                 cap.accelerator_reason = m->accel ? (char *) "the KVM probe is running"

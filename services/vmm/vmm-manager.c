@@ -32,9 +32,6 @@
 #endif
 
 #define CONSOLE_TAIL_LINES 15
-/* A QEMU that dies of KVM this soon under accel = auto is retried under
- * TCG: it never ran the guest. */
-#define KVM_EARLY_DEATH_USEC (1 * USEC_PER_SEC)
 
 static const ConfigItem config_table[] = {
         DAEMON_RPC_CONFIG_ITEMS(VmmConfig, rpc),
@@ -535,15 +532,14 @@ static int on_qemu_exit(sd_event_source *s, int fd, uint32_t revents, void *user
                 instance_release_backends(i);
         } else {
                 _cleanup_free_ char *tail = instance_console_tail(i), *qlog = NULL, *reason = NULL, *p = NULL;
-                bool kvm_words, early;
+                bool kvm_words;
 
                 p = path_join(i->dir, "qemu.log");
                 if (p)
                         (void) read_full_file(p, &qlog, NULL, 64 * 1024);
                 kvm_words = streq_ptr(i->accel, "kvm") && accel_words_name_kvm(qlog);
-                early = now_usec(CLOCK_MONOTONIC) - i->launch_mono_usec < KVM_EARLY_DEATH_USEC;
-                if (i->state == INSTANCE_CREATING && kvm_words && early && !i->tcg_retry &&
-                    accel_kvm_failed_at_run_time(i->manager->accel, qlog)) {
+                if (i->state == INSTANCE_CREATING && kvm_words && !i->tcg_retry &&
+                    accel_retry_under_tcg(i->manager->accel, qlog, now_usec(CLOCK_MONOTONIC) - i->launch_mono_usec)) {
                         /* The probe passed but this QEMU died of KVM at once:
                          * once more under TCG, and TCG from now on. */
                         log_struct(LOG_WARNING, 0, FIELDS(i->log_field),
