@@ -363,19 +363,19 @@ class VmmBadInputTest(unittest.TestCase):
             f.flush()
             again = subprocess.run([vmmd, "--config", f.name, "--check-config"], capture_output=True, text=True)
             self.assertEqual(again.stdout, first.stdout)
-        with tempfile.NamedTemporaryFile("w", suffix=".conf") as f:
-            f.write("[vmm]\ndisk = sometimes\n")
-            f.flush()
-            bad = subprocess.run([vmmd, "--config", f.name, "--check-config"], capture_output=True, text=True)
-            self.assertNotEqual(bad.returncode, 0)
-            self.assertIn("expected required, optional or off", bad.stderr)
         self.assertIn("accel = auto", first.stdout)
-        with tempfile.NamedTemporaryFile("w", suffix=".conf") as f:
-            f.write("[vmm]\naccel = fast\n")
-            f.flush()
-            bad = subprocess.run([vmmd, "--config", f.name, "--check-config"], capture_output=True, text=True)
-            self.assertNotEqual(bad.returncode, 0)
-            self.assertIn("[vmm] accel = fast: expected auto, kvm or tcg", bad.stderr)
+
+        def check(text):
+            with tempfile.NamedTemporaryFile("w", suffix=".conf") as f:
+                f.write(text)
+                f.flush()
+                return subprocess.run([vmmd, "--config", f.name, "--check-config"], capture_output=True, text=True)
+
+        for text, error in (("[vmm]\ndisk = sometimes\n", "expected required, optional or off"),
+                            ("[vmm]\naccel = fast\n", "[vmm] accel = fast: expected auto, kvm or tcg")):
+            bad = check(text)
+            self.assertNotEqual(bad.returncode, 0, text)
+            self.assertIn(error, bad.stderr)
 
     def test_invalid_shapes_missing_image_capacity_and_unknown_ids(self):
         cfg = vmm_config(vcpus="4", memory="8G").replace(
