@@ -37,7 +37,8 @@ class SocketUnit:
         self.mesh = mesh
         self.part = part
         self.path = mesh.socket(part)
-        self.log = open(os.path.join(mesh.runtime_dir, "dev", part + ".restart.log"), "ab")
+        # The part's own log: the harness scans it for sanitizer reports.
+        self.log = open(os.path.join(mesh.runtime_dir, "dev", part + ".log"), "ab")
         try:
             os.unlink(self.path)
         except FileNotFoundError:
