@@ -103,6 +103,7 @@ struct RpcCall {
         bool initial_metadata_sent;
         bool send_in_flight;
         bool accounted;            /* per-peer/active counters decremented */
+        bool serving;              /* taken before shutdown began: the drain waits for it */
         bool close_started;        /* RECV_CLOSE_ON_SERVER posted */
         bool close_in_send;        /* ...as part of the in-flight send batch */
         RpcCode status_code;
@@ -161,10 +162,11 @@ struct RpcServer {
         unsigned n_slots_alive;
 
         unsigned n_active_calls;
+        unsigned n_serving_calls;  /* calls the drain waits for (RpcCall.serving) */
         sd_event_source *idle_timer;
         sd_event_source *drain_timer;
         sd_event_source *sigterm_source, *sigint_source;
-        bool started, shutting_down, shutdown_done;
+        bool started, shutting_down, closing, shutdown_done;
         int exit_code;
         RpcTag shutdown_tag;
 
@@ -186,6 +188,7 @@ static void call_pump(RpcCall *c);
 static void server_arm_idle(RpcServer *s);
 static int request_slot_post(RequestSlot *slot);
 static void server_maybe_finish_shutdown(RpcServer *s);
+static void server_maybe_close(RpcServer *s);
 
 /* ---- call lifetime ------------------------------------------------------- */
 
@@ -222,6 +225,12 @@ static void call_account_done(RpcCall *c) {
         }
         if (s->n_active_calls > 0)
                 s->n_active_calls--;
+        if (c->serving) {
+                c->serving = false;
+                if (s->n_serving_calls > 0)
+                        s->n_serving_calls--;
+                server_maybe_close(s);
+        }
         server_arm_idle(s);
 }
 
@@ -714,6 +723,8 @@ static void server_start_call(RpcServer *s, grpc_call *gcall, const char *method
                 rpc_call_fail(c, RPC_UNAVAILABLE, "hostmesh-%sd is shutting down; retry.", s->name);
                 return;
         }
+        c->serving = true;
+        s->n_serving_calls++;
 
         if (entry) {
                 c->entry = entry;
@@ -757,7 +768,11 @@ static void on_request_slot(RpcTag *t, bool ok) {
         RequestSlot *slot = (RequestSlot *) t;
         RpcServer *s = slot->server;
 
-        if (!ok || !s || s->shutting_down) {
+        /* Slots stay posted while the server drains, so that every call
+         * arriving meanwhile reaches server_start_call() and is refused with
+         * UNAVAILABLE; gRPC itself cancels (CANCELLED) the calls it still
+         * holds unmatched when it shuts down. */
+        if (!ok || !s || s->closing) {
                 if (ok && slot->call) {
                         grpc_call_cancel_with_status(slot->call, GRPC_STATUS_UNAVAILABLE, "shutting down", NULL);
                         grpc_call_unref(slot->call);
@@ -1281,15 +1296,47 @@ static void server_maybe_finish_shutdown(RpcServer *s) {
                 sd_event_exit(s->event, s->exit_code);
 }
 
+/* Ends the drain: the connections are closed first, then gRPC shuts down.
+ *
+ * The order matters. grpc_server_shutdown_and_notify() sends a graceful
+ * GOAWAY and goes on accepting streams for a round trip, but gRPC cancels
+ * every call that starts once shutdown has been called: the client gets
+ * CANCELLED, not retryable, for a call no handler ever saw. Under load
+ * (calls through the gateway while systemd restarts a part) that happened
+ * on most restarts. Disconnecting first (grpc_server_cancel_all_calls()
+ * closes every channel's transport and nothing else; grpc.h says to call it
+ * after shutdown, gRPC 1.51 does not depend on that) ends each stream still
+ * open with UNAVAILABLE, and each transport's close is queued before any
+ * cancellation shutdown could cause. Clients then connect again and wait in
+ * the listening socket's backlog for the next process. */
+static void server_close(RpcServer *s) {
+        if (s->closing)
+                return;
+        s->closing = true;
+        s->drain_timer = sd_event_source_disable_unref(s->drain_timer);
+        grpc_server_cancel_all_calls(s->grpc);
+        s->shutdown_tag.fn = on_shutdown_done;
+        grpc_server_shutdown_and_notify(s->grpc, rpc_loop_cq(s->loop), &s->shutdown_tag);
+}
+
+/* The drain is over when every call taken before it began has closed. */
+static void server_maybe_close(RpcServer *s) {
+        if (s->shutting_down && !s->closing && s->n_serving_calls == 0)
+                server_close(s);
+}
+
 static int on_drain_timeout(sd_event_source *es, uint64_t usec, void *userdata) {
         RpcServer *s = userdata;
         (void) es;
         (void) usec;
-        log_warning("%u call(s) still running after the drain timeout, cancelling them.", s->n_active_calls);
-        grpc_server_cancel_all_calls(s->grpc);
+        log_warning("%u call(s) still running after the drain timeout, cancelling them.", s->n_serving_calls);
+        server_close(s);
         return 0;
 }
 
+/* Drains in two steps. First the server stops accepting connections and
+ * refuses new calls with UNAVAILABLE while the calls it had already taken
+ * finish (up to drain_usec); then server_close() closes the connections. */
 void rpc_server_shutdown(RpcServer *s, int code) {
         if (s->shutting_down)
                 return;
@@ -1299,14 +1346,13 @@ void rpc_server_shutdown(RpcServer *s, int code) {
         health_notify(s);
         s->listen_source = sd_event_source_disable_unref(s->listen_source);
         s->listen_fd = safe_close(s->listen_fd);
-        s->shutdown_tag.fn = on_shutdown_done;
-        grpc_server_shutdown_and_notify(s->grpc, rpc_loop_cq(s->loop), &s->shutdown_tag);
         /* Open health watches never end by themselves. */
         for (RpcCall *c = s->watchers; c; c = c->watch_next)
                 if (!c->finished)
                         rpc_call_finish(c, RPC_UNAVAILABLE, "Server is shutting down.");
         (void) sd_event_add_time_relative(s->event, &s->drain_timer, CLOCK_MONOTONIC, s->opts.drain_usec,
                                           10 * USEC_PER_MSEC, on_drain_timeout, s);
+        server_maybe_close(s);
 }
 
 RpcServer *rpc_server_free(RpcServer *s) {
@@ -1316,6 +1362,7 @@ RpcServer *rpc_server_free(RpcServer *s) {
                 if (!s->shutting_down && s->started)
                         rpc_server_shutdown(s, 0);
                 if (s->started) {
+                        server_close(s);
                         if (!s->shutdown_done)
                                 grpc_server_cancel_all_calls(s->grpc);
                         rpc_loop_run_until(s->loop, &s->shutdown_done);

@@ -104,9 +104,10 @@ int rpc_server_take_fd(RpcServer *s, const char *fd_name);
  * daemon authenticates them otherwise. Returns the bound port. Needs the
  * executable linked with TLS (target property HOSTMESH_GRPC_TLS). */
 int rpc_server_add_tcp_listener(RpcServer *s, const char *address, const char *cert_path, const char *key_path);
-/* Begins a graceful shutdown: stop accepting, let in-flight calls finish up
- * to drain_usec, then exit the event loop with `code`. SIGTERM and SIGINT
- * do this by themselves. */
+/* Begins a graceful shutdown: stop accepting, refuse new calls with
+ * UNAVAILABLE while in-flight calls finish (up to drain_usec), close the
+ * connections, then exit the event loop with `code`. SIGTERM and SIGINT do
+ * this by themselves. */
 void rpc_server_shutdown(RpcServer *s, int code);
 /* Counts and latency per method, in Prometheus text. */
 struct Metrics *rpc_server_metrics(RpcServer *s);
