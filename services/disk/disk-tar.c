@@ -826,6 +826,8 @@ static int apply_entry(Layer *l, TarReader *rd, const TarEntry *e) {
                         return fail(l->error, -EINVAL, "Tar entry '%s': refusing a hard link to '%s', outside the tree.",
                                     e->path, e->link);
                 link_dir = open_parent(l, e->path, target, /* create= */ false, &link_name);
+                if (link_dir < 0 && link_dir != -ENOENT)
+                        return link_dir; /* through a symlink: open_parent said so */
                 if (link_dir < 0 || fstatat(link_dir, link_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
                         return fail(l->error, -EINVAL, "Tar entry '%s': refusing a hard link to '%s', which is not in "
                                     "the tree.", e->path, e->link);
