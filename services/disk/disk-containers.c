@@ -138,16 +138,13 @@ static int staging_new(Manager *m, char **ret) {
 
 /* ---- phase 1: what image is it ---- */
 
-static int read_small_file(int dir_fd, const char *path, char **ret, size_t *ret_len) {
-        _cleanup_close_ int fd = -EBADF;
+/* A whole small file from fd, from its start. */
+static int read_fd_all(int fd, char **ret, size_t *ret_len) {
         _cleanup_free_ char *buf = NULL;
         struct stat st;
         size_t got = 0;
 
-        fd = openat(dir_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
-        if (fd < 0)
-                return negative_errno();
-        if (fstat(fd, &st) < 0)
+        if (lseek(fd, 0, SEEK_SET) < 0 || fstat(fd, &st) < 0)
                 return negative_errno();
         if (!S_ISREG(st.st_mode))
                 return -EINVAL;
@@ -168,6 +165,14 @@ static int read_small_file(int dir_fd, const char *path, char **ret, size_t *ret
         *ret = TAKE_PTR(buf);
         *ret_len = got;
         return 0;
+}
+
+static int read_small_file(int dir_fd, const char *path, char **ret, size_t *ret_len) {
+        _cleanup_close_ int fd = openat(dir_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+
+        if (fd < 0)
+                return negative_errno();
+        return read_fd_all(fd, ret, ret_len);
 }
 
 /* Opens a file of the archive or layout below root, refusing symlinks
@@ -222,11 +227,7 @@ static int layout_read_blob(ContainerJob *j, const char *digest, char **ret, siz
         r = verify_fd(fd, digest);
         if (r < 0)
                 return fail(&j->error, r, "Blob %s in %s does not match its digest; nothing was kept.", digest, j->source);
-        {
-                char p[64];
-                snprintf(p, sizeof(p), "/proc/self/fd/%d", fd);
-                r = read_small_file(AT_FDCWD, p, ret, ret_len);
-        }
+        r = read_fd_all(fd, ret, ret_len);
         if (r < 0)
                 return fail(&j->error, r, "Cannot read blob %s of %s: %s.", digest, j->source, strerror(-r));
         return 0;
@@ -583,6 +584,13 @@ static void job_finish(Manager *m, ContainerJob *j, int r, const ContainerRecord
                             strerror(-r));
         if (r < 0)
                 log_warning("%s", j->error);
+        /* The staging tree goes before the reply: once the caller hears
+         * back, nothing of the call is left on disk. */
+        if (j->staging) {
+                (void) rm_rf_at(AT_FDCWD, j->staging);
+                free(j->staging);
+                j->staging = NULL;
+        }
         j->done(r, c, cached, blobs, j->error, j->userdata);
         job_free(j);
 }
