@@ -12,9 +12,11 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import tarfile
 import tempfile
+import threading
 import time
 import unittest
 import urllib.request
@@ -334,6 +336,52 @@ class ImagesTest(unittest.TestCase):
         self.assertEqual(res.returncode, 0, res.stdout + res.stderr)
         self.assertEqual(js["collected"], 1)
         self.assertFalse(os.path.exists(r.image.path))
+
+    def test_7b_kill_mid_unpack_leaves_nothing_half_made(self):
+        # A 32 MB incompressible layer keeps the unpack going long enough to
+        # be caught in the act.
+        layout = os.path.join(self.tmp, "layout-crash")
+        orig = layer_tars
+        big = io.BytesIO()
+        with tarfile.open(fileobj=big, mode="w") as tf:
+            for i in range(32):
+                add(tf, "data/r%02d" % i, os.urandom(1 << 20))
+        _, l2 = orig("crash")
+        globals()["layer_tars"] = lambda marker: (big.getvalue(), l2)
+        try:
+            make_oci_layout(layout, "crash", "crash")
+        finally:
+            globals()["layer_tars"] = orig
+        self.push(layout + ":crash", "test/busybox:crash")
+        ref = self.host + "/test/busybox:crash"
+        unpack = os.path.join(self.mesh.state_dir, "disk", "unpack")
+        errors = []
+        t = threading.Thread(target=lambda: errors.append(self.assert_code(grpc.StatusCode.UNAVAILABLE,
+                                                                          self.pull, ref)))
+        t.start()
+        deadline = time.monotonic() + 30
+        caught = False
+        while time.monotonic() < deadline and not caught:
+            for d in (os.listdir(unpack) if os.path.isdir(unpack) else []):
+                if os.path.isdir(os.path.join(unpack, d, "rootfs", "data")):
+                    self.mesh.kill("disk")
+                    caught = True
+                    break
+            time.sleep(0.002)
+        t.join(60)
+        self.assertTrue(caught, "the pull finished before it could be interrupted")
+        self.setUp()  # a call starts diskd again; its start-up recovers
+        _, js = self.mesh.nsc_json("images", "list")
+        listed = {os.path.basename(i["path"]) for i in js["images"]}
+        self.assertEqual(set(os.listdir(self.images_dir)) - listed, set(), "a half-made image file is left")
+        self.assertEqual(os.listdir(unpack) if os.path.isdir(unpack) else [], [])
+        db = sqlite3.connect(os.path.join(self.mesh.state_dir, "disk", "disk.db"))
+        self.assertEqual(db.execute("SELECT COUNT(*) FROM intents").fetchone()[0], 0)
+        db.close()
+        # And the pull works afterwards.
+        r = self.pull(ref)
+        self.assertFalse(r.cached)
+        self.call("DeleteImage", pb.DeleteImageRequest(ref=ref), pb.DeleteImageResponse)
 
     def test_8_delete_and_gc_leave_no_files(self):
         _, js = self.mesh.nsc_json("images", "list")
