@@ -3,6 +3,7 @@
  * validated in disk-ops; errors map to status codes in rpc-status (one
  * place), with disk-ops' message. */
 
+#include "disk-containers.h"
 #include "disk-grpc.h"
 #include "disk-manager.h"
 #include "disk-ops.h"
@@ -238,6 +239,113 @@ static void handle_add_image(RpcCall *c, const ProtobufCMessage *msg, void *user
         }
 }
 
+static void container_to_proto(Manager *m, const ContainerRecord *r, Hostmesh__Disk__V1__ContainerImage *p) {
+        uint64_t users = 0;
+
+        (void) image_users(m, r->image, &users);
+        p->digest = r->digest;
+        p->refs = r->refs;
+        for (p->n_refs = 0; r->refs && r->refs[p->n_refs]; p->n_refs++)
+                ;
+        p->image = r->image;
+        p->path = r->path;
+        p->file_size = r->file_size;
+        p->content_bytes = r->content_bytes;
+        p->layers = (uint32_t) r->layers;
+        p->source = r->source;
+        p->created_unix = r->created;
+        p->disks = (uint32_t) users;
+}
+
+typedef struct ContainerCall {
+        RpcCall *call;
+        Manager *manager;
+        bool import;
+} ContainerCall;
+
+static void on_container_done(int r, const ContainerRecord *rec, bool cached, uint64_t blobs, const char *error,
+                              void *userdata) {
+        Hostmesh__Disk__V1__ContainerImage img = HOSTMESH__DISK__V1__CONTAINER_IMAGE__INIT;
+        ContainerCall *a = userdata;
+
+        if (r < 0)
+                rpc_call_fail_errno(a->call, r, "%s", error ? error : strerror(-r));
+        else if (a->import) {
+                Hostmesh__Disk__V1__ImportImageResponse resp = HOSTMESH__DISK__V1__IMPORT_IMAGE_RESPONSE__INIT;
+                container_to_proto(a->manager, rec, &img);
+                resp.image = &img;
+                resp.cached = cached;
+                rpc_call_reply(a->call, &resp.base);
+        } else {
+                Hostmesh__Disk__V1__PullImageResponse resp = HOSTMESH__DISK__V1__PULL_IMAGE_RESPONSE__INIT;
+                container_to_proto(a->manager, rec, &img);
+                resp.image = &img;
+                resp.cached = cached;
+                resp.blobs_fetched = (uint32_t) blobs;
+                rpc_call_reply(a->call, &resp.base);
+        }
+        rpc_call_unref(a->call);
+        free(a);
+}
+
+static void start_container_call(RpcCall *c, Manager *m, bool import, const char *arg, const char *name) {
+        ContainerCall *a;
+        char *error = NULL;
+        int r;
+
+        a = calloc(1, sizeof(*a));
+        if (!a)
+                return fail(c, -ENOMEM, NULL);
+        *a = (ContainerCall){ .call = rpc_call_ref(c), .manager = m, .import = import };
+        /* Fetching and unpacking take seconds: worker threads do it, the
+         * reply comes when it is done. */
+        r = import ? container_import_async(m, arg, name, on_container_done, a, &error)
+                   : container_pull_async(m, arg, on_container_done, a, &error);
+        if (r < 0) {
+                rpc_call_unref(a->call);
+                free(a);
+                return fail(c, r, error);
+        }
+}
+
+static void handle_pull_image(RpcCall *c, const ProtobufCMessage *msg, void *userdata) {
+        const Hostmesh__Disk__V1__PullImageRequest *req = (const void *) msg;
+        start_container_call(c, userdata, /* import= */ false, req->ref, NULL);
+}
+
+static void handle_import_image(RpcCall *c, const ProtobufCMessage *msg, void *userdata) {
+        const Hostmesh__Disk__V1__ImportImageRequest *req = (const void *) msg;
+        start_container_call(c, userdata, /* import= */ true, req->path, req->name);
+}
+
+static void handle_delete_image(RpcCall *c, const ProtobufCMessage *msg, void *userdata) {
+        const Hostmesh__Disk__V1__DeleteImageRequest *req = (const void *) msg;
+        Hostmesh__Disk__V1__DeleteImageResponse resp = HOSTMESH__DISK__V1__DELETE_IMAGE_RESPONSE__INIT;
+        char *error = NULL;
+        unsigned n = 0;
+        int r;
+
+        r = container_delete(userdata, req->ref, &n, &error);
+        if (r < 0)
+                return fail(c, r, error);
+        resp.collected = n;
+        rpc_call_reply(c, &resp.base);
+}
+
+static void handle_collect_images(RpcCall *c, const ProtobufCMessage *msg, void *userdata) {
+        Hostmesh__Disk__V1__CollectImagesResponse resp = HOSTMESH__DISK__V1__COLLECT_IMAGES_RESPONSE__INIT;
+        char *error = NULL;
+        unsigned n = 0;
+        int r;
+
+        (void) msg;
+        r = container_gc(userdata, &n, &error);
+        if (r < 0)
+                return fail(c, r, error);
+        resp.collected = n;
+        rpc_call_reply(c, &resp.base);
+}
+
 static void handle_list_images(RpcCall *c, const ProtobufCMessage *msg, void *userdata) {
         Hostmesh__Disk__V1__ListImagesResponse resp = HOSTMESH__DISK__V1__LIST_IMAGES_RESPONSE__INIT;
         _cleanup_free_ Hostmesh__Disk__V1__Image *items = NULL;
@@ -264,8 +372,33 @@ static void handle_list_images(RpcCall *c, const ProtobufCMessage *msg, void *us
         }
         resp.images = ptrs;
         resp.n_images = n;
+
+        ContainerRecord *crecs = NULL;
+        size_t cn = 0;
+        _cleanup_free_ Hostmesh__Disk__V1__ContainerImage *citems = NULL;
+        _cleanup_free_ Hostmesh__Disk__V1__ContainerImage **cptrs = NULL;
+        r = container_list(userdata, &crecs, &cn, &error);
+        if (r < 0) {
+                image_records_free(recs, n);
+                return fail(c, r, error);
+        }
+        citems = calloc(cn + 1, sizeof(*citems));
+        cptrs = calloc(cn + 1, sizeof(*cptrs));
+        if (!citems || !cptrs) {
+                image_records_free(recs, n);
+                container_records_free(crecs, cn);
+                return fail(c, -ENOMEM, NULL);
+        }
+        for (size_t i = 0; i < cn; i++) {
+                hostmesh__disk__v1__container_image__init(&citems[i]);
+                container_to_proto(userdata, &crecs[i], &citems[i]);
+                cptrs[i] = &citems[i];
+        }
+        resp.container_images = cptrs;
+        resp.n_container_images = cn;
         rpc_call_reply(c, &resp.base);
         image_records_free(recs, n);
+        container_records_free(crecs, cn);
 }
 
 static void handle_remove_image(RpcCall *c, const ProtobufCMessage *msg, void *userdata) {
@@ -294,6 +427,10 @@ static const RpcMethod methods[] = {
         UNARY("AddImage", add_image, handle_add_image),
         UNARY("ListImages", list_images, handle_list_images),
         UNARY("RemoveImage", remove_image, handle_remove_image),
+        UNARY("PullImage", pull_image, handle_pull_image),
+        UNARY("ImportImage", import_image, handle_import_image),
+        UNARY("DeleteImage", delete_image, handle_delete_image),
+        UNARY("CollectImages", collect_images, handle_collect_images),
 };
 
 int disk_grpc_register(Manager *m) {

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include "config.h"
+#include "disk-containers.h"
 #include "disk-grpc.h"
 #include "disk-manager.h"
 #include "disk-ops.h"
@@ -20,7 +21,11 @@ static const ConfigItem config_table[] = {
         CONFIG_ITEM("disk", "large_shape_tenants", config_type_strv, DiskConfig, large_shape_tenants,
                     "Tenants allowed shapes above 64 GB of memory (\"*\" = everyone)"),
         CONFIG_ITEM("disk", "image_source_dirs", config_type_strv, DiskConfig, image_source_dirs,
-                    "Directories AddImage may read sources from (empty = anywhere)"),
+                    "Directories AddImage and ImportImage may read sources from (empty = anywhere)"),
+        CONFIG_ITEM("disk", "max_image_bytes", config_type_size, DiskConfig, max_image_bytes,
+                    "Most file bytes one container image may unpack to (tar bombs are refused)"),
+        CONFIG_ITEM("disk", "max_image_entries", config_type_uint32, DiskConfig, max_image_entries,
+                    "Most tar entries one container image may hold"),
 };
 
 void disk_config_defaults(DiskConfig *c) {
@@ -29,6 +34,8 @@ void disk_config_defaults(DiskConfig *c) {
                 .reserve = 1ULL << 30,
                 .overcommit_ratio = 4.0,
                 .max_disks = 4096,
+                .max_image_bytes = 16ULL << 30,
+                .max_image_entries = 1000000,
         };
 }
 
@@ -63,6 +70,7 @@ Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
         work_cancel_all(m);
+        container_jobs_free(m);
         rpc_server_free(m->server);
         rpc_loop_free(m->rpc_loop);
         sd_event_unref(m->event);
@@ -99,6 +107,9 @@ int manager_open_state(Manager *m) {
         r = disk_recover(m);
         if (r < 0)
                 return log_error_errno(r, "Failed to reconcile the pool with its records: %m");
+        r = container_recover(m);
+        if (r < 0)
+                log_warning_errno(r, "Failed to collect unused container images: %m, ignoring.");
         return 0;
 }
 

@@ -20,11 +20,14 @@ typedef struct DiskConfig {
         uint32_t max_disks;
         char **large_shape_tenants; /* tenants allowed shapes above 64 GB; "*" = all */
         char **image_source_dirs;   /* AddImage reads only below these; empty = anywhere */
+        uint64_t max_image_bytes;   /* a container image unpacks to at most this many file bytes */
+        uint32_t max_image_entries; /* and at most this many tar entries */
 } DiskConfig;
 
 typedef struct ImageJob ImageJob;
 typedef struct Work Work;
 typedef struct CreateJob CreateJob;
+typedef struct ContainerJob ContainerJob;
 
 typedef struct Manager {
         sd_event *event;
@@ -37,6 +40,7 @@ typedef struct Manager {
         struct Metrics *metrics;    /* the rpc server's registry, NULL without one */
         ImageJob *image_jobs;       /* AddImage calls in progress (names taken) */
         CreateJob *create_jobs;     /* CreateDisk calls copying on worker threads */
+        ContainerJob *container_jobs; /* PullImage/ImportImage calls in progress */
         Work *works;                /* file work running on worker threads */
 } Manager;
 

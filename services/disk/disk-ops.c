@@ -552,7 +552,7 @@ int disk_pool_stats(Manager *m, PoolStats *ret, char **ret_error) {
 
 /* With image_source_dirs set, the source (symlinks resolved) must lie
  * below one of them: diskd reads files its callers may not be able to. */
-static bool source_allowed(Manager *m, const char *real) {
+bool source_allowed(Manager *m, const char *real) {
         if (!m->config.image_source_dirs || !m->config.image_source_dirs[0])
                 return true;
         for (char **d = m->config.image_source_dirs; *d; d++) {

@@ -95,6 +95,8 @@ ImageJob *image_job_free(ImageJob *j);
 DEFINE_TRIVIAL_CLEANUP_FUNC(ImageJob *, image_job_free);
 int image_list(Manager *m, ImageRecord **ret, size_t *ret_n, char **ret_error);
 int image_remove(Manager *m, const char *name, char **ret_error);
+/* With image_source_dirs set: whether `real` (a resolved path) lies below one. */
+bool source_allowed(Manager *m, const char *real);
 /* Disks using the image. */
 int image_users(Manager *m, const char *name, uint64_t *ret);
 

@@ -34,6 +34,17 @@ static const char schema[] =
         "  virtual_size INTEGER NOT NULL,"
         "  file_size INTEGER NOT NULL,"
         "  created INTEGER NOT NULL);"
+        "CREATE TABLE IF NOT EXISTS containers ("
+        "  digest TEXT PRIMARY KEY,"
+        "  image TEXT NOT NULL UNIQUE,"
+        "  source TEXT NOT NULL,"
+        "  content_bytes INTEGER NOT NULL,"
+        "  layers INTEGER NOT NULL,"
+        "  created INTEGER NOT NULL);"
+        "CREATE TABLE IF NOT EXISTS container_refs ("
+        "  ref TEXT PRIMARY KEY,"
+        "  digest TEXT NOT NULL);"
+        "CREATE INDEX IF NOT EXISTS container_refs_digest ON container_refs(digest);"
         "CREATE TABLE IF NOT EXISTS intents ("
         "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
         "  op TEXT NOT NULL,"
@@ -528,4 +539,248 @@ int store_image_users(Store *s, const char *name, uint64_t *ret) {
                 return sqlite_errno(rc) ?: -EIO;
         *ret = (uint64_t) sqlite3_column_int64(st, 0);
         return 0;
+}
+
+/* ---- container images ---- */
+
+void container_record_done(ContainerRecord *c) {
+        free(c->digest);
+        free(c->image);
+        free(c->source);
+        free(c->path);
+        strv_free(c->refs);
+        *c = (ContainerRecord){};
+}
+
+void container_records_free(ContainerRecord *c, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                container_record_done(&c[i]);
+        free(c);
+}
+
+static int container_refs_load(Store *s, ContainerRecord *c) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        size_t n = 0;
+        int r, rc;
+
+        r = prepare(s, "SELECT ref FROM container_refs WHERE digest = ? ORDER BY ref", &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_text(st, 1, c->digest, -1, SQLITE_STATIC);
+        c->refs = calloc(1, sizeof(char *));
+        if (!c->refs)
+                return -ENOMEM;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                char **t = realloc(c->refs, (n + 2) * sizeof(char *));
+                if (!t)
+                        return -ENOMEM;
+                c->refs = t;
+                c->refs[n] = column_strdup(st, 0);
+                c->refs[n + 1] = NULL;
+                if (!c->refs[n])
+                        return -ENOMEM;
+                n++;
+        }
+        return rc == SQLITE_DONE ? 0 : sqlite_errno(rc);
+}
+
+#define CONTAINER_SELECT                                                                                      \
+        "SELECT c.digest, c.image, c.source, COALESCE(i.path, ''), COALESCE(i.file_size, 0), c.content_bytes, " \
+        "c.layers, c.created FROM containers c LEFT JOIN images i ON i.name = c.image "
+
+static int container_list_where(Store *s, const char *where, const char *arg, ContainerRecord **ret, size_t *ret_n) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        _cleanup_free_ char *sql = NULL;
+        ContainerRecord *list = NULL;
+        size_t n = 0;
+        int r, rc;
+
+        if (asprintf(&sql, CONTAINER_SELECT "%s ORDER BY c.created, c.digest", where) < 0)
+                return -ENOMEM;
+        r = prepare(s, sql, &st);
+        if (r < 0)
+                return r;
+        if (arg)
+                sqlite3_bind_text(st, 1, arg, -1, SQLITE_STATIC);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                ContainerRecord *t = realloc(list, (n + 1) * sizeof(*list));
+                if (!t) {
+                        container_records_free(list, n);
+                        return -ENOMEM;
+                }
+                list = t;
+                list[n] = (ContainerRecord){
+                        .digest = column_strdup(st, 0),
+                        .image = column_strdup(st, 1),
+                        .source = column_strdup(st, 2),
+                        .path = column_strdup(st, 3),
+                        .file_size = (uint64_t) sqlite3_column_int64(st, 4),
+                        .content_bytes = (uint64_t) sqlite3_column_int64(st, 5),
+                        .layers = (uint64_t) sqlite3_column_int64(st, 6),
+                        .created = sqlite3_column_int64(st, 7),
+                };
+                n++;
+                if (!list[n - 1].digest || !list[n - 1].image || !list[n - 1].source || !list[n - 1].path) {
+                        container_records_free(list, n);
+                        return -ENOMEM;
+                }
+        }
+        if (rc != SQLITE_DONE) {
+                container_records_free(list, n);
+                return sqlite_errno(rc);
+        }
+        for (size_t i = 0; i < n; i++) {
+                r = container_refs_load(s, &list[i]);
+                if (r < 0) {
+                        container_records_free(list, n);
+                        return r;
+                }
+        }
+        *ret = list;
+        *ret_n = n;
+        return 0;
+}
+
+int store_container_get(Store *s, const char *digest, ContainerRecord *ret) {
+        ContainerRecord *list = NULL;
+        size_t n = 0;
+        int r;
+
+        r = container_list_where(s, "WHERE c.digest = ?", digest, &list, &n);
+        if (r < 0)
+                return r;
+        if (n == 0) {
+                free(list);
+                return -ENOENT;
+        }
+        *ret = list[0];
+        for (size_t i = 1; i < n; i++)
+                container_record_done(&list[i]);
+        free(list);
+        return 0;
+}
+
+int store_container_list(Store *s, ContainerRecord **ret, size_t *ret_n) {
+        return container_list_where(s, "", NULL, ret, ret_n);
+}
+
+int store_container_unreferenced(Store *s, ContainerRecord **ret, size_t *ret_n) {
+        return container_list_where(s,
+                                    "WHERE NOT EXISTS (SELECT 1 FROM container_refs r WHERE r.digest = c.digest) "
+                                    "AND NOT EXISTS (SELECT 1 FROM disks d WHERE d.base_image = c.image)",
+                                    NULL, ret, ret_n);
+}
+
+int store_ref_resolve(Store *s, const char *ref, char **ret_digest) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int r, rc;
+
+        r = prepare(s, "SELECT digest FROM container_refs WHERE ref = ?", &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_text(st, 1, ref, -1, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE)
+                return -ENOENT;
+        if (rc != SQLITE_ROW)
+                return sqlite_errno(rc);
+        *ret_digest = column_strdup(st, 0);
+        return *ret_digest ? 0 : -ENOMEM;
+}
+
+int store_ref_set(Store *s, const char *ref, const char *digest) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int r;
+
+        r = prepare(s, "INSERT OR REPLACE INTO container_refs (ref, digest) VALUES (?, ?)", &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_text(st, 1, ref, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, digest, -1, SQLITE_STATIC);
+        return sqlite_errno(sqlite3_step(st));
+}
+
+int store_ref_remove(Store *s, const char *ref_or_digest) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int r;
+
+        r = prepare(s, "DELETE FROM container_refs WHERE ref = ?1 OR digest = ?1", &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_text(st, 1, ref_or_digest, -1, SQLITE_STATIC);
+        r = sqlite_errno(sqlite3_step(st));
+        if (r < 0)
+                return r;
+        return sqlite3_changes(s->db) > 0 ? 0 : -ENOENT;
+}
+
+int store_container_commit(Store *s, const ImageRecord *i, const ContainerRecord *c, const char *ref,
+                           int64_t intent_id) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL, *st2 = NULL;
+        int r;
+
+        r = exec(s, "BEGIN IMMEDIATE");
+        if (r < 0)
+                return r;
+        r = prepare(s, "INSERT INTO images (" IMAGE_COLUMNS ") VALUES (?, ?, ?, ?, ?, ?, ?)", &st);
+        if (r < 0)
+                return rollback(s, r);
+        sqlite3_bind_text(st, 1, i->name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, i->path, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, i->format, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, i->digest, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 5, (int64_t) i->virtual_size);
+        sqlite3_bind_int64(st, 6, (int64_t) i->file_size);
+        sqlite3_bind_int64(st, 7, i->created);
+        r = sqlite_errno(sqlite3_step(st));
+        if (r < 0)
+                return rollback(s, r);
+        r = prepare(s, "INSERT INTO containers (digest, image, source, content_bytes, layers, created) "
+                       "VALUES (?, ?, ?, ?, ?, ?)", &st2);
+        if (r < 0)
+                return rollback(s, r);
+        sqlite3_bind_text(st2, 1, c->digest, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st2, 2, c->image, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st2, 3, c->source, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st2, 4, (int64_t) c->content_bytes);
+        sqlite3_bind_int64(st2, 5, (int64_t) c->layers);
+        sqlite3_bind_int64(st2, 6, c->created);
+        r = sqlite_errno(sqlite3_step(st2));
+        if (r >= 0)
+                r = store_ref_set(s, ref, c->digest);
+        if (r >= 0)
+                r = store_intent_remove(s, intent_id);
+        if (r < 0)
+                return rollback(s, r);
+        r = exec(s, "COMMIT");
+        return r < 0 ? rollback(s, r) : 0;
+}
+
+int store_container_remove_with_intent(Store *s, const ContainerRecord *c, int64_t *ret_intent) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int r;
+
+        r = exec(s, "BEGIN IMMEDIATE");
+        if (r < 0)
+                return r;
+        r = prepare(s, "DELETE FROM containers WHERE digest = ?", &st);
+        if (r < 0)
+                return rollback(s, r);
+        sqlite3_bind_text(st, 1, c->digest, -1, SQLITE_STATIC);
+        r = sqlite_errno(sqlite3_step(st));
+        if (r >= 0) {
+                r = store_image_remove(s, c->image);
+                if (r == -ENOENT)
+                        r = 0;
+        }
+        if (r >= 0)
+                r = store_intent_add(s, "remove-image", c->image, c->path, ret_intent);
+        if (r < 0)
+                return rollback(s, r);
+        r = exec(s, "COMMIT");
+        return r < 0 ? rollback(s, r) : 0;
+}
+
+int store_container_prune(Store *s) {
+        return exec(s, "DELETE FROM containers WHERE image NOT IN (SELECT name FROM images)");
 }

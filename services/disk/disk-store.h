@@ -35,6 +35,21 @@ typedef struct ImageRecord {
         int64_t created;
 } ImageRecord;
 
+/* A container image: the unpacked layers of one manifest, held as the base
+ * image `image`; refs (registry references or import names) point at it,
+ * and disks made from `image` hold it too. */
+typedef struct ContainerRecord {
+        char *digest;       /* manifest digest ("sha256:…"); a docker save archive's config digest */
+        char *image;        /* images.name of the ext4 base image */
+        char *source;       /* the reference or file it came from */
+        char *path;         /* from the images row */
+        uint64_t file_size;
+        uint64_t content_bytes;
+        uint64_t layers;
+        int64_t created;
+        char **refs;        /* NULL-terminated */
+} ContainerRecord;
+
 typedef struct IntentRecord {
         int64_t id;
         char *op;           /* "create-disk" | "delete-disk" | "add-image" | "remove-image" */
@@ -76,3 +91,26 @@ int store_image_list(Store *s, ImageRecord **ret, size_t *ret_n);
 int store_image_commit(Store *s, const ImageRecord *i, int64_t intent_id);
 int store_image_remove(Store *s, const char *name);
 int store_image_users(Store *s, const char *name, uint64_t *ret);
+
+/* Container images. _get returns -ENOENT when absent. */
+void container_record_done(ContainerRecord *c);
+void container_records_free(ContainerRecord *c, size_t n);
+int store_container_get(Store *s, const char *digest, ContainerRecord *ret);
+int store_container_list(Store *s, ContainerRecord **ret, size_t *ret_n);
+/* The digest a ref points at; -ENOENT when none. */
+int store_ref_resolve(Store *s, const char *ref, char **ret_digest);
+/* Points ref at digest (moving it when it pointed elsewhere). */
+int store_ref_set(Store *s, const char *ref, const char *digest);
+/* Removes one ref, or with a digest every ref to it; -ENOENT when none. */
+int store_ref_remove(Store *s, const char *ref_or_digest);
+/* Inserts the base image and the container image, points ref at it and
+ * removes the intent, in one transaction. */
+int store_container_commit(Store *s, const ImageRecord *image, const ContainerRecord *c, const char *ref,
+                           int64_t intent_id);
+/* Container images no ref and no disk holds. */
+int store_container_unreferenced(Store *s, ContainerRecord **ret, size_t *ret_n);
+/* Removes a container image and its base image record and adds a
+ * remove-image intent for its file, in one transaction. */
+int store_container_remove_with_intent(Store *s, const ContainerRecord *c, int64_t *ret_intent);
+/* Container images whose base image record is gone. */
+int store_container_prune(Store *s);
