@@ -569,8 +569,88 @@ int vmm_grpc_send_log_line(RpcCall *c, uint64_t usec, const char *stream, const 
         return rpc_call_send(c, &block.base);
 }
 
-static void log_line_to_call(uint64_t usec, const char *stream, const char *line, void *userdata) {
-        (void) vmm_grpc_send_log_line(userdata, usec, stream, line);
+/* A replay goes out in blocks of many lines (LogBlock is repeated for
+ * this): the whole stored log (up to log_max) is queued at once, and as one
+ * message per line it would cost ~20 times its size in the send queue. */
+#define REPLAY_BLOCK_BYTES (64U * 1024U)
+#define REPLAY_BLOCK_LINES 1024U
+
+typedef struct ReplayBlock {
+        RpcCall *call;
+        size_t n, bytes;
+        int r;                    /* first send error; the rest is dropped */
+        uint64_t usec[REPLAY_BLOCK_LINES];
+        char *stream[REPLAY_BLOCK_LINES];
+        char *content[REPLAY_BLOCK_LINES];
+} ReplayBlock;
+
+static void replay_block_flush(ReplayBlock *b) {
+        Namespace__Cloud__Compute__V1beta__LogBlock block = NAMESPACE__CLOUD__COMPUTE__V1BETA__LOG_BLOCK__INIT;
+        _cleanup_free_ Namespace__Cloud__Compute__V1beta__LogBlock__Line *lines = NULL;
+        _cleanup_free_ Namespace__Cloud__Compute__V1beta__LogBlock__Line **ptrs = NULL;
+        _cleanup_free_ Timestamp *times = NULL;
+
+        if (b->n > 0 && b->r >= 0) {
+                lines = calloc(b->n, sizeof(*lines));
+                ptrs = calloc(b->n, sizeof(*ptrs));
+                times = calloc(b->n, sizeof(*times));
+                if (!lines || !ptrs || !times)
+                        b->r = -ENOMEM;
+                for (size_t k = 0; k < b->n && b->r >= 0; k++) {
+                        lines[k] = (Namespace__Cloud__Compute__V1beta__LogBlock__Line)
+                                NAMESPACE__CLOUD__COMPUTE__V1BETA__LOG_BLOCK__LINE__INIT;
+                        timestamp_set(&times[k], b->usec[k]);
+                        lines[k].timestamp = &times[k];
+                        lines[k].content = b->content[k];
+                        lines[k].stream = b->stream[k];
+                        ptrs[k] = &lines[k];
+                }
+                if (b->r >= 0) {
+                        block.n_lines = b->n;
+                        block.lines = ptrs;
+                        b->r = rpc_call_send(b->call, &block.base);
+                }
+        }
+        for (size_t k = 0; k < b->n; k++) {
+                free(b->stream[k]);
+                free(b->content[k]);
+        }
+        b->n = b->bytes = 0;
+}
+
+static void replay_line(uint64_t usec, const char *stream, const char *line, void *userdata) {
+        ReplayBlock *b = userdata;
+        char *s, *l;
+
+        if (b->r < 0)
+                return;
+        s = strdup(stream);
+        l = strdup(line);
+        if (!s || !l) {
+                free(s);
+                free(l);
+                b->r = -ENOMEM;
+                return;
+        }
+        b->usec[b->n] = usec;
+        b->stream[b->n] = s;
+        b->content[b->n] = l;
+        b->n++;
+        b->bytes += strlen(line) + 32;
+        if (b->n == REPLAY_BLOCK_LINES || b->bytes >= REPLAY_BLOCK_BYTES)
+                replay_block_flush(b);
+}
+
+int vmm_grpc_send_log_replay(RpcCall *c, const char *dir) {
+        _cleanup_free_ ReplayBlock *b = calloc(1, sizeof(*b));
+        int r;
+
+        if (!b)
+                return -ENOMEM;
+        b->call = c;
+        r = instance_log_replay(dir, replay_line, b);
+        replay_block_flush(b);
+        return r < 0 ? r : b->r;
 }
 
 static void handle_logs(RpcCall *c, const ProtobufCMessage *request, void *userdata) {
@@ -586,7 +666,7 @@ static void handle_logs(RpcCall *c, const ProtobufCMessage *request, void *userd
         }
         if (i->log)
                 instance_log_flush(i->log);
-        (void) instance_log_replay(i->dir, log_line_to_call, c);
+        (void) vmm_grpc_send_log_replay(c, i->dir);
         rpc_call_finish(c, RPC_OK, NULL);
 }
 

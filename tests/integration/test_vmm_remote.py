@@ -3,9 +3,13 @@
 gateway's TCP listener (python3-grpcio as the client), real QEMU micro-VMs.
 
 Each tenant sees and touches only its own instances; a caller without a
-tenant gets none; the instance token in the guest is readable by root only."""
+tenant gets none; the instance token in the guest is readable by root only;
+a reader that stops reading a command's output or a log stream has its
+stream ended at vmmd's queue cap instead of making vmmd buffer without
+limit."""
 
 import os
+import re
 import socket
 import sys
 import time
@@ -18,12 +22,14 @@ from test_vmm import QemuReaper, have_guest_image, vmm_config
 
 sys.path.insert(0, os.path.join(BUILD, "python"))
 from google.protobuf import duration_pb2, empty_pb2  # noqa: E402
+from hostmesh.common.v1 import metrics_pb2  # noqa: E402
 from hostmesh.identity.v1 import identity_pb2  # noqa: E402
 from namespace.cloud.compute.v1beta import compute_pb2 as pb  # noqa: E402
 
 COMPUTE = "/namespace.cloud.compute.v1beta.ComputeService/"
 COMMAND = "/namespace.cloud.compute.v1beta.CommandService/"
 LOGS = "/namespace.cloud.compute.v1beta.ObservabilityService/StreamInstanceLogs"
+QUEUE_CAP = 1 << 20  # [rpc] max_send_queue below
 
 
 def free_port():
@@ -79,7 +85,7 @@ class RemoteTenants(unittest.TestCase):
         cls.reaper = QemuReaper()
         cls.port = free_port()
         cls.mesh = Mesh(configs={
-            "vmm": vmm_config(),
+            "vmm": "[rpc]\nmax_send_queue = %d\n" % QUEUE_CAP + vmm_config(log_max="256K"),
             "gateway": "[gateway]\ntcp_listen = 127.0.0.1:%d\ntcp_insecure = yes\n" % cls.port,
         }).start()
         try:
@@ -192,6 +198,93 @@ class RemoteTenants(unittest.TestCase):
         self.assertTrue(d.get("token"), d)
         out = self.acme.run(self.a, "stat", "-L", "-c", "%a %u %g", "/var/run/nsc/token.json")
         self.assertEqual((out.exit_code, out.stdout.decode()), (0, "600 0 0\n"), out.stderr)
+
+    # -- slow readers --------------------------------------------------------
+    def vmmd_rss(self):
+        with open("/proc/%d/status" % self.mesh.wait_running("vmm")) as f:
+            return int(re.search(r"VmRSS:\s+(\d+) kB", f.read()).group(1)) * 1024
+
+    def exhausted(self, method):
+        """RESOURCE_EXHAUSTED endings vmmd counted for a method."""
+        ch = self.mesh.channel("vmm")
+        text = ch.unary_unary("/hostmesh.common.v1.Metrics/GetMetrics",
+                              request_serializer=lambda m: m.SerializeToString(),
+                              response_deserializer=metrics_pb2.GetMetricsResponse.FromString)(
+            metrics_pb2.GetMetricsRequest(), timeout=10).text
+        m = re.search(r'hostmesh_rpc_calls_total\{method="%s",code="RESOURCE_EXHAUSTED"\} (\d+)' % re.escape(method),
+                      text)
+        return int(m.group(1)) if m else 0
+
+    def stall_until_cut(self, method, start_rss, limit):
+        """Waits (not reading) until vmmd ends the call; fails if vmmd's
+        memory grows by `limit` first."""
+        end = time.time() + 120
+        while self.exhausted(method) == 0:
+            grown = self.vmmd_rss() - start_rss
+            self.assertLess(grown, limit, "vmmd buffered %d MiB for a reader that does not read" % (grown >> 20))
+            self.assertLess(time.time(), end, "vmmd never ended the stalled stream")
+            time.sleep(0.2)
+        self.assertLess(self.vmmd_rss() - start_rss, limit)
+
+    def read_to_the_end(self, call):
+        got = 0
+        with self.assertRaises(grpc.RpcError) as e:
+            for _ in call:
+                got += 1
+        self.assertEqual(e.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED, e.exception.details())
+        self.assertIn("max_send_queue", e.exception.details())
+        return got
+
+    def test_a_stalled_command_reader_is_cut_off_at_the_queue_cap(self):
+        start = self.vmmd_rss()
+        # 48 MiB of output (7 MB/s here) against a 1 MiB queue; the command
+        # would leave a mark if it ran to its end.
+        call = self.acme.stream(COMMAND + "RunCommand", pb.RunCommandRequest(
+            instance_id=self.a, command=pb.Command(command=[
+                "sh", "-c", "head -c 50331648 /dev/zero; touch /tmp/ran-to-the-end"])), pb.RunCommandResponse)
+        self.stall_until_cut(COMMAND + "RunCommand", start, 16 << 20)
+        self.assertGreater(self.read_to_the_end(call), 0)
+        # The command was stopped, as if the reader had cancelled; the
+        # instance serves the next command.
+        time.sleep(1)
+        out = self.acme.run(self.a, "ls", "/tmp")
+        self.assertEqual(out.exit_code, 0)
+        self.assertNotIn(b"ran-to-the-end", out.stdout)
+
+    def test_a_stalled_log_follower_is_cut_off_at_the_queue_cap(self):
+        start = self.vmmd_rss()
+        follower = self.acme.stream(LOGS, pb.StreamInstanceLogsRequest(instance_id=self.a, follow=True), pb.LogBlock)
+        # 1 MiB of output in 21-byte lines: ~50000 messages for the follower
+        # (what RunCommandSync keeps of it is bounded on its own).
+        out = self.acme.run(self.a, "sh", "-c", "yes hostmesh-log-line | head -c 1048576")
+        self.assertEqual(len(out.stdout), 1048576)
+        self.stall_until_cut(LOGS, start, 16 << 20)
+        self.assertGreater(self.read_to_the_end(follower), 0)
+        # A new follower is served as before.
+        again = self.acme.stream(LOGS, pb.StreamInstanceLogsRequest(instance_id=self.a), pb.LogBlock)
+        self.assertGreater(sum(1 for _ in again), 0)
+
+
+class StreamQueueConfig(unittest.TestCase):
+    def test_the_queue_must_hold_a_whole_log_replay(self):
+        import subprocess
+        import tempfile
+        from hm import binary
+        with tempfile.NamedTemporaryFile("w", suffix=".conf") as f:
+            f.write("[rpc]\nmax_send_queue = 1M\n[vmm]\nlog_max = 1M\n")
+            f.flush()
+            r = subprocess.run([binary("hostmesh-vmmd"), "--check-config", "--config", f.name],
+                               capture_output=True, text=True)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("max_send_queue", r.stderr)
+        self.assertIn("log_max", r.stderr)
+        with tempfile.NamedTemporaryFile("w", suffix=".conf") as f:
+            f.write("[vmm]\nlog_max = 256K\n")
+            f.flush()
+            r = subprocess.run([binary("hostmesh-vmmd"), "--check-config", "--config", f.name],
+                               capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("max_send_queue = 0", r.stdout)
 
 
 if __name__ == "__main__":
