@@ -349,6 +349,16 @@ class ListenerSecurity(unittest.TestCase):
             self.assertNotEqual(r.returncode, 0, entry)
             self.assertIn("bearer_allow", r.stderr)
 
+    def test_installed_config_parses_back_to_itself(self):
+        from hm import SOURCE
+        with open(os.path.join(SOURCE, "deploy", "config", "gateway.conf")) as f:
+            one = self.check_config(f.read())
+        self.assertEqual(one.returncode, 0, one.stderr)
+        for key in ("tcp_insecure = no", "bearer_allow =", "revocation_cache = 5s"):
+            self.assertIn(key, one.stdout)
+        two = self.check_config(one.stdout)
+        self.assertEqual(two.stdout, one.stdout)
+
     def test_insecure_loopback_listener_serves_and_revocation_checks_fail_closed(self):
         port = free_port()
         with Mesh(configs={"gateway": "[gateway]\ntcp_listen = 127.0.0.1:%d\ntcp_insecure = yes\n"
