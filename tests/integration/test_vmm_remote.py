@@ -215,16 +215,25 @@ class RemoteTenants(unittest.TestCase):
                       text)
         return int(m.group(1)) if m else 0
 
+    def vmmd_sanitized(self):
+        with open("/proc/%d/maps" % self.mesh.wait_running("vmm")) as f:
+            return "libasan" in f.read()
+
     def stall_until_cut(self, method, start_rss, limit):
         """Waits (not reading) until vmmd ends the call; fails if vmmd's
-        memory grows by `limit` first."""
+        memory grows by `limit` first. Under ASan freed memory stays
+        resident (quarantine, shadow): there only the cut is checked."""
+        if self.vmmd_sanitized():
+            limit = None
         end = time.time() + 120
         while self.exhausted(method) == 0:
             grown = self.vmmd_rss() - start_rss
-            self.assertLess(grown, limit, "vmmd buffered %d MiB for a reader that does not read" % (grown >> 20))
+            if limit:
+                self.assertLess(grown, limit, "vmmd buffered %d MiB for a reader that does not read" % (grown >> 20))
             self.assertLess(time.time(), end, "vmmd never ended the stalled stream")
             time.sleep(0.2)
-        self.assertLess(self.vmmd_rss() - start_rss, limit)
+        if limit:
+            self.assertLess(self.vmmd_rss() - start_rss, limit)
 
     def read_to_the_end(self, call):
         got = 0
