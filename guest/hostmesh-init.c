@@ -637,7 +637,9 @@ static int write_token(const char *token) {
                 free(json);
                 return -errno;
         }
-        if (fchmod(fd, 0644) < 0 || write(fd, json, q - json) != q - json || fsync(fd) < 0)
+        /* The token is the instance's credential (on the gateway too): only
+         * root in the guest reads it, like any other secret. */
+        if (fchmod(fd, 0600) < 0 || write(fd, json, q - json) != q - json || fsync(fd) < 0)
                 r = -errno ? -errno : -EIO;
         close(fd);
         free(json);

@@ -37,6 +37,8 @@ int daemon_load_config(const DaemonArgs *a, const struct ConfigItem *table, size
 #define DAEMON_RPC_CONFIG_ITEMS(type, member)                                                              \
         CONFIG_ITEM("rpc", "max_message_size", config_type_size, type, member.max_message_size,            \
                     "Largest request or response accepted"),                                               \
+        CONFIG_ITEM("rpc", "max_send_queue", config_type_size, type, member.max_send_queue,                \
+                    "Stream messages queued for one slow reader before its call is ended"),                 \
         CONFIG_ITEM("rpc", "max_calls_per_peer", config_type_uint32, type, member.max_calls_per_peer,      \
                     "Concurrent calls one client process may have in flight"),                             \
         CONFIG_ITEM("rpc", "idle_exit", config_type_usec, type, member.idle_exit_usec,                     \

@@ -71,10 +71,13 @@ typedef struct RpcMethod {
         RpcHandler handler;
 } RpcMethod;
 
+#define RPC_SEND_QUEUE_DEFAULT ((size_t) 4 << 20)
+
 typedef struct RpcServerOptions {
         const char *name;               /* part name: "dns"; names the default socket and health service */
         const char *socket_path;        /* bind this when systemd passes no socket; NULL → default path */
         size_t max_message_size;        /* 0 → 4 MiB */
+        size_t max_send_queue;          /* 0 → RPC_SEND_QUEUE_DEFAULT: stream messages waiting for one slow reader */
         unsigned max_calls_per_peer;    /* 0 → 256 */
         uint64_t idle_exit_usec;        /* 0 → never exit on idle */
         uint64_t drain_usec;            /* 0 → 5 s bound for in-flight calls at shutdown */
@@ -128,7 +131,11 @@ void rpc_call_on_cancel(RpcCall *c, void (*cb)(RpcCall *c, void *userdata), void
 
 /* Unary: sends `response` and status OK. */
 int rpc_call_reply(RpcCall *c, const ProtobufCMessage *response);
-/* Streaming: queues one message (sent in order, one at a time). */
+/* Streaming: queues one message (sent in order, one at a time). A reader
+ * that falls more than max_send_queue behind (what the queued messages cost
+ * in memory) has its call ended with RESOURCE_EXHAUSTED, the queue dropped,
+ * and the on_cancel callback run as for a cancellation; this returns
+ * -ENOBUFS then. */
 int rpc_call_send(RpcCall *c, const ProtobufCMessage *message);
 /* Ends the call with a status; messages queued before are sent first. */
 int rpc_call_finish(RpcCall *c, RpcCode code, const char *message);

@@ -45,6 +45,10 @@ static const ConfigItem config_table[] = {
                     "Wait this long for one upstream before trying the next"),
         CONFIG_ITEM("dns", "max_clients_per_question", config_type_uint32, DnsConfig, max_clients_per_question,
                     "Clients that may wait on one upstream question"),
+        CONFIG_ITEM("dns", "tcp_max_connections", config_type_uint32, DnsConfig, tcp_max_connections,
+                    "Open DNS-over-TCP connections; at the cap the one idle longest is closed for a new client"),
+        CONFIG_ITEM("dns", "tcp_idle_timeout", config_type_usec, DnsConfig, tcp_idle_timeout_usec,
+                    "A TCP connection without a complete query for this long is closed (RFC 7766)"),
 };
 
 static int strv_set_default(char ***strv, const char *const *values) {
@@ -92,6 +96,8 @@ int manager_new(const DaemonArgs *args, Manager **ret) {
                 .prefetch_percent = cc.prefetch_percent,
                 .upstream_timeout_usec = 2 * USEC_PER_SEC,
                 .max_clients_per_question = 256,
+                .tcp_max_connections = 256,
+                .tcp_idle_timeout_usec = 10 * USEC_PER_SEC,
         };
         m->config.resolv_conf = strdup("/etc/resolv.conf");
         if (!m->config.resolv_conf)
@@ -108,6 +114,10 @@ int manager_new(const DaemonArgs *args, Manager **ret) {
                                                             "192.168.0.0/16", "fc00::/7", NULL });
         if (r < 0)
                 return log_error_errno(r, "Out of memory.");
+        if (m->config.tcp_max_connections == 0 || m->config.tcp_max_connections > 65536 ||
+            m->config.tcp_idle_timeout_usec == 0)
+                return log_error_errno(-EINVAL, "Invalid config: tcp_max_connections must be 1-65536 and "
+                                       "tcp_idle_timeout > 0.");
         if (m->config.cache_max_entries == 0 || m->config.min_ttl > m->config.max_ttl)
                 return log_error_errno(-EINVAL,
                                        "Invalid config: cache_max_entries must be > 0 and min_ttl <= max_ttl.");
@@ -217,6 +227,8 @@ static int setup_data_plane(Manager *m) {
         so.rate_limit_qps = m->config.rate_limit;
         so.stale_client_timeout_usec = m->config.stale_client_timeout_usec;
         so.max_udp_size = DNS_EDNS_BUFFER;
+        so.tcp_max_connections = m->config.tcp_max_connections;
+        so.tcp_idle_usec = m->config.tcp_idle_timeout_usec;
         r = dns_server_new(m->event, m->cache, m->resolver, m->local, &so, &m->dns);
         if (r < 0)
                 return log_error_errno(r, "Out of memory.");
@@ -371,6 +383,9 @@ int manager_format_metrics(Manager *m, char **ret) {
                        &m->exported.local_answers);
         export_counter(m, "hostmesh_dns_rate_limited_total", "Queries dropped by the per-client rate limit",
                        ss.rate_limited, &m->exported.rate_limited);
+        export_counter(m, "hostmesh_dns_tcp_idle_closed_total",
+                       "TCP connections closed for being idle (timeout, or to make room for a new client)",
+                       ss.tcp_idle_closed, &m->exported.tcp_idle_closed);
         export_counter(m, "hostmesh_dns_coalesced_total", "Queries that joined an upstream query in flight",
                        rs.coalesced, &m->exported_resolver.coalesced);
         export_counter(m, "hostmesh_dns_upstream_queries_total", "Upstream transactions", rs.transactions,

@@ -35,6 +35,8 @@ typedef struct DnsConfig {
         uint32_t prefetch_percent;
         uint64_t upstream_timeout_usec;
         uint32_t max_clients_per_question;
+        uint32_t tcp_max_connections;  /* the longest idle one makes room at the cap */
+        uint64_t tcp_idle_timeout_usec;
 } DnsConfig;
 
 typedef struct Manager {

@@ -43,6 +43,7 @@ struct TcpConn {
         size_t rlen;
         WriteChunk *wq_head, *wq_tail;
         size_t wq_bytes;
+        uint64_t last_active;       /* s->activity at the last complete query or answer */
         TcpConn *next, *prev;
 };
 
@@ -91,6 +92,7 @@ struct DnsServer {
         size_t n_listeners;
         TcpConn *conns;
         unsigned n_conns;
+        uint64_t activity;              /* orders TCP connections by their last activity */
         Pending *pending;
         unsigned n_pending;
         RateSlot *rate;
@@ -259,6 +261,25 @@ static size_t reply_finish(DnsServer *s, const DnsQuery *q, const uint8_t *quest
 
 static void conn_close(TcpConn *c);
 
+/* The connection did something worth keeping it for: a complete query or
+ * an answer. Bytes that do not complete a query do not count, or a client
+ * trickling one byte at a time would hold its slot forever. */
+static void conn_touch(TcpConn *c) {
+        DnsServer *s = c->server;
+
+        c->last_active = ++s->activity;
+        if (c->idle) {
+                (void) sd_event_source_set_time_relative(c->idle, s->options.tcp_idle_usec);
+                (void) sd_event_source_set_enabled(c->idle, SD_EVENT_ONESHOT);
+        }
+}
+
+/* Idle: no query waiting for upstreams (they hold references) and nothing
+ * left to write. */
+static bool conn_is_idle(const TcpConn *c) {
+        return c->n_ref == 1 && !c->wq_head;
+}
+
 static TcpConn *conn_unref(TcpConn *c) {
         if (!c || --c->n_ref > 0)
                 return NULL;
@@ -319,6 +340,7 @@ static void conn_send(TcpConn *c, const uint8_t *p, size_t len) {
         else
                 c->wq_head = w;
         c->wq_tail = w;
+        conn_touch(c);
         if (conn_flush(c) < 0)
                 conn_close(c);
 }
@@ -701,10 +723,35 @@ static int on_udp(sd_event_source *es, int fd, uint32_t revents, void *userdata)
 /* ---- TCP ----------------------------------------------------------------- */
 
 static int on_conn_idle(sd_event_source *es, uint64_t usec, void *userdata) {
-        (void) es;
+        TcpConn *c = userdata;
+
         (void) usec;
-        conn_close(userdata);
+        /* RFC 7766 §6.2.3: the idle timeout runs between queries, not while
+         * one is being answered. */
+        if (!conn_is_idle(c)) {
+                (void) sd_event_source_set_time_relative(es, c->server->options.tcp_idle_usec);
+                (void) sd_event_source_set_enabled(es, SD_EVENT_ONESHOT);
+                return 0;
+        }
+        c->server->stats.tcp_idle_closed++;
+        conn_close(c);
         return 0;
+}
+
+/* At the connection cap: the connection idle longest makes room (RFC 7766
+ * §6.2.3: under pressure close idle connections, oldest first), so idle
+ * clients cannot lock new ones out. False when every connection is busy. */
+static bool conn_make_room(DnsServer *s) {
+        TcpConn *victim = NULL;
+
+        for (TcpConn *c = s->conns; c; c = c->next)
+                if (conn_is_idle(c) && (!victim || c->last_active < victim->last_active))
+                        victim = c;
+        if (!victim)
+                return false;
+        s->stats.tcp_idle_closed++;
+        conn_close(victim);
+        return true;
 }
 
 static int on_conn_io(sd_event_source *es, int fd, uint32_t revents, void *userdata) {
@@ -735,6 +782,7 @@ static int on_conn_io(sd_event_source *es, int fd, uint32_t revents, void *userd
                 c->rlen += (size_t) n;
                 /* RFC 7766 §6.2.1: several queries may be pipelined. */
                 while (!c->closed && c->rlen >= 2 && c->rlen >= 2 + (size_t) dns_get_u16(c->rbuf)) {
+                        conn_touch(c);
                         size_t qlen = dns_get_u16(c->rbuf), len;
                         Origin o = {
                                 .transport = TRANSPORT_TCP,
@@ -753,8 +801,6 @@ static int on_conn_io(sd_event_source *es, int fd, uint32_t revents, void *userd
                 if (c->closed)
                         break;
         }
-        if (!c->closed && c->idle)
-                (void) sd_event_source_set_time_relative(c->idle, s->options.tcp_idle_usec);
         conn_unref(c);
         return 0;
 }
@@ -773,7 +819,7 @@ static int on_tcp_accept(sd_event_source *es, int fd, uint32_t revents, void *us
                 cfd = accept4(fd, (struct sockaddr *) &peer, &peer_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
                 if (cfd < 0)
                         return 0;
-                if (s->n_conns >= s->options.tcp_max_connections) {
+                if (s->n_conns >= s->options.tcp_max_connections && !conn_make_room(s)) {
                         s->stats.dropped++;
                         continue;
                 }
@@ -789,6 +835,7 @@ static int on_tcp_accept(sd_event_source *es, int fd, uint32_t revents, void *us
                 c->n_ref = 1;
                 c->peer = peer;
                 c->peer_len = peer_len;
+                c->last_active = ++s->activity;
                 if (sd_event_add_io(s->event, &c->io, cfd, EPOLLIN, on_conn_io, c) < 0 ||
                     sd_event_add_time_relative(s->event, &c->idle, CLOCK_MONOTONIC, s->options.tcp_idle_usec, 0,
                                                on_conn_idle, c) < 0) {

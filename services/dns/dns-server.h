@@ -35,8 +35,8 @@ typedef struct DnsServerOptions {
         uint32_t rate_limit_qps;                 /* per client address; 0 = unlimited */
         uint64_t stale_client_timeout_usec;      /* RFC 8767 §5: answer stale after this long */
         uint16_t max_udp_size;                   /* our EDNS payload limit for replies */
-        unsigned tcp_max_connections;
-        uint64_t tcp_idle_usec;
+        unsigned tcp_max_connections;            /* at the cap, the longest idle one makes room; 0 = 256 */
+        uint64_t tcp_idle_usec;                  /* no complete query for this long: closed; 0 = 10 s */
         unsigned max_pending;                    /* client queries waiting for upstreams */
 } DnsServerOptions;
 
@@ -54,6 +54,7 @@ typedef struct DnsServerStats {
         uint64_t servfail;
         uint64_t rate_limited;
         uint64_t dropped;
+        uint64_t tcp_idle_closed;                /* TCP connections closed idle (timeout, or to make room) */
 } DnsServerStats;
 
 int dns_server_new(sd_event *event, DnsCache *cache, DnsResolver *resolver, DnsLocal *local,

@@ -85,3 +85,66 @@ int gateway_auth_check(Manager *m, const RpcPeer *peer) {
                         return 0;
         return -EPERM;
 }
+
+/* ---- bearer-token callers ------------------------------------------------ */
+
+/* The public API: the Namespace-compatible compute services (vmmd checks the
+ * tenant of every instance), the token call a workload is entitled to
+ * (identityd refuses to mint a gateway credential with it) and health.
+ * Everything under hostmesh.<part>.v1 administers the host and is for local
+ * callers unless bearer_allow says otherwise. An entry ending in '.' or '/'
+ * is a prefix of "pkg.Service/Method"; any other entry names one method. */
+static const char *const public_api[] = {
+        "namespace.cloud.compute.v1beta.",
+        "namespace.cloud.iam.v1beta.TokenService/IssueIdToken",
+        "grpc.health.v1.Health/",
+};
+
+const char gateway_auth_public_api[] =
+        "namespace.cloud.compute.v1beta.*, namespace.cloud.iam.v1beta.TokenService/IssueIdToken, grpc.health.v1.Health";
+
+static const char *skip_slash(const char *s) {
+        return s[0] == '/' ? s + 1 : s;
+}
+
+static bool method_matches(const char *method, const char *entry) {
+        size_t n;
+
+        entry = skip_slash(entry);
+        n = strlen(entry);
+        if (n > 0 && (entry[n - 1] == '.' || entry[n - 1] == '/'))
+                return strncmp(method, entry, n) == 0;
+        return streq(method, entry);
+}
+
+int gateway_auth_check_bearer_allow(Manager *m) {
+        for (char **p = m->config.bearer_allow; p && *p; p++) {
+                const char *e = skip_slash(*p);
+                bool ok = *e != 0;
+
+                for (const char *c = e; *c && ok; c++)
+                        ok = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+                             *c == '.' || *c == '_' || *c == '/';
+                if (!ok)
+                        return log_error_errno(-EINVAL, "Invalid [gateway] bearer_allow entry '%s': expected "
+                                               "pkg.Service/Method, or a prefix ending in '.' or '/' "
+                                               "(hostmesh.dns.v1.Dns/Lookup, hostmesh.dns.v1.).", *p);
+                /* The gateway's own methods stay local whatever the list says:
+                 * naming them is a mistake worth hearing about. */
+                if (strncmp(e, "hostmesh.gateway.", 17) == 0)
+                        return log_error_errno(-EINVAL, "Invalid [gateway] bearer_allow entry '%s': the gateway's "
+                                               "own methods are only served on its unix socket.", *p);
+        }
+        return 0;
+}
+
+int gateway_auth_bearer_method(Manager *m, const char *method) {
+        method = skip_slash(method);
+        for (size_t i = 0; i < ELEMENTSOF(public_api); i++)
+                if (method_matches(method, public_api[i]))
+                        return 0;
+        for (char **p = m->config.bearer_allow; p && *p; p++)
+                if (method_matches(method, *p))
+                        return 0;
+        return -EPERM;
+}

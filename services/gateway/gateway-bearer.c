@@ -10,6 +10,27 @@
 
 #define BEARER_REFRESH_MIN_USEC (10 * USEC_PER_SEC)
 #define BEARER_PENDING_MAX 1024
+#define REVOCATION_SLOTS 4096U
+#define REVOCATION_JTI_MAX 64U
+#define REVOCATION_CHECK_TIMEOUT_USEC (5 * USEC_PER_SEC)
+
+/* identityd's last answer about one token, in a direct-mapped cache: a
+ * collision only costs another question. */
+typedef struct RevocationSlot {
+        char jti[REVOCATION_JTI_MAX + 1];
+        uint64_t checked_usec;
+        bool revoked;
+} RevocationSlot;
+
+/* A call whose token verified, waiting for identityd's revocation answer. */
+typedef struct Check {
+        GatewayBearer *bearer;    /* NULL once the bearer is gone */
+        RpcCall *call;
+        GatewayBearerDone done;
+        void *userdata;
+        json_t *claims;
+        struct Check *prev, *next;
+} Check;
 
 typedef struct Pending {
         RpcCall *call;
@@ -26,6 +47,9 @@ struct GatewayBearer {
         bool fetching;
         Pending *pending;
         unsigned n_pending;
+        RevocationSlot *revocations;
+        Check *checks;
+        unsigned n_checks;
 };
 
 static uint64_t now_usec(void) {
@@ -38,6 +62,11 @@ int gateway_bearer_new(Manager *m, GatewayBearer **ret) {
         GatewayBearer *b = calloc(1, sizeof(*b));
         if (!b)
                 return -ENOMEM;
+        b->revocations = calloc(REVOCATION_SLOTS, sizeof(RevocationSlot));
+        if (!b->revocations) {
+                free(b);
+                return -ENOMEM;
+        }
         b->manager = m;
         *ret = b;
         return 0;
@@ -52,6 +81,14 @@ GatewayBearer *gateway_bearer_free(GatewayBearer *b) {
                 rpc_call_unref(p->call);
                 free(p);
         }
+        /* Answers still on their way find their check detached. */
+        for (Check *c = b->checks; c; c = c->next) {
+                c->bearer = NULL;
+                c->call = rpc_call_unref(c->call);
+                json_decref(c->claims);
+                c->claims = NULL;
+        }
+        free(b->revocations);
         jwt_keyset_free(b->keys);
         free(b->issuer);
         free(b);
@@ -68,6 +105,126 @@ static const char *bearer_token(RpcCall *call) {
                 h++;
         return *h ? h : NULL;
 }
+
+/* ---- revocation ---------------------------------------------------------- */
+
+static RevocationSlot *revocation_slot(GatewayBearer *b, const char *jti) {
+        uint32_t h = 2166136261U; /* FNV-1a */
+
+        if (!jti || strlen(jti) > REVOCATION_JTI_MAX)
+                return NULL;
+        for (const char *p = jti; *p; p++)
+                h = (h ^ (uint8_t) *p) * 16777619U;
+        return &b->revocations[h % REVOCATION_SLOTS];
+}
+
+static void check_free(Check *c) {
+        if (c->bearer) {
+                if (c->prev)
+                        c->prev->next = c->next;
+                else
+                        c->bearer->checks = c->next;
+                if (c->next)
+                        c->next->prev = c->prev;
+                c->bearer->n_checks--;
+        }
+        rpc_call_unref(c->call);
+        json_decref(c->claims);
+        free(c);
+}
+
+static void on_revocation_answer(int r, const ProtobufCMessage *response, const RpcStatus *status, void *userdata) {
+        Check *c = userdata;
+        GatewayBearer *b = c->bearer;
+        const Hostmesh__Identity__V1__ValidateTokenResponse *resp = (const void *) response;
+        const char *jti = json_string_value(json_object_get(c->claims, "jti"));
+        RevocationSlot *slot;
+        char buf[512];
+
+        if (!b) {
+                check_free(c);
+                return;
+        }
+        if (r < 0) {
+                snprintf(buf, sizeof(buf), "Cannot check whether the bearer token was revoked: identityd did not "
+                         "answer (%s); retry.", status && status->message ? status->message : strerror(-r));
+                c->done(c->call, -ECONNREFUSED, buf, NULL, c->userdata);
+        } else if (resp->valid) {
+                slot = revocation_slot(b, jti);
+                if (slot) {
+                        snprintf(slot->jti, sizeof(slot->jti), "%s", jti);
+                        slot->checked_usec = now_usec();
+                        slot->revoked = false;
+                }
+                c->done(c->call, 0, NULL, c->claims, c->userdata);
+        } else {
+                /* Revoked stays revoked; any other refusal (identityd is
+                 * the authority on its own tokens) is not remembered. */
+                slot = streq_ptr(resp->reason, "revoked") ? revocation_slot(b, jti) : NULL;
+                if (slot) {
+                        snprintf(slot->jti, sizeof(slot->jti), "%s", jti);
+                        slot->revoked = true;
+                }
+                snprintf(buf, sizeof(buf), "Bearer token refused (%s): %s", resp->reason,
+                         isempty(resp->message) ? "identityd refused it" : resp->message);
+                c->done(c->call, -EKEYREVOKED, buf, NULL, c->userdata);
+        }
+        check_free(c);
+}
+
+/* The token verified: asks identityd whether it was revoked, unless it
+ * answered for this jti less than revocation_cache ago. */
+static void check_revocation(GatewayBearer *b, RpcCall *call, const char *token, json_t *claims,
+                             GatewayBearerDone done, void *userdata) {
+        Hostmesh__Identity__V1__ValidateTokenRequest req = HOSTMESH__IDENTITY__V1__VALIDATE_TOKEN_REQUEST__INIT;
+        const char *jti = json_string_value(json_object_get(claims, "jti"));
+        RevocationSlot *slot = revocation_slot(b, jti);
+        Backend *backend = manager_find_backend(b->manager, "identity");
+        RpcClient *client = backend ? backend_client(b->manager, backend) : NULL;
+        Check *c;
+        int r;
+
+        if (slot && streq(slot->jti, jti)) {
+                if (slot->revoked) {
+                        done(call, -EKEYREVOKED, "Bearer token refused (revoked): the token was revoked.", NULL,
+                             userdata);
+                        return;
+                }
+                if (now_usec() - slot->checked_usec < b->manager->config.revocation_cache_usec) {
+                        done(call, 0, NULL, claims, userdata);
+                        return;
+                }
+        }
+        if (b->n_checks >= BEARER_PENDING_MAX) {
+                done(call, -EBUSY, "Too many calls waiting for identityd's revocation check; retry.", NULL, userdata);
+                return;
+        }
+        c = calloc(1, sizeof(*c));
+        if (!c) {
+                done(call, -ENOMEM, "Out of memory.", NULL, userdata);
+                return;
+        }
+        *c = (Check){ .bearer = b, .call = rpc_call_ref(call), .done = done, .userdata = userdata,
+                      .claims = json_incref(claims), .next = b->checks };
+        if (b->checks)
+                b->checks->prev = c;
+        b->checks = c;
+        b->n_checks++;
+
+        req.token = (char *) token;
+        req.audience = b->manager->config.bearer_audience;
+        r = client ? rpc_client_call_async(client, "/hostmesh.identity.v1.Identity/ValidateToken", NULL, &req.base,
+                                           &hostmesh__identity__v1__validate_token_response__descriptor,
+                                           REVOCATION_CHECK_TIMEOUT_USEC, on_revocation_answer, c)
+                   : -ECONNREFUSED;
+        if (r < 0) {
+                done(call, -ECONNREFUSED, "Cannot check whether the bearer token was revoked: identityd is not "
+                     "reachable; retry.", NULL, userdata);
+                check_free(c);
+        }
+}
+
+/* ---- verification ---------------------------------------------------------- */
 
 static void verify_and_finish(GatewayBearer *b, RpcCall *call, GatewayBearerDone done, void *userdata) {
         _cleanup_free_ char *message = NULL;
@@ -98,7 +255,7 @@ static void verify_and_finish(GatewayBearer *b, RpcCall *call, GatewayBearerDone
                 done(call, r, buf, NULL, userdata);
                 return;
         }
-        done(call, 0, NULL, claims, userdata);
+        check_revocation(b, call, token, claims, done, userdata);
         json_decref(claims);
 }
 

@@ -4,7 +4,15 @@
 /* Bearer-token authentication for callers on the gateway's TCP listener.
  * Tokens are verified locally with identityd's keys: the JWKS (and the
  * issuer) are fetched from identityd, cached, and fetched again when a token
- * names an unknown kid — at most once per refresh interval. */
+ * names an unknown kid — at most once per refresh interval.
+ *
+ * Revocations live in identityd. A token that verifies is then checked
+ * there (ValidateToken) and the answer kept per jti for revocation_cache:
+ * a revoked token is refused within that time, a token in steady use costs
+ * one local call per interval, and the revocation list (up to 100000
+ * entries, more than fits in one message) never has to be copied. When
+ * identityd cannot answer, the call fails UNAVAILABLE: a revocation is
+ * never ignored for want of an answer. */
 
 #include <jansson.h>
 

@@ -526,6 +526,7 @@ static bool route_call(Manager *m, RpcCall *call, const char *subject, const cha
 
 static void on_bearer_done(RpcCall *call, int r, const char *message, json_t *claims, void *userdata) {
         Manager *m = userdata;
+        const char *method = rpc_call_method(call);
         json_t *sub, *tenant;
 
         if (rpc_call_cancelled(call))
@@ -545,10 +546,18 @@ static void on_bearer_done(RpcCall *call, int r, const char *message, json_t *cl
                 rpc_call_fail(call, RPC_UNAUTHENTICATED, "Bearer token has no subject.");
                 return;
         }
+        /* Authenticated is not authorized: a remote caller reaches the public
+         * API, and administrative methods only where the operator said so. */
+        if (strncmp(method, "/hostmesh.gateway.v1.", 21) != 0 && gateway_auth_bearer_method(m, method) < 0) {
+                rpc_call_fail(call, RPC_PERMISSION_DENIED,
+                              "%s is not part of the public API (%s) nor in [gateway] bearer_allow: bearer-token "
+                              "callers such as %s may not call it.", method, gateway_auth_public_api,
+                              json_string_value(sub));
+                return;
+        }
         if (!route_call(m, call, json_string_value(sub), json_is_string(tenant) ? json_string_value(tenant) : NULL))
                 /* The gateway's own methods are for local callers. */
-                rpc_call_fail(call, RPC_PERMISSION_DENIED, "%s is only served on the gateway's unix socket.",
-                              rpc_call_method(call));
+                rpc_call_fail(call, RPC_PERMISSION_DENIED, "%s is only served on the gateway's unix socket.", method);
 }
 
 bool gateway_intercept(RpcCall *call, void *userdata) {

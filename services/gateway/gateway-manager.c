@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <arpa/inet.h>
 #include <grp.h>
 #include <pwd.h>
 
@@ -31,8 +32,14 @@ static const ConfigItem config_table[] = {
                     "TLS certificate chain (PEM) for the TCP listener"),
         CONFIG_ITEM("gateway", "tls_key", config_type_string, GatewayConfig, tls_key,
                     "TLS private key (PEM) for the TCP listener"),
+        CONFIG_ITEM("gateway", "tcp_insecure", config_type_bool, GatewayConfig, tcp_insecure,
+                    "Serve tcp_listen without TLS (only on a loopback address)"),
         CONFIG_ITEM("gateway", "bearer_audience", config_type_string, GatewayConfig, bearer_audience,
                     "Audience that bearer tokens must carry"),
+        CONFIG_ITEM("gateway", "bearer_allow", config_type_strv, GatewayConfig, bearer_allow,
+                    "Methods bearer callers may call beyond the public API (pkg.Service/Method or a prefix)"),
+        CONFIG_ITEM("gateway", "revocation_cache", config_type_usec, GatewayConfig, revocation_cache_usec,
+                    "How long identityd's answer that a token is not revoked is reused (0 = ask every call)"),
 };
 
 static Backend *backend_add(Manager *m, const char *part, const char *target) {
@@ -149,6 +156,56 @@ static int routes_build(Manager *m) {
         return 0;
 }
 
+/* Whether the host part of "host:port" / "[v6]:port" is a loopback address. */
+static bool address_is_loopback(const char *address) {
+        _cleanup_free_ char *host = NULL;
+        const char *colon;
+        struct in6_addr a6;
+        struct in_addr a4;
+
+        if (address[0] == '[') {
+                const char *end = strchr(address, ']');
+                if (!end)
+                        return false;
+                host = strndup(address + 1, (size_t) (end - address - 1));
+        } else {
+                colon = strrchr(address, ':');
+                host = colon ? strndup(address, (size_t) (colon - address)) : strdup(address);
+        }
+        if (!host)
+                return false;
+        if (streq(host, "localhost"))
+                return true;
+        if (inet_pton(AF_INET, host, &a4) == 1)
+                return (ntohl(a4.s_addr) >> 24) == 127;
+        if (inet_pton(AF_INET6, host, &a6) == 1)
+                return IN6_IS_ADDR_LOOPBACK(&a6);
+        return false;
+}
+
+/* Bearer tokens are credentials: on the network they travel in TLS. A
+ * plaintext listener is for tests and for a TLS-terminating proxy on the
+ * same host, so it must be asked for and can only be bound to loopback. */
+static int tcp_listen_check(const GatewayConfig *c) {
+        bool cert = !isempty(c->tls_cert), key = !isempty(c->tls_key);
+
+        if (isempty(c->tcp_listen))
+                return 0;
+        if (cert != key)
+                return log_error_errno(-EINVAL, "[gateway] tcp_listen = %s: TLS needs both tls_cert and tls_key; "
+                                       "only %s is set.", c->tcp_listen, cert ? "tls_cert" : "tls_key");
+        if (cert)
+                return 0;
+        if (!c->tcp_insecure)
+                return log_error_errno(-EINVAL, "[gateway] tcp_listen = %s without TLS: set tls_cert and tls_key, or "
+                                       "tcp_insecure = yes with a loopback address (bearer tokens would cross the "
+                                       "network in the clear).", c->tcp_listen);
+        if (!address_is_loopback(c->tcp_listen))
+                return log_error_errno(-EINVAL, "[gateway] tcp_insecure = yes needs a loopback tcp_listen "
+                                       "(127.0.0.1:PORT, [::1]:PORT, localhost:PORT), not %s.", c->tcp_listen);
+        return 0;
+}
+
 Backend *manager_find_backend(Manager *m, const char *part) {
         for (size_t i = 0; i < m->n_backends; i++)
                 if (streq_ptr(m->backends[i].part, part))
@@ -189,8 +246,15 @@ int manager_new(const DaemonArgs *args, Manager **ret) {
         m->config.bearer_audience = strdup("hostmesh");
         if (!m->config.bearer_audience)
                 return log_error_errno(-ENOMEM, "Out of memory.");
+        m->config.revocation_cache_usec = 5 * USEC_PER_SEC;
 
         r = daemon_load_config(args, config_table, ELEMENTSOF(config_table), &m->config);
+        if (r < 0)
+                return r;
+        r = tcp_listen_check(&m->config);
+        if (r < 0)
+                return r;
+        r = gateway_auth_check_bearer_allow(m);
         if (r < 0)
                 return r;
         r = gateway_auth_resolve(m);
@@ -258,7 +322,7 @@ int manager_start(Manager *m) {
                         return log_error_errno(r, "Failed to listen on %s%s: %m", m->config.tcp_listen,
                                                isempty(m->config.tls_cert) ? "" : " with TLS");
                 log_info("Listening for bearer-token callers on %s (port %d, %s).", m->config.tcp_listen, r,
-                         isempty(m->config.tls_cert) ? "plaintext" : "TLS");
+                         isempty(m->config.tls_cert) ? "plaintext, loopback only" : "TLS");
         }
         r = rpc_server_start(m->server);
         if (r < 0)

@@ -19,9 +19,12 @@ typedef struct GatewayConfig {
         char *metrics_listen;     /* "127.0.0.1:9464" serves GET /metrics; empty = off */
         uint64_t backend_timeout_usec; /* cap for calls without a deadline (0 = none) */
         char *tcp_listen;         /* "0.0.0.0:8443": remote callers with bearer tokens; empty = off */
-        char *tls_cert;           /* PEM files; without them the TCP listener is plaintext */
+        char *tls_cert;           /* PEM files; both, or the listener must be tcp_insecure */
         char *tls_key;
+        bool tcp_insecure;        /* plaintext TCP, allowed on a loopback address only */
         char *bearer_audience;    /* audience bearer tokens must carry */
+        char **bearer_allow;      /* methods beyond the public API that bearer callers may call */
+        uint64_t revocation_cache_usec; /* how long identityd's "not revoked" is reused */
 } GatewayConfig;
 
 typedef struct Backend {

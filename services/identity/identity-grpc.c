@@ -156,6 +156,13 @@ static int issue_for_caller(Manager *m, RpcCall *c, const char *const *aud, uint
                               "or call with a bearer token.", (int) p.uid);
                 return -EPERM;
         }
+        if (p.kind == PRINCIPAL_BEARER) {
+                r = manager_check_minted_audience(m, aud, &err);
+                if (r < 0) {
+                        rpc_call_fail_errno(c, r, "Refused for bearer principal %s: %s", p.subject, err ?: "denied");
+                        return r;
+                }
+        }
         r = manager_lifetime(m, d, 0, &lifetime, &err);
         if (r < 0) {
                 rpc_call_fail_errno(c, r, "%s", err ?: "bad duration");

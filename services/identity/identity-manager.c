@@ -549,6 +549,20 @@ int manager_validate(Manager *m, const char *token, const char *audience, json_t
                               ret_claims, ret_refusal, ret_message);
 }
 
+int manager_check_minted_audience(Manager *m, const char *const *audience, char **ret_error) {
+        /* A token for internal_audience is a credential for hostmesh itself
+         * (the gateway's bearer_audience). Minting one from another token
+         * would turn any instance or external token into a fresh gateway
+         * credential with its own jti, beyond the reach of a revocation of
+         * the token it came from. */
+        for (const char *const *a = audience; a && *a; a++)
+                if (streq(*a, m->config.internal_audience))
+                        return asprintf(ret_error, "audience %s is hostmesh's own (internal_audience, what the gateway "
+                                        "accepts): no token exchange or bearer caller may mint it; ask for the "
+                                        "audience of the service the token is for.", *a) < 0 ? -ENOMEM : -EPERM;
+        return 0;
+}
+
 void exchange_result_done(ExchangeResult *r) {
         token_issued_done(&r->issued);
         free(r->subject);
@@ -573,6 +587,9 @@ int manager_exchange(Manager *m, const char *subject_token, const char *const *a
 
         if (!audience || !audience[0])
                 return asprintf(ret_error, "audience is required: name who the new token is for.") < 0 ? -ENOMEM : -EINVAL;
+        r = manager_check_minted_audience(m, audience, ret_error);
+        if (r < 0)
+                return r;
         r = jwt_parse(subject_token, m->config.max_token_size, &p);
         if (r == -ENOMEM)
                 return r;

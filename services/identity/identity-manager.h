@@ -103,6 +103,10 @@ int manager_issue(Manager *m, const TokenRequest *req, TokenIssued *ret);
 int manager_validate(Manager *m, const char *token, const char *audience, json_t **ret_claims,
                      TokenRefusal *ret_refusal, char **ret_message);
 
+/* -EPERM with *ret_error when `audience` names internal_audience, which
+ * exchanges and bearer callers must never get (a new gateway credential). */
+int manager_check_minted_audience(Manager *m, const char *const *audience, char **ret_error);
+
 typedef struct ExchangeResult {
         TokenIssued issued;
         char *subject;

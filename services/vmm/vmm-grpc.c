@@ -90,18 +90,6 @@ static void fail_with(RpcCall *c, int r, char *error, const char *fallback) {
         free(error);
 }
 
-static Instance *find_or_fail(Manager *m, RpcCall *c, const char *id) {
-        Instance *i;
-
-        if (isempty(id)) {
-                rpc_call_fail(c, RPC_INVALID_ARGUMENT, "instance_id is required.");
-                return NULL;
-        }
-        i = manager_find(m, id);
-        if (!i)
-                rpc_call_fail(c, RPC_NOT_FOUND, "No instance %.64s; `nsc list` shows the instances.", id);
-        return i;
-}
 
 static int reply_describe(RpcCall *c, Instance *i) {
         Namespace__Cloud__Compute__V1beta__DescribeInstanceResponse resp =
@@ -143,35 +131,83 @@ static bool tenant_is_valid(const char *s) {
         return true;
 }
 
-/* The caller's tenant, when the gateway verified a bearer token: believed
- * only from our own peer being root or our uid (the gateway, another
- * hostmesh daemon). Otherwise the instance gets [vmm] tenant. */
-static int call_tenant(RpcCall *c, const char **ret) {
-        const RpcPeer *peer = rpc_call_peer(c);
-        const char *t;
+/* Who is calling, as far as instances go. A caller acting for a tenant (a
+ * bearer token the gateway verified: x-hostmesh-subject and
+ * x-hostmesh-tenant) sees and touches only that tenant's instances. Local
+ * callers (unix peers the gateway let in, other hostmesh daemons) run the
+ * host and see every instance; theirs get [vmm] tenant. The gateway's
+ * metadata is believed only when our own peer is root or our uid. */
+typedef struct CallerScope {
+        const char *tenant;       /* NULL: a local caller, not confined */
+        const char *subject;      /* the bearer token's subject, when there is one */
+} CallerScope;
 
-        *ret = NULL;
+static bool scope_or_fail(RpcCall *c, CallerScope *ret) {
+        const RpcPeer *peer = rpc_call_peer(c);
+        const char *t, *sub;
+
+        *ret = (CallerScope){};
         if (!peer->known || (peer->uid != 0 && peer->uid != getuid()))
-                return 0;
+                return true;
         t = rpc_call_metadata(c, "x-hostmesh-tenant");
-        if (!t)
-                return 0;
-        if (!tenant_is_valid(t))
-                return -EINVAL;
-        *ret = t;
-        return 0;
+        sub = rpc_call_metadata(c, "x-hostmesh-subject");
+        if (!t && !sub)
+                return true;
+        if (!t) {
+                rpc_call_fail(c, RPC_PERMISSION_DENIED, "%s: the caller's token (%.256s) names no tenant, and instances "
+                              "belong to tenants; use a token with a tenant_id.", rpc_call_method(c), sub);
+                return false;
+        }
+        if (!tenant_is_valid(t)) {
+                rpc_call_fail(c, RPC_INVALID_ARGUMENT, "The caller's tenant id is not usable (letters, digits, '.', '_', "
+                              "'-'; at most 64).");
+                return false;
+        }
+        *ret = (CallerScope){ .tenant = t, .subject = sub };
+        return true;
+}
+
+static bool scope_allows(const CallerScope *scope, Instance *i) {
+        return !scope->tenant || streq_ptr(i->tenant, scope->tenant);
+}
+
+/* The instance a request names, if the caller may act on it. */
+static Instance *find_or_fail(Manager *m, RpcCall *c, const char *id) {
+        CallerScope scope;
+        Instance *i;
+
+        if (!scope_or_fail(c, &scope))
+                return NULL;
+        if (isempty(id)) {
+                rpc_call_fail(c, RPC_INVALID_ARGUMENT, "instance_id is required.");
+                return NULL;
+        }
+        i = manager_find(m, id);
+        if (!i) {
+                rpc_call_fail(c, RPC_NOT_FOUND, "No instance %.64s; `nsc list` shows the instances.", id);
+                return NULL;
+        }
+        if (!scope_allows(&scope, i)) {
+                rpc_call_fail(c, RPC_PERMISSION_DENIED, "%s: instance %s belongs to another tenant; the caller acts "
+                              "for tenant %s.", rpc_call_method(c), i->id, scope.tenant);
+                return NULL;
+        }
+        return i;
 }
 
 static void handle_create(RpcCall *c, const ProtobufCMessage *request, void *userdata) {
         const Namespace__Cloud__Compute__V1beta__CreateInstanceRequest *req = (const void *) request;
         Manager *m = userdata;
         char *names[LABELS_MAX], *values[LABELS_MAX];
-        char creator[32] = "";
-        const char *tenant = NULL;
+        char creator[300] = "";
         const RpcPeer *peer = rpc_call_peer(c);
+        CallerScope scope;
         char *error = NULL;
         Instance *i;
         int r;
+
+        if (!scope_or_fail(c, &scope))
+                return;
 
         if (!req->shape || req->shape->virtual_cpu <= 0 || req->shape->memory_megabytes <= 0 ||
             req->shape->memory_megabytes % 1024 != 0) {
@@ -205,13 +241,10 @@ static void handle_create(RpcCall *c, const ProtobufCMessage *request, void *use
                 rpc_call_fail(c, RPC_INVALID_ARGUMENT, "documented_purpose is longer than %d bytes.", PURPOSE_MAX);
                 return;
         }
-        if (peer->known)
+        if (scope.subject)
+                snprintf(creator, sizeof(creator), "%.256s", scope.subject);
+        else if (peer->known)
                 snprintf(creator, sizeof(creator), "uid:%u", (unsigned) peer->uid);
-        if (call_tenant(c, &tenant) < 0) {
-                rpc_call_fail(c, RPC_INVALID_ARGUMENT, "The caller's tenant id is not usable (letters, digits, '.', '_', "
-                              "'-'; at most 64).");
-                return;
-        }
 
         CreateParams p = {
                 .shape = { .vcpu = (unsigned) req->shape->virtual_cpu,
@@ -222,7 +255,7 @@ static void handle_create(RpcCall *c, const ProtobufCMessage *request, void *use
                 .label_values = values,
                 .n_labels = req->n_labels,
                 .creator = creator,
-                .tenant = tenant,
+                .tenant = scope.tenant,
         };
         if (req->deadline && p.deadline_usec == 0) {
                 rpc_call_fail(c, RPC_INVALID_ARGUMENT, "deadline is not a valid timestamp.");
@@ -310,7 +343,10 @@ static void handle_list(RpcCall *c, const ProtobufCMessage *request, void *userd
         _cleanup_free_ InstanceMetadata **list = NULL;
         uint64_t not_older = timestamp_to_usec(req->not_older_than);
         size_t n = 0, max = req->max_entries > 0 ? (size_t) req->max_entries : SIZE_MAX;
+        CallerScope scope;
 
+        if (!scope_or_fail(c, &scope))
+                return;
         for (size_t k = 0; k < req->n_label_filter; k++)
                 if (req->label_filter[k]->op == NAMESPACE__STDLIB__LABEL_FILTER_ENTRY__LABEL_FILTER_OP__UNKNOWN) {
                         rpc_call_fail(c, RPC_INVALID_ARGUMENT, "label_filter %zu has no op (EQUAL, NOT_EQUAL, EXIST).", k);
@@ -325,6 +361,8 @@ static void handle_list(RpcCall *c, const ProtobufCMessage *request, void *userd
         for (size_t k = 0; k < m->n_instances && n < max; k++) {
                 Instance *i = m->instances[k];
 
+                if (!scope_allows(&scope, i))
+                        continue;
                 if (!req->include_complete_runs && instance_state_is_final(i->state))
                         continue;
                 if (not_older && i->created_usec < not_older)
@@ -532,8 +570,88 @@ int vmm_grpc_send_log_line(RpcCall *c, uint64_t usec, const char *stream, const 
         return rpc_call_send(c, &block.base);
 }
 
-static void log_line_to_call(uint64_t usec, const char *stream, const char *line, void *userdata) {
-        (void) vmm_grpc_send_log_line(userdata, usec, stream, line);
+/* A replay goes out in blocks of many lines (LogBlock is repeated for
+ * this): the whole stored log (up to log_max) is queued at once, and as one
+ * message per line it would cost ~20 times its size in the send queue. */
+#define REPLAY_BLOCK_BYTES (64U * 1024U)
+#define REPLAY_BLOCK_LINES 1024U
+
+typedef struct ReplayBlock {
+        RpcCall *call;
+        size_t n, bytes;
+        int r;                    /* first send error; the rest is dropped */
+        uint64_t usec[REPLAY_BLOCK_LINES];
+        char *stream[REPLAY_BLOCK_LINES];
+        char *content[REPLAY_BLOCK_LINES];
+} ReplayBlock;
+
+static void replay_block_flush(ReplayBlock *b) {
+        Namespace__Cloud__Compute__V1beta__LogBlock block = NAMESPACE__CLOUD__COMPUTE__V1BETA__LOG_BLOCK__INIT;
+        _cleanup_free_ Namespace__Cloud__Compute__V1beta__LogBlock__Line *lines = NULL;
+        _cleanup_free_ Namespace__Cloud__Compute__V1beta__LogBlock__Line **ptrs = NULL;
+        _cleanup_free_ Timestamp *times = NULL;
+
+        if (b->n > 0 && b->r >= 0) {
+                lines = calloc(b->n, sizeof(*lines));
+                ptrs = calloc(b->n, sizeof(*ptrs));
+                times = calloc(b->n, sizeof(*times));
+                if (!lines || !ptrs || !times)
+                        b->r = -ENOMEM;
+                for (size_t k = 0; k < b->n && b->r >= 0; k++) {
+                        lines[k] = (Namespace__Cloud__Compute__V1beta__LogBlock__Line)
+                                NAMESPACE__CLOUD__COMPUTE__V1BETA__LOG_BLOCK__LINE__INIT;
+                        timestamp_set(&times[k], b->usec[k]);
+                        lines[k].timestamp = &times[k];
+                        lines[k].content = b->content[k];
+                        lines[k].stream = b->stream[k];
+                        ptrs[k] = &lines[k];
+                }
+                if (b->r >= 0) {
+                        block.n_lines = b->n;
+                        block.lines = ptrs;
+                        b->r = rpc_call_send(b->call, &block.base);
+                }
+        }
+        for (size_t k = 0; k < b->n; k++) {
+                free(b->stream[k]);
+                free(b->content[k]);
+        }
+        b->n = b->bytes = 0;
+}
+
+static void replay_line(uint64_t usec, const char *stream, const char *line, void *userdata) {
+        ReplayBlock *b = userdata;
+        char *s, *l;
+
+        if (b->r < 0)
+                return;
+        s = strdup(stream);
+        l = strdup(line);
+        if (!s || !l) {
+                free(s);
+                free(l);
+                b->r = -ENOMEM;
+                return;
+        }
+        b->usec[b->n] = usec;
+        b->stream[b->n] = s;
+        b->content[b->n] = l;
+        b->n++;
+        b->bytes += strlen(line) + 32;
+        if (b->n == REPLAY_BLOCK_LINES || b->bytes >= REPLAY_BLOCK_BYTES)
+                replay_block_flush(b);
+}
+
+int vmm_grpc_send_log_replay(RpcCall *c, const char *dir) {
+        _cleanup_free_ ReplayBlock *b = calloc(1, sizeof(*b));
+        int r;
+
+        if (!b)
+                return -ENOMEM;
+        b->call = c;
+        r = instance_log_replay(dir, replay_line, b);
+        replay_block_flush(b);
+        return r < 0 ? r : b->r;
 }
 
 static void handle_logs(RpcCall *c, const ProtobufCMessage *request, void *userdata) {
@@ -549,7 +667,7 @@ static void handle_logs(RpcCall *c, const ProtobufCMessage *request, void *userd
         }
         if (i->log)
                 instance_log_flush(i->log);
-        (void) instance_log_replay(i->dir, log_line_to_call, c);
+        (void) vmm_grpc_send_log_replay(c, i->dir);
         rpc_call_finish(c, RPC_OK, NULL);
 }
 

@@ -23,3 +23,5 @@ int vmm_grpc_send_exit(RpcCall *c, int32_t code);
 int vmm_grpc_reply_sync(RpcCall *c, const void *out, size_t out_size, const void *err, size_t err_size, int32_t code);
 /* StreamInstanceLogs: one line. */
 int vmm_grpc_send_log_line(RpcCall *c, uint64_t usec, const char *stream, const char *line);
+/* StreamInstanceLogs: everything stored in the instance directory, in blocks of lines. */
+int vmm_grpc_send_log_replay(RpcCall *c, const char *dir);

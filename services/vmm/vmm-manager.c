@@ -201,6 +201,12 @@ int manager_new(const DaemonArgs *args, Manager **ret) {
                 return r;
         if (m->config.boot_timeout_usec == 0 || m->config.default_duration_usec == 0)
                 return log_error_errno(-EINVAL, "[vmm] boot_timeout and default_duration must not be 0.");
+        /* StreamInstanceLogs queues the whole stored log (up to log_max) at
+         * once; with less room than that every replay would be cut. */
+        if ((m->config.rpc.max_send_queue ?: RPC_SEND_QUEUE_DEFAULT) < 2 * m->config.log_max)
+                return log_error_errno(-EINVAL, "[rpc] max_send_queue = %zu must be at least twice [vmm] log_max = %" PRIu64
+                                       ": a log replay is queued at once.",
+                                       m->config.rpc.max_send_queue ?: RPC_SEND_QUEUE_DEFAULT, m->config.log_max);
 
         m->capacity_vcpus = m->config.vcpus;
         if (m->capacity_vcpus == 0) {
@@ -651,7 +657,13 @@ static void agent_on_output(AgentConn *a, uint32_t id, AgentFrameType stream, co
         if (!e)
                 return;
         if (!e->sync) {
-                (void) vmm_grpc_send_output(e->call, stream == AGENT_STDOUT ? 1 : 2, data, size);
+                /* A reader too far behind has its stream ended by the rpc
+                 * layer, which then cancels the call: exec_cancelled() stops
+                 * the command. */
+                if (vmm_grpc_send_output(e->call, stream == AGENT_STDOUT ? 1 : 2, data, size) == -ENOBUFS)
+                        log_struct(LOG_WARNING, 0, FIELDS(i->log_field),
+                                   "Instance %s: the reader of command %" PRIu32 " fell behind by more than "
+                                   "[rpc] max_send_queue; its stream was ended and the command is stopped.", i->id, id);
                 return;
         }
         char **buf = stream == AGENT_STDOUT ? &e->out : &e->err;
@@ -1342,11 +1354,10 @@ static void log_to_followers(uint64_t usec, const char *stream, const char *line
         Instance *i = userdata;
 
         for (LogFollower *f = i->followers; f; f = f->next)
-                (void) vmm_grpc_send_log_line(f->call, usec, stream, line);
-}
-
-static void replay_to_call(uint64_t usec, const char *stream, const char *line, void *userdata) {
-        (void) vmm_grpc_send_log_line(userdata, usec, stream, line);
+                if (vmm_grpc_send_log_line(f->call, usec, stream, line) == -ENOBUFS)
+                        log_struct(LOG_WARNING, 0, FIELDS(i->log_field),
+                                   "Instance %s: a log follower fell behind by more than [rpc] max_send_queue; its "
+                                   "stream was ended.", i->id);
 }
 
 void manager_follow_logs(Manager *m, Instance *i, RpcCall *c) {
@@ -1355,7 +1366,7 @@ void manager_follow_logs(Manager *m, Instance *i, RpcCall *c) {
         (void) m;
         if (i->log)
                 instance_log_flush(i->log);
-        (void) instance_log_replay(i->dir, replay_to_call, c);
+        (void) vmm_grpc_send_log_replay(c, i->dir);
         if (!i->log || instance_state_is_final(i->state)) {
                 rpc_call_finish(c, RPC_OK, NULL);
                 return;

@@ -656,6 +656,106 @@ class TestDnsFailover(DnsMeshCase):
 
 
 @unittest.skipUnless(DIG, "needs dig")
+def tcp_query(port, name, qid=0x5151, timeout=3.0):
+    """One query over a fresh TCP connection; the answer's first A record."""
+    pkt = query_packet(name, qid=qid)
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(struct.pack(">H", len(pkt)) + pkt)
+        head = b""
+        while len(head) < 2:
+            chunk = s.recv(2 - len(head))
+            if not chunk:
+                raise ConnectionError("dnsd closed the connection without an answer")
+            head += chunk
+        n = struct.unpack(">H", head)[0]
+        reply = b""
+        while len(reply) < n:
+            chunk = s.recv(n - len(reply))
+            if not chunk:
+                raise ConnectionError("dnsd closed the connection mid-answer")
+            reply += chunk
+    assert struct.unpack(">H", reply[:2])[0] == qid
+    return socket.inet_ntoa(reply[-4:])
+
+
+def is_closed(sock, wait=0.0):
+    """True when the peer closed (EOF or reset) within `wait` seconds."""
+    sock.settimeout(wait or 0.001)
+    try:
+        return sock.recv(1) == b""
+    except socket.timeout:
+        return False
+    except ConnectionError:
+        return True
+
+
+class TestDnsTcpConnections(DnsMeshCase):
+    """Idle TCP clients cannot lock others out (RFC 7766 §6.2.3: close idle
+    connections first under pressure, and after an idle timeout). The
+    defaults: 256 connections, 10 s."""
+
+    def setUp(self):
+        self.stub = Stub("127.0.0.56", records={"t.example.test": ["10.0.3.1"]})
+        self.addCleanup(self.stub.stop)
+        self.start_mesh([self.stub.spec])
+
+    def connections(self, n):
+        conns = []
+        self.addCleanup(lambda: [c.close() for c in conns])
+        for _ in range(n):
+            conns.append(socket.create_connection(("127.0.0.1", self.port), timeout=5))
+        return conns
+
+    def test_idle_connections_beyond_the_cap_do_not_lock_out_new_clients(self):
+        idle = self.connections(300)
+        time.sleep(0.5)  # every one accepted
+        for i in range(20):
+            self.assertEqual(tcp_query(self.port, "t.example.test", qid=0x6000 + i), "10.0.3.1")
+        # The clients that made room were the ones idle longest.
+        closed = [i for i, c in enumerate(idle) if is_closed(c)]
+        self.assertEqual(closed, list(range(len(closed))))
+        self.assertTrue(300 - 256 <= len(closed) <= 300 - 256 + 20, closed)
+        r = self.mesh.nsc("dns", "stats", "--prometheus")
+        m = re.search(r"^hostmesh_dns_tcp_idle_closed_total(?:\{[^}]*\})? (\d+)$", r.stdout, re.M)
+        self.assertIsNotNone(m, r.stdout)
+        self.assertGreaterEqual(int(m.group(1)), len(closed))
+        # A connection that keeps querying is not the one to go.
+        busy = self.connections(1)[0]
+        for i in range(3):
+            more = self.connections(100)
+            pkt = query_packet("t.example.test", qid=0x7000 + i)
+            busy.sendall(struct.pack(">H", len(pkt)) + pkt)
+            self.assertEqual(busy.recv(2 + 512)[2:4], struct.pack(">H", 0x7000 + i))
+            del more
+
+    def test_200_idle_connections_and_new_clients_still_served(self):
+        self.connections(200)
+        time.sleep(0.3)
+        for i in range(10):
+            self.assertEqual(tcp_query(self.port, "t.example.test", qid=0x6100 + i), "10.0.3.1")
+
+    def test_a_client_trickling_bytes_is_closed_after_the_idle_timeout(self):
+        trickler, quiet = self.connections(2)
+        pkt = query_packet("t.example.test")
+        wire = struct.pack(">H", len(pkt)) + pkt
+        t0 = time.time()
+        closed_after = None
+        # One byte every half second (16 s for the whole query) never
+        # completes one within the timeout: that is idle too.
+        for b in wire[:-1]:
+            if is_closed(trickler, 0.5):
+                closed_after = time.time() - t0
+                break
+            try:
+                trickler.send(bytes([b]))
+            except OSError:
+                pass
+        self.assertIsNotNone(closed_after, "dnsd still holds a client that trickles bytes")
+        self.assertGreater(closed_after, 8)
+        self.assertLess(closed_after, 13)
+        self.assertTrue(is_closed(quiet, 1))
+
+
 class TestDnsSocketActivation(unittest.TestCase):
     """The way systemd starts dnsd: the gRPC, UDP and TCP sockets passed as
     fds 3-5 named grpc, dns-udp and dns-tcp (LISTEN_FDS/LISTEN_FDNAMES)."""

@@ -523,6 +523,13 @@ class IdentityTest(unittest.TestCase):
             self.assertIn(why, json.loads(r.stdout)["error"]["message"])
         r = self.mesh.nsc("auth", "exchange-token", "--token", ext_token(), "--audience", "x", "--duration", "1h")
         self.assertEqual(r.returncode, 6, r.stdout + r.stderr)
+        # An external token never becomes a credential for hostmesh itself,
+        # not even among other audiences.
+        for audiences in (["hostmesh"], ["x", "hostmesh"]):
+            args = [a for aud in audiences for a in ("--audience", aud)]
+            r = self.mesh.nsc("auth", "exchange-token", "--token", ext_token(), *args, "-o", "json")
+            self.assertEqual(r.returncode, 5, r.stdout + r.stderr)
+            self.assertIn("internal_audience", json.loads(r.stdout)["error"]["message"])
 
         # Bad relationships are refused with the field named.
         r = self.mesh.nsc("auth", "trust-relationships", "add", "--issuer", iss, "--jwks-json", "{\"keys\":[]}",
