@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "error-util.h"
 #include "disk-containers.h"
 #include "disk-image.h"
 #include "disk-oci.h"
@@ -63,19 +64,6 @@ struct ContainerJob {
         void *userdata;
         ContainerJob *next;
 };
-
-_printf_(3, 4) static int fail(char **ret_error, int r, const char *fmt, ...) {
-        va_list ap;
-
-        if (ret_error) {
-                free(*ret_error);
-                va_start(ap, fmt);
-                if (vasprintf(ret_error, fmt, ap) < 0)
-                        *ret_error = NULL;
-                va_end(ap);
-        }
-        return r;
-}
 
 static ContainerJob *job_free(ContainerJob *j) {
         if (!j)
@@ -223,13 +211,13 @@ static int layout_read_blob(ContainerJob *j, const char *digest, char **ret, siz
         blob_rel(digest, rel);
         r = open_in(j->unpack_root, rel, &fd);
         if (r < 0)
-                return fail(&j->error, r == -ENOENT ? -EINVAL : r, "The OCI layout %s has no blob %s.", j->source, digest);
+                return error_set(&j->error, r == -ENOENT ? -EINVAL : r, "The OCI layout %s has no blob %s.", j->source, digest);
         r = verify_fd(fd, digest);
         if (r < 0)
-                return fail(&j->error, r, "Blob %s in %s does not match its digest; nothing was kept.", digest, j->source);
+                return error_set(&j->error, r, "Blob %s in %s does not match its digest; nothing was kept.", digest, j->source);
         r = read_fd_all(fd, ret, ret_len);
         if (r < 0)
-                return fail(&j->error, r, "Cannot read blob %s of %s: %s.", digest, j->source, strerror(-r));
+                return error_set(&j->error, r, "Cannot read blob %s of %s: %s.", digest, j->source, strerror(-r));
         return 0;
 }
 
@@ -246,13 +234,13 @@ static int resolve_layout(ContainerJob *j) {
                 r = p ? read_small_file(AT_FDCWD, p, &text, &len) : -ENOMEM;
         }
         if (r < 0)
-                return fail(&j->error, r, "Cannot read index.json of %s: %s.", j->source, strerror(-r));
+                return error_set(&j->error, r, "Cannot read index.json of %s: %s.", j->source, strerror(-r));
         r = oci_document_parse(text, len, OCI_MT_INDEX, &index, &j->error);
         if (r < 0)
                 return r;
         for (int depth = 0;; depth++) {
                 if (index.kind != OCI_KIND_INDEX || index.n_entries == 0)
-                        return fail(&j->error, -EINVAL, "index.json of %s lists no image.", j->source);
+                        return error_set(&j->error, -EINVAL, "index.json of %s lists no image.", j->source);
                 if (oci_index_pick(&index, "linux", "amd64", &pick) < 0) {
                         /* A layout of one image often gives no platform. */
                         pick = NULL;
@@ -260,7 +248,7 @@ static int resolve_layout(ContainerJob *j) {
                                 if (!index.entries[i].os[0])
                                         pick = &index.entries[i];
                         if (!pick)
-                                return fail(&j->error, -ENOENT, "%s holds no linux/amd64 image.", j->source);
+                                return error_set(&j->error, -ENOENT, "%s holds no linux/amd64 image.", j->source);
                 }
                 chosen = *pick;
                 if (!isempty(chosen.ref_name) && isempty(j->name) && !j->ref) {
@@ -280,7 +268,7 @@ static int resolve_layout(ContainerJob *j) {
                 if (index.kind == OCI_KIND_MANIFEST)
                         break;
                 if (depth > 0)
-                        return fail(&j->error, -EINVAL, "%s nests indexes deeper than diskd follows.", j->source);
+                        return error_set(&j->error, -EINVAL, "%s nests indexes deeper than diskd follows.", j->source);
         }
         memcpy(j->digest, chosen.digest, sizeof(j->digest));
         j->manifest = index;
@@ -297,20 +285,20 @@ static int resolve_docker_save(ContainerJob *j) {
 
         r = p ? read_small_file(AT_FDCWD, p, &text, &len) : -ENOMEM;
         if (r < 0)
-                return fail(&j->error, r, "Cannot read manifest.json of %s: %s.", j->source, strerror(-r));
+                return error_set(&j->error, r, "Cannot read manifest.json of %s: %s.", j->source, strerror(-r));
         r = docker_save_parse(text, len, &j->save, &j->error);
         if (r < 0)
                 return r;
         r = open_in(j->unpack_root, j->save.config, &fd);
         if (r < 0)
-                return fail(&j->error, -EINVAL, "%s names config %s, which is not in the archive.", j->source,
+                return error_set(&j->error, -EINVAL, "%s names config %s, which is not in the archive.", j->source,
                             j->save.config);
         /* A docker save archive has no manifest: the image is known by its
          * config's digest (what docker calls the image id). */
         snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
         r = image_digest(path, j->digest);
         if (r < 0)
-                return fail(&j->error, r, "Cannot read %s in %s: %s.", j->save.config, j->source, strerror(-r));
+                return error_set(&j->error, r, "Cannot read %s in %s: %s.", j->save.config, j->source, strerror(-r));
         if (isempty(j->name) && j->save.tag && !j->ref) {
                 j->ref = strdup(j->save.tag);
                 if (!j->ref)
@@ -325,7 +313,7 @@ static void resolve_import(ContainerJob *j) {
         struct stat st;
 
         if (stat(j->source, &st) < 0) {
-                j->r = fail(&j->error, negative_errno(), "Cannot open %s: %m.", j->source);
+                j->r = error_set(&j->error, negative_errno(), "Cannot open %s: %m.", j->source);
                 return;
         }
         if (S_ISDIR(st.st_mode))
@@ -342,7 +330,7 @@ static void resolve_import(ContainerJob *j) {
                 root = open(j->unpack_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
                 fd = open(j->source, O_RDONLY | O_CLOEXEC | O_NOCTTY);
                 if (root < 0 || fd < 0) {
-                        j->r = fail(&j->error, negative_errno(), "Cannot open %s: %m.", j->source);
+                        j->r = error_set(&j->error, negative_errno(), "Cannot open %s: %m.", j->source);
                         return;
                 }
                 j->r = tar_unpack_layer_fd(root, fd, &j->limits, &stats, &j->error);
@@ -366,7 +354,7 @@ static void resolve_import(ContainerJob *j) {
         else if (access(manifest, F_OK) == 0)
                 j->r = resolve_docker_save(j);
         else
-                j->r = fail(&j->error, -EINVAL, "%s is neither an OCI layout (index.json) nor a docker save archive "
+                j->r = error_set(&j->error, -EINVAL, "%s is neither an OCI layout (index.json) nor a docker save archive "
                             "(manifest.json).", j->source);
 }
 
@@ -390,7 +378,7 @@ static void resolve_pull(ContainerJob *j) {
                 char want[OCI_DIGEST_MAX];
 
                 if (oci_index_pick(&doc, "linux", "amd64", &pick) < 0) {
-                        j->r = fail(&j->error, -ENOENT, "%s has no linux/amd64 image.", j->source);
+                        j->r = error_set(&j->error, -ENOENT, "%s has no linux/amd64 image.", j->source);
                         return;
                 }
                 memcpy(want, pick->digest, sizeof(want));
@@ -402,7 +390,7 @@ static void resolve_pull(ContainerJob *j) {
                 if (r >= 0)
                         r = oci_document_parse(body, len, type, &doc, &j->error);
                 if (r >= 0 && doc.kind != OCI_KIND_MANIFEST)
-                        r = fail(&j->error, -EINVAL, "%s: the index entry for linux/amd64 is not a manifest.", j->source);
+                        r = error_set(&j->error, -EINVAL, "%s: the index entry for linux/amd64 is not a manifest.", j->source);
         }
         if (r < 0) {
                 j->r = r;
@@ -421,7 +409,7 @@ static void resolve_run(void *data) {
                 resolve_pull(j);
         for (size_t i = 0; j->r >= 0 && !j->docker_save && i < j->manifest.n_entries; i++)
                 if (oci_layer_type_check(j->manifest.entries[i].media_type) < 0)
-                        j->r = fail(&j->error, -EOPNOTSUPP, "Layer %zu of %s has media type %s, which diskd does "
+                        j->r = error_set(&j->error, -EOPNOTSUPP, "Layer %zu of %s has media type %s, which diskd does "
                                     "not unpack (tar and tar+gzip only).", i, j->source,
                                     j->manifest.entries[i].media_type);
 }
@@ -439,18 +427,18 @@ static int layer_open(ContainerJob *j, size_t i, int *ret_fd, const char **ret_w
                 *ret_what = j->save.layers[i];
                 r = open_in(j->unpack_root, j->save.layers[i], &fd);
                 if (r < 0)
-                        return fail(&j->error, -EINVAL, "%s names layer %s, which is not in the archive.", j->source,
+                        return error_set(&j->error, -EINVAL, "%s names layer %s, which is not in the archive.", j->source,
                                     j->save.layers[i]);
         } else if (j->import) {
                 *ret_what = j->manifest.entries[i].digest;
                 blob_rel(j->manifest.entries[i].digest, rel);
                 r = open_in(j->unpack_root, rel, &fd);
                 if (r < 0)
-                        return fail(&j->error, -EINVAL, "The OCI layout %s has no blob %s.", j->source,
+                        return error_set(&j->error, -EINVAL, "The OCI layout %s has no blob %s.", j->source,
                                     j->manifest.entries[i].digest);
                 r = verify_fd(fd, j->manifest.entries[i].digest);
                 if (r < 0)
-                        return fail(&j->error, r, "Blob %s in %s does not match its digest; nothing was kept.",
+                        return error_set(&j->error, r, "Blob %s in %s does not match its digest; nothing was kept.",
                                     j->manifest.entries[i].digest, j->source);
         } else {
                 _cleanup_free_ char *p = path_join(j->staging, "layer");
@@ -481,7 +469,7 @@ static int config_check(ContainerJob *j, OciConfig *ret) {
                 _cleanup_free_ char *p = path_join(j->unpack_root, j->save.config);
                 r = p ? read_small_file(AT_FDCWD, p, &text, &len) : -ENOMEM;
                 if (r < 0)
-                        return fail(&j->error, r, "Cannot read %s in %s: %s.", j->save.config, j->source, strerror(-r));
+                        return error_set(&j->error, r, "Cannot read %s in %s: %s.", j->save.config, j->source, strerror(-r));
         } else if (j->import) {
                 r = layout_read_blob(j, j->manifest.config.digest, &text, &len);
                 if (r < 0)
@@ -505,7 +493,7 @@ static int config_check(ContainerJob *j, OciConfig *ret) {
         if (r < 0)
                 return r;
         if (!streq(ret->os, "linux") || !streq(ret->architecture, "amd64"))
-                return fail(&j->error, -EINVAL, "%s is a %s/%s image; this host runs linux/amd64.", j->source, ret->os,
+                return error_set(&j->error, -EINVAL, "%s is a %s/%s image; this host runs linux/amd64.", j->source, ret->os,
                             ret->architecture);
         return 0;
 }
@@ -525,12 +513,12 @@ static void unpack_run(void *data) {
         if (j->r < 0)
                 return;
         if (j->docker_save && config.n_diff_ids != n_layers) {
-                j->r = fail(&j->error, -EINVAL, "%s lists %zu layers but its config %zu.", j->source, n_layers,
+                j->r = error_set(&j->error, -EINVAL, "%s lists %zu layers but its config %zu.", j->source, n_layers,
                             config.n_diff_ids);
                 return;
         }
         if (mkdir(rootfs, 0755) < 0 || (root = open(rootfs, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
-                j->r = fail(&j->error, negative_errno(), "Cannot create the unpack directory %s: %m.", rootfs);
+                j->r = error_set(&j->error, negative_errno(), "Cannot create the unpack directory %s: %m.", rootfs);
                 return;
         }
         for (size_t i = 0; i < n_layers; i++) {
@@ -543,7 +531,7 @@ static void unpack_run(void *data) {
                 /* docker save layers are plain tars: their digest is the
                  * config's diff_id. */
                 if (j->docker_save && (j->r = verify_fd(fd, config.diff_ids[i])) < 0) {
-                        j->r = fail(&j->error, j->r, "Layer %s in %s does not match diff_id %s; nothing was kept.",
+                        j->r = error_set(&j->error, j->r, "Layer %s in %s does not match diff_id %s; nothing was kept.",
                                     what, j->source, config.diff_ids[i]);
                         return;
                 }
@@ -554,7 +542,7 @@ static void unpack_run(void *data) {
                 j->r = tar_unpack_layer_fd(root, fd, &j->limits, &j->stats, &j->error);
                 if (j->r < 0) {
                         char *inner = TAKE_PTR(j->error);
-                        j->r = fail(&j->error, j->r, "Layer %zu (%s) of %s refused: %s", i, what, j->source,
+                        j->r = error_set(&j->error, j->r, "Layer %zu (%s) of %s refused: %s", i, what, j->source,
                                     inner ? inner : strerror(-j->r));
                         free(inner);
                         return;
@@ -562,7 +550,7 @@ static void unpack_run(void *data) {
         }
         j->r = image_make_ext4(rootfs, j->image_path, 0, &output);
         if (j->r < 0) {
-                j->r = fail(&j->error, j->r, "mkfs.ext4 -d of the unpacked image failed: %s",
+                j->r = error_set(&j->error, j->r, "mkfs.ext4 -d of the unpacked image failed: %s",
                             output ? output : strerror(-j->r));
                 return;
         }
@@ -580,7 +568,7 @@ static void job_finish(Manager *m, ContainerJob *j, int r, const ContainerRecord
 
         job_unlink(m, j);
         if (r < 0 && !j->error)
-                (void) fail(&j->error, r, "%s %s failed: %s.", j->import ? "Importing" : "Pulling", j->source,
+                (void) error_set(&j->error, r, "%s %s failed: %s.", j->import ? "Importing" : "Pulling", j->source,
                             strerror(-r));
         if (r < 0)
                 log_warning("%s", j->error);
@@ -601,7 +589,7 @@ static void finish_with_record(Manager *m, ContainerJob *j, bool cached) {
 
         r = store_container_get(m->store, j->digest, &c);
         if (r < 0)
-                (void) fail(&j->error, r, "Cannot read the record of image %s: %s.", j->digest, strerror(-r));
+                (void) error_set(&j->error, r, "Cannot read the record of image %s: %s.", j->digest, strerror(-r));
         job_finish(m, j, r, r >= 0 ? &c : NULL, cached);
 }
 
@@ -611,7 +599,7 @@ static void unpack_complete(Manager *m, void *data, bool cancelled) {
 
         if (cancelled) {
                 /* Shutting down: the intent stays, the next start rolls back. */
-                (void) fail(&j->error, -ECANCELED, "diskd is shutting down; pull or import again.");
+                (void) error_set(&j->error, -ECANCELED, "diskd is shutting down; pull or import again.");
                 return job_finish(m, j, -ECANCELED, NULL, false);
         }
         if (r >= 0) {
@@ -634,7 +622,7 @@ static void unpack_complete(Manager *m, void *data, bool cancelled) {
                 };
                 r = store_container_commit(m->store, &i, &c, j->ref, j->intent);
                 if (r < 0)
-                        (void) fail(&j->error, r, "Failed to record image %s: %s.", j->digest, strerror(-r));
+                        (void) error_set(&j->error, r, "Failed to record image %s: %s.", j->digest, strerror(-r));
         }
         if (r < 0) {
                 (void) unlink(j->image_path);
@@ -655,7 +643,7 @@ static void resolve_complete(Manager *m, void *data, bool cancelled) {
         int r = j->r;
 
         if (cancelled) {
-                (void) fail(&j->error, -ECANCELED, "diskd is shutting down; pull or import again.");
+                (void) error_set(&j->error, -ECANCELED, "diskd is shutting down; pull or import again.");
                 return job_finish(m, j, -ECANCELED, NULL, false);
         }
         if (r < 0)
@@ -670,7 +658,7 @@ static void resolve_complete(Manager *m, void *data, bool cancelled) {
                 /* Unpacked already: only the ref moves. */
                 r = store_ref_set(m->store, j->ref, j->digest);
                 if (r < 0) {
-                        (void) fail(&j->error, r, "Failed to record ref %s: %s.", j->ref, strerror(-r));
+                        (void) error_set(&j->error, r, "Failed to record ref %s: %s.", j->ref, strerror(-r));
                         return job_finish(m, j, r, NULL, false);
                 }
                 log_info("%s is image %s, unpacked already.", j->source, j->digest);
@@ -680,7 +668,7 @@ static void resolve_complete(Manager *m, void *data, bool cancelled) {
                 return job_finish(m, j, r, NULL, false);
         for (ContainerJob *o = m->container_jobs; o; o = o->next)
                 if (o != j && o->intent > 0 && streq(o->digest, j->digest)) {
-                        (void) fail(&j->error, -EBUSY, "Image %s is being unpacked by another call; ask again when "
+                        (void) error_set(&j->error, -EBUSY, "Image %s is being unpacked by another call; ask again when "
                                     "it returns.", j->digest);
                         return job_finish(m, j, -EBUSY, NULL, false);
                 }
@@ -689,7 +677,7 @@ static void resolve_complete(Manager *m, void *data, bool cancelled) {
                 return job_finish(m, j, -ENOMEM, NULL, false);
         r = store_intent_add(m->store, "add-image", j->image_name, j->image_path, &j->intent);
         if (r < 0) {
-                (void) fail(&j->error, r, "Cannot record the intent to add image %s: %s.", j->digest, strerror(-r));
+                (void) error_set(&j->error, r, "Cannot record the intent to add image %s: %s.", j->digest, strerror(-r));
                 return job_finish(m, j, r, NULL, false);
         }
         (void) unlink(j->image_path); /* a leftover of a crash before recovery could run */
@@ -712,13 +700,13 @@ static int job_start(Manager *m, ContainerJob **jp, char **ret_error) {
         };
         r = staging_new(m, &j->staging);
         if (r < 0)
-                return fail(ret_error, r, "Cannot create an unpack directory in %s: %s.", m->state_dir, strerror(-r));
+                return error_set(ret_error, r, "Cannot create an unpack directory in %s: %s.", m->state_dir, strerror(-r));
         j->next = m->container_jobs;
         m->container_jobs = j;
         r = work_start(m, resolve_run, resolve_complete, j);
         if (r < 0) {
                 job_unlink(m, j);
-                return fail(ret_error, r, "Cannot start: %s.", strerror(-r));
+                return error_set(ret_error, r, "Cannot start: %s.", strerror(-r));
         }
         *jp = NULL;
         return 0;
@@ -760,15 +748,15 @@ int container_import_async(Manager *m, const char *path, const char *name, Conta
         _cleanup_free_ char *real = NULL;
 
         if (isempty(path) || path[0] != '/')
-                return fail(ret_error, -EINVAL, "The path to import must be absolute.");
+                return error_set(ret_error, -EINVAL, "The path to import must be absolute.");
         real = realpath(path, NULL);
         if (!real)
-                return fail(ret_error, negative_errno(), "Cannot open %s: %m.", path);
+                return error_set(ret_error, negative_errno(), "Cannot open %s: %m.", path);
         if (!source_allowed(m, real))
-                return fail(ret_error, -EPERM, "%s is outside the directories diskd may read sources from "
+                return error_set(ret_error, -EPERM, "%s is outside the directories diskd may read sources from "
                             "(image_source_dirs in disk.conf).", path);
         if (!isempty(name) && (strlen(name) > 255 || strpbrk(name, " \t\n\"'\\")))
-                return fail(ret_error, -EINVAL, "Invalid image name '%.*s'.", 64, name);
+                return error_set(ret_error, -EINVAL, "Invalid image name '%.*s'.", 64, name);
         j = calloc(1, sizeof(*j));
         if (!j)
                 return -ENOMEM;
@@ -785,7 +773,7 @@ int container_import_async(Manager *m, const char *path, const char *name, Conta
 int container_list(Manager *m, ContainerRecord **ret, size_t *ret_n, char **ret_error) {
         int r = store_container_list(m->store, ret, ret_n);
         if (r < 0)
-                return fail(ret_error, r, "Cannot read image records: %s.", strerror(-r));
+                return error_set(ret_error, r, "Cannot read image records: %s.", strerror(-r));
         return 0;
 }
 
@@ -798,7 +786,7 @@ int container_gc(Manager *m, unsigned *ret_collected, char **ret_error) {
         (void) store_container_prune(m->store);
         r = store_container_unreferenced(m->store, &list, &n);
         if (r < 0)
-                return fail(ret_error, r, "Cannot read image records: %s.", strerror(-r));
+                return error_set(ret_error, r, "Cannot read image records: %s.", strerror(-r));
         for (size_t i = 0; i < n; i++) {
                 int64_t intent;
                 bool busy = false;
@@ -834,7 +822,7 @@ int container_delete(Manager *m, const char *ref, unsigned *ret_collected, char 
         int r;
 
         if (isempty(ref) || strlen(ref) > 1024)
-                return fail(ret_error, -EINVAL, "Give an image reference or digest.");
+                return error_set(ret_error, -EINVAL, "Give an image reference or digest.");
         /* Pulled images are listed by their normalized reference. */
         if (!oci_digest_is_valid(ref) && oci_ref_parse(ref, &parsed, NULL) >= 0) {
                 r = oci_ref_format(&parsed, &key);
@@ -845,9 +833,9 @@ int container_delete(Manager *m, const char *ref, unsigned *ret_collected, char 
         if (r == -ENOENT && key)
                 r = store_ref_remove(m->store, ref);
         if (r == -ENOENT)
-                return fail(ret_error, -ENOENT, "No image '%s'; see 'nsc images list'.", ref);
+                return error_set(ret_error, -ENOENT, "No image '%s'; see 'nsc images list'.", ref);
         if (r < 0)
-                return fail(ret_error, r, "Failed to remove ref '%s': %s.", ref, strerror(-r));
+                return error_set(ret_error, r, "Failed to remove ref '%s': %s.", ref, strerror(-r));
         log_info("Removed image ref '%s'.", ref);
         return container_gc(m, ret_collected, ret_error);
 }

@@ -8,20 +8,8 @@
 #include <stdarg.h>
 
 #include "disk-oci.h"
+#include "error-util.h"
 #include "macro.h"
-
-_printf_(3, 4) static int fail(char **ret_error, int r, const char *fmt, ...) {
-        va_list ap;
-
-        if (ret_error) {
-                free(*ret_error);
-                va_start(ap, fmt);
-                if (vasprintf(ret_error, fmt, ap) < 0)
-                        *ret_error = NULL;
-                va_end(ap);
-        }
-        return r;
-}
 
 bool oci_digest_is_valid(const char *d) {
         if (!d || strncmp(d, "sha256:", 7) != 0 || strlen(d) != 7 + 64)
@@ -109,22 +97,22 @@ int oci_ref_parse(const char *s, OciRef *ret, char **ret_error) {
         char *slash, *at, *colon, *name;
 
         if (!s || strlen(s) >= sizeof(buf) || !*s)
-                return fail(ret_error, -EINVAL, "Invalid image reference: give HOST[:PORT]/REPOSITORY[:TAG|@sha256:DIGEST].");
+                return error_set(ret_error, -EINVAL, "Invalid image reference: give HOST[:PORT]/REPOSITORY[:TAG|@sha256:DIGEST].");
         strcpy(buf, s);
         slash = strchr(buf, '/');
         if (!slash || slash == buf)
-                return fail(ret_error, -EINVAL, "Invalid image reference '%s': it needs a registry host "
+                return error_set(ret_error, -EINVAL, "Invalid image reference '%s': it needs a registry host "
                             "(HOST[:PORT]/REPOSITORY[:TAG]); there is no default registry.", s);
         *slash = '\0';
         name = slash + 1;
         if (!host_is_valid(buf) || (!strchr(buf, '.') && !strchr(buf, ':') && !streq(buf, "localhost")))
-                return fail(ret_error, -EINVAL, "Invalid image reference '%s': '%s' is not a registry host.", s, buf);
+                return error_set(ret_error, -EINVAL, "Invalid image reference '%s': '%s' is not a registry host.", s, buf);
         snprintf(ref.host, sizeof(ref.host), "%s", buf);
         at = strchr(name, '@');
         if (at) {
                 *at = '\0';
                 if (!oci_digest_is_valid(at + 1))
-                        return fail(ret_error, -EINVAL, "Invalid image reference '%s': the digest must be "
+                        return error_set(ret_error, -EINVAL, "Invalid image reference '%s': the digest must be "
                                     "sha256: and 64 lowercase hex digits.", s);
                 snprintf(ref.digest, sizeof(ref.digest), "%s", at + 1);
         }
@@ -132,12 +120,12 @@ int oci_ref_parse(const char *s, OciRef *ret, char **ret_error) {
         if (colon && !strchr(colon, '/')) {
                 *colon = '\0';
                 if (!tag_is_valid(colon + 1))
-                        return fail(ret_error, -EINVAL, "Invalid image reference '%s': bad tag '%s'.", s, colon + 1);
+                        return error_set(ret_error, -EINVAL, "Invalid image reference '%s': bad tag '%s'.", s, colon + 1);
                 snprintf(ref.tag, sizeof(ref.tag), "%s", colon + 1);
         } else if (!at)
                 snprintf(ref.tag, sizeof(ref.tag), "latest");
         if (!repository_is_valid(name))
-                return fail(ret_error, -EINVAL, "Invalid image reference '%s': bad repository name '%s' "
+                return error_set(ret_error, -EINVAL, "Invalid image reference '%s': bad repository name '%s' "
                             "(lowercase letters, digits and . _ - / separators).", s, name);
         snprintf(ref.repository, sizeof(ref.repository), "%s", name);
         *ret = ref;
@@ -171,22 +159,22 @@ static int descriptor_parse(json_t *o, OciDescriptor *d, const char *what, size_
 
         *d = (OciDescriptor){};
         if (!json_is_object(o))
-                return fail(ret_error, -EINVAL, "%s %zu is not an object.", what, i);
+                return error_set(ret_error, -EINVAL, "%s %zu is not an object.", what, i);
         if (get_string(o, "mediaType", d->media_type, sizeof(d->media_type), true) < 0)
-                return fail(ret_error, -EINVAL, "%s %zu has no valid mediaType.", what, i);
+                return error_set(ret_error, -EINVAL, "%s %zu has no valid mediaType.", what, i);
         if (get_string(o, "digest", d->digest, sizeof(d->digest), true) < 0 || !oci_digest_is_valid(d->digest))
-                return fail(ret_error, -EINVAL, "%s %zu has no sha256 digest (other algorithms are not supported).",
+                return error_set(ret_error, -EINVAL, "%s %zu has no sha256 digest (other algorithms are not supported).",
                             what, i);
         size = json_object_get(o, "size");
         if (!json_is_integer(size) || json_integer_value(size) < 0)
-                return fail(ret_error, -EINVAL, "%s %zu has no valid size.", what, i);
+                return error_set(ret_error, -EINVAL, "%s %zu has no valid size.", what, i);
         d->size = (uint64_t) json_integer_value(size);
         platform = json_object_get(o, "platform");
         if (json_is_object(platform) &&
             (get_string(platform, "os", d->os, sizeof(d->os), false) < 0 ||
              get_string(platform, "architecture", d->architecture, sizeof(d->architecture), false) < 0 ||
              get_string(platform, "variant", d->variant, sizeof(d->variant), false) < 0))
-                return fail(ret_error, -EINVAL, "%s %zu has an invalid platform.", what, i);
+                return error_set(ret_error, -EINVAL, "%s %zu has an invalid platform.", what, i);
         annotations = json_object_get(o, "annotations");
         if (json_is_object(annotations))
                 (void) get_string(annotations, "org.opencontainers.image.ref.name", d->ref_name, sizeof(d->ref_name),
@@ -209,16 +197,16 @@ int oci_document_parse(const char *text, size_t len, const char *content_type, O
         int r;
 
         if (len > OCI_DOCUMENT_MAX)
-                return fail(ret_error, -E2BIG, "The image manifest is larger than %u bytes.", OCI_DOCUMENT_MAX);
+                return error_set(ret_error, -E2BIG, "The image manifest is larger than %u bytes.", OCI_DOCUMENT_MAX);
         root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
         if (!json_is_object(root))
-                return fail(ret_error, -EINVAL, "The image manifest is not a JSON object.");
+                return error_set(ret_error, -EINVAL, "The image manifest is not a JSON object.");
         v = json_object_get(root, "schemaVersion");
         if (!json_is_integer(v) || json_integer_value(v) != 2)
-                return fail(ret_error, -EINVAL, "The image manifest has schemaVersion other than 2 "
+                return error_set(ret_error, -EINVAL, "The image manifest has schemaVersion other than 2 "
                             "(Docker schema 1 is not supported).");
         if (get_string(root, "mediaType", media_type, sizeof(media_type), false) < 0)
-                return fail(ret_error, -EINVAL, "The image manifest has an invalid mediaType.");
+                return error_set(ret_error, -EINVAL, "The image manifest has an invalid mediaType.");
         if (!media_type[0] && content_type) {
                 /* Content-Type may carry parameters ("; charset=utf-8"). */
                 snprintf(media_type, sizeof(media_type), "%.*s", (int) strcspn(content_type, "; "), content_type);
@@ -231,7 +219,7 @@ int oci_document_parse(const char *text, size_t len, const char *content_type, O
                 /* image-spec: mediaType is optional; the shape says which. */
                 d.kind = json_object_get(root, "manifests") ? OCI_KIND_INDEX : OCI_KIND_MANIFEST;
         else
-                return fail(ret_error, -EINVAL, "Unsupported manifest media type '%s'.", media_type);
+                return error_set(ret_error, -EINVAL, "Unsupported manifest media type '%s'.", media_type);
 
         if (d.kind == OCI_KIND_MANIFEST) {
                 r = descriptor_parse(json_object_get(root, "config"), &d.config, "Config descriptor", 0, ret_error);
@@ -240,10 +228,10 @@ int oci_document_parse(const char *text, size_t len, const char *content_type, O
         }
         list = json_object_get(root, d.kind == OCI_KIND_INDEX ? "manifests" : "layers");
         if (!json_is_array(list))
-                return fail(ret_error, -EINVAL, "The image %s has no '%s' array.",
+                return error_set(ret_error, -EINVAL, "The image %s has no '%s' array.",
                             d.kind == OCI_KIND_INDEX ? "index" : "manifest", d.kind == OCI_KIND_INDEX ? "manifests" : "layers");
         if (json_array_size(list) > (d.kind == OCI_KIND_INDEX ? OCI_MAX_MANIFESTS : OCI_MAX_LAYERS))
-                return fail(ret_error, -E2BIG, "The image has %zu %s, more than %d.", json_array_size(list),
+                return error_set(ret_error, -E2BIG, "The image has %zu %s, more than %d.", json_array_size(list),
                             d.kind == OCI_KIND_INDEX ? "manifests" : "layers",
                             d.kind == OCI_KIND_INDEX ? OCI_MAX_MANIFESTS : OCI_MAX_LAYERS);
         d.n_entries = json_array_size(list);
@@ -301,23 +289,23 @@ int oci_config_parse(const char *text, size_t len, OciConfig *ret, char **ret_er
         size_t i;
 
         if (len > OCI_DOCUMENT_MAX)
-                return fail(ret_error, -E2BIG, "The image config is larger than %u bytes.", OCI_DOCUMENT_MAX);
+                return error_set(ret_error, -E2BIG, "The image config is larger than %u bytes.", OCI_DOCUMENT_MAX);
         root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
         if (!json_is_object(root))
-                return fail(ret_error, -EINVAL, "The image config is not a JSON object.");
+                return error_set(ret_error, -EINVAL, "The image config is not a JSON object.");
         if (get_string(root, "os", c.os, sizeof(c.os), true) < 0 ||
             get_string(root, "architecture", c.architecture, sizeof(c.architecture), true) < 0)
-                return fail(ret_error, -EINVAL, "The image config has no valid os and architecture.");
+                return error_set(ret_error, -EINVAL, "The image config has no valid os and architecture.");
         ids = json_object_get(json_object_get(root, "rootfs"), "diff_ids");
         if (!json_is_array(ids) || json_array_size(ids) > OCI_MAX_LAYERS)
-                return fail(ret_error, -EINVAL, "The image config has no valid rootfs.diff_ids.");
+                return error_set(ret_error, -EINVAL, "The image config has no valid rootfs.diff_ids.");
         c.diff_ids = calloc(json_array_size(ids) + 1, sizeof(char *));
         if (!c.diff_ids)
                 return -ENOMEM;
         json_array_foreach(ids, i, v) {
                 if (!json_is_string(v) || !oci_digest_is_valid(json_string_value(v))) {
                         oci_config_done(&c);
-                        return fail(ret_error, -EINVAL, "The image config's diff_id %zu is not a sha256 digest.", i);
+                        return error_set(ret_error, -EINVAL, "The image config's diff_id %zu is not a sha256 digest.", i);
                 }
                 c.diff_ids[i] = strdup(json_string_value(v));
                 if (!c.diff_ids[i]) {
@@ -358,27 +346,27 @@ int docker_save_parse(const char *text, size_t len, DockerSave *ret, char **ret_
         size_t i;
 
         if (len > OCI_DOCUMENT_MAX)
-                return fail(ret_error, -E2BIG, "manifest.json is larger than %u bytes.", OCI_DOCUMENT_MAX);
+                return error_set(ret_error, -E2BIG, "manifest.json is larger than %u bytes.", OCI_DOCUMENT_MAX);
         root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
         if (!json_is_array(root) || json_array_size(root) == 0)
-                return fail(ret_error, -EINVAL, "manifest.json is not a non-empty JSON array.");
+                return error_set(ret_error, -EINVAL, "manifest.json is not a non-empty JSON array.");
         img = json_array_get(root, 0);
         v = json_object_get(img, "Config");
         if (!json_is_string(v) || !archive_path_is_valid(json_string_value(v)))
-                return fail(ret_error, -EINVAL, "manifest.json has no valid Config path.");
+                return error_set(ret_error, -EINVAL, "manifest.json has no valid Config path.");
         d.config = strdup(json_string_value(v));
         tags = json_object_get(img, "RepoTags");
         if (json_is_array(tags) && json_is_string(json_array_get(tags, 0)))
                 d.tag = strdup(json_string_value(json_array_get(tags, 0)));
         layers = json_object_get(img, "Layers");
         if (!json_is_array(layers) || json_array_size(layers) > OCI_MAX_LAYERS)
-                return fail(ret_error, -EINVAL, "manifest.json has no valid Layers array.");
+                return error_set(ret_error, -EINVAL, "manifest.json has no valid Layers array.");
         d.layers = calloc(json_array_size(layers) + 1, sizeof(char *));
         if (!d.config || !d.layers)
                 return -ENOMEM;
         json_array_foreach(layers, i, v) {
                 if (!json_is_string(v) || !archive_path_is_valid(json_string_value(v)))
-                        return fail(ret_error, -EINVAL, "manifest.json layer %zu is not a path inside the archive.", i);
+                        return error_set(ret_error, -EINVAL, "manifest.json layer %zu is not a path inside the archive.", i);
                 d.layers[i] = strdup(json_string_value(v));
                 if (!d.layers[i])
                         return -ENOMEM;

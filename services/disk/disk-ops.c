@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "error-util.h"
 #include "disk-exec.h"
 #include "disk-image.h"
 #include "disk-ops.h"
@@ -35,18 +36,6 @@
 #define MIB (1ULL << 20)
 /* What an overlay allocates at once: its metadata clusters. */
 #define OVERLAY_PHYSICAL (256ULL << 10)
-
-_printf_(3, 4) static int fail(char **ret_error, int r, const char *fmt, ...) {
-        va_list ap;
-
-        if (ret_error) {
-                va_start(ap, fmt);
-                if (vasprintf(ret_error, fmt, ap) < 0)
-                        *ret_error = NULL;
-                va_end(ap);
-        }
-        return r;
-}
 
 static inline void closedirp(DIR **d) {
         if (*d)
@@ -105,10 +94,10 @@ static int admission(Manager *m, uint64_t new_virtual, uint64_t new_physical, ch
 
         r = pool_space(m->pool, &space);
         if (r < 0)
-                return fail(ret_error, r, "Cannot read the pool's free space (%s): %s.", m->pool->path, strerror(-r));
+                return error_set(ret_error, r, "Cannot read the pool's free space (%s): %s.", m->pool->path, strerror(-r));
         r = store_disk_totals(m->store, &virtual_total, &count);
         if (r < 0)
-                return fail(ret_error, r, "Cannot read the disk records: %s.", strerror(-r));
+                return error_set(ret_error, r, "Cannot read the disk records: %s.", strerror(-r));
         PoolAdmission a = {
                 .capacity = space.capacity,
                 .free = space.free,
@@ -147,42 +136,42 @@ static int create_prepare(Manager *m, const DiskCreateParams *p, CreateJob **ret
 
         /* Validate everything before touching anything. */
         if (!isempty(instance_id) && !filename_is_valid(instance_id, INSTANCE_ID_MAX))
-                return fail(ret_error, -EINVAL,
+                return error_set(ret_error, -EINVAL,
                             "Invalid instance_id '%.*s': use 1-%d characters of [A-Za-z0-9._-].", 64, instance_id,
                             INSTANCE_ID_MAX);
         if (!isempty(p->shape) && p->size_bytes > 0)
-                return fail(ret_error, -EINVAL, "Give either a shape or size_bytes, not both.");
+                return error_set(ret_error, -EINVAL, "Give either a shape or size_bytes, not both.");
         if (!isempty(p->shape)) {
                 Shape shape;
                 r = shape_parse(p->shape, tenant_allowed_large(m, p->tenant_id), &shape);
                 if (r == -EPERM)
-                        return fail(ret_error, -EPERM,
+                        return error_set(ret_error, -EPERM,
                                     "Shape '%s' has more than 64 GB of memory, which tenant '%s' may not use; "
                                     "add the tenant to large_shape_tenants in disk.conf.",
                                     p->shape, isempty(p->tenant_id) ? "(none)" : p->tenant_id);
                 if (r < 0)
-                        return fail(ret_error, -EINVAL, "Invalid shape '%.*s': %s.", 32, p->shape, shape_valid_help());
+                        return error_set(ret_error, -EINVAL, "Invalid shape '%.*s': %s.", 32, p->shape, shape_valid_help());
                 size = shape_disk_bytes(&shape);
         } else if (p->size_bytes > 0) {
                 if (p->size_bytes < DISK_SIZE_MIN || p->size_bytes > DISK_SIZE_MAX)
-                        return fail(ret_error, -EINVAL, "size_bytes must be between 1 MiB and 64 TiB.");
+                        return error_set(ret_error, -EINVAL, "size_bytes must be between 1 MiB and 64 TiB.");
                 size = (p->size_bytes + MIB - 1) & ~(MIB - 1);
         } else
-                return fail(ret_error, -EINVAL, "A disk needs a shape (e.g. 4x8) or size_bytes.");
+                return error_set(ret_error, -EINVAL, "A disk needs a shape (e.g. 4x8) or size_bytes.");
         if (!isempty(p->format) && !streq(p->format, "qcow2") && !streq(p->format, "raw"))
-                return fail(ret_error, -EINVAL, "Invalid format '%.*s': use \"qcow2\", \"raw\" or leave it empty.", 16,
+                return error_set(ret_error, -EINVAL, "Invalid format '%.*s': use \"qcow2\", \"raw\" or leave it empty.", 16,
                             p->format);
         if (have_base) {
                 if (!name_is_valid(p->base_image))
-                        return fail(ret_error, -EINVAL, "Invalid image name '%.*s'.", 64, p->base_image);
+                        return error_set(ret_error, -EINVAL, "Invalid image name '%.*s'.", 64, p->base_image);
                 r = store_image_get(m->store, p->base_image, &image);
                 if (r == -ENOENT)
-                        return fail(ret_error, -ENOENT, "No base image '%s'; see 'nsc disk images list'.",
+                        return error_set(ret_error, -ENOENT, "No base image '%s'; see 'nsc disk images list'.",
                                     p->base_image);
                 if (r < 0)
-                        return fail(ret_error, r, "Cannot read image records: %s.", strerror(-r));
+                        return error_set(ret_error, r, "Cannot read image records: %s.", strerror(-r));
                 if (image.virtual_size > size)
-                        return fail(ret_error, -EINVAL, "Base image '%s' (%llu bytes) is larger than the disk (%llu bytes).",
+                        return error_set(ret_error, -EINVAL, "Base image '%s' (%llu bytes) is larger than the disk (%llu bytes).",
                                     image.name, (unsigned long long) image.virtual_size, (unsigned long long) size);
         }
 
@@ -198,7 +187,7 @@ static int create_prepare(Manager *m, const DiskCreateParams *p, CreateJob **ret
                 if (!m->pool->reflink)
                         physical = image.file_size;
         } else if (streq_ptr(p->format, "raw"))
-                return fail(ret_error, -EINVAL,
+                return error_set(ret_error, -EINVAL,
                             "Base image '%s' is qcow2; a raw disk needs a raw base image. Ask for format qcow2.",
                             image.name);
         else {
@@ -218,25 +207,25 @@ static int create_prepare(Manager *m, const DiskCreateParams *p, CreateJob **ret
                                 *ret_existing = existing;
                                 return 1;
                         }
-                        r = fail(ret_error, -EEXIST,
+                        r = error_set(ret_error, -EEXIST,
                                  "Instance '%s' already has disk %s (%llu bytes, image '%s'); delete it first.",
                                  instance_id, existing.id, (unsigned long long) existing.size, existing.base_image);
                         disk_record_done(&existing);
                         return r;
                 }
                 if (r != -ENOENT)
-                        return fail(ret_error, r, "Cannot read disk records: %s.", strerror(-r));
+                        return error_set(ret_error, r, "Cannot read disk records: %s.", strerror(-r));
                 for (CreateJob *c = m->create_jobs; c; c = c->next)
                         if (streq(c->instance_id, instance_id))
-                                return fail(ret_error, -EBUSY, "A disk for instance '%s' is being created (%s); "
+                                return error_set(ret_error, -EBUSY, "A disk for instance '%s' is being created (%s); "
                                             "ask again when that call returns.", instance_id, c->id);
         }
 
         r = store_disk_totals(m->store, &virtual_total, &count);
         if (r < 0)
-                return fail(ret_error, r, "Cannot read disk records: %s.", strerror(-r));
+                return error_set(ret_error, r, "Cannot read disk records: %s.", strerror(-r));
         if (count >= m->config.max_disks)
-                return fail(ret_error, -ENOSPC, "The pool holds %llu disks, the limit (max_disks in disk.conf).",
+                return error_set(ret_error, -ENOSPC, "The pool holds %llu disks, the limit (max_disks in disk.conf).",
                             (unsigned long long) count);
         r = admission(m, size, physical, ret_error);
         if (r < 0)
@@ -244,7 +233,7 @@ static int create_prepare(Manager *m, const DiskCreateParams *p, CreateJob **ret
 
         r = disk_id_new(id);
         if (r < 0)
-                return fail(ret_error, r, "Cannot generate a disk id.");
+                return error_set(ret_error, r, "Cannot generate a disk id.");
         if (asprintf(&file, "%s.%s", id, format) < 0)
                 return -ENOMEM;
         path = path_join(m->pool->disks_dir, file);
@@ -268,7 +257,7 @@ static int create_prepare(Manager *m, const DiskCreateParams *p, CreateJob **ret
                 return -ENOMEM;
         r = store_intent_add(m->store, "create-disk", j->id, j->path, &j->intent);
         if (r < 0)
-                return fail(ret_error, r, "Cannot record the intent to create a disk: %s.", strerror(-r));
+                return error_set(ret_error, r, "Cannot record the intent to create a disk: %s.", strerror(-r));
         *ret_job = TAKE_PTR(j);
         return 0;
 }
@@ -302,7 +291,7 @@ static int create_finish(Manager *m, CreateJob *j, DiskRecord *ret, char **ret_e
 
         if (r < 0) {
                 (void) store_intent_remove(m->store, j->intent);
-                return fail(ret_error, r, "Failed to create the %s disk file in %s: %s.", j->backend,
+                return error_set(ret_error, r, "Failed to create the %s disk file in %s: %s.", j->backend,
                             m->pool->disks_dir, strerror(-r));
         }
         DiskRecord d = {
@@ -320,7 +309,7 @@ static int create_finish(Manager *m, CreateJob *j, DiskRecord *ret, char **ret_e
         if (r < 0) {
                 (void) unlink(j->path);
                 (void) store_intent_remove(m->store, j->intent);
-                return fail(ret_error, r, "Failed to record disk %s: %s.", j->id, strerror(-r));
+                return error_set(ret_error, r, "Failed to record disk %s: %s.", j->id, strerror(-r));
         }
         record_metrics(m, j->backend, j->start);
         log_disk(LOG_INFO, j->id, j->instance_id, "Created %s disk %s (%llu bytes) for '%s'.", j->backend, j->id,
@@ -368,7 +357,7 @@ static void create_work_complete(Manager *m, void *data, bool cancelled) {
         create_job_unlink(m, j);
         if (cancelled) {
                 /* The intent stays: the next start removes the half-made file. */
-                r = fail(&error, -ECANCELED, "diskd is shutting down; create the disk again.");
+                r = error_set(&error, -ECANCELED, "diskd is shutting down; create the disk again.");
                 j->done(r, NULL, error, j->userdata);
         } else {
                 r = create_finish(m, j, &rec, &error);
@@ -406,7 +395,7 @@ int disk_create_async(Manager *m, const DiskCreateParams *p, DiskCreateDone done
         if (r < 0) {
                 create_job_unlink(m, j);
                 (void) store_intent_remove(m->store, j->intent);
-                return fail(ret_error, r, "Cannot start creating disk %s: %s.", j->id, strerror(-r));
+                return error_set(ret_error, r, "Cannot start creating disk %s: %s.", j->id, strerror(-r));
         }
         TAKE_PTR(j);
         return 0;
@@ -416,13 +405,13 @@ int disk_describe(Manager *m, const char *disk_id, DiskRecord *ret, char **ret_e
         int r;
 
         if (!disk_id_is_valid(disk_id))
-                return fail(ret_error, -EINVAL, "Invalid disk id '%.*s': disk ids look like disk-0123456789abcdef.", 32,
+                return error_set(ret_error, -EINVAL, "Invalid disk id '%.*s': disk ids look like disk-0123456789abcdef.", 32,
                             disk_id ? disk_id : "");
         r = store_disk_get(m->store, disk_id, ret);
         if (r == -ENOENT)
-                return fail(ret_error, r, "No disk %s; see 'nsc disk list'.", disk_id);
+                return error_set(ret_error, r, "No disk %s; see 'nsc disk list'.", disk_id);
         if (r < 0)
-                return fail(ret_error, r, "Cannot read disk records: %s.", strerror(-r));
+                return error_set(ret_error, r, "Cannot read disk records: %s.", strerror(-r));
         return 0;
 }
 
@@ -430,10 +419,10 @@ int disk_list(Manager *m, const char *instance_id, DiskRecord **ret, size_t *ret
         int r;
 
         if (!isempty(instance_id) && !filename_is_valid(instance_id, INSTANCE_ID_MAX))
-                return fail(ret_error, -EINVAL, "Invalid instance_id.");
+                return error_set(ret_error, -EINVAL, "Invalid instance_id.");
         r = store_disk_list(m->store, instance_id, ret, ret_n);
         if (r < 0)
-                return fail(ret_error, r, "Cannot read disk records: %s.", strerror(-r));
+                return error_set(ret_error, r, "Cannot read disk records: %s.", strerror(-r));
         return 0;
 }
 
@@ -446,10 +435,10 @@ int disk_resize(Manager *m, const char *disk_id, uint64_t size, DiskRecord *ret,
         if (r < 0)
                 return r;
         if (size < DISK_SIZE_MIN || size > DISK_SIZE_MAX)
-                return fail(ret_error, -EINVAL, "size_bytes must be between 1 MiB and 64 TiB.");
+                return error_set(ret_error, -EINVAL, "size_bytes must be between 1 MiB and 64 TiB.");
         size = (size + MIB - 1) & ~(MIB - 1);
         if (size < d.size)
-                return fail(ret_error, -EINVAL, "Disk %s is %llu bytes; disks only grow (asked for %llu).", d.id,
+                return error_set(ret_error, -EINVAL, "Disk %s is %llu bytes; disks only grow (asked for %llu).", d.id,
                             (unsigned long long) d.size, (unsigned long long) size);
         if (size > d.size) {
                 r = admission(m, size - d.size, 0, ret_error);
@@ -457,7 +446,7 @@ int disk_resize(Manager *m, const char *disk_id, uint64_t size, DiskRecord *ret,
                         return r;
                 if (streq(d.format, "raw")) {
                         if (truncate(d.path, (off_t) size) < 0)
-                                return fail(ret_error, negative_errno(), "Failed to grow %s: %m.", d.path);
+                                return error_set(ret_error, negative_errno(), "Failed to grow %s: %m.", d.path);
                 } else {
                         if (asprintf(&size_arg, "%llu", (unsigned long long) size) < 0)
                                 return -ENOMEM;
@@ -465,12 +454,12 @@ int disk_resize(Manager *m, const char *disk_id, uint64_t size, DiskRecord *ret,
                                          (char *) "qcow2", d.path, size_arg, NULL };
                         r = disk_exec(argv, &output);
                         if (r < 0)
-                                return fail(ret_error, r, "qemu-img resize of %s failed: %s", d.path,
+                                return error_set(ret_error, r, "qemu-img resize of %s failed: %s", d.path,
                                             output ? output : strerror(-r));
                 }
                 r = store_disk_set_size(m->store, d.id, size);
                 if (r < 0)
-                        return fail(ret_error, r, "Failed to record the new size of %s: %s.", d.id, strerror(-r));
+                        return error_set(ret_error, r, "Failed to record the new size of %s: %s.", d.id, strerror(-r));
         }
         return store_disk_get(m->store, d.id, ret);
 }
@@ -481,19 +470,19 @@ int disk_delete(Manager *m, const char *disk_id, char **ret_error) {
         int r;
 
         if (!disk_id_is_valid(disk_id))
-                return fail(ret_error, -EINVAL, "Invalid disk id '%.*s': disk ids look like disk-0123456789abcdef.", 32,
+                return error_set(ret_error, -EINVAL, "Invalid disk id '%.*s': disk ids look like disk-0123456789abcdef.", 32,
                             disk_id ? disk_id : "");
         r = store_disk_get(m->store, disk_id, &d);
         if (r == -ENOENT)
                 return 0; /* idempotent */
         if (r < 0)
-                return fail(ret_error, r, "Cannot read disk records: %s.", strerror(-r));
+                return error_set(ret_error, r, "Cannot read disk records: %s.", strerror(-r));
         r = store_disk_remove_with_intent(m->store, d.id, d.path, &intent);
         if (r < 0)
-                return fail(ret_error, r, "Failed to remove the record of %s: %s.", d.id, strerror(-r));
+                return error_set(ret_error, r, "Failed to remove the record of %s: %s.", d.id, strerror(-r));
         if (unlink(d.path) < 0 && errno != ENOENT)
                 /* The intent stays: the next start retries. */
-                return fail(ret_error, negative_errno(), "Failed to remove %s: %m; it will be retried at restart.",
+                return error_set(ret_error, negative_errno(), "Failed to remove %s: %m; it will be retried at restart.",
                             d.path);
         (void) store_intent_remove(m->store, intent);
         log_disk(LOG_INFO, d.id, d.instance_id, "Deleted disk %s of '%s'.", d.id, d.instance_id);
@@ -527,7 +516,7 @@ int disk_pool_stats(Manager *m, PoolStats *ret, char **ret_error) {
 
         r = pool_space(m->pool, &space);
         if (r < 0)
-                return fail(ret_error, r, "Cannot read the pool's free space: %s.", strerror(-r));
+                return error_set(ret_error, r, "Cannot read the pool's free space: %s.", strerror(-r));
         *ret = (PoolStats){
                 .path = m->pool->path,
                 .filesystem = m->pool->fs_name,
@@ -541,10 +530,10 @@ int disk_pool_stats(Manager *m, PoolStats *ret, char **ret_error) {
         };
         r = store_disk_totals(m->store, &ret->virtual_total, &ret->disks);
         if (r < 0)
-                return fail(ret_error, r, "Cannot read disk records: %s.", strerror(-r));
+                return error_set(ret_error, r, "Cannot read disk records: %s.", strerror(-r));
         r = store_image_list(m->store, &images, &n_images);
         if (r < 0)
-                return fail(ret_error, r, "Cannot read image records: %s.", strerror(-r));
+                return error_set(ret_error, r, "Cannot read image records: %s.", strerror(-r));
         image_records_free(images, n_images);
         ret->images = n_images;
         return 0;
@@ -577,52 +566,52 @@ static int image_job_prepare(Manager *m, const char *name, const char *source, c
         int r;
 
         if (!name_is_valid(name))
-                return fail(ret_error, -EINVAL, "Invalid image name '%.*s': use 1-%d characters of [A-Za-z0-9._-], "
+                return error_set(ret_error, -EINVAL, "Invalid image name '%.*s': use 1-%d characters of [A-Za-z0-9._-], "
                             "not starting with a dot.", 64, name ? name : "", NAME_MAX_LEN);
         if (isempty(source) || source[0] != '/')
-                return fail(ret_error, -EINVAL, "The source must be an absolute path.");
+                return error_set(ret_error, -EINVAL, "The source must be an absolute path.");
         if (!isempty(format) && !streq(format, "raw") && !streq(format, "qcow2"))
-                return fail(ret_error, -EINVAL, "Invalid format '%.*s': use \"raw\", \"qcow2\" or leave it empty.", 16,
+                return error_set(ret_error, -EINVAL, "Invalid format '%.*s': use \"raw\", \"qcow2\" or leave it empty.", 16,
                             format);
         if (stat(source, &st) < 0)
-                return fail(ret_error, negative_errno(), "Cannot open %s: %m.", source);
+                return error_set(ret_error, negative_errno(), "Cannot open %s: %m.", source);
         /* From here on the resolved path: what was checked is what is read. */
         real_source = realpath(source, NULL);
         if (!real_source)
-                return fail(ret_error, negative_errno(), "Cannot resolve %s: %m.", source);
+                return error_set(ret_error, negative_errno(), "Cannot resolve %s: %m.", source);
         source = real_source;
         if (!source_allowed(m, source))
-                return fail(ret_error, -EPERM, "%s is outside the directories images may come from "
+                return error_set(ret_error, -EPERM, "%s is outside the directories images may come from "
                             "(image_source_dirs in disk.conf).", source);
         directory = S_ISDIR(st.st_mode);
         if (!directory && !S_ISREG(st.st_mode))
-                return fail(ret_error, -EINVAL, "%s is neither a regular file nor a directory.", source);
+                return error_set(ret_error, -EINVAL, "%s is neither a regular file nor a directory.", source);
         if (directory && streq_ptr(format, "qcow2"))
-                return fail(ret_error, -EINVAL, "A directory becomes a raw ext4 image; leave the format empty.");
+                return error_set(ret_error, -EINVAL, "A directory becomes a raw ext4 image; leave the format empty.");
         if (!directory && size > 0)
-                return fail(ret_error, -EINVAL, "size_bytes applies to directories only.");
+                return error_set(ret_error, -EINVAL, "size_bytes applies to directories only.");
         if (!directory) {
                 r = image_probe(source, &probe);
                 if (r == -EXDEV)
-                        return fail(ret_error, -EINVAL, "%s has a backing file itself; flatten it first "
+                        return error_set(ret_error, -EINVAL, "%s has a backing file itself; flatten it first "
                                     "(qemu-img convert -O qcow2).", source);
                 if (r < 0)
-                        return fail(ret_error, r == -EBADMSG ? -EINVAL : r, "%s is not a usable image: %s.", source,
+                        return error_set(ret_error, r == -EBADMSG ? -EINVAL : r, "%s is not a usable image: %s.", source,
                                     r == -EBADMSG ? "corrupt, encrypted or unsupported qcow2" : strerror(-r));
                 if (!isempty(format) && !streq(format, probe.format))
-                        return fail(ret_error, -EINVAL, "%s is a %s image, not %s.", source, probe.format, format);
+                        return error_set(ret_error, -EINVAL, "%s is a %s image, not %s.", source, probe.format, format);
                 if (probe.virtual_size == 0)
-                        return fail(ret_error, -EINVAL, "%s is empty.", source);
+                        return error_set(ret_error, -EINVAL, "%s is empty.", source);
         }
         ImageRecord existing = {};
         r = store_image_get(m->store, name, &existing);
         image_record_done(&existing);
         if (r >= 0)
-                return fail(ret_error, -EEXIST, "An image named '%s' exists; remove it first or pick another name.",
+                return error_set(ret_error, -EEXIST, "An image named '%s' exists; remove it first or pick another name.",
                             name);
         for (ImageJob *p = m->image_jobs; p; p = p->next)
                 if (streq(p->name, name))
-                        return fail(ret_error, -EEXIST, "An image named '%s' is being added right now.", name);
+                        return error_set(ret_error, -EEXIST, "An image named '%s' is being added right now.", name);
         r = admission(m, 0, directory ? 0 : probe.file_size, ret_error);
         if (r < 0)
                 return r;
@@ -642,7 +631,7 @@ static int image_job_prepare(Manager *m, const char *name, const char *source, c
 
         r = store_intent_add(m->store, "add-image", name, j->path, &j->intent);
         if (r < 0)
-                return fail(ret_error, r, "Cannot record the intent to add an image: %s.", strerror(-r));
+                return error_set(ret_error, r, "Cannot record the intent to add an image: %s.", strerror(-r));
         (void) unlink(j->path); /* a leftover of a crash before recovery could run */
         *ret = TAKE_PTR(j);
         return 0;
@@ -671,7 +660,7 @@ static int image_job_finish(Manager *m, ImageJob *j, ImageRecord *ret, char **re
         if (r < 0 && j->copy_failed) {
                 (void) unlink(j->path);
                 (void) store_intent_remove(m->store, j->intent);
-                return fail(ret_error, r,
+                return error_set(ret_error, r,
                             j->directory ? "mkfs.ext4 -d %s failed: %s" : "Copying %s into the pool failed: %s",
                             j->source, j->output ? j->output : strerror(-r));
         }
@@ -690,7 +679,7 @@ static int image_job_finish(Manager *m, ImageJob *j, ImageRecord *ret, char **re
         if (r < 0) {
                 (void) unlink(j->path);
                 (void) store_intent_remove(m->store, j->intent);
-                return fail(ret_error, r, "Failed to register image '%s': %s.", j->name, strerror(-r));
+                return error_set(ret_error, r, "Failed to register image '%s': %s.", j->name, strerror(-r));
         }
         log_info("Added base image '%s' (%s, %llu bytes, %s) from %s.", j->name, j->probe.format,
                  (unsigned long long) j->probe.virtual_size, j->digest, j->source);
@@ -741,7 +730,7 @@ static void image_work_complete(Manager *m, void *data, bool cancelled) {
         image_job_unlink(m, j);
         if (cancelled) {
                 /* Shutting down: the intent stays, the next start rolls back. */
-                r = fail(&error, -ECANCELED, "diskd is shutting down; add the image again.");
+                r = error_set(&error, -ECANCELED, "diskd is shutting down; add the image again.");
                 j->done(r, NULL, error, j->userdata);
         } else {
                 r = image_job_finish(m, j, &rec, &error);
@@ -769,7 +758,7 @@ int image_add_async(Manager *m, const char *name, const char *source, const char
                 image_job_unlink(m, j);
                 (void) store_intent_remove(m->store, j->intent);
                 image_job_free(j);
-                return fail(ret_error, r, "Cannot start adding image '%s': %s.", name, strerror(-r));
+                return error_set(ret_error, r, "Cannot start adding image '%s': %s.", name, strerror(-r));
         }
         return 0;
 }
@@ -777,7 +766,7 @@ int image_add_async(Manager *m, const char *name, const char *source, const char
 int image_list(Manager *m, ImageRecord **ret, size_t *ret_n, char **ret_error) {
         int r = store_image_list(m->store, ret, ret_n);
         if (r < 0)
-                return fail(ret_error, r, "Cannot read image records: %s.", strerror(-r));
+                return error_set(ret_error, r, "Cannot read image records: %s.", strerror(-r));
         return 0;
 }
 
@@ -792,25 +781,25 @@ int image_remove(Manager *m, const char *name, char **ret_error) {
         int r;
 
         if (!name_is_valid(name))
-                return fail(ret_error, -EINVAL, "Invalid image name '%.*s'.", 64, name ? name : "");
+                return error_set(ret_error, -EINVAL, "Invalid image name '%.*s'.", 64, name ? name : "");
         r = store_image_get(m->store, name, &i);
         if (r == -ENOENT)
-                return fail(ret_error, r, "No image '%s'; see 'nsc disk images list'.", name);
+                return error_set(ret_error, r, "No image '%s'; see 'nsc disk images list'.", name);
         if (r < 0)
-                return fail(ret_error, r, "Cannot read image records: %s.", strerror(-r));
+                return error_set(ret_error, r, "Cannot read image records: %s.", strerror(-r));
         r = store_image_users(m->store, name, &users);
         if (r < 0)
-                return fail(ret_error, r, "Cannot read disk records: %s.", strerror(-r));
+                return error_set(ret_error, r, "Cannot read disk records: %s.", strerror(-r));
         if (users > 0)
-                return fail(ret_error, -EBUSY, "Image '%s' is the base of %llu disk(s); delete them first.", name,
+                return error_set(ret_error, -EBUSY, "Image '%s' is the base of %llu disk(s); delete them first.", name,
                             (unsigned long long) users);
         r = store_intent_add(m->store, "remove-image", name, i.path, &intent);
         if (r >= 0)
                 r = store_image_remove(m->store, name);
         if (r < 0)
-                return fail(ret_error, r, "Failed to remove the record of image '%s': %s.", name, strerror(-r));
+                return error_set(ret_error, r, "Failed to remove the record of image '%s': %s.", name, strerror(-r));
         if (unlink(i.path) < 0 && errno != ENOENT)
-                return fail(ret_error, negative_errno(), "Failed to remove %s: %m; it will be retried at restart.",
+                return error_set(ret_error, negative_errno(), "Failed to remove %s: %m; it will be retried at restart.",
                             i.path);
         (void) store_intent_remove(m->store, intent);
         log_info("Removed base image '%s'.", name);

@@ -12,6 +12,7 @@
 #include <stdarg.h>
 
 #include "disk-registry.h"
+#include "error-util.h"
 #include "macro.h"
 
 #define TOKEN_MAX (16U << 10)
@@ -37,19 +38,6 @@ typedef struct Request {
         char www_authenticate[HEADER_MAX];
         char content_type[256];
 } Request;
-
-_printf_(3, 4) static int fail(char **ret_error, int r, const char *fmt, ...) {
-        va_list ap;
-
-        if (ret_error) {
-                free(*ret_error);
-                va_start(ap, fmt);
-                if (vasprintf(ret_error, fmt, ap) < 0)
-                        *ret_error = NULL;
-                va_end(ap);
-        }
-        return r;
-}
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static void curl_init_once(void) {
@@ -193,7 +181,7 @@ static int transport_error(Registry *r, CURLcode c, char **ret_error) {
         default:
                 e = -EPROTO;
         }
-        return fail(ret_error, e, "Registry %s is unavailable (%s): %s.", r->ref.host,
+        return error_set(ret_error, e, "Registry %s is unavailable (%s): %s.", r->ref.host,
                     r->plain_http ? "http, loopback" : "https", curl_easy_strerror(c));
 }
 
@@ -231,10 +219,10 @@ static int perform(Registry *r, const char *url, const char *accept, Request *q,
         c = curl_easy_perform(r->curl);
         curl_slist_free_all(headers);
         if (c == CURLE_WRITE_ERROR && q->too_big)
-                return fail(ret_error, -ESTALE, "Registry %s sent more than the %llu bytes expected for %s.",
+                return error_set(ret_error, -ESTALE, "Registry %s sent more than the %llu bytes expected for %s.",
                             r->ref.host, (unsigned long long) (q->fd >= 0 ? q->max_size : q->max), url);
         if (c == CURLE_WRITE_ERROR && q->write_failed)
-                return fail(ret_error, -EIO, "Writing what registry %s sent failed: %m.", r->ref.host);
+                return error_set(ret_error, -EIO, "Writing what registry %s sent failed: %m.", r->ref.host);
         if (c != CURLE_OK)
                 return transport_error(r, c, ret_error);
         (void) curl_easy_getinfo(r->curl, CURLINFO_RESPONSE_CODE, ret_code);
@@ -272,13 +260,13 @@ static int fetch_token(Registry *r, const char *challenge, char **ret_error) {
         int k;
 
         if (strncasecmp(challenge, "Bearer ", 7) != 0)
-                return fail(ret_error, -EACCES, "Registry %s wants '%.*s' authentication, which diskd does not speak.",
+                return error_set(ret_error, -EACCES, "Registry %s wants '%.*s' authentication, which diskd does not speak.",
                             r->ref.host, (int) strcspn(challenge, " "), challenge);
         challenge_param(challenge + 7, "realm", realm, sizeof(realm));
         challenge_param(challenge + 7, "service", service, sizeof(service));
         challenge_param(challenge + 7, "scope", scope, sizeof(scope));
         if (strncmp(realm, "https://", 8) != 0 && !(strncmp(realm, "http://", 7) == 0 && r->plain_http))
-                return fail(ret_error, -EACCES, "Registry %s names token realm '%s'; only https (or http for a "
+                return error_set(ret_error, -EACCES, "Registry %s names token realm '%s'; only https (or http for a "
                             "loopback registry) is used.", r->ref.host, realm);
         {
                 char *es = curl_easy_escape(r->curl, service, 0), *sc = curl_easy_escape(r->curl, scope, 0);
@@ -296,7 +284,7 @@ static int fetch_token(Registry *r, const char *challenge, char **ret_error) {
         }
         if (code != 200) {
                 request_done(&q);
-                return fail(ret_error, -EACCES, "The token service of registry %s answered HTTP %ld.", r->ref.host, code);
+                return error_set(ret_error, -EACCES, "The token service of registry %s answered HTTP %ld.", r->ref.host, code);
         }
         root = json_loadb(q.body ? q.body : "", q.len, 0, NULL);
         tok = json_object_get(root, "token");
@@ -307,7 +295,7 @@ static int fetch_token(Registry *r, const char *challenge, char **ret_error) {
         json_decref(root);
         request_done(&q);
         if (!r->token)
-                return fail(ret_error, -EACCES, "The token service of registry %s sent no token.", r->ref.host);
+                return error_set(ret_error, -EACCES, "The token service of registry %s sent no token.", r->ref.host);
         return 0;
 }
 
@@ -344,15 +332,15 @@ static int get(Registry *r, const char *path, const char *accept, Request *q, lo
 
 static int http_error(Registry *r, long code, const char *what, char **ret_error) {
         if (code == 404)
-                return fail(ret_error, -ENOENT, "Registry %s has no %s in repository '%s'.", r->ref.host, what,
+                return error_set(ret_error, -ENOENT, "Registry %s has no %s in repository '%s'.", r->ref.host, what,
                             r->ref.repository);
         if (code == 401 || code == 403)
-                return fail(ret_error, -EACCES, "Registry %s refused access to %s of '%s' (HTTP %ld).", r->ref.host,
+                return error_set(ret_error, -EACCES, "Registry %s refused access to %s of '%s' (HTTP %ld).", r->ref.host,
                             what, r->ref.repository, code);
         if (code == 429 || code >= 500)
-                return fail(ret_error, -EAGAIN, "Registry %s is unavailable (HTTP %ld for %s).", r->ref.host, code,
+                return error_set(ret_error, -EAGAIN, "Registry %s is unavailable (HTTP %ld for %s).", r->ref.host, code,
                             what);
-        return fail(ret_error, -EPROTO, "Registry %s answered HTTP %ld for %s.", r->ref.host, code, what);
+        return error_set(ret_error, -EPROTO, "Registry %s answered HTTP %ld for %s.", r->ref.host, code, what);
 }
 
 static void digest_hex(const unsigned char *md, unsigned len, char ret[OCI_DIGEST_MAX]) {
@@ -390,7 +378,7 @@ int registry_get_manifest(Registry *r, const char *reference, char **ret_body, s
         digest_hex(md, md_len, ret_digest);
         if (oci_digest_is_valid(reference) && !streq(reference, ret_digest)) {
                 request_done(&q);
-                return fail(ret_error, -ESTALE, "Registry %s sent a manifest whose digest is %s, not the %s asked for.",
+                return error_set(ret_error, -ESTALE, "Registry %s sent a manifest whose digest is %s, not the %s asked for.",
                             r->ref.host, ret_digest, reference);
         }
         *ret_content_type = strdup(q.content_type);
@@ -415,7 +403,7 @@ int registry_get_blob(Registry *r, const OciDescriptor *blob, int fd, uint64_t m
         int k;
 
         if (blob->size > max_size)
-                return fail(ret_error, -E2BIG, "Blob %s is %llu bytes, more than the %llu allowed.", blob->digest,
+                return error_set(ret_error, -E2BIG, "Blob %s is %llu bytes, more than the %llu allowed.", blob->digest,
                             (unsigned long long) blob->size, (unsigned long long) max_size);
         q.md = EVP_MD_CTX_new();
         if (!q.md || EVP_DigestInit_ex(q.md, EVP_sha256(), NULL) != 1) {
@@ -431,14 +419,14 @@ int registry_get_blob(Registry *r, const OciDescriptor *blob, int fd, uint64_t m
         if (k >= 0 && code != 200)
                 k = http_error(r, code, what, ret_error);
         if (k >= 0 && q.written != blob->size)
-                k = fail(ret_error, -ESTALE, "Blob %s from registry %s is %llu bytes, not the %llu its descriptor says.",
+                k = error_set(ret_error, -ESTALE, "Blob %s from registry %s is %llu bytes, not the %llu its descriptor says.",
                          blob->digest, r->ref.host, (unsigned long long) q.written, (unsigned long long) blob->size);
         if (k >= 0 && EVP_DigestFinal_ex(q.md, md, &md_len) != 1)
                 k = -EIO;
         if (k >= 0) {
                 digest_hex(md, md_len, got);
                 if (!streq(got, blob->digest))
-                        k = fail(ret_error, -ESTALE, "Blob %s from registry %s has digest %s: its content is not what "
+                        k = error_set(ret_error, -ESTALE, "Blob %s from registry %s has digest %s: its content is not what "
                                  "the manifest names; nothing was kept.", blob->digest, r->ref.host, got);
         }
         request_done(&q);

@@ -12,24 +12,12 @@
 #include <zlib.h>
 
 #include "disk-tar.h"
+#include "error-util.h"
 #include "macro.h"
 
 #define ZBUF (128 * 1024)
 #define WHITEOUT_PREFIX ".wh."
 #define WHITEOUT_OPAQUE ".wh..wh..opq"
-
-_printf_(3, 4) static int fail(char **ret_error, int r, const char *fmt, ...) {
-        va_list ap;
-
-        if (ret_error) {
-                free(*ret_error);
-                va_start(ap, fmt);
-                if (vasprintf(ret_error, fmt, ap) < 0)
-                        *ret_error = NULL;
-                va_end(ap);
-        }
-        return r;
-}
 
 /* ---- header and PAX parsing ---- */
 
@@ -376,7 +364,7 @@ static int read_record(TarReader *r, const TarHeader *h, size_t max, char **ret,
         int k;
 
         if (h->size > max)
-                return fail(ret_error, -E2BIG, "Tar entry '%s': a %s record of %" PRIu64 " bytes, more than %zu allowed.",
+                return error_set(ret_error, -E2BIG, "Tar entry '%s': a %s record of %" PRIu64 " bytes, more than %zu allowed.",
                             h->name, h->type == 'x' || h->type == 'g' ? "PAX header" : "GNU long name", h->size, max);
         buf = malloc(h->size + 1);
         if (!buf)
@@ -385,7 +373,7 @@ static int read_record(TarReader *r, const TarHeader *h, size_t max, char **ret,
         if (k >= 0)
                 k = skip(r, (TAR_BLOCK - h->size % TAR_BLOCK) % TAR_BLOCK);
         if (k < 0)
-                return fail(ret_error, k == -EPIPE ? -EBADMSG : k, "Tar archive is truncated in entry '%s'.", h->name);
+                return error_set(ret_error, k == -EPIPE ? -EBADMSG : k, "Tar archive is truncated in entry '%s'.", h->name);
         buf[h->size] = '\0';
         *ret = TAKE_PTR(buf);
         return 0;
@@ -406,25 +394,25 @@ int tar_reader_next(TarReader *r, TarEntry *ret, char **ret_error) {
 
         k = skip(r, r->left + r->pad);
         if (k < 0)
-                return fail(ret_error, k == -EPIPE ? -EBADMSG : k, "Tar archive is truncated (%s).",
+                return error_set(ret_error, k == -EPIPE ? -EBADMSG : k, "Tar archive is truncated (%s).",
                             k == -EPIPE ? "data ends inside an entry" : strerror(-k));
         r->left = r->pad = 0;
         for (;;) {
                 ssize_t n = read_some(r, block, TAR_BLOCK);
                 if (n < 0)
-                        return fail(ret_error, (int) n == -EBADMSG ? -EBADMSG : (int) n, "Layer is not valid %s: %s.",
+                        return error_set(ret_error, (int) n == -EBADMSG ? -EBADMSG : (int) n, "Layer is not valid %s: %s.",
                                     r->gzip ? "gzip" : "tar", strerror((int) -n));
                 if (n == 0)
                         return 0; /* no end marker: tolerated, every entry was whole */
                 if (n != TAR_BLOCK)
-                        return fail(ret_error, -EBADMSG, "Tar archive is truncated (a partial header block).");
+                        return error_set(ret_error, -EBADMSG, "Tar archive is truncated (a partial header block).");
                 k = tar_header_parse(block, &h);
                 if (k == 1) {
                         reset_pending(r);
                         return 0;
                 }
                 if (k < 0)
-                        return fail(ret_error, -EBADMSG, "Tar archive has a corrupt header (bad checksum or number).");
+                        return error_set(ret_error, -EBADMSG, "Tar archive has a corrupt header (bad checksum or number).");
                 if (h.type == 'x' || h.type == 'g') {
                         _cleanup_free_ char *data = NULL;
                         k = read_record(r, &h, r->limits.max_header, &data, ret_error);
@@ -435,7 +423,7 @@ int tar_reader_next(TarReader *r, TarEntry *ret, char **ret_error) {
                         tar_pax_done(&r->pax);
                         k = tar_pax_parse(data, h.size, &r->pax);
                         if (k < 0)
-                                return fail(ret_error, k == -ENAMETOOLONG ? -EINVAL : -EBADMSG,
+                                return error_set(ret_error, k == -ENAMETOOLONG ? -EINVAL : -EBADMSG,
                                             "Tar entry '%s': %s PAX header.", h.name,
                                             k == -ENAMETOOLONG ? "a path longer than 4095 bytes in its" : "a malformed");
                         r->have_pax = true;
@@ -475,7 +463,7 @@ int tar_reader_next(TarReader *r, TarEntry *ret, char **ret_error) {
         if (e.type == '0' && e.path[0] && e.path[strlen(e.path) - 1] == '/')
                 e.type = '5'; /* pre-POSIX tars mark directories with a trailing slash */
         if (!strchr("0123456", e.type))
-                return fail(ret_error, -EINVAL, "Tar entry '%s': unsupported entry type '%c'.", e.path,
+                return error_set(ret_error, -EINVAL, "Tar entry '%s': unsupported entry type '%c'.", e.path,
                             e.type >= 0x20 && e.type < 0x7f ? e.type : '?');
         /* Header-only types carry no data whatever their size field says. */
         if (e.type != '0')
@@ -623,7 +611,7 @@ static int open_parent(Layer *l, const char *entry, char *path, bool create, con
                 if (next < 0 && errno == ENOENT && create) {
                         if (mkdirat(fd, p, 0755) < 0 && errno != EEXIST) {
                                 *slash = '/';
-                                return fail(l->error, negative_errno(), "Tar entry '%s': cannot create %s: %m.", entry, path);
+                                return error_set(l->error, negative_errno(), "Tar entry '%s': cannot create %s: %m.", entry, path);
                         }
                         next = openat(fd, p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
                 }
@@ -636,13 +624,13 @@ static int open_parent(Layer *l, const char *entry, char *path, bool create, con
                                 return -ENOENT;
                         if (link || e == ELOOP) {
                                 *slash = '\0';
-                                (void) fail(l->error, -EINVAL,
+                                (void) error_set(l->error, -EINVAL,
                                             "Tar entry '%s': '%s' is a symlink; refusing to write through it.", entry, path);
                                 *slash = '/';
                                 return -EINVAL;
                         }
                         *slash = '\0';
-                        (void) fail(l->error, e == ENOTDIR ? -EINVAL : -e, "Tar entry '%s': '%s' %s.", entry, path,
+                        (void) error_set(l->error, e == ENOTDIR ? -EINVAL : -e, "Tar entry '%s': '%s' %s.", entry, path,
                                     e == ENOTDIR ? "is not a directory" : strerror(e));
                         *slash = '/';
                         return e == ENOTDIR ? -EINVAL : -e;
@@ -690,21 +678,21 @@ static int write_file(Layer *l, TarReader *rd, int dir_fd, const char *name, con
 
         fd = openat(dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd < 0)
-                return fail(l->error, negative_errno(), "Tar entry '%s': cannot create it: %m.", e->path);
+                return error_set(l->error, negative_errno(), "Tar entry '%s': cannot create it: %m.", e->path);
         buf = malloc(ZBUF);
         if (!buf)
                 return -ENOMEM;
         while (left > 0) {
                 ssize_t n = tar_reader_read_data(rd, buf, ZBUF);
                 if (n < 0)
-                        return fail(l->error, n == -EPIPE ? -EBADMSG : (int) n, "Tar entry '%s': %s.", e->path,
+                        return error_set(l->error, n == -EPIPE ? -EBADMSG : (int) n, "Tar entry '%s': %s.", e->path,
                                     n == -EPIPE ? "the archive ends inside its data" : strerror((int) -n));
                 for (ssize_t w = 0; w < n;) {
                         ssize_t k = write(fd, buf + w, (size_t) (n - w));
                         if (k < 0) {
                                 if (errno == EINTR)
                                         continue;
-                                return fail(l->error, negative_errno(), "Tar entry '%s': write failed: %m.", e->path);
+                                return error_set(l->error, negative_errno(), "Tar entry '%s': write failed: %m.", e->path);
                         }
                         w += k;
                 }
@@ -721,11 +709,11 @@ static int apply_entry(Layer *l, TarReader *rd, const TarEntry *e) {
         int r;
 
         if (++l->stats->entries > l->limits->max_entries)
-                return fail(l->error, -E2BIG, "Tar entry '%s': the image has more than %" PRIu64 " entries "
+                return error_set(l->error, -E2BIG, "Tar entry '%s': the image has more than %" PRIu64 " entries "
                             "(max_image_entries in disk.conf).", e->path, l->limits->max_entries);
         r = path_normalize(e->path, path, &why);
         if (r < 0)
-                return fail(l->error, -EINVAL, "Tar entry '%s': refusing %s.", e->path, why);
+                return error_set(l->error, -EINVAL, "Tar entry '%s': refusing %s.", e->path, why);
         if (path[0] == '\0')
                 return 0; /* the root itself: it stays as diskd made it */
 
@@ -736,7 +724,7 @@ static int apply_entry(Layer *l, TarReader *rd, const TarEntry *e) {
                 const char *target = opaque ? NULL : name + strlen(WHITEOUT_PREFIX);
 
                 if (!opaque && (!*target || streq(target, ".") || streq(target, "..")))
-                        return fail(l->error, -EINVAL, "Tar entry '%s': a whiteout without a name.", e->path);
+                        return error_set(l->error, -EINVAL, "Tar entry '%s': a whiteout without a name.", e->path);
                 dir_fd = open_parent(l, e->path, path, /* create= */ false, &name);
                 if (dir_fd == -ENOENT)
                         return 0; /* nothing below to hide */
@@ -745,7 +733,7 @@ static int apply_entry(Layer *l, TarReader *rd, const TarEntry *e) {
                 if (!opaque) {
                         r = rm_rf_at(dir_fd, target);
                         if (r < 0 && r != -ENOENT)
-                                return fail(l->error, r, "Tar entry '%s': cannot remove '%s': %s.", e->path, target,
+                                return error_set(l->error, r, "Tar entry '%s': cannot remove '%s': %s.", e->path, target,
                                             strerror(-r));
                         l->stats->whiteouts++;
                         return 0;
@@ -758,7 +746,7 @@ static int apply_entry(Layer *l, TarReader *rd, const TarEntry *e) {
                 int fd = dup(dir_fd);
                 if (fd < 0 || !(d = fdopendir(fd))) {
                         safe_close(fd);
-                        return fail(l->error, negative_errno(), "Tar entry '%s': cannot read its directory: %m.",
+                        return error_set(l->error, negative_errno(), "Tar entry '%s': cannot read its directory: %m.",
                                     e->path);
                 }
                 while ((de = readdir(d))) {
@@ -773,7 +761,7 @@ static int apply_entry(Layer *l, TarReader *rd, const TarEntry *e) {
                                 continue;
                         r = rm_rf_at(dir_fd, de->d_name);
                         if (r < 0 && r != -ENOENT)
-                                return fail(l->error, r, "Tar entry '%s': cannot empty the directory: %s.", e->path,
+                                return error_set(l->error, r, "Tar entry '%s': cannot empty the directory: %s.", e->path,
                                             strerror(-r));
                 }
                 l->stats->opaque_dirs++;
@@ -785,7 +773,7 @@ static int apply_entry(Layer *l, TarReader *rd, const TarEntry *e) {
                 return 0;
         }
         if (e->type == '0' && l->stats->bytes + e->size > l->limits->max_bytes)
-                return fail(l->error, -E2BIG, "Tar entry '%s': the image unpacks to more than %" PRIu64 " bytes "
+                return error_set(l->error, -E2BIG, "Tar entry '%s': the image unpacks to more than %" PRIu64 " bytes "
                             "(max_image_bytes in disk.conf).", e->path, l->limits->max_bytes);
 
         r = layer_remember(l, path);
@@ -796,12 +784,12 @@ static int apply_entry(Layer *l, TarReader *rd, const TarEntry *e) {
                 return dir_fd;
         r = clear_for(dir_fd, name, /* want_dir= */ e->type == '5', &is_dir);
         if (r < 0)
-                return fail(l->error, r, "Tar entry '%s': cannot replace what is there: %s.", e->path, strerror(-r));
+                return error_set(l->error, r, "Tar entry '%s': cannot replace what is there: %s.", e->path, strerror(-r));
 
         switch (e->type) {
         case '5':
                 if (!is_dir && mkdirat(dir_fd, name, 0755) < 0)
-                        return fail(l->error, negative_errno(), "Tar entry '%s': cannot create it: %m.", e->path);
+                        return error_set(l->error, negative_errno(), "Tar entry '%s': cannot create it: %m.", e->path);
                 break;
         case '0':
                 r = write_file(l, rd, dir_fd, name, e);
@@ -811,9 +799,9 @@ static int apply_entry(Layer *l, TarReader *rd, const TarEntry *e) {
                 break;
         case '2':
                 if (!e->link[0])
-                        return fail(l->error, -EINVAL, "Tar entry '%s': a symlink with an empty target.", e->path);
+                        return error_set(l->error, -EINVAL, "Tar entry '%s': a symlink with an empty target.", e->path);
                 if (symlinkat(e->link, dir_fd, name) < 0)
-                        return fail(l->error, negative_errno(), "Tar entry '%s': cannot create it: %m.", e->path);
+                        return error_set(l->error, negative_errno(), "Tar entry '%s': cannot create it: %m.", e->path);
                 break;
         case '1': {
                 _cleanup_close_ int link_dir = -EBADF;
@@ -823,20 +811,20 @@ static int apply_entry(Layer *l, TarReader *rd, const TarEntry *e) {
 
                 r = path_normalize(e->link, target, &why);
                 if (r < 0 || !target[0])
-                        return fail(l->error, -EINVAL, "Tar entry '%s': refusing a hard link to '%s', outside the tree.",
+                        return error_set(l->error, -EINVAL, "Tar entry '%s': refusing a hard link to '%s', outside the tree.",
                                     e->path, e->link);
                 link_dir = open_parent(l, e->path, target, /* create= */ false, &link_name);
                 if (link_dir < 0 && link_dir != -ENOENT)
                         return link_dir; /* through a symlink: open_parent said so */
                 if (link_dir < 0 || fstatat(link_dir, link_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-                        return fail(l->error, -EINVAL, "Tar entry '%s': refusing a hard link to '%s', which is not in "
+                        return error_set(l->error, -EINVAL, "Tar entry '%s': refusing a hard link to '%s', which is not in "
                                     "the tree.", e->path, e->link);
                 if (S_ISDIR(st.st_mode))
-                        return fail(l->error, -EINVAL, "Tar entry '%s': refusing a hard link to directory '%s'.",
+                        return error_set(l->error, -EINVAL, "Tar entry '%s': refusing a hard link to directory '%s'.",
                                     e->path, e->link);
                 /* linkat without AT_SYMLINK_FOLLOW links a symlink itself. */
                 if (linkat(link_dir, link_name, dir_fd, name, 0) < 0)
-                        return fail(l->error, negative_errno(), "Tar entry '%s': cannot link it: %m.", e->path);
+                        return error_set(l->error, negative_errno(), "Tar entry '%s': cannot link it: %m.", e->path);
                 return 0; /* the link shares its target's metadata */
         }
         }
@@ -858,7 +846,7 @@ int tar_unpack_layer(int root_fd, TarReadFn read, void *userdata, const TarLimit
         r = tar_reader_new(read, userdata, &lim, &rd);
         if (r < 0) {
                 free(e);
-                return fail(ret_error, r, "Cannot read the layer: %s.", strerror(-r));
+                return error_set(ret_error, r, "Cannot read the layer: %s.", strerror(-r));
         }
         while ((r = tar_reader_next(rd, e, ret_error)) > 0) {
                 r = apply_entry(&l, rd, e);

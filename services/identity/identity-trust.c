@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <sys/stat.h>
 
+#include "error-util.h"
 #include "fs-util.h"
 #include "identity-trust.h"
 
@@ -86,19 +87,6 @@ static int save(TrustStore *s) {
         return write_file_atomic(s->path, text, strlen(text), 0600);
 }
 
-static int fail(char **ret_error, int r, const char *format, ...) _printf_(3, 4);
-static int fail(char **ret_error, int r, const char *format, ...) {
-        va_list ap;
-
-        if (ret_error) {
-                va_start(ap, format);
-                if (vasprintf(ret_error, format, ap) < 0)
-                        *ret_error = NULL;
-                va_end(ap);
-        }
-        return r;
-}
-
 static int load_jwks(const TrustRelationship *t, JwtKeySet **ret) {
         _cleanup_free_ char *data = NULL;
         size_t len;
@@ -126,32 +114,32 @@ static int check_spec(const TrustRelationship *t, char **ret_error) {
         int r;
 
         if (!text_ok(t->issuer, 1024))
-                return fail(ret_error, -EINVAL, "issuer must be a non-empty URL of at most 1024 characters.");
+                return error_set(ret_error, -EINVAL, "issuer must be a non-empty URL of at most 1024 characters.");
         if (t->id && !filename_is_valid(t->id, 64))
-                return fail(ret_error, -EINVAL, "id may only hold [A-Za-z0-9._-], at most 64 characters.");
+                return error_set(ret_error, -EINVAL, "id may only hold [A-Za-z0-9._-], at most 64 characters.");
         if (!!t->jwks_json == !!t->jwks_file)
-                return fail(ret_error, -EINVAL, "Give exactly one of jwks_json (inline JWKS) or jwks_file.");
+                return error_set(ret_error, -EINVAL, "Give exactly one of jwks_json (inline JWKS) or jwks_file.");
         if (t->jwks_file && t->jwks_file[0] != '/')
-                return fail(ret_error, -EINVAL, "jwks_file must be an absolute path.");
+                return error_set(ret_error, -EINVAL, "jwks_file must be an absolute path.");
         if (t->jwks_json && strlen(t->jwks_json) > TRUST_JWKS_MAX)
-                return fail(ret_error, -EINVAL, "jwks_json is larger than %u bytes.", TRUST_JWKS_MAX);
+                return error_set(ret_error, -EINVAL, "jwks_json is larger than %u bytes.", TRUST_JWKS_MAX);
         if (!text_ok(t->subject_pattern, 1024))
-                return fail(ret_error, -EINVAL, "subject_pattern must be a non-empty glob (\"*\" matches all).");
+                return error_set(ret_error, -EINVAL, "subject_pattern must be a non-empty glob (\"*\" matches all).");
         if (!text_ok(t->audience, 1024))
-                return fail(ret_error, -EINVAL, "audience must be given: the external token's \"aud\" must hold it.");
+                return error_set(ret_error, -EINVAL, "audience must be given: the external token's \"aud\" must hold it.");
         if (!t->tenant_id || strlen(t->tenant_id) == 0 || strlen(t->tenant_id) > 253 ||
             !filename_is_valid(t->tenant_id, 253))
-                return fail(ret_error, -EINVAL, "tenant_id must be a name of [A-Za-z0-9._-].");
+                return error_set(ret_error, -EINVAL, "tenant_id must be a name of [A-Za-z0-9._-].");
         if (t->max_duration == 0)
-                return fail(ret_error, -EINVAL, "max_duration must be positive.");
+                return error_set(ret_error, -EINVAL, "max_duration must be positive.");
         r = load_jwks(t, &ks);
         if (r == -ENOMEM)
                 return r;
         if (r < 0)
-                return fail(ret_error, -EINVAL, "The JWKS cannot be used: %s.",
+                return error_set(ret_error, -EINVAL, "The JWKS cannot be used: %s.",
                             r == -EBADMSG ? "not a JWKS with valid EC P-256 or RSA ≥ 2048 keys" : strerror(-r));
         if (jwt_keyset_size(ks) == 0)
-                return fail(ret_error, -EINVAL, "The JWKS holds no ES256 or RS256 signing key.");
+                return error_set(ret_error, -EINVAL, "The JWKS holds no ES256 or RS256 signing key.");
         return 0;
 }
 
@@ -258,10 +246,10 @@ int truststore_add(TrustStore *s, const TrustRelationship *spec, uint64_t now, c
         if (r < 0)
                 return r;
         if (s->n_items >= TRUST_RELATIONSHIPS_MAX)
-                return fail(ret_error, -ENOSPC, "At most %u trust relationships; remove one first.",
+                return error_set(ret_error, -ENOSPC, "At most %u trust relationships; remove one first.",
                             TRUST_RELATIONSHIPS_MAX);
         if (t.id && find(s, t.id))
-                return fail(ret_error, -EEXIST, "Trust relationship \"%s\" exists already.", t.id);
+                return error_set(ret_error, -EEXIST, "Trust relationship \"%s\" exists already.", t.id);
         if (!t.id) {
                 if (RAND_bytes(rnd, sizeof(rnd)) != 1)
                         return -EIO;
@@ -303,11 +291,11 @@ int truststore_match(TrustStore *s, const char *token, uint64_t now, uint64_t le
         if (r == -ENOMEM)
                 return r;
         if (r < 0)
-                return fail(ret_error, -EPERM, "The subject token is %s.",
+                return error_set(ret_error, -EPERM, "The subject token is %s.",
                             r == -EMSGSIZE ? "too large" : "not a compact JWS (malformed)");
         iss = json_string_value(json_object_get(p.payload, "iss"));
         if (!iss)
-                return fail(ret_error, -EPERM, "The subject token has no \"iss\" claim.");
+                return error_set(ret_error, -EPERM, "The subject token has no \"iss\" claim.");
 
         for (size_t i = 0; i < s->n_items; i++) {
                 const TrustRelationship *t = &s->items[i];
@@ -360,5 +348,5 @@ int truststore_match(TrustStore *s, const char *token, uint64_t now, uint64_t le
                         *ret_error = TAKE_PTR(last_error);
                 return -EPERM;
         }
-        return fail(ret_error, -EPERM, "unknown_issuer: no trust relationship for issuer \"%.256s\".", iss);
+        return error_set(ret_error, -EPERM, "unknown_issuer: no trust relationship for issuer \"%.256s\".", iss);
 }
