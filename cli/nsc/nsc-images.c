@@ -66,6 +66,14 @@ static void print_image(Nsc *n, const Hostmesh__Disk__V1__ContainerImage *im, bo
                        cached ? " (cached)" : "");
 }
 
+/* Pull and import answer alike: the image, and whether it was cached. */
+static int print_reply_image(Nsc *n, const Hostmesh__Disk__V1__ContainerImage *image, bool cached) {
+        if (!image)
+                return nsc_fail(n, NSC_EXIT_FAILURE, "INTERNAL", "diskd sent no image.");
+        print_image(n, image, cached);
+        return 0;
+}
+
 static int verb_pull(Nsc *n, int argc, char **argv) {
         Hostmesh__Disk__V1__PullImageRequest req = HOSTMESH__DISK__V1__PULL_IMAGE_REQUEST__INIT;
         Hostmesh__Disk__V1__PullImageResponse *resp = NULL;
@@ -81,10 +89,7 @@ static int verb_pull(Nsc *n, int argc, char **argv) {
                      (ProtobufCMessage **) &resp);
         if (r != 0)
                 return r;
-        if (!resp->image)
-                r = nsc_fail(n, NSC_EXIT_FAILURE, "INTERNAL", "diskd sent no image.");
-        else
-                print_image(n, resp->image, resp->cached);
+        r = print_reply_image(n, resp->image, resp->cached);
         protobuf_c_message_free_unpacked(&resp->base, NULL);
         return r;
 }
@@ -110,10 +115,7 @@ static int verb_import(Nsc *n, int argc, char **argv) {
                      (ProtobufCMessage **) &resp);
         if (r != 0)
                 return r;
-        if (!resp->image)
-                r = nsc_fail(n, NSC_EXIT_FAILURE, "INTERNAL", "diskd sent no image.");
-        else
-                print_image(n, resp->image, resp->cached);
+        r = print_reply_image(n, resp->image, resp->cached);
         protobuf_c_message_free_unpacked(&resp->base, NULL);
         return r;
 }

@@ -485,16 +485,14 @@ int store_image_list(Store *s, ImageRecord **ret, size_t *ret_n) {
         return 0;
 }
 
-int store_image_commit(Store *s, const ImageRecord *i, int64_t intent_id) {
+/* One row of images; the caller holds the transaction. */
+static int image_insert(Store *s, const ImageRecord *i) {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
         int r;
 
-        r = exec(s, "BEGIN IMMEDIATE");
-        if (r < 0)
-                return r;
         r = prepare(s, "INSERT INTO images (" IMAGE_COLUMNS ") VALUES (?, ?, ?, ?, ?, ?, ?)", &st);
         if (r < 0)
-                return rollback(s, r);
+                return r;
         sqlite3_bind_text(st, 1, i->name, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, i->path, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 3, i->format, -1, SQLITE_STATIC);
@@ -502,7 +500,16 @@ int store_image_commit(Store *s, const ImageRecord *i, int64_t intent_id) {
         sqlite3_bind_int64(st, 5, (int64_t) i->virtual_size);
         sqlite3_bind_int64(st, 6, (int64_t) i->file_size);
         sqlite3_bind_int64(st, 7, i->created);
-        r = sqlite_errno(sqlite3_step(st));
+        return sqlite_errno(sqlite3_step(st));
+}
+
+int store_image_commit(Store *s, const ImageRecord *i, int64_t intent_id) {
+        int r;
+
+        r = exec(s, "BEGIN IMMEDIATE");
+        if (r < 0)
+                return r;
+        r = image_insert(s, i);
         if (r < 0)
                 return rollback(s, r);
         r = store_intent_remove(s, intent_id);
@@ -716,23 +723,13 @@ int store_ref_remove(Store *s, const char *ref_or_digest) {
 
 int store_container_commit(Store *s, const ImageRecord *i, const ContainerRecord *c, const char *ref,
                            int64_t intent_id) {
-        _cleanup_stmt_ sqlite3_stmt *st = NULL, *st2 = NULL;
+        _cleanup_stmt_ sqlite3_stmt *st2 = NULL;
         int r;
 
         r = exec(s, "BEGIN IMMEDIATE");
         if (r < 0)
                 return r;
-        r = prepare(s, "INSERT INTO images (" IMAGE_COLUMNS ") VALUES (?, ?, ?, ?, ?, ?, ?)", &st);
-        if (r < 0)
-                return rollback(s, r);
-        sqlite3_bind_text(st, 1, i->name, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, i->path, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 3, i->format, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 4, i->digest, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 5, (int64_t) i->virtual_size);
-        sqlite3_bind_int64(st, 6, (int64_t) i->file_size);
-        sqlite3_bind_int64(st, 7, i->created);
-        r = sqlite_errno(sqlite3_step(st));
+        r = image_insert(s, i);
         if (r < 0)
                 return rollback(s, r);
         r = prepare(s, "INSERT INTO containers (digest, image, source, content_bytes, layers, created) "
