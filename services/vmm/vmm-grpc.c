@@ -736,7 +736,7 @@ static void handle_capacity(RpcCall *c, const ProtobufCMessage *request, void *u
         } else {
                 cap.accelerator = (char *) "";
                 cap.accelerator_reason = m->accel ? (char *) "the KVM probe is running"
-                                                  : (char *) "not probed yet (QEMU or the guest image missing)";
+                                                  : (char *) "not probed yet: QEMU is not installed (qemu-system-x86)";
         }
         cap.memory_bytes_total = m->capacity_memory;
         for (size_t k = 0; k < m->n_instances; k++) {

@@ -339,6 +339,16 @@ class VmmForcedAcceleratorTest(unittest.TestCase):
             self.assertEqual([i["state"] for i in lst], ["ERROR"])
             self.assertEqual(r2.returncode, 0, "vmmd keeps serving")
 
+    def test_missing_qemu_is_said_instead_of_a_verdict(self):
+        with Mesh(configs={"vmm": vmm_config(qemu="/nonexistent/qemu-system-x86_64")}) as m:
+            r, st = m.nsc_json("status")
+            vmm = [p for p in st["services"] if p["name"] == "vmm"][0]
+            self.assertEqual(vmm["accelerator"], "")
+            self.assertEqual(vmm["accelerator_reason"], "not probed yet: QEMU is not installed (qemu-system-x86)")
+            r, out = m.nsc_json("create", "--machine_type", "2x2")
+            self.assertEqual(r.returncode, 6)
+            self.assertIn("install the qemu-system-x86 package", out["error"]["message"])
+
     def test_forced_tcg_is_said_without_probing(self):
         with Mesh(configs={"vmm": vmm_config(accel="tcg")}) as m:
             r, st = m.nsc_json("status")
