@@ -524,6 +524,188 @@ class DockerProxy(unittest.TestCase):
         self.assertRegex(text, r'dockerproxy_requests_total\{decision="denied",rule="privileged"\} [1-9]')
         self.assertRegex(text, r'dockerproxy_requests_total\{decision="allowed",rule="images"\} [1-9]')
 
+    # -- authorization: volumes, routes, ownership records -----------------------
+    def engine_volumes(self):
+        return self.engine("volume", "ls", "-q").stdout.split()
+
+    def test_volume_driver_options_outside_the_allow_list_are_refused(self):
+        # Each of these mounts something of the host's (its procfs, cgroups,
+        # a block device, an overlay of host directories, a bind) as a volume.
+        for n, opts in enumerate((["type=proc", "device=proc"], ["type=cgroup", "device=cgroup"],
+                                  ["type=ext4", "device=/dev/sda1"],
+                                  ["type=overlay", "device=overlay", "o=lowerdir=/etc,upperdir=/tmp/u,workdir=/tmp/w"],
+                                  ["o=bind"], ["type=tmpfs", "device=tmpfs", "o=size=1m,bind"],
+                                  ["type=tmpfs", "device=/etc", "o=size=1m"])):
+            args = []
+            for o in opts:
+                args += ["--opt", o]
+            r = self.via(self.a_sock, "volume", "create", *args, "hm-a-badvol%d" % n)
+            with self.subTest(opts=opts):
+                self.assertDenied(r, "DriverOpts")
+        self.assertFalse([v for v in self.engine_volumes() if v.startswith("hm-a-badvol")])
+        # Size-like options of a tmpfs volume stay allowed, and so do plain volumes.
+        r = self.via(self.a_sock, "volume", "create", "--opt", "type=tmpfs", "--opt", "device=tmpfs",
+                     "--opt", "o=size=1m,mode=0700", "hm-a-tmpvol")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.via(self.a_sock, "volume", "create", "hm-a-plainvol")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # The same options in a container's mount (the engine would create the volume).
+        r = self.via(self.a_sock, "run", "--rm", "--mount",
+                     "type=volume,source=hm-a-procvol,target=/x,volume-opt=type=proc,volume-opt=device=proc",
+                     "ubuntu", "cat", "/x/1/comm")
+        self.assertDenied(r, "DriverConfig")
+        r = self.via(self.a_sock, "run", "--rm", "--mount",
+                     "type=volume,source=hm-a-sizevol,target=/x,volume-opt=size=1m", "ubuntu", "true")
+        self.assertDenied(r, "DriverConfig")
+        self.assertNotIn("hm-a-procvol", self.engine_volumes())
+        self.engine("volume", "rm", "hm-a-tmpvol", "hm-a-plainvol", check=False)
+
+    def raw(self, method, target, body=None, sock=None):
+        b = json.dumps(body).encode() if body is not None else b""
+        req = (method.encode() + b" " + target.encode() + b" HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(b) + b)
+        return http(sock or self.a_sock, req)
+
+    def test_paths_off_the_route_table_are_refused(self):
+        # A link makes the name "/hm-a-lnk/x" for hm-a-lnk-t: a four-segment
+        # path that once skipped the exec body check (privileged exec).
+        r = self.via(self.a_sock, "run", "-d", "--name", "hm-a-lnk-t", "ubuntu", "sleep", "100000")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.via(self.a_sock, "run", "-d", "--name", "hm-a-lnk", "--link", "hm-a-lnk-t:x", "ubuntu", "sleep", "100000")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        try:
+            evil = {"Cmd": ["true"], "Privileged": True}
+            for method, target in (("POST", "/v1.41/containers/hm-a-lnk/x/exec"), ("POST", "/containers/hm-a-lnk/x/exec"),
+                                   ("POST", "/v1.41/containers/hm-a-lnk%2Fx/exec"),
+                                   ("GET", "/v1.41/containers/hm-a-lnk/x/json"),
+                                   ("GET", "/v1.41/containers/hm-a-lnk/json/extra"),
+                                   ("GET", "/v1.41/containers/hm-a-lnk/bogus"),
+                                   ("PUT", "/v1.41/containers/hm-a-lnk/start"),
+                                   ("DELETE", "/v1.41/exec/abc/start")):
+                r = self.raw(method, target, evil if method == "POST" else None)
+                with self.subTest(target=target):
+                    self.assertIn(status_of(r), (400, 403), r)
+                    if status_of(r) == 403:
+                        path = target[6:] if target.startswith("/v1.41") else target
+                        self.assertIn(("%s %s" % (method, path.split("?")[0])).encode(), r)
+            # Link aliases are single names; the exec body is checked on the exact route.
+            r = self.raw("POST", "/v1.41/containers/create?name=hm-a-lnk2",
+                         {"Image": "ubuntu", "HostConfig": {"Links": ["hm-a-lnk-t:a/b"]}})
+            self.assertIn(status_of(r), (400, 403), r)
+            r = self.raw("POST", "/v1.41/containers/hm-a-lnk/exec", evil)
+            self.assertEqual(status_of(r), 403, r)
+            t = json.loads(self.engine("inspect", "hm-a-lnk-t").stdout)[0]
+            for e in t.get("ExecIDs") or []:
+                self.assertFalse(json.loads(self.engine_http("/exec/%s/json" % e))["Privileged"])
+        finally:
+            self.engine("rm", "-f", "hm-a-lnk", "hm-a-lnk-t", "hm-a-lnk2", check=False)
+
+    def engine_http(self, path):
+        r = http(self.engine_sock, b"GET " + path.encode() + b" HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+        return r.split(b"\r\n\r\n", 1)[1]
+
+    def build(self, sock, tag, dockerfile):
+        ctx = tempfile.mkdtemp(dir=self.tmp)
+        with open(os.path.join(ctx, "Dockerfile"), "w") as f:
+            f.write(dockerfile)
+        env = dict(os.environ, DOCKER_BUILDKIT="0")
+        return subprocess.run([self.docker_bin, "-H", "unix://" + sock, "build", "-q", "-t", tag, ctx],
+                              capture_output=True, text=True, timeout=300, env=env)
+
+    def image_id(self, ref):
+        return self.engine("image", "inspect", "-f", "{{.Id}}", ref).stdout.strip()
+
+    def test_ownership_comes_from_the_proxys_records_not_labels(self):
+        # A's image carries A's owner label; B runs a container from it.
+        r = self.build(self.a_sock, "hm-a-evil", 'FROM ubuntu\nLABEL io.hostmesh.dockerproxy.owner.hm-a=""\n')
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.via(self.b_sock, "run", "-d", "--name", "hm-b-victim", "hm-a-evil", "sleep", "100000")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        try:
+            self.assertNotIn("hm-b-victim", self.via(self.a_sock, "ps", "-a", "--format", "{{.Names}}").stdout.split())
+            self.assertDenied(self.via(self.a_sock, "exec", "hm-b-victim", "true"), "No such")
+            self.assertDenied(self.via(self.a_sock, "stop", "hm-b-victim"), "No such")
+            self.assertEqual(self.engine("inspect", "-f", "{{.State.Running}}", "hm-b-victim").stdout.strip(), "true")
+            # B still reaches its own container.
+            r = self.via(self.b_sock, "exec", "hm-b-victim", "true")
+            self.assertEqual(r.returncode, 0, r.stderr)
+        finally:
+            self.engine("rm", "-f", "hm-b-victim", check=False)
+
+    def test_images_of_others_cannot_be_replaced_tagged_over_or_deleted(self):
+        busybox = self.image_id("busybox:latest")
+        self.assertDenied(self.build(self.a_sock, "busybox:latest", "FROM ubuntu\nRUN touch /evil\n"), "busybox")
+        self.assertDenied(self.via(self.a_sock, "tag", "ubuntu", "busybox:latest"), "busybox")
+        self.assertDenied(self.via(self.a_sock, "rmi", "busybox:latest"), "busybox")
+        self.assertDenied(self.via(self.a_sock, "image", "prune", "-f"), "prune")
+        self.assertDenied(self.via(self.a_sock, "push", "busybox:latest"), "busybox")
+        r = http(self.a_sock, b"POST /v1.41/images/load HTTP/1.1\r\nHost: d\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        self.assertEqual(status_of(r), 403, r)
+        r = http(self.a_sock, b"POST /v1.41/images/create?fromSrc=-&repo=busybox&tag=latest HTTP/1.1\r\nHost: d\r\n"
+                              b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+        self.assertEqual(status_of(r), 403, r)
+        self.assertEqual(self.image_id("busybox:latest"), busybox)
+        # B's image is B's.
+        r = self.build(self.b_sock, "hm-b-img", "FROM ubuntu\nRUN touch /b\n")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        try:
+            self.assertDenied(self.via(self.a_sock, "rmi", "hm-b-img"), "hm-b-img")
+            self.assertDenied(self.build(self.a_sock, "hm-b-img", "FROM ubuntu\n"), "hm-b-img")
+            # Reading and using shared images stays allowed; own names are A's to manage.
+            r = self.via(self.a_sock, "image", "inspect", "hm-b-img")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            r = self.via(self.a_sock, "tag", "ubuntu", "hm-a-mytag:v1")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            r = self.via(self.a_sock, "rmi", "hm-a-mytag:v1")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            r = self.via(self.b_sock, "rmi", "hm-b-img")
+            self.assertEqual(r.returncode, 0, r.stderr)
+        finally:
+            self.engine("rmi", "-f", "hm-b-img", "hm-a-mytag:v1", check=False)
+
+    def test_volumes_and_networks_belong_to_their_creator(self):
+        r = self.via(self.b_sock, "volume", "create", "hm-b-vol")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.via(self.b_sock, "network", "create", "hm-b-net")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        try:
+            self.assertDenied(self.via(self.a_sock, "volume", "rm", "hm-b-vol"), "hm-b-vol")
+            self.assertDenied(self.via(self.a_sock, "volume", "inspect", "hm-b-vol"), "hm-b-vol")
+            self.assertDenied(self.via(self.a_sock, "run", "--rm", "-v", "hm-b-vol:/x", "ubuntu", "true"), "hm-b-vol")
+            self.assertDenied(self.via(self.a_sock, "network", "rm", "hm-b-net"), "hm-b-net")
+            self.assertDenied(self.via(self.a_sock, "network", "create", "-d", "macvlan", "hm-a-mac"), "macvlan")
+            self.assertIn("hm-b-vol", self.engine_volumes())
+            self.assertEqual(self.engine("network", "ls", "-q", "-f", "name=hm-b-net").returncode, 0)
+            # B manages its own.
+            self.assertEqual(self.via(self.b_sock, "volume", "inspect", "hm-b-vol").returncode, 0)
+            r = self.via(self.b_sock, "run", "--rm", "-v", "hm-b-vol:/x", "ubuntu", "true")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(self.via(self.b_sock, "network", "rm", "hm-b-net").returncode, 0)
+            self.assertEqual(self.via(self.b_sock, "volume", "rm", "hm-b-vol").returncode, 0)
+        finally:
+            self.engine("volume", "rm", "-f", "hm-b-vol", check=False)
+            self.engine("network", "rm", "hm-b-net", check=False)
+
+    def test_ownership_records_survive_a_restart(self):
+        r = self.via(self.a_sock, "create", "--name", "hm-a-kept", "ubuntu", "true")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        try:
+            self.mesh.restart("dockerproxy")
+            r, _ = self.mesh.nsc_json("docker", "list")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            wait_for(lambda: os.path.exists(self.a_sock), 10, "A's socket")
+            r = self.via(self.a_sock, "inspect", "--type", "container", "hm-a-kept")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertDenied(self.via(self.b_sock, "inspect", "--type", "container", "hm-a-kept"), "No such")
+            r = self.via(self.a_sock, "rm", "hm-a-kept")
+            self.assertEqual(r.returncode, 0, r.stderr)
+        finally:
+            self.engine("rm", "-f", "hm-a-kept", check=False)
+            link = os.path.join(self.a_sockdir, "docker.sock")
+            if os.path.exists(self.a_sock):
+                os.unlink(link)
+                os.link(self.a_sock, link)
+
     # -- registrations -------------------------------------------------------------
     def test_list_unregister_and_errors(self):
         r, j = self.mesh.nsc_json("docker", "list")
