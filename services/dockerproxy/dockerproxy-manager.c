@@ -22,6 +22,8 @@ static const ConfigItem config_table[] = {
                     "Open connections allowed on one container's socket"),
         CONFIG_ITEM("dockerproxy", "engine_timeout", config_type_usec, DockerproxyConfig, engine_timeout_usec,
                     "How long registration waits for the engine"),
+        CONFIG_ITEM("dockerproxy", "idle_timeout", config_type_usec, DockerproxyConfig, idle_timeout_usec,
+                    "How long a client connection may wait between requests (or finish a request head)"),
 };
 
 int manager_new(const DaemonArgs *args, Manager **ret) {
@@ -35,6 +37,7 @@ int manager_new(const DaemonArgs *args, Manager **ret) {
         m->config.upstream = strdup("/var/run/docker.sock");
         m->config.max_connections = 256;
         m->config.engine_timeout_usec = 5 * USEC_PER_SEC;
+        m->config.idle_timeout_usec = 5 * 60 * USEC_PER_SEC;
         if (!m->config.upstream)
                 return log_error_errno(-ENOMEM, "Out of memory.");
 
@@ -47,6 +50,8 @@ int manager_new(const DaemonArgs *args, Manager **ret) {
                 return log_error_errno(-EINVAL, "[dockerproxy] socket_dir must be an absolute path.");
         if (m->config.max_connections == 0)
                 return log_error_errno(-EINVAL, "[dockerproxy] max_connections must be at least 1.");
+        if (m->config.idle_timeout_usec < USEC_PER_SEC)
+                return log_error_errno(-EINVAL, "[dockerproxy] idle_timeout must be at least 1s.");
 
         *ret = TAKE_PTR(m);
         return 0;
@@ -87,6 +92,8 @@ static int manager_save(Manager *m) {
         return 0;
 }
 
+static void manager_on_record(void *userdata, const DockerCaller *caller, OwnedKind kind, const char *id, bool add);
+
 static char *fd_store_name(const Registration *reg) {
         char *n;
         return asprintf(&n, "dp-%s", reg->id) < 0 ? NULL : n;
@@ -101,6 +108,9 @@ static int manager_listen(Manager *m, Registration *reg) {
                 .upstream = m->config.upstream,
                 .metrics = m->server ? rpc_server_metrics(m->server) : NULL,
                 .max_connections = m->config.max_connections,
+                .idle_timeout_usec = m->config.idle_timeout_usec,
+                .on_record = manager_on_record,
+                .userdata = m,
         };
         _cleanup_free_ char *name = fd_store_name(reg), *state = NULL;
         int fd = -EBADF, r;
@@ -143,9 +153,9 @@ _printf_(2, 3) static void set_error(char **ret_error, const char *fmt, ...) {
         va_end(ap);
 }
 
-/* Asks the engine about a container: its root on the host (when wanted)
- * and the registrations that own it (its ancestors). */
-static int engine_describe(Manager *m, const char *id, char **ret_root, char ***ret_owners, char **ret_error) {
+/* Asks the engine about a container: its full id and its root on the host
+ * (when wanted). */
+static int engine_describe(Manager *m, const char *id, char **ret_root, char **ret_full_id, char **ret_error) {
         _cleanup_free_ char *path = NULL, *body = NULL, *info = NULL, *mount_id_path = NULL, *mount_id = NULL;
         json_t *j = NULL, *gd;
         const char *driver, *full_id;
@@ -169,7 +179,7 @@ static int engine_describe(Manager *m, const char *id, char **ret_root, char ***
                 set_error(ret_error, "The Docker engine answered %u for container %s.", status, id);
                 return -EIO;
         }
-        r = docker_inspect_owners(body, len, ret_owners);
+        r = docker_inspect_id(body, len, ret_full_id);
         if (r < 0 || !ret_root)
                 return r;
 
@@ -214,10 +224,57 @@ static int engine_describe(Manager *m, const char *id, char **ret_root, char ***
         return r;
 }
 
+/* Registrations whose records hold the container `full_id` (NULL: none). */
+static int manager_owners_of(Manager *m, const char *full_id, char ***ret) {
+        char **owners = calloc(m->n_regs + 1, sizeof(char *));
+        size_t n = 0;
+
+        if (!owners)
+                return -ENOMEM;
+        for (size_t i = 0; full_id && i < m->n_regs; i++)
+                if (owned_set_has(m->regs[i]->owned, OWNED_CONTAINER, full_id) &&
+                    !(owners[n++] = strdup(m->regs[i]->id))) {
+                        strv_free(owners);
+                        return -ENOMEM;
+                }
+        *ret = owners;
+        return 0;
+}
+
+/* A request through `caller`'s socket made or removed something: made
+ * things belong to the caller and its ancestors (who see their
+ * descendants' containers); removed things leave every record. */
+static void manager_on_record(void *userdata, const DockerCaller *caller, OwnedKind kind, const char *id, bool add) {
+        Manager *m = userdata;
+        Registration *reg = manager_find(m, caller->id);
+        bool changed = false;
+        int r;
+
+        if (!reg)
+                return;
+        if (!add) {
+                for (size_t i = 0; i < m->n_regs; i++)
+                        changed = owned_set_remove(m->regs[i]->owned, kind, id) > 0 || changed;
+        } else {
+                r = owned_set_add(reg->owned, kind, id);
+                if (r < 0)
+                        log_warning_errno(r, "Cannot record %s %s for container %s, it will not be able to use it: %m",
+                                          owned_kind_to_string(kind), id, reg->id);
+                changed = r > 0;
+                for (char **a = reg->ancestors; a && *a; a++) {
+                        Registration *anc = manager_find(m, *a);
+                        if (anc && owned_set_add(anc->owned, kind, id) > 0)
+                                changed = true;
+                }
+        }
+        if (changed)
+                (void) manager_save(m);
+}
+
 int manager_register(Manager *m, const char *id, const char *root, const DockerPolicy *policy,
                      Registration **ret, char **ret_error) {
         _cleanup_(registration_freep) Registration *reg = NULL;
-        _cleanup_free_ char *engine_root = NULL, *canon = NULL, *sock = NULL;
+        _cleanup_free_ char *engine_root = NULL, *canon = NULL, *sock = NULL, *full_id = NULL;
         char **owners = NULL;
         struct stat st;
         size_t n_caps = 0;
@@ -238,15 +295,17 @@ int manager_register(Manager *m, const char *id, const char *root, const DockerP
                 }
                 /* Ancestors come from the engine when it knows the container;
                  * an explicit root works without it. */
-                r = engine_describe(m, id, NULL, &owners, NULL);
-                if (r < 0)
-                        owners = NULL;
+                (void) engine_describe(m, id, NULL, &full_id, NULL);
         } else {
-                r = engine_describe(m, id, &engine_root, &owners, ret_error);
+                r = engine_describe(m, id, &engine_root, &full_id, ret_error);
                 if (r < 0)
                         return r;
                 root = engine_root;
         }
+        /* Its ancestors are the registrations that made it, by their records. */
+        r = manager_owners_of(m, full_id, &owners);
+        if (r < 0)
+                return r;
 
         canon = realpath(root, NULL);
         if (!canon || stat(canon, &st) < 0 || !S_ISDIR(st.st_mode)) {

@@ -18,6 +18,7 @@ typedef struct DockerproxyConfig {
         char *socket_dir;          /* per-container sockets; NULL → $RUNTIME_DIR/dockerproxy */
         uint32_t max_connections;  /* per container socket */
         uint64_t engine_timeout_usec;
+        uint64_t idle_timeout_usec;  /* client connections between requests */
 } DockerproxyConfig;
 
 typedef struct Manager {

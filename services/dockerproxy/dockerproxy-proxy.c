@@ -18,6 +18,7 @@
 #define PROBE_MAX         (DOCKER_BODY_MAX + HTTP_HEAD_MAX)
 #define LINGER_USEC       (2 * USEC_PER_SEC)
 #define DEFAULT_MAX_CONNS 256U
+#define CAPTURE_MAX       (64U * 1024U) /* a create's answer: {"Id": ...} */
 
 /* A linear buffer: bytes live in [start, end); compacted on demand. */
 typedef struct Buf {
@@ -124,8 +125,7 @@ struct Probe {
         int fd;
         sd_event_source *source;
         Buf out, in;
-        bool exec;          /* probing an exec id, not a container */
-        char *ref;
+        char *path;         /* what we asked the engine */
 };
 
 struct Conn {
@@ -142,6 +142,10 @@ struct Conn {
         HttpMessage *req;
         DockerDecision dec;
         char *api_path;          /* without /vX.Y and query: audit and routing */
+        char *api_version;       /* "1.41", or "" when the target had no /vX.Y */
+        unsigned resp_status;
+        Buf capture;             /* a create's answer, for the id to record */
+        bool capturing;
         uint64_t body_left;
         HttpChunked chunk;
         Buf body;                /* buffered body for judging */
@@ -171,7 +175,7 @@ static Probe *probe_free(Probe *p) {
         safe_close(p->fd);
         buf_done(&p->out);
         buf_done(&p->in);
-        free(p->ref);
+        free(p->path);
         free(p);
         return NULL;
 }
@@ -436,18 +440,9 @@ static int collect_probe_body(const char *d, size_t l, void *ud) {
         return buf_append(ud, d, l, PROBE_MAX);
 }
 
-/* A container named in a request body (VolumesFrom, container:<id> modes)
- * that is missing or not the caller's gets 403: on create, the docker CLI
- * takes 404 for a missing image and would try to pull it. Either way the
- * answer does not reveal whether the container exists. */
-static unsigned not_found_status(Conn *c) {
-        return c->dec.needs_body ? 403 : 404;
-}
-
 static void probe_finish(Probe *p, int error) {
         Conn *c = p->conn;
         _cleanup_(http_message_freep) HttpMessage *resp = NULL;
-        _cleanup_free_ char *owner_id = NULL;
         Buf body = {};
         int r = error;
 
@@ -475,97 +470,27 @@ static void probe_finish(Probe *p, int error) {
                                 r = 1;
                 }
         }
+        /* The judgement is the policy's; we only asked. */
+        if (r > 0)
+                r = docker_check_answer(c->proxy->caller, &c->dec, c->check_index, resp->status, buf_head(&body),
+                                        buf_len(&body));
+        buf_done(&body);
+        if (r == -ENOMEM) {
+                probe_free(p);
+                conn_free(c);
+                return;
+        }
         if (r < 0) {
-                log_warning_errno(r, "Ownership check of %s with the engine failed: %m", p->ref);
-                buf_done(&body);
-                conn_reply_error(c, 502, "engine", "The Docker engine could not be asked who owns the container.");
-                probe_free(p);
-                conn_pump(c);
-                return;
-        }
-        if (resp->status == 404) {
-                _cleanup_free_ char *msg = NULL;
-                buf_done(&body);
-                if (asprintf(&msg, "No such %s: %s", p->exec ? "exec instance" : "container", p->ref) < 0)
-                        msg = NULL;
-                conn_reply_error(c, not_found_status(c), "not-found", msg);
-                probe_free(p);
-                conn_pump(c);
-                return;
-        }
-        if (resp->status != 200) {
-                buf_done(&body);
-                conn_reply_error(c, 502, "engine", "The Docker engine refused the ownership check.");
-                probe_free(p);
-                conn_pump(c);
-                return;
-        }
-        if (p->exec) {
-                _cleanup_free_ char *ctr = NULL;
-                r = docker_exec_inspect_container(buf_head(&body), buf_len(&body), &ctr);
-                buf_done(&body);
-                if (r < 0) {
-                        conn_reply_error(c, 502, "engine", "The Docker engine sent an unreadable exec description.");
-                        probe_free(p);
-                        conn_pump(c);
-                        return;
-                }
-                /* Now the exec's container must be ours. */
-                free(c->dec.must_own_exec);
-                c->dec.must_own_exec = NULL;
-                {
-                        size_t n = 0;
-                        char **t;
-                        while (c->dec.must_own && c->dec.must_own[n])
-                                n++;
-                        t = realloc(c->dec.must_own, (n + 2) * sizeof(char *));
-                        if (!t) {
-                                conn_free(c);
-                                probe_free(p);
-                                return;
-                        }
-                        t[n] = TAKE_PTR(ctr);
-                        t[n + 1] = NULL;
-                        c->dec.must_own = t;
-                }
-                probe_free(p);
-                conn_checks_next(c);
-                conn_pump(c);
-                return;
-        } else {
-                bool owned = false;
-                r = docker_inspect_is_owned(c->proxy->caller, buf_head(&body), buf_len(&body), &owned, &owner_id);
-                if (r < 0 || !owned) {
-                        buf_done(&body);
-                        _cleanup_free_ char *msg = NULL;
-                        /* Others' containers are invisible: same answer as for
-                         * a container that does not exist. */
-                        if (asprintf(&msg, "No such container: %s", p->ref) < 0)
-                                msg = NULL;
-                        conn_reply_error(c, not_found_status(c), "not-owned", msg);
-                        probe_free(p);
-                        conn_pump(c);
-                        return;
-                }
-                if (c->dec.verify_mounts) {
-                        r = docker_verify_mounts(c->proxy->caller, buf_head(&body), buf_len(&body), &c->dec);
-                        if (r < 0 || c->dec.status) {
-                                buf_done(&body);
-                                if (r < 0)
-                                        conn_reply_error(c, 502, "engine", "The Docker engine sent an unreadable container description.");
-                                else
-                                        conn_reply_error(c, c->dec.status, c->dec.rule, c->dec.message);
-                                probe_free(p);
-                                conn_pump(c);
-                                return;
-                        }
-                }
-                buf_done(&body);
+                log_warning_errno(r, "Check of %s with the engine failed: %m", p->path);
+                conn_reply_error(c, 502, "engine", "The Docker engine could not be asked who owns what this request names.");
+        } else if (c->dec.status)
+                conn_reply_error(c, c->dec.status, c->dec.rule, c->dec.message);
+        else {
                 c->check_index++;
-                probe_free(p);
                 conn_checks_next(c);
-                conn_pump(c);
         }
+        probe_free(p);
+        conn_pump(c);
 }
 
 /* Is a whole response in? (We ask for Connection: close, but do not rely
@@ -625,43 +550,21 @@ static int on_probe_io(sd_event_source *s, int fd, uint32_t revents, void *userd
         return 0;
 }
 
-static int url_escape_segment(const char *s, char **ret) {
-        char *out = malloc(strlen(s) * 3 + 1), *o = out;
-
-        if (!out)
-                return -ENOMEM;
-        for (const unsigned char *p = (const unsigned char *) s; *p; p++)
-                if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-                    strchr("-._", *p))
-                        *o++ = (char) *p;
-                else
-                        o += sprintf(o, "%%%02X", *p);
-        *o = '\0';
-        *ret = out;
-        return 0;
-}
-
-static int probe_start(Conn *c, const char *ref, bool exec) {
-        _cleanup_free_ char *esc = NULL, *req = NULL;
+static int probe_start(Conn *c, char *path) {
+        _cleanup_free_ char *req = NULL, *owned_path = path;
         Probe *p;
         int r, n;
 
-        r = url_escape_segment(ref, &esc);
-        if (r < 0)
-                return r;
-        n = asprintf(&req, "GET /%s/%s/json HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n",
-                     exec ? "exec" : "containers", esc);
+        n = asprintf(&req, "GET %s HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n", path);
         if (n < 0)
                 return -ENOMEM;
         p = calloc(1, sizeof(*p));
         if (!p)
                 return -ENOMEM;
         p->conn = c;
-        p->exec = exec;
         p->fd = connect_unix(c->proxy->ctx.upstream);
-        p->ref = strdup(ref);
-        if (p->fd < 0 || !p->ref || buf_append(&p->out, req, (size_t) n, SIZE_MAX) < 0 ||
-            buf_ensure(&p->in, 64 * 1024) < 0) {
+        p->path = TAKE_PTR(owned_path);
+        if (p->fd < 0 || buf_append(&p->out, req, (size_t) n, SIZE_MAX) < 0 || buf_ensure(&p->in, 64 * 1024) < 0) {
                 r = p->fd < 0 ? p->fd : -ENOMEM;
                 probe_free(p);
                 return r;
@@ -679,15 +582,15 @@ static void conn_forward_request(Conn *c);
 
 /* Runs the next ownership check, or forwards when all passed. */
 static void conn_checks_next(Conn *c) {
+        char *path = NULL;
         int r;
 
         c->req_state = REQ_CHECK;
-        if (c->dec.must_own_exec)
-                r = probe_start(c, c->dec.must_own_exec, /* exec= */ true);
-        else if (c->dec.must_own && c->dec.must_own[c->check_index])
-                r = probe_start(c, c->dec.must_own[c->check_index], /* exec= */ false);
-        else
+        if (c->check_index >= c->dec.n_checks)
                 return conn_forward_request(c);
+        r = docker_check_path(&c->dec, c->check_index, &path);
+        if (r >= 0)
+                r = probe_start(c, TAKE_PTR(path));
         if (r < 0) {
                 log_warning_errno(r, "Cannot reach the engine at %s for an ownership check: %m", c->proxy->ctx.upstream);
                 conn_reply_error(c, 502, "engine", "The Docker engine is not reachable.");
@@ -705,6 +608,18 @@ static void conn_forward_request(Conn *c) {
         if (r < 0) {
                 log_warning_errno(r, "Cannot connect to the engine at %s: %m", c->proxy->ctx.upstream);
                 return conn_reply_error(c, 502, "engine", "The Docker engine is not reachable.");
+        }
+        if (c->dec.path_id) {
+                /* The engine acts on the id we checked, not on a name that
+                 * could point elsewhere by the time it looks. */
+                _cleanup_free_ char *path = NULL;
+                const char *q = strchr(c->req->target, '?');
+                if (docker_path_with_id(c->api_path, c->dec.path_id, &path) < 0 ||
+                    asprintf(&target, "%s%s%s%s", isempty(c->api_version) ? "" : "/v", c->api_version ?: "", path,
+                             q ?: "") < 0)
+                        return conn_free(c);
+                free(c->req->target);
+                c->req->target = TAKE_PTR(target);
         }
         if (c->dec.new_query) {
                 const char *q = strchr(c->req->target, '?');
@@ -788,6 +703,8 @@ static void conn_handle_head(Conn *c) {
         r = http_split_target(c->req->target, &c->api_path, &version, &query);
         if (r < 0)
                 return conn_reply_error(c, 400, "http-framing", "Malformed request target.");
+        free(c->api_version);
+        c->api_version = TAKE_PTR(version);
 
         docker_decision_done(&c->dec);
         r = docker_decide_request(caller, c->req->method, c->api_path, query, &c->dec);
@@ -929,7 +846,70 @@ static bool pump_request(Conn *c) {
         return false;
 }
 
+static int capture_collect(const char *data, size_t len, void *userdata) {
+        return buf_append(userdata, data, len, CAPTURE_MAX);
+}
+
+static void conn_record(Conn *c, OwnedKind kind, const char *id, bool add) {
+        const ProxyContext *ctx = &c->proxy->ctx;
+
+        if (ctx->on_record)
+                ctx->on_record(ctx->userdata, c->proxy->caller, kind, id, add);
+}
+
+/* A 2xx answer's head is in: what the request made or removed changes the
+ * caller's records (the id a create names waits for the body). */
+static void conn_records_at_head(Conn *c) {
+        if (c->resp_status < 200 || c->resp_status >= 300)
+                return;
+        if (c->dec.forget_path != OWNED_NONE && c->dec.path_id)
+                conn_record(c, c->dec.forget_path, c->dec.path_id, /* add= */ false);
+        for (size_t i = 0; i < c->dec.n_records; i++)
+                conn_record(c, c->dec.records[i].kind, c->dec.records[i].id, c->dec.records[i].add);
+        c->capturing = c->dec.record_answer != OWNED_NONE;
+        buf_done(&c->capture);
+}
+
+static void conn_records_at_end(Conn *c) {
+        _cleanup_free_ char *id = NULL;
+        Buf body = {};
+        int r;
+
+        if (!c->capturing)
+                return;
+        c->capturing = false;
+        if (c->resp_body == HTTP_BODY_CHUNKED) {
+                HttpChunked ch = {};
+                size_t used;
+                r = http_chunked_feed(&ch, buf_head(&c->capture), buf_len(&c->capture), &used, capture_collect, &body);
+                r = r == 1 ? 0 : -EBADMSG;
+        } else
+                r = buf_append(&body, buf_head(&c->capture), buf_len(&c->capture), CAPTURE_MAX);
+        if (r >= 0)
+                r = docker_created_id(c->dec.record_answer, buf_head(&body), buf_len(&body), &id);
+        if (r >= 0)
+                conn_record(c, c->dec.record_answer, id, /* add= */ true);
+        else
+                log_warning_errno(r, "Cannot read the id in the engine's answer to %s %s, not recorded: %m",
+                                  c->req ? c->req->method : "-", c->api_path ?: "-");
+        buf_done(&body);
+        buf_done(&c->capture);
+}
+
+/* Body bytes on their way to the client; a create's answer is kept too. */
+static size_t move_body(Conn *c, size_t max) {
+        size_t n = (size_t) MIN((uint64_t) MIN(buf_len(&c->uin), buf_space(&c->cout)), (uint64_t) max);
+
+        if (c->capturing && buf_append(&c->capture, buf_head(&c->uin), n, CAPTURE_MAX) < 0) {
+                log_warning("The engine's answer to %s is too large to read an id from, not recorded.", c->api_path ?: "-");
+                c->capturing = false;
+                buf_done(&c->capture);
+        }
+        return move(&c->uin, &c->cout, n);
+}
+
 static void conn_response_done(Conn *c) {
+        conn_records_at_end(c);
         c->resp_state = RESP_IDLE;
         if (c->req_state != REQ_DONE || !c->req_keep_alive || !c->resp_keep_alive) {
                 c->closing = true;
@@ -998,6 +978,8 @@ static bool pump_response(Conn *c) {
                 c->resp_body = resp->body;
                 c->resp_left = resp->content_length;
                 c->rchunk = (HttpChunked){};
+                c->resp_status = resp->status;
+                conn_records_at_head(c);
                 if (resp->body == HTTP_BODY_NONE)
                         conn_response_done(c);
                 else
@@ -1020,7 +1002,7 @@ static bool pump_response(Conn *c) {
                         return false;
                 }
                 if (c->resp_body == HTTP_BODY_LENGTH) {
-                        c->resp_left -= move(&c->uin, &c->cout, c->resp_left);
+                        c->resp_left -= move_body(c, (size_t) MIN(c->resp_left, (uint64_t) SIZE_MAX));
                         if (c->resp_left == 0)
                                 conn_response_done(c);
                 } else if (c->resp_body == HTTP_BODY_CHUNKED) {
@@ -1031,11 +1013,11 @@ static bool pump_response(Conn *c) {
                                 conn_free(c);
                                 return false;
                         }
-                        move(&c->uin, &c->cout, used);
+                        move_body(c, used);
                         if (r == 1)
                                 conn_response_done(c);
                 } else
-                        move(&c->uin, &c->cout, UINT64_MAX);
+                        move_body(c, SIZE_MAX);
                 return true;
 
         case RESP_RAW:
@@ -1207,6 +1189,8 @@ static void conn_free(Conn *c) {
         http_message_free(c->req);
         docker_decision_done(&c->dec);
         free(c->api_path);
+        free(c->api_version);
+        buf_done(&c->capture);
         free(c);
         if (p->ctx.metrics) {
                 Metric *g = metrics_gauge(p->ctx.metrics, "dockerproxy_connections", "Open client connections", NULL);

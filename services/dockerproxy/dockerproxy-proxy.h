@@ -16,11 +16,18 @@
 
 struct Metrics;
 
+/* Told when a request through `caller`'s socket made (add) or removed
+ * something the caller owns; the records live with the registration. */
+typedef void (*ProxyRecordFunc)(void *userdata, const DockerCaller *caller, OwnedKind kind, const char *id, bool add);
+
 typedef struct ProxyContext {
         sd_event *event;
         const char *upstream;          /* engine socket path */
         struct Metrics *metrics;       /* may be NULL */
         unsigned max_connections;      /* per socket */
+        uint64_t idle_timeout_usec;    /* between requests; 0: the default */
+        ProxyRecordFunc on_record;     /* may be NULL */
+        void *userdata;
 } ProxyContext;
 
 typedef struct Proxy Proxy;

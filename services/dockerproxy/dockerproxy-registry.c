@@ -23,9 +23,11 @@ int registration_new(const char *id, const char *root, const char *socket_path, 
         r->socket_path = strdup(socket_path);
         r->ancestors = calloc(1, sizeof(char *));
         r->policy.cap_add_allow = calloc(1, sizeof(char *));
-        if (!r->id || !r->root || !r->socket_path || !r->ancestors || !r->policy.cap_add_allow)
+        if (!r->id || !r->root || !r->socket_path || !r->ancestors || !r->policy.cap_add_allow ||
+            owned_set_new(&r->owned) < 0)
                 return -ENOMEM;
-        r->caller = (DockerCaller){ .id = r->id, .root = r->root, .ancestors = r->ancestors, .policy = &r->policy };
+        r->caller = (DockerCaller){ .id = r->id, .root = r->root, .ancestors = r->ancestors, .policy = &r->policy,
+                                    .owned = r->owned };
         *ret = TAKE_PTR(r);
         return 0;
 }
@@ -39,6 +41,7 @@ Registration *registration_free(Registration *r) {
         free(r->socket_path);
         strv_free(r->ancestors);
         strv_free(r->policy.cap_add_allow);
+        owned_set_free(r->owned);
         free(r);
         return NULL;
 }
@@ -96,8 +99,8 @@ json_t *registration_to_json(const Registration *r) {
                 json_array_append_new(anc, json_string(*a));
         for (char **a = p->cap_add_allow; a && *a; a++)
                 json_array_append_new(caps, json_string(*a));
-        return json_pack("{s:s,s:s,s:o,s:{s:b,s:o,s:b,s:b,s:b,s:b,s:b,s:b,s:b}}", "container_id", r->id, "root", r->root,
-                         "ancestors", anc, "policy", "allow_privileged", p->allow_privileged, "cap_add_allow", caps,
+        return json_pack("{s:s,s:s,s:o,s:o,s:{s:b,s:o,s:b,s:b,s:b,s:b,s:b,s:b,s:b}}", "container_id", r->id, "root", r->root,
+                         "ancestors", anc, "owned", owned_set_to_json(r->owned), "policy", "allow_privileged", p->allow_privileged, "cap_add_allow", caps,
                          "allow_devices", p->allow_devices, "allow_host_namespaces", p->allow_host_namespaces,
                          "allow_host_network", p->allow_host_network, "allow_unconfined", p->allow_unconfined,
                          "allow_sysctls", p->allow_sysctls, "allow_privileged_exec", p->allow_privileged_exec,
@@ -155,6 +158,10 @@ int registration_from_json(json_t *j, const char *socket_dir, Registration **ret
         free(list);
         if (k < 0)
                 return -EBADMSG;
+        /* Older state files have no records: nothing is owned then. */
+        k = owned_set_from_json(r->owned, json_object_get(j, "owned"));
+        if (k == -ENOMEM)
+                return k;
         *ret = TAKE_PTR(r);
         return 0;
 }

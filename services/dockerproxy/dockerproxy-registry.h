@@ -20,6 +20,7 @@ typedef struct Registration {
         char *socket_path;
         char **ancestors;       /* NULL-terminated */
         DockerPolicy policy;    /* cap_add_allow owned */
+        OwnedSet *owned;        /* what it and its descendants made through their sockets */
         DockerCaller caller;    /* points into the fields above */
         Proxy *proxy;
 } Registration;

@@ -16,33 +16,73 @@
 
 #define SYMLINKS_MAX 40
 
-static int strv_push(char ***l, const char *s) {
-        size_t n = 0;
-        char **t, *d;
-
-        while (*l && (*l)[n])
-                n++;
-        d = strdup(s);
-        if (!d)
-                return -ENOMEM;
-        t = realloc(*l, (n + 2) * sizeof(char *));
-        if (!t) {
-                free(d);
-                return -ENOMEM;
-        }
-        t[n] = d;
-        t[n + 1] = NULL;
-        *l = t;
-        return 0;
-}
-
 void docker_decision_done(DockerDecision *d) {
         free(d->message);
         free(d->new_query);
         free(d->new_body);
-        strv_free(d->must_own);
-        free(d->must_own_exec);
+        for (size_t i = 0; i < d->n_checks; i++)
+                free(d->checks[i].ref);
+        free(d->checks);
+        free(d->path_id);
+        for (size_t i = 0; i < d->n_records; i++)
+                free(d->records[i].id);
+        free(d->records);
         *d = (DockerDecision){};
+}
+
+static int add_check(DockerDecision *d, DockerCheckKind kind, const char *ref, bool in_path) {
+        DockerCheck *t;
+        char *r;
+
+        /* Bounded like everything a caller can make us allocate. */
+        if (d->n_checks >= 256)
+                return -E2BIG;
+        r = strdup(ref);
+        if (!r)
+                return -ENOMEM;
+        t = realloc(d->checks, (d->n_checks + 1) * sizeof(DockerCheck));
+        if (!t) {
+                free(r);
+                return -ENOMEM;
+        }
+        d->checks = t;
+        d->checks[d->n_checks++] = (DockerCheck){ .kind = kind, .ref = r, .in_path = in_path };
+        return 0;
+}
+
+static int add_record(DockerDecision *d, OwnedKind kind, const char *id, bool add) {
+        DockerRecord *t;
+        char *r;
+
+        if (d->n_records >= 256)
+                return -E2BIG;
+        r = strdup(id);
+        if (!r)
+                return -ENOMEM;
+        t = realloc(d->records, (d->n_records + 1) * sizeof(DockerRecord));
+        if (!t) {
+                free(r);
+                return -ENOMEM;
+        }
+        d->records = t;
+        d->records[d->n_records++] = (DockerRecord){ .kind = kind, .id = r, .add = add };
+        return 0;
+}
+
+/* Container, volume and network names and ids as the engine allows them
+ * ([a-zA-Z0-9][a-zA-Z0-9_.-]*): one path segment, nothing a router or a
+ * link name ("/web/db") could split. */
+static bool name_is_valid(const char *s) {
+        if (!s || !*s || strlen(s) > 255 || !isalnum((unsigned char) s[0]))
+                return false;
+        for (const char *p = s; *p; p++)
+                if (!isalnum((unsigned char) *p) && !strchr("_.-", *p))
+                        return false;
+        return true;
+}
+
+static bool owns(const DockerCaller *c, OwnedKind kind, const char *id) {
+        return (kind == OWNED_CONTAINER && c->policy->see_all_containers) || owned_set_has(c->owned, kind, id);
 }
 
 _printf_(4, 5) static int deny(DockerDecision *d, unsigned status, const char *rule, const char *fmt, ...) {
@@ -471,10 +511,18 @@ static int check_mode(const DockerCaller *c, DockerDecision *d, json_t *hc, cons
                             "HostConfig.%s=host is not allowed for this container.", field);
         ref = container_ref(s);
         if (ref) {
-                if (!*ref)
-                        return deny(d, 400, "invalid-field", "HostConfig.%s names no container.", field);
+                if (!name_is_valid(ref))
+                        return deny(d, 400, "invalid-field", "HostConfig.%s must name one container.", field);
                 if (!c->policy->see_all_containers)
-                        return strv_push(&d->must_own, ref);
+                        return add_check(d, DOCKER_CHECK_CONTAINER, ref, /* in_path= */ false);
+                return 0;
+        }
+        /* A user-defined network is joined by name: it must be the caller's. */
+        if (streq(field, "NetworkMode") && !streq(s, "") && !streq(s, "default") && !streq(s, "bridge") &&
+            !streq(s, "none") && strcasecmp(s, "host") != 0) {
+                if (!name_is_valid(s))
+                        return deny(d, 400, "invalid-field", "HostConfig.NetworkMode \"%s\" is not a network name.", s);
+                return add_check(d, DOCKER_CHECK_NETWORK, s, /* in_path= */ false);
         }
         return 0;
 }
@@ -504,6 +552,8 @@ static int check_security_opts(const DockerCaller *c, DockerDecision *d, json_t 
         return 0;
 }
 
+static int check_named_volume(const DockerCaller *c, DockerDecision *d, const char *name);
+
 static int translate_binds(const DockerCaller *c, DockerDecision *d, json_t *hc) {
         json_t *v, *e;
         size_t i;
@@ -529,8 +579,15 @@ static int translate_binds(const DockerCaller *c, DockerDecision *d, json_t *hc)
                 if (parts == 1)
                         continue; /* anonymous volume at a container path */
                 colon = strchr(s, ':');
-                if (s[0] != '/')
-                        continue; /* named volume */
+                if (s[0] != '/') {
+                        _cleanup_free_ char *name = strndup(s, (size_t) (colon - s));
+                        if (!name)
+                                return -ENOMEM;
+                        r = check_named_volume(c, d, name);
+                        if (r < 0 || d->status)
+                                return r;
+                        continue;
+                }
                 src = strndup(s, (size_t) (colon - s));
                 if (!src)
                         return -ENOMEM;
@@ -550,25 +607,92 @@ static int translate_binds(const DockerCaller *c, DockerDecision *d, json_t *hc)
         return 0;
 }
 
-static int check_volume_driver_opts(DockerDecision *d, json_t *opts, const char *what) {
-        const char *key;
+/* A named volume in a create body: the caller's own, or a name that does
+ * not exist yet (the engine creates it, and it becomes the caller's). */
+static int check_named_volume(const DockerCaller *c, DockerDecision *d, const char *name) {
+        int r;
+
+        if (!name_is_valid(name))
+                return deny(d, 400, "invalid-field", "Volume name \"%s\" is not valid.", name);
+        if (owns(c, OWNED_VOLUME, name))
+                return 0;
+        r = add_check(d, DOCKER_CHECK_VOLUME_FREE, name, /* in_path= */ false);
+        if (r >= 0)
+                r = add_record(d, OWNED_VOLUME, name, /* add= */ true);
+        return r;
+}
+
+static bool all_digits(const char *s, size_t n, unsigned base) {
+        if (n == 0 || n > 20)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!(base == 8 ? s[i] >= '0' && s[i] <= '7' : isdigit((unsigned char) s[i])))
+                        return false;
+        return true;
+}
+
+/* Is one "o=" mount option of a tmpfs volume a size-like one? */
+static bool tmpfs_option_allowed(const char *opt, size_t n) {
+        static const char *const numeric[] = { "size=", "nr_inodes=", "uid=", "gid=" };
+        const char *v;
+
+        for (size_t k = 0; k < ELEMENTSOF(numeric); k++) {
+                size_t l = strlen(numeric[k]);
+                if (n > l && strncmp(opt, numeric[k], l) == 0) {
+                        v = opt + l;
+                        n -= l;
+                        /* size=64m, size=50%: a number with one unit suffix */
+                        if (streq(numeric[k], "size=") && n > 1 && strchr("kKmMgG%", v[n - 1]))
+                                n--;
+                        return all_digits(v, n, 10);
+                }
+        }
+        if (n > 5 && strncmp(opt, "mode=", 5) == 0)
+                return all_digits(opt + 5, n - 5, 8);
+        return false;
+}
+
+/* The local driver mounts `device` with `type` and `o` as given: type=proc,
+ * cgroup or overlay, a block device, or o=bind all put the host's
+ * filesystems into a volume. So the allow-list is the size of a volume:
+ * `size` (quota-capable storage), and a tmpfs (type=tmpfs, device=tmpfs)
+ * whose `o` holds only size, nr_inodes, mode, uid and gid. */
+static int check_volume_driver_opts(DockerDecision *d, json_t *opts) {
+        const char *key, *type = NULL, *device = NULL;
         json_t *v;
 
         if (!opts || json_is_null(opts))
                 return 0;
         if (!json_is_object(opts))
-                return deny(d, 400, "invalid-field", "%s must be an object.", what);
-        /* The local driver mounts `device` with `type` and `o`: type=none
-         * o=bind binds a host path, a device path mounts a host block device. */
+                return deny(d, 400, "invalid-field", "DriverOpts must be an object.");
         json_object_foreach(opts, key, v) {
                 const char *s = json_string_value(v);
                 if (!s)
-                        return deny(d, 400, "invalid-field", "%s values must be strings.", what);
-                if ((streq(key, "type") && strcasecmp(s, "none") == 0) ||
-                    (streq(key, "o") && strstr(s, "bind")) || (streq(key, "device") && s[0] == '/'))
-                        return deny(d, 403, "volume-host-bind",
-                                    "%s %s=%s would bind a host path into a volume; not allowed.", what, key, s);
+                        return deny(d, 400, "invalid-field", "DriverOpts values must be strings.");
+                if (streq(key, "type"))
+                        type = s;
+                else if (streq(key, "device"))
+                        device = s;
+                else if (streq(key, "o")) {
+                        for (const char *p = s; *p;) {
+                                size_t n = strcspn(p, ",");
+                                if (!tmpfs_option_allowed(p, n))
+                                        return deny(d, 403, "volume-driver-opts",
+                                                    "Volume DriverOpts o=%s: only size, nr_inodes, mode, uid and gid options of a tmpfs volume are allowed (%.*s is not).",
+                                                    s, (int) n, p);
+                                p += n;
+                                if (*p)
+                                        p++;
+                        }
+                } else if (!streq(key, "size"))
+                        return deny(d, 403, "volume-driver-opts",
+                                    "Volume DriverOpts %s=%s is not allowed: only size, or a tmpfs volume's size options.", key, s);
         }
+        if ((type || device || json_object_get(opts, "o")) &&
+            (!type || !streq(type, "tmpfs") || !device || !streq(device, "tmpfs")))
+                return deny(d, 403, "volume-driver-opts",
+                            "Volume DriverOpts type=%s device=%s would mount a host filesystem; only type=tmpfs device=tmpfs is allowed.",
+                            type ?: "", device ?: "");
         return 0;
 }
 
@@ -584,7 +708,7 @@ static int translate_mounts(const DockerCaller *c, DockerDecision *d, json_t *hc
                 return deny(d, 400, "invalid-field", "HostConfig.Mounts must be an array.");
         json_array_foreach(v, i, m) {
                 _cleanup_free_ char *host = NULL, *reason = NULL;
-                json_t *type, *source, *target, *vo, *dc, *opts;
+                json_t *type, *source, *target, *vo, *dc;
                 const char *t;
 
                 if (!json_is_object(m))
@@ -610,11 +734,18 @@ static int translate_mounts(const DockerCaller *c, DockerDecision *d, json_t *hc
                         if (json_object_set_new(m, "Source", json_string(host)) < 0)
                                 return -ENOMEM;
                 } else if (streq(t, "volume")) {
+                        const char *name = json_string_value(source);
+                        /* The engine would create the volume with these options,
+                         * unchecked by a volume create: no driver config at all. */
                         GET(vo, "DriverConfig", &dc);
-                        GET(dc, "Options", &opts);
-                        r = check_volume_driver_opts(d, opts, "Mount VolumeOptions.DriverConfig.Options");
-                        if (r < 0 || d->status)
-                                return r;
+                        if (dc && !json_is_null(dc))
+                                return deny(d, 403, "volume-driver-opts",
+                                            "HostConfig.Mounts[%zu].VolumeOptions.DriverConfig is not allowed; create the volume first.", i);
+                        if (name && *name) {
+                                r = check_named_volume(c, d, name);
+                                if (r < 0 || d->status)
+                                        return r;
+                        }
                 } else if (!streq(t, "tmpfs"))
                         return deny(d, 403, "mount-type", "Mount type \"%s\" is not allowed.", t);
         }
@@ -694,6 +825,11 @@ static int check_hostconfig(const DockerCaller *c, DockerDecision *d, json_t *hc
         if (nonempty(v) && !p->allow_sysctls)
                 return deny(d, 403, "sysctls", "HostConfig.Sysctls is not allowed for this container.");
 
+        /* Volume plugins are refused with the plugin API; "local" is the one driver. */
+        GET(hc, "VolumeDriver", &v);
+        if (nonempty(v) && !(json_is_string(v) && streq(json_string_value(v), "local")))
+                return deny(d, 403, "volume-driver-opts", "HostConfig.VolumeDriver may only be \"local\".");
+
         GET(hc, "VolumesFrom", &v);
         if (v && !json_is_null(v)) {
                 if (!json_is_array(v))
@@ -706,7 +842,9 @@ static int check_hostconfig(const DockerCaller *c, DockerDecision *d, json_t *hc
                         ref = strndup(s, strcspn(s, ":"));
                         if (!ref)
                                 return -ENOMEM;
-                        if (!p->see_all_containers && (r = strv_push(&d->must_own, ref)) < 0)
+                        if (!name_is_valid(ref))
+                                return deny(d, 400, "invalid-field", "HostConfig.VolumesFrom \"%s\" must name one container.", s);
+                        if (!p->see_all_containers && (r = add_check(d, DOCKER_CHECK_CONTAINER, ref, false)) < 0)
                                 return r;
                 }
         }
@@ -717,13 +855,18 @@ static int check_hostconfig(const DockerCaller *c, DockerDecision *d, json_t *hc
                         return deny(d, 400, "invalid-field", "HostConfig.Links must be an array.");
                 json_array_foreach(v, i, e) {
                         _cleanup_free_ char *ref = NULL;
-                        const char *s = json_string_value(e);
+                        const char *s = json_string_value(e), *alias;
                         if (!s || !*s)
                                 return deny(d, 400, "invalid-field", "HostConfig.Links entries must be strings.");
                         ref = strndup(s + (s[0] == '/'), strcspn(s + (s[0] == '/'), ":"));
                         if (!ref)
                                 return -ENOMEM;
-                        if (!p->see_all_containers && (r = strv_push(&d->must_own, ref)) < 0)
+                        /* "name[:alias]": the engine names the link "/<this>/<alias>",
+                         * a path of its own; both must be single names. */
+                        alias = strchr(s, ':');
+                        if (!name_is_valid(ref) || (alias && !name_is_valid(alias + 1 + (alias[1] == '/'))))
+                                return deny(d, 403, "links", "HostConfig.Links \"%s\" must be container:alias with single names.", s);
+                        if (!p->see_all_containers && (r = add_check(d, DOCKER_CHECK_CONTAINER, ref, false)) < 0)
                                 return r;
                 }
         }
@@ -767,6 +910,35 @@ static int add_owner_labels(const DockerCaller *c, DockerDecision *d, json_t *to
         return 0;
 }
 
+/* NetworkingConfig.EndpointsConfig names the networks to join: each
+ * user-defined one must be the caller's. */
+static int check_networking_config(DockerDecision *d, json_t *top) {
+        json_t *nc, *ec, *v;
+        const char *key;
+        int r;
+
+        GET(top, "NetworkingConfig", &nc);
+        if (!nc || json_is_null(nc))
+                return 0;
+        if (!json_is_object(nc))
+                return deny(d, 400, "invalid-field", "NetworkingConfig must be an object.");
+        GET(nc, "EndpointsConfig", &ec);
+        if (!ec || json_is_null(ec))
+                return 0;
+        if (!json_is_object(ec))
+                return deny(d, 400, "invalid-field", "NetworkingConfig.EndpointsConfig must be an object.");
+        json_object_foreach(ec, key, v) {
+                if (streq(key, "default") || streq(key, "bridge") || streq(key, "none"))
+                        continue;
+                if (!name_is_valid(key))
+                        return deny(d, 400, "invalid-field", "NetworkingConfig names the network \"%s\", which is not a network name.", key);
+                r = add_check(d, DOCKER_CHECK_NETWORK, key, /* in_path= */ false);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 static const char *const config_fields[] = {
         "Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr", "ExposedPorts", "Tty",
         "OpenStdin", "StdinOnce", "Env", "Cmd", "Healthcheck", "ArgsEscaped", "Image", "Volumes", "WorkingDir",
@@ -803,10 +975,14 @@ int docker_translate_create(const DockerCaller *c, const char *body, size_t len,
         r = check_hostconfig(c, d, hc);
         if (r < 0 || d->status)
                 return r;
+        r = check_networking_config(d, top);
+        if (r < 0 || d->status)
+                return r;
         r = add_owner_labels(c, d, top);
         if (r < 0 || d->status)
                 return r;
         d->rule = "create";
+        d->record_answer = OWNED_CONTAINER;
         return set_body(d, top);
 }
 
@@ -821,6 +997,8 @@ static int decide_exec_create(const DockerCaller *c, const char *body, size_t le
         if (r < 0 || d->status)
                 return r;
         GET(top, "Privileged", &v);
+        if (v && !json_is_boolean(v) && !json_is_null(v))
+                return deny(d, 400, "invalid-field", "Privileged must be a boolean.");
         if (json_is_true(v) && !c->policy->allow_privileged_exec)
                 return deny(d, 403, "privileged-exec", "Privileged exec is not allowed for this container.");
         d->rule = "exec-create";
@@ -850,7 +1028,7 @@ static int decide_update(const DockerCaller *c, DockerDecision *d, const char *b
         return set_body(d, top);
 }
 
-static int decide_volume_create(DockerDecision *d, const char *body, size_t len) {
+static int decide_volume_create(const DockerCaller *c, DockerDecision *d, const char *body, size_t len) {
         _cleanup_(json_decrefp) json_t *top = NULL;
         json_t *v;
         int r;
@@ -858,28 +1036,52 @@ static int decide_volume_create(DockerDecision *d, const char *body, size_t len)
         r = load_object(body, len, &top, d);
         if (r < 0 || d->status)
                 return r;
+        GET(top, "Driver", &v);
+        if (nonempty(v) && !(json_is_string(v) && streq(json_string_value(v), "local")))
+                return deny(d, 403, "volume-driver-opts", "Volume Driver may only be \"local\".");
         GET(top, "DriverOpts", &v);
-        r = check_volume_driver_opts(d, v, "Volume DriverOpts");
+        r = check_volume_driver_opts(d, v);
         if (r < 0 || d->status)
                 return r;
+        /* Creating a volume that exists answers with that volume: a name
+         * must be new (or the caller's) before the answer may be recorded. */
+        GET(top, "Name", &v);
+        if (v && !json_is_null(v) && !json_is_string(v))
+                return deny(d, 400, "invalid-field", "Name must be a string.");
+        if (nonempty(v)) {
+                const char *name = json_string_value(v);
+                if (!name_is_valid(name))
+                        return deny(d, 400, "invalid-field", "Volume name \"%s\" is not valid.", name);
+                if (!owns(c, OWNED_VOLUME, name) && (r = add_check(d, DOCKER_CHECK_VOLUME_FREE, name, false)) < 0)
+                        return r;
+        }
         d->rule = "volume-create";
+        d->record_answer = OWNED_VOLUME;
         return set_body(d, top);
 }
 
-static int decide_service(DockerDecision *d, const char *body, size_t len) {
+/* Bridge networks only: macvlan, ipvlan and driver options reach the
+ * host's interfaces and bridges. */
+static int decide_network_create(DockerDecision *d, const char *body, size_t len) {
         _cleanup_(json_decrefp) json_t *top = NULL;
-        json_t *tt, *cs, *mounts;
+        json_t *v;
         int r;
 
         r = load_object(body, len, &top, d);
         if (r < 0 || d->status)
                 return r;
-        GET(top, "TaskTemplate", &tt);
-        GET(tt, "ContainerSpec", &cs);
-        GET(cs, "Mounts", &mounts);
-        if (nonempty(mounts))
-                return deny(d, 403, "service-mounts", "Services with mounts are not allowed.");
-        d->rule = "service";
+        GET(top, "Driver", &v);
+        if (nonempty(v) && !(json_is_string(v) && streq(json_string_value(v), "bridge")))
+                return deny(d, 403, "network-driver", "Network driver \"%s\" is not allowed; only bridge networks.",
+                            json_string_value(v) ?: "?");
+        GET(top, "Options", &v);
+        if (nonempty(v))
+                return deny(d, 403, "network-driver", "Network driver options are not allowed.");
+        GET(top, "ConfigFrom", &v);
+        if (nonempty(v))
+                return deny(d, 403, "network-driver", "ConfigFrom is not allowed.");
+        d->rule = "network-create";
+        d->record_answer = OWNED_NETWORK;
         return set_body(d, top);
 }
 
@@ -892,9 +1094,9 @@ static int decide_network_connect(const DockerCaller *c, DockerDecision *d, cons
         if (r < 0 || d->status)
                 return r;
         GET(top, "Container", &v);
-        if (!json_is_string(v))
-                return deny(d, 400, "invalid-field", "Container must be a string.");
-        if (!c->policy->see_all_containers && (r = strv_push(&d->must_own, json_string_value(v))) < 0)
+        if (!json_is_string(v) || !name_is_valid(json_string_value(v)))
+                return deny(d, 400, "invalid-field", "Container must name one container.");
+        if (!c->policy->see_all_containers && (r = add_check(d, DOCKER_CHECK_CONTAINER, json_string_value(v), false)) < 0)
                 return r;
         d->rule = "network-connect";
         return set_body(d, top);
@@ -902,36 +1104,13 @@ static int decide_network_connect(const DockerCaller *c, DockerDecision *d, cons
 
 /* ---- routing -------------------------------------------------------------- */
 
-/* Splits "/a/b/c" into at most 4 segments. Returns the count. */
-static size_t split_path(const char *path, char seg[4][256]) {
-        size_t n = 0;
-
-        for (const char *p = path; *p == '/' && n < 4;) {
-                size_t l = strcspn(p + 1, "/");
-                if (l >= 256)
-                        return 5;
-                memcpy(seg[n], p + 1, l);
-                seg[n][l] = '\0';
-                n++;
-                p += 1 + l;
-                if (*p == '\0')
-                        break;
-                if (n == 4)
-                        return 5; /* deeper than any route we know */
-        }
-        return n;
-}
-
-/* Adds a label filter for the caller's owner label to a query's `filters`
- * (JSON map of lists, or the older map of maps), replacing every filters=
- * pair by one. */
-static int add_label_filter(const DockerCaller *c, DockerDecision *d, const char *query) {
-        _cleanup_(json_decrefp) json_t *filters = NULL;
-        _cleanup_free_ char *old = NULL, *own = NULL, *dumped = NULL;
-        char *out = NULL;
-        size_t out_len = 0;
-        json_t *label;
-        FILE *f;
+/* Parses a query's `filters` (JSON map of lists, or the older map of maps)
+ * into *ret (an empty object when absent). */
+static int parse_filters(DockerDecision *d, const char *query, json_t **ret) {
+        _cleanup_free_ char *old = NULL;
+        json_t *filters;
+        const char *k;
+        json_t *v;
         int r;
 
         r = http_query_get(query, "filters", &old);
@@ -940,36 +1119,31 @@ static int add_label_filter(const DockerCaller *c, DockerDecision *d, const char
         if (r > 0 && *old) {
                 json_error_t err;
                 filters = json_loads(old, JSON_REJECT_DUPLICATES, &err);
-                if (!json_is_object(filters))
+                if (!json_is_object(filters)) {
+                        json_decref(filters);
                         return deny(d, 400, "invalid-query", "The filters parameter is not a JSON object.");
-        } else
-                filters = json_object();
-        if (!filters)
+                }
+        } else if (!(filters = json_object()))
                 return -ENOMEM;
-        if (asprintf(&own, DOCKER_LABEL_OWNER_PREFIX "%s", c->id) < 0)
-                return -ENOMEM;
-        {
-                const char *k;
-                json_t *v;
-                json_object_foreach(filters, k, v)
-                        if (!streq(k, "label") && fold_equal(k, "label"))
-                                return deny(d, 400, "invalid-query", "Filter \"%s\" differs only in case from \"label\".", k);
-        }
-        label = json_object_get(filters, "label");
-        if (json_is_object(label))
-                r = json_object_set_new(label, own, json_true());
-        else if (json_is_array(label))
-                r = json_array_append_new(label, json_string(own));
-        else if (!label)
-                r = json_object_set_new(filters, "label", json_pack("[s]", own));
-        else
-                return deny(d, 400, "invalid-query", "The label filter must be a list.");
-        if (r < 0)
-                return -ENOMEM;
+        json_object_foreach(filters, k, v)
+                if ((!streq(k, "label") && fold_equal(k, "label")) || (!streq(k, "id") && fold_equal(k, "id"))) {
+                        json_decref(filters);
+                        return deny(d, 400, "invalid-query", "Filter \"%s\" differs only in case from a filter we set.", k);
+                }
+        *ret = filters;
+        return 0;
+}
+
+/* Replaces every filters= pair of `query` by one holding `filters`. */
+static int replace_filters(DockerDecision *d, const char *query, json_t *filters) {
+        _cleanup_free_ char *dumped = NULL;
+        char *out = NULL;
+        size_t out_len = 0;
+        FILE *f;
+
         dumped = json_dumps(filters, JSON_COMPACT);
         if (!dumped)
                 return -ENOMEM;
-
         f = open_memstream(&out, &out_len);
         if (!f)
                 return -ENOMEM;
@@ -1001,155 +1175,725 @@ static int add_label_filter(const DockerCaller *c, DockerDecision *d, const char
         return 0;
 }
 
-static bool startswith_segment(const char *path, const char *first) {
-        size_t l = strlen(first);
-        return path[0] == '/' && strncmp(path + 1, first, l) == 0 && (path[1 + l] == '/' || path[1 + l] == '\0');
+/* Events: a filter on the caller's owner label. Events only tell; a label
+ * a caller set on an image can add others' containers here, but every
+ * action on a container goes by the records. */
+static int add_label_filter(const DockerCaller *c, DockerDecision *d, const char *query) {
+        _cleanup_(json_decrefp) json_t *filters = NULL;
+        _cleanup_free_ char *own = NULL;
+        json_t *label;
+        int r;
+
+        r = parse_filters(d, query, &filters);
+        if (r < 0 || d->status)
+                return r;
+        if (asprintf(&own, DOCKER_LABEL_OWNER_PREFIX "%s", c->id) < 0)
+                return -ENOMEM;
+        label = json_object_get(filters, "label");
+        if (json_is_object(label))
+                r = json_object_set_new(label, own, json_true());
+        else if (json_is_array(label))
+                r = json_array_append_new(label, json_string(own));
+        else if (!label)
+                r = json_object_set_new(filters, "label", json_pack("[s]", own));
+        else
+                return deny(d, 400, "invalid-query", "The label filter must be a list.");
+        if (r < 0)
+                return -ENOMEM;
+        return replace_filters(d, query, filters);
 }
 
-static bool method_is(const char *m, const char *a) {
-        return streq(m, a);
+/* Container lists: the ids in the caller's records. The engine ORs the
+ * values of one filter, so a caller's own id filter could only widen ours:
+ * refused. No record at all matches nothing. */
+static int add_id_filter(const DockerCaller *c, DockerDecision *d, const char *query) {
+        _cleanup_(json_decrefp) json_t *filters = NULL;
+        json_t *ids;
+        size_t n = owned_set_size(c->owned, OWNED_CONTAINER);
+        int r;
+
+        r = parse_filters(d, query, &filters);
+        if (r < 0 || d->status)
+                return r;
+        if (json_object_get(filters, "id"))
+                return deny(d, 400, "invalid-query", "The id filter is not available through this socket; filter by name or label.");
+        ids = json_array();
+        if (!ids || json_object_set_new(filters, "id", ids) < 0)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                if (json_array_append_new(ids, json_string(owned_set_get(c->owned, OWNED_CONTAINER, i))) < 0)
+                        return -ENOMEM;
+        if (n == 0 && json_array_append_new(ids, json_string("no-container-of-this-caller")) < 0)
+                return -ENOMEM;
+        return replace_filters(d, query, filters);
+}
+
+/* Calls `cb` with the decoded value of every `key=` pair of a query. */
+static int query_foreach(const char *query, const char *key, int (*cb)(const char *value, void *ud), void *ud) {
+        for (const char *p = query; *p;) {
+                const char *e = strchrnul(p, '&'), *eq = memchr(p, '=', (size_t) (e - p));
+                _cleanup_free_ char *k = NULL, *v = NULL;
+                int r;
+
+                if (http_unescape(p, (size_t) ((eq ?: e) - p), &k) < 0 ||
+                    (eq && http_unescape(eq + 1, (size_t) (e - eq - 1), &v) < 0))
+                        return -EBADMSG;
+                if (streq(k, key)) {
+                        r = cb(v ?: "", ud);
+                        if (r != 0)
+                                return r;
+                }
+                p = *e ? e + 1 : e;
+        }
+        return 0;
+}
+
+typedef enum RouteId {
+        ROUTE_SYSTEM,
+        ROUTE_EVENTS,
+        ROUTE_AUTH,
+        ROUTE_CONTAINER_LIST,
+        ROUTE_CONTAINER_CREATE,
+        ROUTE_CONTAINER,           /* an own container, no body */
+        ROUTE_CONTAINER_START,     /* … and re-check its bind sources */
+        ROUTE_CONTAINER_ATTACH,    /* … hijacked */
+        ROUTE_CONTAINER_BODY,      /* … with a body we check (exec, update) */
+        ROUTE_CONTAINER_DELETE,
+        ROUTE_EXEC,
+        ROUTE_EXEC_START,
+        ROUTE_IMAGE_READ,
+        ROUTE_IMAGE_PULL,
+        ROUTE_IMAGE_TAG,
+        ROUTE_IMAGE_PUSH,
+        ROUTE_IMAGE_DELETE,
+        ROUTE_IMAGE_LOAD,
+        ROUTE_BUILD,
+        ROUTE_COMMIT,
+        ROUTE_VOLUME_LIST,
+        ROUTE_VOLUME_CREATE,
+        ROUTE_VOLUME,
+        ROUTE_VOLUME_DELETE,
+        ROUTE_NETWORK_LIST,
+        ROUTE_NETWORK_CREATE,
+        ROUTE_NETWORK,
+        ROUTE_NETWORK_DELETE,
+        ROUTE_NETWORK_CONNECT,
+        ROUTE_PRUNE,
+} RouteId;
+
+/* Every request must match one of these exactly (method and path without
+ * the /vX.Y prefix); anything else is 403. "{c}" is one container name or
+ * id, "{e}" an exec id, "{v}" a volume name, "{n}" a network name or id:
+ * each exactly one path segment of [A-Za-z0-9_.-]. "{i}" is an image
+ * name, which may span segments. GET also stands for HEAD. */
+static const struct Route {
+        const char *method;
+        const char *pattern;
+        RouteId id;
+} routes[] = {
+        { "GET", "/_ping", ROUTE_SYSTEM },
+        { "GET", "/version", ROUTE_SYSTEM },
+        { "GET", "/info", ROUTE_SYSTEM },
+        { "GET", "/system/df", ROUTE_SYSTEM },
+        { "GET", "/events", ROUTE_EVENTS },
+        { "POST", "/auth", ROUTE_AUTH },
+
+        { "GET", "/containers/json", ROUTE_CONTAINER_LIST },
+        { "POST", "/containers/create", ROUTE_CONTAINER_CREATE },
+        { "POST", "/containers/prune", ROUTE_PRUNE },
+        { "GET", "/containers/{c}/json", ROUTE_CONTAINER },
+        { "GET", "/containers/{c}/top", ROUTE_CONTAINER },
+        { "GET", "/containers/{c}/logs", ROUTE_CONTAINER },
+        { "GET", "/containers/{c}/changes", ROUTE_CONTAINER },
+        { "GET", "/containers/{c}/export", ROUTE_CONTAINER },
+        { "GET", "/containers/{c}/stats", ROUTE_CONTAINER },
+        { "GET", "/containers/{c}/archive", ROUTE_CONTAINER },
+        { "PUT", "/containers/{c}/archive", ROUTE_CONTAINER },
+        { "POST", "/containers/{c}/start", ROUTE_CONTAINER_START },
+        { "POST", "/containers/{c}/restart", ROUTE_CONTAINER_START },
+        { "POST", "/containers/{c}/stop", ROUTE_CONTAINER },
+        { "POST", "/containers/{c}/kill", ROUTE_CONTAINER },
+        { "POST", "/containers/{c}/pause", ROUTE_CONTAINER },
+        { "POST", "/containers/{c}/unpause", ROUTE_CONTAINER },
+        { "POST", "/containers/{c}/wait", ROUTE_CONTAINER },
+        { "POST", "/containers/{c}/resize", ROUTE_CONTAINER },
+        { "POST", "/containers/{c}/rename", ROUTE_CONTAINER },
+        { "POST", "/containers/{c}/attach", ROUTE_CONTAINER_ATTACH },
+        { "GET", "/containers/{c}/attach/ws", ROUTE_CONTAINER_ATTACH },
+        { "POST", "/containers/{c}/exec", ROUTE_CONTAINER_BODY },
+        { "POST", "/containers/{c}/update", ROUTE_CONTAINER_BODY },
+        { "DELETE", "/containers/{c}", ROUTE_CONTAINER_DELETE },
+
+        { "POST", "/exec/{e}/start", ROUTE_EXEC_START },
+        { "POST", "/exec/{e}/resize", ROUTE_EXEC },
+        { "GET", "/exec/{e}/json", ROUTE_EXEC },
+
+        { "GET", "/images/json", ROUTE_IMAGE_READ },
+        { "GET", "/images/search", ROUTE_IMAGE_READ },
+        { "GET", "/images/get", ROUTE_IMAGE_READ },
+        { "POST", "/images/create", ROUTE_IMAGE_PULL },
+        { "POST", "/images/load", ROUTE_IMAGE_LOAD },
+        { "POST", "/images/prune", ROUTE_PRUNE },
+        { "GET", "/images/{i}/json", ROUTE_IMAGE_READ },
+        { "GET", "/images/{i}/history", ROUTE_IMAGE_READ },
+        { "GET", "/images/{i}/get", ROUTE_IMAGE_READ },
+        { "POST", "/images/{i}/tag", ROUTE_IMAGE_TAG },
+        { "POST", "/images/{i}/push", ROUTE_IMAGE_PUSH },
+        { "DELETE", "/images/{i}", ROUTE_IMAGE_DELETE },
+        { "GET", "/distribution/{i}/json", ROUTE_IMAGE_READ },
+        { "POST", "/build", ROUTE_BUILD },
+        { "POST", "/build/prune", ROUTE_PRUNE },
+        { "POST", "/commit", ROUTE_COMMIT },
+
+        { "GET", "/volumes", ROUTE_VOLUME_LIST },
+        { "POST", "/volumes/create", ROUTE_VOLUME_CREATE },
+        { "POST", "/volumes/prune", ROUTE_PRUNE },
+        { "GET", "/volumes/{v}", ROUTE_VOLUME },
+        { "DELETE", "/volumes/{v}", ROUTE_VOLUME_DELETE },
+
+        { "GET", "/networks", ROUTE_NETWORK_LIST },
+        { "POST", "/networks/create", ROUTE_NETWORK_CREATE },
+        { "POST", "/networks/prune", ROUTE_PRUNE },
+        { "GET", "/networks/{n}", ROUTE_NETWORK },
+        { "DELETE", "/networks/{n}", ROUTE_NETWORK_DELETE },
+        { "POST", "/networks/{n}/connect", ROUTE_NETWORK_CONNECT },
+        { "POST", "/networks/{n}/disconnect", ROUTE_NETWORK_CONNECT },
+};
+
+#define PATH_SEGMENTS_MAX 32
+
+typedef struct Segments {
+        const char *s[PATH_SEGMENTS_MAX];
+        size_t len[PATH_SEGMENTS_MAX];
+        size_t n;
+} Segments;
+
+/* Splits "/a/b/c" into segments; false when it has too many or an empty one. */
+static bool split_segments(const char *path, Segments *out) {
+        out->n = 0;
+        if (path[0] != '/')
+                return false;
+        for (const char *p = path; *p == '/';) {
+                size_t l = strcspn(p + 1, "/");
+                if (l == 0 || out->n >= PATH_SEGMENTS_MAX)
+                        return false;
+                out->s[out->n] = p + 1;
+                out->len[out->n++] = l;
+                p += 1 + l;
+        }
+        return true;
+}
+
+static bool seg_is(const Segments *g, size_t i, const char *lit) {
+        return strlen(lit) == g->len[i] && strncmp(g->s[i], lit, g->len[i]) == 0;
+}
+
+/* Matches a route; *ret_param is the "{x}" part (one segment, or the image
+ * name across segments). */
+static bool route_match(const struct Route *rt, const char *method, const Segments *g, char **ret_param) {
+        Segments pat;
+        size_t star = SIZE_MAX;
+
+        if (!streq(rt->method, method) && !(streq(rt->method, "GET") && streq(method, "HEAD")))
+                return false;
+        if (!split_segments(rt->pattern, &pat))
+                return false;
+        for (size_t i = 0; i < pat.n; i++)
+                if (pat.s[i][0] == '{')
+                        star = i;
+        if (star == SIZE_MAX) {
+                if (pat.n != g->n)
+                        return false;
+                for (size_t i = 0; i < pat.n; i++)
+                        if (pat.len[i] != g->len[i] || strncmp(pat.s[i], g->s[i], g->len[i]) != 0)
+                                return false;
+                *ret_param = NULL;
+                return true;
+        }
+        {
+                bool multi = pat.s[star][1] == 'i';
+                size_t tail = pat.n - star - 1, first, last;
+
+                if (multi ? g->n < pat.n : g->n != pat.n)
+                        return false;
+                for (size_t i = 0; i < star; i++)
+                        if (pat.len[i] != g->len[i] || strncmp(pat.s[i], g->s[i], g->len[i]) != 0)
+                                return false;
+                for (size_t i = 0; i < tail; i++)
+                        if (pat.len[star + 1 + i] != g->len[g->n - tail + i] ||
+                            strncmp(pat.s[star + 1 + i], g->s[g->n - tail + i], pat.len[star + 1 + i]) != 0)
+                                return false;
+                first = star;
+                last = g->n - tail - 1;
+                *ret_param = strndup(g->s[first], (size_t) (g->s[last] + g->len[last] - g->s[first]));
+                return *ret_param != NULL;
+        }
+}
+
+/* An image name or id as the engine reads one in a path. */
+static bool image_name_is_valid(const char *s) {
+        if (!s || !*s || strlen(s) > 255)
+                return false;
+        for (const char *p = s; *p; p++)
+                if (!isalnum((unsigned char) *p) && !strchr("._-/:@", *p))
+                        return false;
+        return true;
+}
+
+/* "repo" + "tag" query values as one reference ("" when repo is empty). */
+static int query_ref(const char *query, char **ret) {
+        _cleanup_free_ char *repo = NULL, *tag = NULL;
+
+        if (http_query_get(query, "repo", &repo) < 0 || http_query_get(query, "tag", &tag) < 0)
+                return -EBADMSG;
+        if (isempty(repo)) {
+                *ret = strdup("");
+        } else if (asprintf(ret, "%s%s%s", repo, isempty(tag) ? "" : ":", tag ?: "") < 0)
+                *ret = NULL;
+        return *ret ? 0 : -ENOMEM;
+}
+
+/* Everything a caller can make us remember has a hard cap. */
+static int records_full(const DockerCaller *c, DockerDecision *d, OwnedKind kind) {
+        if (owned_set_size(c->owned, kind) < OWNED_MAX)
+                return 0;
+        return deny(d, 403, "records-full", "This container already made %u %s through its socket; remove some first.",
+                    OWNED_MAX, owned_kind_to_string(kind));
+}
+
+/* An image name a caller gives (build -t, tag, commit): its own, or one
+ * that does not exist yet; recorded as its own once the engine made it. */
+static int claim_image_name(const DockerCaller *c, DockerDecision *d, const char *ref) {
+        _cleanup_free_ char *norm = NULL;
+        int r;
+
+        r = docker_image_ref_normalize(ref, &norm);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return deny(d, 400, "image-name", "\"%s\" is not an image name this socket can give (no digests, no bare hex ids).", ref);
+        r = records_full(c, d, OWNED_IMAGE);
+        if (r < 0 || d->status)
+                return r;
+        if (!owns(c, OWNED_IMAGE, norm) && (r = add_check(d, DOCKER_CHECK_IMAGE_FREE, norm, false)) < 0)
+                return r;
+        return add_record(d, OWNED_IMAGE, norm, /* add= */ true);
+}
+
+typedef struct BuildTags {
+        const DockerCaller *c;
+        DockerDecision *d;
+} BuildTags;
+
+static int build_tag_cb(const char *value, void *ud) {
+        BuildTags *b = ud;
+        int r = claim_image_name(b->c, b->d, value);
+        return r < 0 ? r : b->d->status ? 1 : 0;
+}
+
+/* An image the caller names to change or publish (delete, push): only one
+ * it made. */
+static int own_image(const DockerCaller *c, DockerDecision *d, const char *ref, const char *verb, char **ret_norm) {
+        _cleanup_free_ char *norm = NULL;
+        int r;
+
+        r = docker_image_ref_normalize(ref, &norm);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return deny(d, 403, "image-owner", "Images are %s by the name this container gave them, not \"%s\".", verb, ref);
+        if (!owns(c, OWNED_IMAGE, norm))
+                return deny(d, 403, "image-owner", "Image %s was not made through this container's socket; it cannot be %s here.",
+                            ref, verb);
+        if (ret_norm)
+                *ret_norm = TAKE_PTR(norm);
+        return 0;
 }
 
 int docker_decide_request(const DockerCaller *c, const char *method, const char *path, const char *query,
                           DockerDecision *d) {
-        char seg[4][256];
-        size_t n = split_path(path, seg);
-        bool get = method_is(method, "GET") || method_is(method, "HEAD");
-        bool post = method_is(method, "POST");
+        _cleanup_free_ char *param = NULL;
+        const struct Route *rt = NULL;
+        bool see_all = c->policy->see_all_containers;
+        Segments g;
         int r;
 
         *d = (DockerDecision){ .rule = "endpoint" };
-        /* Images and builds are shared by everyone on the engine; image
-         * names may hold any number of '/'. */
-        if (startswith_segment(path, "images") || startswith_segment(path, "distribution"))
-                return d->rule = "images", 0;
-        if (n == 0 || n > 4)
+        if (split_segments(path, &g))
+                for (size_t i = 0; i < ELEMENTSOF(routes) && !rt; i++)
+                        if (route_match(&routes[i], method, &g, &param))
+                                rt = &routes[i];
+        if (!rt)
                 return deny(d, 403, "endpoint", "%s %s is not an allowed Docker API endpoint.", method, path);
+        if (param) {
+                bool ok = rt->pattern[strcspn(rt->pattern, "{") + 1] == 'i' ? image_name_is_valid(param) : name_is_valid(param);
+                if (!ok)
+                        return deny(d, 403, "endpoint", "%s %s is not an allowed Docker API endpoint (\"%s\" is not one name).",
+                                    method, path, param);
+        }
 
-        /* System. */
-        if (n == 1 && (streq(seg[0], "_ping") || streq(seg[0], "version") || streq(seg[0], "info")) && get)
-                return d->rule = "system", 0;
-        if (n == 2 && streq(seg[0], "system") && streq(seg[1], "df") && get)
-                return d->rule = "system", 0;
-        if (n == 1 && streq(seg[0], "events") && get) {
+        switch (rt->id) {
+        case ROUTE_SYSTEM:
+                d->rule = "system";
+                return 0;
+        case ROUTE_EVENTS:
                 d->rule = "events";
-                return c->policy->see_all_containers ? 0 : add_label_filter(c, d, query);
-        }
-        if (n == 1 && streq(seg[0], "auth") && post)
-                return d->rule = "auth", 0;
-
-        /* Containers. */
-        if (streq(seg[0], "containers")) {
-                if (n == 2 && streq(seg[1], "json") && get) {
-                        d->rule = "list-filter";
-                        return c->policy->see_all_containers ? 0 : add_label_filter(c, d, query);
-                }
-                if (n == 2 && streq(seg[1], "create") && post)
-                        return d->rule = "create", d->needs_body = true, 0;
-                if (n == 2 && streq(seg[1], "prune") && post) {
-                        d->rule = "prune-filter";
-                        return c->policy->see_all_containers ? 0 : add_label_filter(c, d, query);
-                }
-                if (n >= 2) {
-                        d->rule = "own-container";
-                        if (!c->policy->see_all_containers && (r = strv_push(&d->must_own, seg[1])) < 0)
-                                return r;
-                        if (n == 3 && post && (streq(seg[2], "exec") || streq(seg[2], "update")))
-                                d->needs_body = true;
-                        if (n == 3 && post && (streq(seg[2], "start") || streq(seg[2], "restart")))
-                                d->verify_mounts = true;
-                        if ((n == 3 && post && streq(seg[2], "attach")) ||
-                            (n == 4 && get && streq(seg[2], "attach") && streq(seg[3], "ws")))
-                                d->hijack = true;
-                        return 0;
-                }
-        }
-        if (streq(seg[0], "exec") && n == 3) {
-                d->rule = "own-exec";
-                if (!c->policy->see_all_containers && !(d->must_own_exec = strdup(seg[1])))
-                        return -ENOMEM;
-                if (post && streq(seg[2], "start"))
-                        d->hijack = true;
+                return see_all ? 0 : add_label_filter(c, d, query);
+        case ROUTE_AUTH:
+                d->rule = "auth";
                 return 0;
-        }
 
-        if (streq(seg[0], "build") && (n == 1 || (n == 2 && streq(seg[1], "prune") && post))) {
-                _cleanup_free_ char *nm = NULL;
-                if (http_query_get(query, "networkmode", &nm) > 0 && strcasecmp(nm, "host") == 0 &&
-                    !c->policy->allow_host_network)
-                        return deny(d, 403, "host-network", "Builds with networkmode=host are not allowed.");
-                return d->rule = "build", 0;
+        case ROUTE_CONTAINER_LIST:
+                d->rule = "list-filter";
+                return see_all ? 0 : add_id_filter(c, d, query);
+        case ROUTE_CONTAINER_CREATE: {
+                _cleanup_free_ char *name = NULL;
+                if (http_query_get(query, "name", &name) < 0)
+                        return deny(d, 400, "invalid-query", "The query string is malformed.");
+                if (!isempty(name) && !name_is_valid(name + (name[0] == '/')))
+                        return deny(d, 400, "invalid-query", "Container name \"%s\" is not one name.", name);
+                d->rule = "create";
+                d->needs_body = true;
+                return records_full(c, d, OWNED_CONTAINER);
         }
-        if (n == 1 && streq(seg[0], "commit") && post) {
-                _cleanup_free_ char *ct = NULL;
+        case ROUTE_CONTAINER:
+        case ROUTE_CONTAINER_START:
+        case ROUTE_CONTAINER_ATTACH:
+        case ROUTE_CONTAINER_BODY:
+        case ROUTE_CONTAINER_DELETE:
                 d->rule = "own-container";
-                if (http_query_get(query, "container", &ct) <= 0 || !*ct)
-                        return deny(d, 400, "invalid-query", "commit needs a container.");
-                if (!c->policy->see_all_containers && (r = strv_push(&d->must_own, ct)) < 0)
+                if (!see_all && (r = add_check(d, DOCKER_CHECK_CONTAINER, param, /* in_path= */ true)) < 0)
                         return r;
+                d->verify_mounts = rt->id == ROUTE_CONTAINER_START;
+                d->hijack = rt->id == ROUTE_CONTAINER_ATTACH;
+                d->needs_body = rt->id == ROUTE_CONTAINER_BODY;
+                if (rt->id == ROUTE_CONTAINER_DELETE)
+                        d->forget_path = OWNED_CONTAINER;
+                return 0;
+
+        case ROUTE_EXEC:
+        case ROUTE_EXEC_START:
+                d->rule = "own-exec";
+                if (!see_all && (r = add_check(d, DOCKER_CHECK_EXEC, param, /* in_path= */ false)) < 0)
+                        return r;
+                d->hijack = rt->id == ROUTE_EXEC_START;
+                return 0;
+
+        case ROUTE_IMAGE_READ:
+                d->rule = "images";
+                return 0;
+        case ROUTE_IMAGE_PULL: {
+                _cleanup_free_ char *src = NULL, *from = NULL;
+                if (http_query_get(query, "fromSrc", &src) < 0 || http_query_get(query, "fromImage", &from) < 0)
+                        return deny(d, 400, "invalid-query", "The query string is malformed.");
+                if (src)
+                        return deny(d, 403, "image-import", "Importing images (fromSrc) can replace any name on the engine; pull or build instead.");
+                if (isempty(from))
+                        return deny(d, 400, "invalid-query", "Pulling needs fromImage.");
+                d->rule = "images";
                 return 0;
         }
-
-        /* Volumes: named volumes are shared; host-binding driver options are not. */
-        if (streq(seg[0], "volumes")) {
-                if (n == 2 && streq(seg[1], "create") && post)
-                        return d->rule = "volume-create", d->needs_body = true, 0;
-                if (n == 2 && streq(seg[1], "prune"))
-                        return deny(d, 403, "volume-prune", "Pruning volumes would remove other containers' data.");
-                return d->rule = "volumes", 0;
+        case ROUTE_IMAGE_LOAD:
+                return deny(d, 403, "image-load", "Loading images can replace any name on the engine; pull or build instead.");
+        case ROUTE_IMAGE_TAG: {
+                _cleanup_free_ char *target = NULL;
+                r = query_ref(query, &target);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0 || isempty(target))
+                        return deny(d, 400, "invalid-query", "Tagging needs repo (and tag).");
+                d->rule = "image-tag";
+                return claim_image_name(c, d, target);
         }
-        if (streq(seg[0], "networks")) {
-                if (n == 3 && post && (streq(seg[2], "connect") || streq(seg[2], "disconnect")))
-                        return d->rule = "network-connect", d->needs_body = true, 0;
-                return d->rule = "networks", 0;
+        case ROUTE_IMAGE_PUSH: {
+                _cleanup_free_ char *tag = NULL, *ref = NULL;
+                if (http_query_get(query, "tag", &tag) < 0)
+                        return deny(d, 400, "invalid-query", "The query string is malformed.");
+                if (asprintf(&ref, "%s%s%s", param, isempty(tag) ? "" : ":", tag ?: "") < 0)
+                        return -ENOMEM;
+                d->rule = "image-push";
+                return own_image(c, d, ref, "pushed", NULL);
         }
-        if (streq(seg[0], "services") && post && ((n == 2 && streq(seg[1], "create")) || (n == 3 && streq(seg[2], "update"))))
-                return d->rule = "service", d->needs_body = true, 0;
+        case ROUTE_IMAGE_DELETE: {
+                _cleanup_free_ char *norm = NULL;
+                d->rule = "image-delete";
+                r = own_image(c, d, param, "deleted", &norm);
+                if (r < 0 || d->status)
+                        return r;
+                return add_record(d, OWNED_IMAGE, norm, /* add= */ false);
+        }
+        case ROUTE_BUILD: {
+                _cleanup_free_ char *nm = NULL, *cgp = NULL;
+                BuildTags b = { c, d };
+                if (http_query_get(query, "networkmode", &nm) < 0 || http_query_get(query, "cgroupparent", &cgp) < 0)
+                        return deny(d, 400, "invalid-query", "The query string is malformed.");
+                if (nm && strcasecmp(nm, "host") == 0 && !c->policy->allow_host_network)
+                        return deny(d, 403, "host-network", "Builds with networkmode=host are not allowed.");
+                if (!isempty(cgp) && !c->policy->allow_unconfined)
+                        return deny(d, 403, "cgroup-parent", "Builds with a cgroupparent are not allowed.");
+                d->rule = "build";
+                r = query_foreach(query, "t", build_tag_cb, &b);
+                if (r == -EBADMSG)
+                        return deny(d, 400, "invalid-query", "The query string is malformed.");
+                return r < 0 ? r : 0;
+        }
+        case ROUTE_COMMIT: {
+                _cleanup_free_ char *ct = NULL, *target = NULL;
+                d->rule = "own-container";
+                if (http_query_get(query, "container", &ct) < 0 || query_ref(query, &target) < 0)
+                        return deny(d, 400, "invalid-query", "The query string is malformed.");
+                if (isempty(ct) || !name_is_valid(ct))
+                        return deny(d, 400, "invalid-query", "commit needs one container.");
+                if (!see_all && (r = add_check(d, DOCKER_CHECK_CONTAINER, ct, false)) < 0)
+                        return r;
+                return isempty(target) ? 0 : claim_image_name(c, d, target);
+        }
 
+        case ROUTE_VOLUME_LIST:
+        case ROUTE_NETWORK_LIST:
+                d->rule = rt->id == ROUTE_VOLUME_LIST ? "volumes" : "networks";
+                return 0;
+        case ROUTE_VOLUME_CREATE:
+                d->rule = "volume-create";
+                d->needs_body = true;
+                return records_full(c, d, OWNED_VOLUME);
+        case ROUTE_VOLUME:
+        case ROUTE_VOLUME_DELETE:
+                d->rule = "own-volume";
+                /* Volume names are exact (no prefixes): the records answer. */
+                if (!owns(c, OWNED_VOLUME, param))
+                        return deny(d, 404, "not-owned", "No such volume: %s", param);
+                if (rt->id == ROUTE_VOLUME_DELETE)
+                        return add_record(d, OWNED_VOLUME, param, /* add= */ false);
+                return 0;
+        case ROUTE_NETWORK_CREATE:
+                d->rule = "network-create";
+                d->needs_body = true;
+                return records_full(c, d, OWNED_NETWORK);
+        case ROUTE_NETWORK:
+        case ROUTE_NETWORK_DELETE:
+        case ROUTE_NETWORK_CONNECT:
+                d->rule = rt->id == ROUTE_NETWORK_CONNECT ? "network-connect" : "own-network";
+                r = add_check(d, DOCKER_CHECK_NETWORK, param, /* in_path= */ true);
+                if (r < 0)
+                        return r;
+                d->needs_body = rt->id == ROUTE_NETWORK_CONNECT;
+                if (rt->id == ROUTE_NETWORK_DELETE)
+                        d->forget_path = OWNED_NETWORK;
+                return 0;
+
+        case ROUTE_PRUNE:
+                return deny(d, 403, "prune", "%s %s would remove other containers' things; remove your own by name.", method, path);
+        }
         return deny(d, 403, "endpoint", "%s %s is not an allowed Docker API endpoint.", method, path);
 }
 
 int docker_decide_body(const DockerCaller *c, const char *method, const char *path, const char *body, size_t len,
                        DockerDecision *d) {
-        char seg[4][256];
-        size_t n = split_path(path, seg);
+        Segments g;
 
         (void) method;
-        if (n == 2 && streq(seg[0], "containers") && streq(seg[1], "create"))
+        if (!split_segments(path, &g))
+                return deny(d, 403, "endpoint", "No body check for %s.", path);
+        if (g.n == 2 && seg_is(&g, 0, "containers") && seg_is(&g, 1, "create"))
                 return docker_translate_create(c, body, len, d);
-        if (n == 3 && streq(seg[0], "containers") && streq(seg[2], "exec"))
+        if (g.n == 3 && seg_is(&g, 0, "containers") && seg_is(&g, 2, "exec"))
                 return decide_exec_create(c, body, len, d);
-        if (n == 3 && streq(seg[0], "containers") && streq(seg[2], "update"))
+        if (g.n == 3 && seg_is(&g, 0, "containers") && seg_is(&g, 2, "update"))
                 return decide_update(c, d, body, len);
-        if (n == 2 && streq(seg[0], "volumes"))
-                return decide_volume_create(d, body, len);
-        if (n == 3 && streq(seg[0], "networks"))
+        if (g.n == 2 && seg_is(&g, 0, "volumes") && seg_is(&g, 1, "create"))
+                return decide_volume_create(c, d, body, len);
+        if (g.n == 2 && seg_is(&g, 0, "networks") && seg_is(&g, 1, "create"))
+                return decide_network_create(d, body, len);
+        if (g.n == 3 && seg_is(&g, 0, "networks") && (seg_is(&g, 2, "connect") || seg_is(&g, 2, "disconnect")))
                 return decide_network_connect(c, d, body, len);
-        if (streq(seg[0], "services"))
-                return decide_service(d, body, len);
         return deny(d, 403, "endpoint", "No body check for %s.", path);
 }
 
-/* ---- inspect responses ---------------------------------------------------- */
+/* ---- engine answers ------------------------------------------------------- */
 
-int docker_inspect_is_owned(const DockerCaller *c, const char *body, size_t len, bool *ret_owned, char **ret_id) {
+static int json_string_field(const char *body, size_t len, const char *field, char **ret) {
         _cleanup_(json_decrefp) json_t *j = NULL;
-        _cleanup_free_ char *own = NULL;
-        json_t *labels;
+        const char *v;
 
         j = json_loadb(body, len, 0, NULL);
-        if (!json_is_object(j))
+        v = json_string_value(json_object_get(j, field));
+        if (!v || !*v)
                 return -EBADMSG;
-        labels = json_object_get(json_object_get(j, "Config"), "Labels");
-        if (asprintf(&own, DOCKER_LABEL_OWNER_PREFIX "%s", c->id) < 0)
+        *ret = strdup(v);
+        return *ret ? 0 : -ENOMEM;
+}
+
+int docker_inspect_id(const char *body, size_t len, char **ret_id) {
+        return json_string_field(body, len, "Id", ret_id);
+}
+
+int docker_created_id(OwnedKind kind, const char *body, size_t len, char **ret_id) {
+        return json_string_field(body, len, kind == OWNED_VOLUME ? "Name" : "Id", ret_id);
+}
+
+int docker_check_path(const DockerDecision *d, size_t i, char **ret_path) {
+        static const char *const fmt[] = {
+                [DOCKER_CHECK_CONTAINER] = "/containers/%s/json",
+                [DOCKER_CHECK_EXEC] = "/exec/%s/json",
+                [DOCKER_CHECK_NETWORK] = "/networks/%s",
+                [DOCKER_CHECK_VOLUME_FREE] = "/volumes/%s",
+                [DOCKER_CHECK_IMAGE_FREE] = "/images/%s/json",
+        };
+        const DockerCheck *k;
+
+        if (i >= d->n_checks)
+                return -EINVAL;
+        k = &d->checks[i];
+        /* Refs were checked to be names (images: normalized references), so
+         * nothing in them needs escaping; refuse rather than guess. */
+        if (k->kind == DOCKER_CHECK_IMAGE_FREE ? !image_name_is_valid(k->ref) : !name_is_valid(k->ref))
+                return -EINVAL;
+        return asprintf(ret_path, fmt[k->kind], k->ref) < 0 ? -ENOMEM : 0;
+}
+
+int docker_check_answer(const DockerCaller *c, DockerDecision *d, size_t i, unsigned status, const char *body,
+                        size_t len) {
+        /* A container named in a request body (VolumesFrom, container:<id>
+         * modes) that is missing or not the caller's gets 403: on create,
+         * the docker CLI takes 404 for a missing image and would pull. The
+         * answer never tells whether someone else's exists. */
+        unsigned not_found = d->needs_body ? 403 : 404;
+        _cleanup_free_ char *id = NULL, *ref = NULL;
+        DockerCheck *k;
+        int r;
+
+        if (i >= d->n_checks)
+                return -EINVAL;
+        k = &d->checks[i];
+        ref = strdup(k->ref);
+        if (!ref)
                 return -ENOMEM;
-        *ret_owned = c->policy->see_all_containers || (json_is_object(labels) && json_object_get(labels, own));
-        if (ret_id) {
-                const char *id = json_string_value(json_object_get(j, "Id"));
-                *ret_id = id ? strdup(id) : NULL;
-                if (id && !*ret_id)
-                        return -ENOMEM;
+        switch (k->kind) {
+        case DOCKER_CHECK_CONTAINER:
+        case DOCKER_CHECK_NETWORK: {
+                bool ctr = k->kind == DOCKER_CHECK_CONTAINER;
+                const char *what = ctr ? "container" : "network";
+
+                if (status == 404)
+                        return deny(d, not_found, "not-found", "No such %s: %s", what, ref);
+                if (status != 200)
+                        return -EIO;
+                r = docker_inspect_id(body, len, &id);
+                if (r < 0)
+                        return r;
+                if (!owns(c, ctr ? OWNED_CONTAINER : OWNED_NETWORK, id))
+                        return deny(d, not_found, "not-owned", "No such %s: %s", what, ref);
+                if (k->in_path) {
+                        free(d->path_id);
+                        d->path_id = TAKE_PTR(id);
+                        if (ctr && d->verify_mounts)
+                                return docker_verify_mounts(c, body, len, d);
+                }
+                return 0;
         }
+        case DOCKER_CHECK_EXEC:
+                if (status == 404)
+                        return deny(d, not_found, "not-found", "No such exec instance: %s", ref);
+                if (status != 200)
+                        return -EIO;
+                r = docker_exec_inspect_container(body, len, &id);
+                if (r < 0)
+                        return r;
+                /* Now the exec's container must be the caller's. */
+                return add_check(d, DOCKER_CHECK_CONTAINER, id, /* in_path= */ false);
+        case DOCKER_CHECK_VOLUME_FREE:
+        case DOCKER_CHECK_IMAGE_FREE: {
+                bool vol = k->kind == DOCKER_CHECK_VOLUME_FREE;
+                if (status == 404)
+                        return 0;
+                if (status != 200)
+                        return -EIO;
+                return deny(d, 403, vol ? "not-owned" : "image-name",
+                            "%s %s exists and was not made through this container's socket; use another name.",
+                            vol ? "Volume" : "Image", ref);
+        }
+        }
+        return -EINVAL;
+}
+
+int docker_path_with_id(const char *path, const char *id, char **ret_path) {
+        const char *second, *rest;
+
+        if (path[0] != '/' || !(second = strchr(path + 1, '/')))
+                return -EINVAL;
+        rest = strchrnul(second + 1, '/');
+        return asprintf(ret_path, "%.*s/%s%s", (int) (second - path), path, id, rest) < 0 ? -ENOMEM : 0;
+}
+
+static bool is_tag_valid(const char *t) {
+        size_t n = strlen(t);
+
+        if (n == 0 || n > 128 || !(isalnum((unsigned char) t[0]) || t[0] == '_'))
+                return false;
+        for (const char *p = t; *p; p++)
+                if (!isalnum((unsigned char) *p) && !strchr("_.-", *p))
+                        return false;
+        return true;
+}
+
+/* One path component of a repository: [a-z0-9]+ joined by '.', '_', '__'
+ * or '-'s, as in the distribution reference grammar (approximately: no
+ * leading or trailing separator, lower case only). */
+static bool is_path_component_valid(const char *s, size_t n) {
+        if (n == 0 || !(islower((unsigned char) s[0]) || isdigit((unsigned char) s[0])) ||
+            !(islower((unsigned char) s[n - 1]) || isdigit((unsigned char) s[n - 1])))
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!islower((unsigned char) s[i]) && !isdigit((unsigned char) s[i]) && !strchr("._-", s[i]))
+                        return false;
+        return true;
+}
+
+int docker_image_ref_normalize(const char *ref, char **ret) {
+        _cleanup_free_ char *name = NULL;
+        const char *slash, *colon, *tag = "latest", *domain = "docker.io", *rest;
+        bool hex = true;
+
+        if (!image_name_is_valid(ref) || strchr(ref, '@'))
+                return -EINVAL;
+        slash = strrchr(ref, '/');
+        colon = strrchr(slash ?: ref, ':');
+        name = strndup(ref, colon ? (size_t) (colon - ref) : strlen(ref));
+        if (!name)
+                return -ENOMEM;
+        if (colon) {
+                tag = colon + 1;
+                if (!is_tag_valid(tag))
+                        return -EINVAL;
+        }
+        rest = name;
+        slash = strchr(name, '/');
+        if (slash && (memchr(name, '.', (size_t) (slash - name)) || memchr(name, ':', (size_t) (slash - name)) ||
+                      (slash - name == 9 && strncmp(name, "localhost", 9) == 0))) {
+                name[slash - name] = '\0';
+                domain = streq(name, "index.docker.io") ? "docker.io" : name;
+                rest = slash + 1;
+        }
+        for (const char *p = rest; *p;) {
+                size_t n = strcspn(p, "/");
+                if (!is_path_component_valid(p, n))
+                        return -EINVAL;
+                p += n;
+                if (*p)
+                        p++;
+                else
+                        break;
+        }
+        /* A bare hex name is also read as an image id prefix by the engine. */
+        for (const char *p = rest; *p; p++)
+                if (!isxdigit((unsigned char) *p))
+                        hex = false;
+        if (hex && streq(domain, "docker.io"))
+                return -EINVAL;
+        if (asprintf(ret, "%s/%s%s:%s", domain, streq(domain, "docker.io") && !strchr(rest, '/') ? "library/" : "", rest,
+                     tag) < 0)
+                return -ENOMEM;
         return 0;
 }
 
@@ -1262,31 +2006,4 @@ int docker_exec_inspect_container(const char *body, size_t len, char **ret_conta
                 return -EBADMSG;
         *ret_container = strdup(id);
         return *ret_container ? 0 : -ENOMEM;
-}
-
-int docker_inspect_owners(const char *body, size_t len, char ***ret_owners) {
-        _cleanup_(json_decrefp) json_t *j = NULL;
-        char **owners = NULL;
-        const char *key;
-        json_t *labels, *v;
-        int r;
-
-        j = json_loadb(body, len, 0, NULL);
-        if (!json_is_object(j))
-                return -EBADMSG;
-        labels = json_object_get(json_object_get(j, "Config"), "Labels");
-        if (json_is_object(labels))
-                json_object_foreach(labels, key, v) {
-                        if (strncmp(key, DOCKER_LABEL_OWNER_PREFIX, strlen(DOCKER_LABEL_OWNER_PREFIX)) != 0)
-                                continue;
-                        r = strv_push(&owners, key + strlen(DOCKER_LABEL_OWNER_PREFIX));
-                        if (r < 0) {
-                                strv_free(owners);
-                                return r;
-                        }
-                }
-        if (!owners && !(owners = calloc(1, sizeof(char *))))
-                return -ENOMEM;
-        *ret_owners = owners;
-        return 0;
 }

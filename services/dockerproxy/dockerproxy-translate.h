@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "dockerproxy-owned.h"
 #include "macro.h"
 
 #define DOCKER_LABEL_OWNER_PREFIX "io.hostmesh.dockerproxy.owner."
@@ -35,7 +36,30 @@ typedef struct DockerCaller {
         const char *root;              /* host path of the caller's root */
         char *const *ancestors;        /* NULL-terminated registration ids, may be NULL */
         const DockerPolicy *policy;
+        const OwnedSet *owned;         /* what it made through its socket (and its descendants); may be NULL */
 } DockerCaller;
+
+/* Something the engine must be asked before a request may go on. */
+typedef enum DockerCheckKind {
+        DOCKER_CHECK_CONTAINER,    /* a container the caller owns */
+        DOCKER_CHECK_EXEC,         /* an exec whose container the caller owns */
+        DOCKER_CHECK_NETWORK,      /* a network the caller owns */
+        DOCKER_CHECK_VOLUME_FREE,  /* a volume name that does not exist yet */
+        DOCKER_CHECK_IMAGE_FREE,   /* an image reference that does not exist yet */
+} DockerCheckKind;
+
+typedef struct DockerCheck {
+        DockerCheckKind kind;
+        char *ref;
+        bool in_path;              /* the ref is the request path's: forward with the resolved id */
+} DockerCheck;
+
+/* Applied to the caller's records when the engine answers 2xx. */
+typedef struct DockerRecord {
+        OwnedKind kind;
+        char *id;
+        bool add;                  /* false: forget it */
+} DockerRecord;
 
 typedef struct DockerDecision {
         unsigned status;        /* 0: forward; else the HTTP status to answer with */
@@ -46,9 +70,14 @@ typedef struct DockerDecision {
         char *new_query;        /* forward with this query instead (label filters) */
         char *new_body;         /* forward this body instead (re-serialized JSON) */
         size_t new_body_len;
-        char **must_own;        /* NULL-terminated container refs to check before forwarding */
-        char *must_own_exec;    /* exec id whose container must be owned */
+        DockerCheck *checks;    /* in order, before forwarding */
+        size_t n_checks;
         bool verify_mounts;     /* start/restart: re-check bind sources with docker_verify_mounts() */
+        char *path_id;          /* full id the path's ref resolved to: the engine gets this instead */
+        OwnedKind record_answer;  /* record the id a 2xx answer names (creates), or OWNED_NONE */
+        OwnedKind forget_path;    /* forget path_id after a 2xx answer (deletes), or OWNED_NONE */
+        DockerRecord *records;  /* applied after a 2xx answer */
+        size_t n_records;
 } DockerDecision;
 
 void docker_decision_done(DockerDecision *d);
@@ -68,9 +97,21 @@ int docker_translate_create(const DockerCaller *c, const char *body, size_t len,
  * negative errno. */
 int docker_resolve_in_root(const char *root, const char *path, char **ret_host_path, char **ret_reason);
 
-/* From a GET /containers/{id}/json response: does the caller own it? Sets
- * *ret_id to the full container id when not NULL. */
-int docker_inspect_is_owned(const DockerCaller *c, const char *body, size_t len, bool *ret_owned, char **ret_id);
+/* The engine request (a GET path) that answers check `i` of a decision. */
+int docker_check_path(const DockerDecision *d, size_t i, char **ret_path);
+/* Judges the engine's answer to check `i`: sets d->status to refuse, may
+ * resolve d->path_id or add checks (an exec names its container). A
+ * negative errno when the answer is unusable (the engine failed). */
+int docker_check_answer(const DockerCaller *c, DockerDecision *d, size_t i, unsigned status, const char *body,
+                        size_t len);
+/* The id a create answer names: "Id" (containers, networks) or "Name" (volumes). */
+int docker_created_id(OwnedKind kind, const char *body, size_t len, char **ret_id);
+/* `path` ("/containers/web/start") with its second segment replaced by `id`. */
+int docker_path_with_id(const char *path, const char *id, char **ret_path);
+/* Normalizes an image reference the way the engine names it
+ * ("ubuntu" → "docker.io/library/ubuntu:latest"); -EINVAL when it is not one,
+ * or when it could also be read as an image id (bare hex). */
+int docker_image_ref_normalize(const char *ref, char **ret);
 /* Before a start or restart, from the container's inspect response: every
  * bind source must still lie in the caller's root and contain no symlink
  * (the root is the caller's to change between create and start). Sets
@@ -79,6 +120,5 @@ int docker_verify_mounts(const DockerCaller *c, const char *body, size_t len, Do
 
 /* From a GET /exec/{id}/json response: the container the exec belongs to. */
 int docker_exec_inspect_container(const char *body, size_t len, char **ret_container);
-/* Owner registrations named by an inspect response's labels (for a new
- * registration's ancestors). NULL-terminated. */
-int docker_inspect_owners(const char *body, size_t len, char ***ret_owners);
+/* The full id in a GET /containers/{id}/json response. */
+int docker_inspect_id(const char *body, size_t len, char **ret_id);

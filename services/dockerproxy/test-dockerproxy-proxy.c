@@ -26,6 +26,7 @@ static atomic_bool stop;
 static pthread_t engine_thread, loop_thread;
 static DockerPolicy policy = {};
 static DockerCaller caller = { .id = "t", .root = "/", .policy = &policy };
+static OwnedSet *owned;
 
 static void seen_add(const char *p, size_t n) {
         pthread_mutex_lock(&seen_lock);
@@ -134,7 +135,10 @@ static void *engine_conn(void *arg) {
                                        "{\"Id\":\"mine\",\"Config\":{\"Labels\":{\"io.hostmesh.dockerproxy.owner.t\":\"\"}},\"x\":1}";
                         else if (strstr(buf, "/containers/theirs/json"))
                                 resp = "HTTP/1.1 200 OK\r\nContent-Length: 80\r\n\r\n"
-                                       "{\"Id\":\"theirs\",\"Config\":{\"Labels\":{\"io.hostmesh.dockerproxy.owner.u\":\"\"}},\"x\":1}";
+                                       "{\"Id\":\"theirs\",\"Config\":{\"Labels\":{\"io.hostmesh.dockerproxy.owner.t\":\"\"}},\"x\":1}";
+                        else if (strstr(buf, "GET /images/docker.io/") && strstr(buf, "GET /images/docker.io/") < end)
+                                /* build -t names that exist nowhere yet */
+                                resp = "HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}";
                         else if (strstr(buf, "/chunky"))
                                 resp = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
                         else if (strstr(buf, "/containers/create"))
@@ -176,11 +180,17 @@ static void *loop_main(void *arg) {
         (void) arg;
         assert_int_equal(sd_event_new(&e), 0);
         ctx = (ProxyContext){ .event = e, .upstream = engine_path };
+        /* "mine" is in the caller's records; "theirs" carries the caller's
+         * owner label too, which decides nothing. */
+        assert_int_equal(owned_set_new(&owned), 0);
+        assert_int_equal(owned_set_add(owned, OWNED_CONTAINER, "mine"), 1);
+        caller.owned = owned;
         assert_int_equal(proxy_new(&ctx, &caller, proxy_path, -EBADF, &p), 0);
         while (!atomic_load(&stop))
                 (void) sd_event_run(e, 50 * USEC_PER_MSEC);
         proxy_unlink(p);
         proxy_free(p);
+        owned = owned_set_free(owned);
         sd_event_unref(e);
         return NULL;
 }

@@ -14,6 +14,7 @@ static char outside[] = "/tmp/test-dockerproxy-outside-XXXXXX";
 static DockerPolicy policy = {};
 static char *ancestors[] = { (char *) "grandparent", NULL };
 static DockerCaller caller = { .id = "ctr-a", .root = root, .ancestors = ancestors, .policy = &policy };
+static OwnedSet *owned;
 
 static void mk(const char *rel) {
         char p[512];
@@ -31,6 +32,11 @@ static int setup(void **state) {
         (void) state;
         assert_non_null(mkdtemp(root));
         assert_non_null(mkdtemp(outside));
+        assert_int_equal(owned_set_new(&owned), 0);
+        assert_int_equal(owned_set_add(owned, OWNED_CONTAINER, "abc"), 1);
+        assert_int_equal(owned_set_add(owned, OWNED_VOLUME, "myvol"), 1);
+        assert_int_equal(owned_set_add(owned, OWNED_IMAGE, "docker.io/library/mine:v2"), 1);
+        caller.owned = owned;
         mk("mydata");
         mk("mydata/sub");
         mk("proc");
@@ -46,6 +52,7 @@ static int setup(void **state) {
 static int teardown(void **state) {
         char cmd[600];
         (void) state;
+        owned = owned_set_free(owned);
         snprintf(cmd, sizeof(cmd), "rm -rf '%s' '%s'", root, outside);
         return system(cmd) == 0 ? 0 : -1;
 }
@@ -166,7 +173,7 @@ static void test_policy_denies_by_default(void **state) {
         assert_denied("{\"HostConfig\":{\"Sysctls\":{\"kernel.x\":\"1\"}}}", 403, "sysctls", "Sysctls");
         assert_denied("{\"HostConfig\":{\"Mounts\":[{\"Type\":\"volume\",\"Target\":\"/x\",\"VolumeOptions\":"
                       "{\"DriverConfig\":{\"Options\":{\"type\":\"none\",\"o\":\"bind\",\"device\":\"/etc\"}}}}]}}",
-                      403, "volume-host-bind", "host path");
+                      403, "volume-driver-opts", "DriverConfig");
         assert_denied("{\"HostConfig\":{\"Mounts\":[{\"Type\":\"npipe\",\"Source\":\"x\",\"Target\":\"/x\"}]}}",
                       403, "mount-type", "npipe");
 }
@@ -189,11 +196,12 @@ static void test_container_references_must_be_owned(void **state) {
         json_t *j;
         (void) state;
         j = allowed("{\"HostConfig\":{\"VolumesFrom\":[\"b:ro\"],\"PidMode\":\"container:c\",\"NetworkMode\":\"container:d\"}}", &d);
-        assert_non_null(d.must_own);
-        assert_string_equal(d.must_own[0], "c");
-        assert_string_equal(d.must_own[1], "d");
-        assert_string_equal(d.must_own[2], "b");
-        assert_null(d.must_own[3]);
+        assert_int_equal(d.n_checks, 3);
+        assert_string_equal(d.checks[0].ref, "c");
+        assert_string_equal(d.checks[1].ref, "d");
+        assert_string_equal(d.checks[2].ref, "b");
+        assert_int_equal(d.checks[2].kind, DOCKER_CHECK_CONTAINER);
+        assert_false(d.checks[0].in_path);
         json_decref(j);
         docker_decision_done(&d);
 }
@@ -205,18 +213,20 @@ static void test_routes(void **state) {
         assert_int_equal(d.status, 0);
         docker_decision_done(&d);
 
-        assert_int_equal(docker_decide_request(&caller, "GET", "/containers/json", "all=1", &d), 0);
+        assert_int_equal(docker_decide_request(&caller, "GET", "/events", "since=1", &d), 0);
         assert_int_equal(d.status, 0);
-        assert_string_equal(d.new_query, "all=1&filters=%7B%22label%22%3A%5B%22io.hostmesh.dockerproxy.owner.ctr-a%22%5D%7D");
+        assert_string_equal(d.new_query, "since=1&filters=%7B%22label%22%3A%5B%22io.hostmesh.dockerproxy.owner.ctr-a%22%5D%7D");
         docker_decision_done(&d);
 
-        assert_int_equal(docker_decide_request(&caller, "GET", "/containers/json",
+        assert_int_equal(docker_decide_request(&caller, "GET", "/events",
                                                "filters=%7B%22label%22%3A%5B%22x%22%5D%7D&filters=%7B%7D", &d), 0);
         assert_string_equal(d.new_query, "filters=%7B%22label%22%3A%5B%22x%22%2C%22io.hostmesh.dockerproxy.owner.ctr-a%22%5D%7D");
         docker_decision_done(&d);
 
         assert_int_equal(docker_decide_request(&caller, "GET", "/containers/abc/json", "", &d), 0);
-        assert_string_equal(d.must_own[0], "abc");
+        assert_int_equal(d.n_checks, 1);
+        assert_string_equal(d.checks[0].ref, "abc");
+        assert_true(d.checks[0].in_path);
         docker_decision_done(&d);
 
         assert_int_equal(docker_decide_request(&caller, "POST", "/containers/abc/attach", "stream=1", &d), 0);
@@ -225,7 +235,8 @@ static void test_routes(void **state) {
 
         assert_int_equal(docker_decide_request(&caller, "POST", "/exec/e1/start", "", &d), 0);
         assert_true(d.hijack);
-        assert_string_equal(d.must_own_exec, "e1");
+        assert_int_equal(d.checks[0].kind, DOCKER_CHECK_EXEC);
+        assert_string_equal(d.checks[0].ref, "e1");
         docker_decision_done(&d);
 
         assert_int_equal(docker_decide_request(&caller, "GET", "/images/library/ubuntu/json", "", &d), 0);
@@ -255,31 +266,210 @@ static void test_other_bodies(void **state) {
         docker_decision_done(&d);
         assert_int_equal(docker_decide_body(&caller, "POST", "/volumes/create", vol, strlen(vol), &d), 0);
         assert_int_equal(d.status, 403);
-        assert_string_equal(d.rule, "volume-host-bind");
+        assert_string_equal(d.rule, "volume-driver-opts");
         docker_decision_done(&d);
         assert_int_equal(docker_decide_body(&caller, "POST", "/services/create", svc, strlen(svc), &d), 0);
         assert_int_equal(d.status, 403);
-        assert_string_equal(d.rule, "service-mounts");
+        assert_string_equal(d.rule, "endpoint"); /* services are not on the route table */
         docker_decision_done(&d);
 }
 
-static void test_inspect_ownership(void **state) {
+static void check_answer(DockerDecision *d, const char *body, unsigned status) {
+        assert_int_equal(docker_check_answer(&caller, d, 0, status, body, strlen(body)), 0);
+}
+
+static void test_ownership_is_decided_by_records(void **state) {
+        /* Both carry ctr-a's owner label; only "abc" is in ctr-a's records. */
         const char *mine = "{\"Id\":\"abc\",\"Config\":{\"Labels\":{\"io.hostmesh.dockerproxy.owner.ctr-a\":\"\"}}}";
-        const char *theirs = "{\"Id\":\"def\",\"Config\":{\"Labels\":{\"io.hostmesh.dockerproxy.owner.ctr-b\":\"\"}}}";
-        _cleanup_free_ char *id = NULL;
-        char **owners = NULL;
-        bool owned;
+        const char *forged = "{\"Id\":\"def\",\"Config\":{\"Labels\":{\"io.hostmesh.dockerproxy.owner.ctr-a\":\"\"}}}";
+        DockerDecision d = {};
         (void) state;
-        assert_int_equal(docker_inspect_is_owned(&caller, mine, strlen(mine), &owned, &id), 0);
-        assert_true(owned);
-        assert_string_equal(id, "abc");
-        assert_int_equal(docker_inspect_is_owned(&caller, theirs, strlen(theirs), &owned, NULL), 0);
-        assert_false(owned);
-        assert_int_equal(docker_inspect_owners(theirs, strlen(theirs), &owners), 0);
-        assert_string_equal(owners[0], "ctr-b");
-        assert_null(owners[1]);
-        free(owners[0]);
-        free(owners);
+
+        assert_int_equal(docker_decide_request(&caller, "POST", "/containers/web/stop", "", &d), 0);
+        check_answer(&d, mine, 200);
+        assert_int_equal(d.status, 0);
+        assert_string_equal(d.path_id, "abc");
+        docker_decision_done(&d);
+
+        assert_int_equal(docker_decide_request(&caller, "POST", "/containers/web/stop", "", &d), 0);
+        check_answer(&d, forged, 200);
+        assert_int_equal(d.status, 404);
+        assert_string_equal(d.rule, "not-owned");
+        assert_non_null(strstr(d.message, "No such container: web"));
+        docker_decision_done(&d);
+
+        /* An exec names its container, which must be owned in turn. */
+        assert_int_equal(docker_decide_request(&caller, "POST", "/exec/e1/start", "", &d), 0);
+        check_answer(&d, "{\"ContainerID\":\"def\"}", 200);
+        assert_int_equal(d.status, 0);
+        assert_int_equal(d.n_checks, 2);
+        assert_int_equal(docker_check_answer(&caller, &d, 1, 200, forged, strlen(forged)), 0);
+        assert_int_equal(d.status, 404);
+        docker_decision_done(&d);
+
+        /* Engine failures are errors, not verdicts. */
+        assert_int_equal(docker_decide_request(&caller, "GET", "/containers/web/json", "", &d), 0);
+        assert_int_equal(docker_check_answer(&caller, &d, 0, 500, "", 0), -EIO);
+        docker_decision_done(&d);
+
+        /* The container list is the records' ids. */
+        assert_int_equal(docker_decide_request(&caller, "GET", "/containers/json", "all=1", &d), 0);
+        assert_string_equal(d.new_query, "all=1&filters=%7B%22id%22%3A%5B%22abc%22%5D%7D");
+        docker_decision_done(&d);
+        assert_int_equal(docker_decide_request(&caller, "GET", "/containers/json", "filters=%7B%22id%22%3A%5B%22.%22%5D%7D", &d), 0);
+        assert_int_equal(d.status, 400);
+        docker_decision_done(&d);
+}
+
+static void test_routes_are_exact(void **state) {
+        static const char *const refused[][2] = {
+                { "POST", "/containers/web/x/exec" },   /* a link name: /web/x */
+                { "GET", "/containers/web/x/json" },
+                { "GET", "/containers/web/json/extra" },
+                { "GET", "/containers/web/bogus" },
+                { "PUT", "/containers/web/start" },
+                { "DELETE", "/exec/e1/start" },
+                { "POST", "/containers/web:x/exec" },   /* not one name */
+                { "POST", "/services/create" },
+                { "POST", "/images/load" },
+                { "POST", "/images/prune" },
+                { "POST", "/containers/prune" },
+                { "POST", "/build/prune" },
+                { "POST", "/networks/prune" },
+                { "POST", "/session" },
+                { "GET", "/" },
+        };
+        DockerDecision d = {};
+        (void) state;
+        for (size_t i = 0; i < ELEMENTSOF(refused); i++) {
+                assert_int_equal(docker_decide_request(&caller, refused[i][0], refused[i][1], "", &d), 0);
+                if (d.status != 403)
+                        fail_msg("%s %s: got %u", refused[i][0], refused[i][1], d.status);
+                docker_decision_done(&d);
+        }
+        assert_int_equal(docker_decide_request(&caller, "POST", "/containers/web/x/exec", "", &d), 0);
+        assert_non_null(strstr(d.message, "POST /containers/web/x/exec"));
+        docker_decision_done(&d);
+        /* The exact route gets its body checked. */
+        assert_int_equal(docker_decide_request(&caller, "POST", "/containers/web/exec", "", &d), 0);
+        assert_true(d.needs_body);
+        docker_decision_done(&d);
+        /* Link aliases are single names. */
+        assert_denied("{\"HostConfig\":{\"Links\":[\"web:a/b\"]}}", 403, "links", "single names");
+        assert_denied("{\"HostConfig\":{\"Links\":[\"we/b:a\"]}}", 403, "links", "single names");
+        assert_denied("{\"HostConfig\":{\"VolumesFrom\":[\"we/b:ro\"]}}", 400, "invalid-field", "one container");
+}
+
+static void test_volume_options_allow_list(void **state) {
+        static const char *const refused[] = {
+                "{\"type\":\"proc\",\"device\":\"proc\"}",
+                "{\"type\":\"cgroup\",\"device\":\"cgroup\"}",
+                "{\"type\":\"ext4\",\"device\":\"/dev/sda1\"}",
+                "{\"type\":\"overlay\",\"device\":\"overlay\",\"o\":\"lowerdir=/etc\"}",
+                "{\"o\":\"bind\"}",
+                "{\"type\":\"tmpfs\",\"device\":\"tmpfs\",\"o\":\"size=1m,bind\"}",
+                "{\"type\":\"tmpfs\",\"device\":\"/etc\"}",
+                "{\"type\":\"tmpfs\",\"device\":\"tmpfs\",\"o\":\"size=1x\"}",
+                "{\"type\":\"tmpfs\",\"device\":\"tmpfs\",\"o\":\"mode=0999\"}",
+                "{\"device\":\"tmpfs\"}",
+                "{\"uid\":\"0\"}",
+                "{\"size\":1}",
+        };
+        static const char *const allowed_opts[] = {
+                "{}", "{\"size\":\"10G\"}",
+                "{\"type\":\"tmpfs\",\"device\":\"tmpfs\",\"o\":\"size=64m,nr_inodes=1000,mode=0700,uid=1000,gid=1000\"}",
+                "{\"type\":\"tmpfs\",\"device\":\"tmpfs\",\"o\":\"size=50%\"}",
+        };
+        DockerDecision d = {};
+        char body[512];
+        (void) state;
+        for (size_t i = 0; i < ELEMENTSOF(refused); i++) {
+                snprintf(body, sizeof(body), "{\"Name\":\"v\",\"DriverOpts\":%s}", refused[i]);
+                assert_int_equal(docker_decide_body(&caller, "POST", "/volumes/create", body, strlen(body), &d), 0);
+                if (d.status < 400 || !d.message || !strstr(d.message, "DriverOpts"))
+                        fail_msg("%s: got %u %s", body, d.status, d.message ?: "");
+                docker_decision_done(&d);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(allowed_opts); i++) {
+                snprintf(body, sizeof(body), "{\"Name\":\"v\",\"DriverOpts\":%s}", allowed_opts[i]);
+                assert_int_equal(docker_decide_body(&caller, "POST", "/volumes/create", body, strlen(body), &d), 0);
+                if (d.status != 0)
+                        fail_msg("%s: refused: %s", body, d.message);
+                /* "v" is not ctr-a's: the engine is asked whether it exists. */
+                assert_int_equal(d.n_checks, 1);
+                assert_int_equal(d.checks[0].kind, DOCKER_CHECK_VOLUME_FREE);
+                assert_int_equal(d.record_answer, OWNED_VOLUME);
+                docker_decision_done(&d);
+        }
+        assert_denied("{\"HostConfig\":{\"Mounts\":[{\"Type\":\"volume\",\"Source\":\"v\",\"Target\":\"/x\",\"VolumeOptions\":"
+                      "{\"DriverConfig\":{\"Name\":\"local\",\"Options\":{\"size\":\"1m\"}}}}]}}", 403, "volume-driver-opts", "DriverConfig");
+        assert_denied("{\"HostConfig\":{\"VolumeDriver\":\"convoy\"}}", 403, "volume-driver-opts", "VolumeDriver");
+}
+
+static void test_images_and_volumes_of_others(void **state) {
+        DockerDecision d = {};
+        _cleanup_free_ char *n = NULL;
+        (void) state;
+        assert_int_equal(docker_image_ref_normalize("ubuntu", &n), 0);
+        assert_string_equal(n, "docker.io/library/ubuntu:latest");
+        free(n);
+        n = NULL;
+        assert_int_equal(docker_image_ref_normalize("localhost:5000/a/b:v1", &n), 0);
+        assert_string_equal(n, "localhost:5000/a/b:v1");
+        free(n);
+        n = NULL;
+        assert_int_equal(docker_image_ref_normalize("Upper", &n), -EINVAL);
+        assert_int_equal(docker_image_ref_normalize("3a4cc772", &n), -EINVAL);     /* an id prefix */
+        assert_int_equal(docker_image_ref_normalize("x@sha256:00", &n), -EINVAL);
+
+        /* build -t of a name that exists and is not ctr-a's: refused on the engine's 200. */
+        assert_int_equal(docker_decide_request(&caller, "POST", "/build", "t=busybox&t=mine%3Av2", &d), 0);
+        assert_int_equal(d.status, 0);
+        assert_int_equal(d.n_checks, 1); /* mine:v2 is ctr-a's already */
+        assert_string_equal(d.checks[0].ref, "docker.io/library/busybox:latest");
+        assert_int_equal(d.n_records, 2);
+        check_answer(&d, "{}", 200);
+        assert_int_equal(d.status, 403);
+        assert_non_null(strstr(d.message, "busybox"));
+        docker_decision_done(&d);
+
+        assert_int_equal(docker_decide_request(&caller, "DELETE", "/images/busybox", "", &d), 0);
+        assert_int_equal(d.status, 403);
+        docker_decision_done(&d);
+        assert_int_equal(docker_decide_request(&caller, "DELETE", "/images/mine:v2", "", &d), 0);
+        assert_int_equal(d.status, 0);
+        assert_false(d.records[0].add);
+        docker_decision_done(&d);
+        assert_int_equal(docker_decide_request(&caller, "POST", "/images/busybox/push", "tag=latest", &d), 0);
+        assert_int_equal(d.status, 403);
+        docker_decision_done(&d);
+        assert_int_equal(docker_decide_request(&caller, "POST", "/images/create", "fromSrc=-&repo=busybox", &d), 0);
+        assert_int_equal(d.status, 403);
+        docker_decision_done(&d);
+        assert_int_equal(docker_decide_request(&caller, "POST", "/images/create", "fromImage=busybox&tag=latest", &d), 0);
+        assert_int_equal(d.status, 0);
+        docker_decision_done(&d);
+
+        /* Volumes by name: the records answer without asking. */
+        assert_int_equal(docker_decide_request(&caller, "DELETE", "/volumes/theirs", "", &d), 0);
+        assert_int_equal(d.status, 404);
+        docker_decision_done(&d);
+        assert_int_equal(docker_decide_request(&caller, "DELETE", "/volumes/myvol", "", &d), 0);
+        assert_int_equal(d.status, 0);
+        docker_decision_done(&d);
+        /* Joining a network that is not ctr-a's is asked about. */
+        assert_int_equal(docker_decide_request(&caller, "POST", "/networks/n1/connect", "", &d), 0);
+        assert_int_equal(d.checks[0].kind, DOCKER_CHECK_NETWORK);
+        docker_decision_done(&d);
+        {
+                json_t *j = allowed("{\"HostConfig\":{\"Binds\":[\"myvol:/x\",\"newvol:/y\"]}}", &d);
+                assert_int_equal(d.n_checks, 1);
+                assert_int_equal(d.checks[0].kind, DOCKER_CHECK_VOLUME_FREE);
+                assert_string_equal(d.checks[0].ref, "newvol");
+                assert_int_equal(d.record_answer, OWNED_CONTAINER);
+                json_decref(j);
+                docker_decision_done(&d);
+        }
 }
 
 static void test_start_rechecks_bind_sources(void **state) {
@@ -315,7 +505,10 @@ int main(void) {
                 cmocka_unit_test(test_container_references_must_be_owned),
                 cmocka_unit_test(test_routes),
                 cmocka_unit_test(test_other_bodies),
-                cmocka_unit_test(test_inspect_ownership),
+                cmocka_unit_test(test_ownership_is_decided_by_records),
+                cmocka_unit_test(test_routes_are_exact),
+                cmocka_unit_test(test_volume_options_allow_list),
+                cmocka_unit_test(test_images_and_volumes_of_others),
                 cmocka_unit_test(test_start_rechecks_bind_sources),
         };
         return cmocka_run_group_tests(tests, setup, teardown);

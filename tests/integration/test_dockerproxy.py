@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.parse
 
 from hm import Mesh
 
@@ -328,8 +329,10 @@ class DockerProxy(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertGreater(os.path.getsize(tar), 24 << 20)
         self.engine("rmi", "hm-built")
+        # Loading could replace any name on the engine: refused, the stream cut short.
         r = self.via(self.a_sock, "load", "-i", tar)
-        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertDenied(r, "Loading images")
+        r = self.engine("load", "-i", tar)
         self.assertIn("hm-built", r.stdout)
         self.engine("rmi", "hm-built")
 
@@ -371,7 +374,7 @@ class DockerProxy(unittest.TestCase):
         self.assertDenied(self.via(self.a_sock, "run", "--rm", "--security-opt", "seccomp=unconfined", "ubuntu", "true"),
                           "seccomp")
         self.assertDenied(self.via(self.a_sock, "volume", "create", "--opt", "type=none", "--opt", "o=bind",
-                                   "--opt", "device=/etc", "hostetc"), "host path")
+                                   "--opt", "device=/etc", "hostetc"), "DriverOpts")
         self.assertEqual(self.engine_privileged_containers(), [])
 
     def test_unicode_escaped_and_case_variant_keys_are_refused(self):
@@ -586,7 +589,7 @@ class DockerProxy(unittest.TestCase):
                 with self.subTest(target=target):
                     self.assertIn(status_of(r), (400, 403), r)
                     if status_of(r) == 403:
-                        path = target[6:] if target.startswith("/v1.41") else target
+                        path = urllib.parse.unquote(target[6:] if target.startswith("/v1.41") else target)
                         self.assertIn(("%s %s" % (method, path.split("?")[0])).encode(), r)
             # Link aliases are single names; the exec body is checked on the exact route.
             r = self.raw("POST", "/v1.41/containers/create?name=hm-a-lnk2",
