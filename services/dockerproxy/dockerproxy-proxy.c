@@ -18,6 +18,7 @@
 #define PROBE_MAX         (DOCKER_BODY_MAX + HTTP_HEAD_MAX)
 #define LINGER_USEC       (2 * USEC_PER_SEC)
 #define DEFAULT_MAX_CONNS 256U
+#define DEFAULT_IDLE_USEC (5 * 60 * USEC_PER_SEC)
 #define CAPTURE_MAX       (64U * 1024U) /* a create's answer: {"Id": ...} */
 
 /* A linear buffer: bytes live in [start, end); compacted on demand. */
@@ -134,6 +135,8 @@ struct Conn {
         uint64_t id;
         int cfd, ufd;
         sd_event_source *csrc, *usrc, *timer;
+        sd_event_source *idle_timer;  /* armed while waiting for a request head */
+        uint64_t idle_since;
         Buf cin, cout, uin, uout;
         bool client_eof, upstream_eof, client_shut, upstream_shut;
 
@@ -580,6 +583,50 @@ static int probe_start(Conn *c, char *path) {
 
 static void conn_forward_request(Conn *c);
 
+/* ---- idle connections ------------------------------------------------------ */
+
+static uint64_t now_usec(void);
+
+static int on_idle_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        Conn *c = userdata;
+
+        (void) s;
+        (void) usec;
+        log_debug("Connection of container %s idle for too long, closing.", c->proxy->caller->id);
+        conn_free(c);
+        return 0;
+}
+
+/* Between requests a connection holds buffers and a slot of the socket's
+ * max_connections for nothing: it gets idle_timeout to send a whole
+ * request head (bytes that complete none do not extend it). Streams in
+ * progress (logs -f, events, attach) are not idle. */
+static void conn_arm_idle(Conn *c) {
+        uint64_t t = c->proxy->ctx.idle_timeout_usec ?: DEFAULT_IDLE_USEC;
+        int r;
+
+        c->idle_since = now_usec();
+        if (c->idle_timer) {
+                r = sd_event_source_set_time_relative(c->idle_timer, t);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(c->idle_timer, SD_EVENT_ONESHOT);
+        } else
+                r = sd_event_add_time_relative(c->proxy->ctx.event, &c->idle_timer, CLOCK_MONOTONIC, t, 0,
+                                               on_idle_timeout, c);
+        if (r < 0)
+                log_warning_errno(r, "Cannot arm the idle timer of a connection, ignoring: %m");
+}
+
+static void conn_disarm_idle(Conn *c) {
+        c->idle_since = 0;
+        if (c->idle_timer)
+                (void) sd_event_source_set_enabled(c->idle_timer, SD_EVENT_OFF);
+}
+
+static bool conn_is_idle(const Conn *c) {
+        return c->idle_since > 0 && c->req_state == REQ_HEAD && c->resp_state == RESP_IDLE && !c->closing;
+}
+
 /* Runs the next ownership check, or forwards when all passed. */
 static void conn_checks_next(Conn *c) {
         char *path = NULL;
@@ -674,7 +721,9 @@ static void conn_judge_body(Conn *c) {
         conn_checks_next(c);
 }
 
-static void conn_handle_head(Conn *c) {
+/* Returns false while the head is incomplete (nothing happened), true
+ * otherwise; may free the connection. */
+static bool conn_handle_head(Conn *c) {
         _cleanup_free_ char *version = NULL, *query = NULL;
         const DockerCaller *caller = c->proxy->caller;
         int r;
@@ -683,39 +732,40 @@ static void conn_handle_head(Conn *c) {
         if (r == 0) {
                 if (buf_space(&c->cin) == 0 || c->client_eof) {
                         if (c->client_eof && buf_len(&c->cin) == 0)
-                                return conn_free(c);
+                                return conn_free(c), true;
                         return conn_reply_error(c, c->client_eof ? 400 : 431, "http-framing",
-                                                c->client_eof ? "Incomplete request." : "Request head too large.");
+                                                c->client_eof ? "Incomplete request." : "Request head too large."), true;
                 }
-                return;
+                return false;
         }
         if (r < 0) {
                 const char *why = r == -EOPNOTSUPP ? "Unsupported HTTP version or transfer coding."
                                   : r == -E2BIG    ? "Request head too large."
                                                    : "Malformed or ambiguous HTTP request (framing refused).";
-                return conn_reply_error(c, r == -EOPNOTSUPP ? 501 : r == -E2BIG ? 431 : 400, "http-framing", why);
+                return conn_reply_error(c, r == -EOPNOTSUPP ? 501 : r == -E2BIG ? 431 : 400, "http-framing", why), true;
         }
         buf_consume(&c->cin, c->req->head_len);
         c->req_keep_alive = c->req->keep_alive;
+        conn_disarm_idle(c);
 
         free(c->api_path);
         c->api_path = NULL;
         r = http_split_target(c->req->target, &c->api_path, &version, &query);
         if (r < 0)
-                return conn_reply_error(c, 400, "http-framing", "Malformed request target.");
+                return conn_reply_error(c, 400, "http-framing", "Malformed request target."), true;
         free(c->api_version);
         c->api_version = TAKE_PTR(version);
 
         docker_decision_done(&c->dec);
         r = docker_decide_request(caller, c->req->method, c->api_path, query, &c->dec);
         if (r < 0)
-                return conn_free(c);
+                return conn_free(c), true;
         if (c->dec.status)
-                return conn_reply_error(c, c->dec.status, c->dec.rule, c->dec.message);
+                return conn_reply_error(c, c->dec.status, c->dec.rule, c->dec.message), true;
 
         if (c->dec.needs_body) {
                 if (c->req->body == HTTP_BODY_LENGTH && c->req->content_length > DOCKER_BODY_MAX)
-                        return conn_reply_error(c, 413, "body-size", "Request body too large to be checked.");
+                        return conn_reply_error(c, 413, "body-size", "Request body too large to be checked."), true;
                 c->req_state = REQ_BODY_BUFFER;
                 c->body_left = c->req->content_length;
                 c->chunk = (HttpChunked){};
@@ -727,17 +777,18 @@ static void conn_handle_head(Conn *c) {
                         if (expect && strcasecmp(expect, "100-continue") == 0 && c->req->version_minor >= 1) {
                                 static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
                                 if (buf_append(&c->cout, cont, sizeof(cont) - 1, SIZE_MAX) < 0)
-                                        return conn_free(c);
+                                        return conn_free(c), true;
                         }
                         if (http_message_set_header(c->req, "Expect", NULL) < 0)
-                                return conn_free(c);
+                                return conn_free(c), true;
                 }
                 if (c->req->body == HTTP_BODY_NONE)
-                        return conn_judge_body(c);
-                return;
+                        return conn_judge_body(c), true;
+                return true;
         }
         c->check_index = 0;
         conn_checks_next(c);
+        return true;
 }
 
 /* Client → upstream, by request state. Returns true on progress. */
@@ -753,8 +804,9 @@ static bool pump_request(Conn *c) {
                         conn_free(c);
                         return false;
                 }
-                conn_handle_head(c);
-                return true;
+                /* An incomplete head is no progress: wait for more bytes
+                 * (looping here would spin the whole loop on one client). */
+                return conn_handle_head(c);
 
         case REQ_BODY_BUFFER:
                 if (buf_len(&c->cin) == 0) {
@@ -919,6 +971,7 @@ static void conn_response_done(Conn *c) {
         /* Keep-alive: ready for the next request on both sides. */
         c->req_state = REQ_HEAD;
         c->req = http_message_free(c->req);
+        conn_arm_idle(c);
 }
 
 /* Upstream → client, by response state. Returns true on progress. */
@@ -1177,6 +1230,7 @@ static void conn_free(Conn *c) {
         sd_event_source_disable_unref(c->csrc);
         sd_event_source_disable_unref(c->usrc);
         sd_event_source_disable_unref(c->timer);
+        sd_event_source_disable_unref(c->idle_timer);
         safe_close(c->cfd);
         safe_close(c->ufd);
         splice_done(&c->down);
@@ -1215,9 +1269,22 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                         return 0;
                 }
                 if (p->n_conns >= p->ctx.max_connections) {
-                        log_warning("Container %s has %u connections open, refusing one more.", p->caller->id, p->n_conns);
-                        safe_close(cfd);
-                        continue;
+                        /* Idle connections cannot lock new clients out: the one
+                         * idle longest makes room. */
+                        Conn *oldest = NULL;
+                        for (Conn *x = p->conns; x; x = x->next)
+                                if (conn_is_idle(x) && (!oldest || x->idle_since < oldest->idle_since))
+                                        oldest = x;
+                        if (!oldest) {
+                                log_warning("Container %s has %u busy connections open, refusing one more.", p->caller->id,
+                                            p->n_conns);
+                                safe_close(cfd);
+                                continue;
+                        }
+                        log_debug("Container %s is at %u connections, closing the one idle longest.", p->caller->id,
+                                  p->n_conns);
+                        count(p, "dockerproxy_idle_evictions_total", "Idle connections closed to make room", NULL);
+                        conn_free(oldest);
                 }
                 c = calloc(1, sizeof(*c));
                 if (!c) {
@@ -1243,6 +1310,7 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                         conn_free(c);
                         continue;
                 }
+                conn_arm_idle(c);
                 count(p, "dockerproxy_connections_total", "Accepted client connections", NULL);
         }
 }

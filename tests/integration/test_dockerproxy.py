@@ -82,6 +82,9 @@ def status_of(resp):
 @unittest.skipUnless(os.geteuid() == 0 and os.path.exists(DOCKERD) and docker_cli(),
                      "needs root, dockerd (docker.io) and a docker CLI")
 class DockerProxy(unittest.TestCase):
+    MAX_CONNS = 64
+    IDLE_S = 4
+
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="hm-dp-", dir="/tmp")
@@ -147,7 +150,8 @@ class DockerProxy(unittest.TestCase):
 
     @classmethod
     def _start_mesh(cls):
-        cls.mesh = Mesh(configs={"dockerproxy": "[dockerproxy]\nupstream = %s\n" % cls.engine_sock})
+        cls.mesh = Mesh(configs={"dockerproxy": "[dockerproxy]\nupstream = %s\nmax_connections = %d\nidle_timeout = %ds\n"
+                                                % (cls.engine_sock, cls.MAX_CONNS, cls.IDLE_S)})
         cls.mesh.start()
 
     @classmethod
@@ -708,6 +712,61 @@ class DockerProxy(unittest.TestCase):
             if os.path.exists(self.a_sock):
                 os.unlink(link)
                 os.link(self.a_sock, link)
+
+    # -- connection bounds ----------------------------------------------------------
+    def test_idle_connections_are_closed_and_cannot_lock_clients_out(self):
+        def connect():
+            s = socket.socket(socket.AF_UNIX)
+            s.settimeout(self.IDLE_S * 3)
+            s.connect(self.b_sock)
+            return s
+        # One that says nothing and one that trickles a head that never ends.
+        quiet, slow = connect(), connect()
+        t0 = time.time()
+        slow.sendall(b"GET /_ping HTTP/1.1\r\n")
+        # A pending partial head must not stall anyone else (it once spun
+        # the proxy's loop).
+        r = http(self.b_sock, b"GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n", timeout=3)
+        self.assertEqual(status_of(r), 200, r)
+        for _ in range(self.IDLE_S + 2):
+            time.sleep(1)
+            try:
+                slow.sendall(b"X-Slow: 1\r\n")
+            except OSError:
+                break
+        self.assertEqual(quiet.recv(1), b"")   # closed by the proxy
+        self.assertLess(time.time() - t0, self.IDLE_S * 3)
+        try:
+            rest = slow.recv(65536)
+        except OSError:
+            rest = b""
+        self.assertFalse(rest.startswith(b"HTTP/1.1 200"), rest)
+        quiet.close()
+        slow.close()
+        # Three times the cap of idle connections: new clients are still served.
+        idle = []
+        try:
+            for _ in range(self.MAX_CONNS * 3):
+                idle.append(connect())
+            r = http(self.b_sock, b"GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+            self.assertEqual(status_of(r), 200, r)
+            r = self.via(self.b_sock, "ps", "-a")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            # The oldest idle ones made room: they were closed.
+            idle[0].settimeout(2)
+            self.assertEqual(idle[0].recv(1), b"")
+        finally:
+            for s in idle:
+                s.close()
+        # A keep-alive connection between requests is idle too; within the
+        # timeout it keeps working.
+        s = connect()
+        s.sendall(b"GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n")
+        self.assertTrue(s.recv(65536).startswith(b"HTTP/1.1 200"))
+        time.sleep(1)
+        s.sendall(b"GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n")
+        self.assertTrue(s.recv(65536).startswith(b"HTTP/1.1 200"))
+        s.close()
 
     # -- registrations -------------------------------------------------------------
     def test_list_unregister_and_errors(self):
