@@ -380,6 +380,81 @@ int manager_unregister(Manager *m, const char *id) {
         return -ENOENT;
 }
 
+/* The ids of one kind the engine has now (GET `path`, a JSON array of
+ * objects with `field`, or {"Volumes": [...]}). */
+static int engine_list_ids(Manager *m, const char *path, const char *field, OwnedSet *into, OwnedKind kind) {
+        _cleanup_free_ char *body = NULL;
+        json_t *j, *a, *e;
+        unsigned status;
+        size_t len, i;
+        int r;
+
+        r = proxy_engine_get(m->config.upstream, path, m->config.engine_timeout_usec, &status, &body, &len);
+        if (r < 0)
+                return r;
+        if (status != 200)
+                return -EIO;
+        j = json_loadb(body, len, 0, NULL);
+        a = json_is_object(j) ? json_object_get(j, "Volumes") : j;
+        if (!json_is_array(a)) {
+                json_decref(j);
+                return -EBADMSG;
+        }
+        json_array_foreach(a, i, e) {
+                r = owned_set_add(into, kind, json_string_value(json_object_get(e, field)));
+                if (r == -ENOMEM) {
+                        json_decref(j);
+                        return r;
+                }
+        }
+        json_decref(j);
+        return 0;
+}
+
+/* Records of things the engine no longer has (containers run with --rm,
+ * removals done past the proxy) would only fill the caps: at start they
+ * are dropped. Without an answer from the engine all are kept. Image
+ * names are kept: they may come back with a pull. */
+static void manager_reconcile_records(Manager *m) {
+        static const struct {
+                OwnedKind kind;
+                const char *path, *field;
+        } lists[] = {
+                { OWNED_CONTAINER, "/containers/json?all=1", "Id" },
+                { OWNED_VOLUME, "/volumes", "Name" },
+                { OWNED_NETWORK, "/networks", "Id" },
+        };
+        size_t dropped = 0;
+
+        if (m->n_regs == 0)
+                return;
+        for (size_t k = 0; k < ELEMENTSOF(lists); k++) {
+                _cleanup_(owned_set_freep) OwnedSet *live = NULL;
+                int r = owned_set_new(&live);
+                if (r >= 0)
+                        r = engine_list_ids(m, lists[k].path, lists[k].field, live, lists[k].kind);
+                if (r < 0) {
+                        log_warning_errno(r, "Cannot list %s from the engine, keeping their records: %m",
+                                          owned_kind_to_string(lists[k].kind));
+                        continue;
+                }
+                for (size_t i = 0; i < m->n_regs; i++) {
+                        OwnedSet *o = m->regs[i]->owned;
+                        for (size_t n = owned_set_size(o, lists[k].kind); n > 0; n--) {
+                                const char *id = owned_set_get(o, lists[k].kind, n - 1);
+                                if (!owned_set_has(live, lists[k].kind, id)) {
+                                        owned_set_remove(o, lists[k].kind, id);
+                                        dropped++;
+                                }
+                        }
+                }
+        }
+        if (dropped > 0) {
+                log_info("Dropped %zu record(s) of things the engine no longer has.", dropped);
+                (void) manager_save(m);
+        }
+}
+
 static int manager_restore(Manager *m) {
         Registration **regs = NULL;
         size_t n = 0;
@@ -398,6 +473,7 @@ static int manager_restore(Manager *m) {
         }
         if (n > 0)
                 log_info("Restored %zu registered container(s).", n);
+        manager_reconcile_records(m);
         return 0;
 }
 

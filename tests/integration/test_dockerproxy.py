@@ -1,4 +1,4 @@
-# ctest: labels=integration;docker timeout=900
+# ctest: labels=integration;docker timeout=1500
 """dockerproxyd against a real Docker engine.
 
 The test starts its own dockerd (vfs storage, no iptables, no bridge) on its
@@ -652,8 +652,8 @@ class DockerProxy(unittest.TestCase):
                               b"Content-Length: 0\r\nConnection: close\r\n\r\n")
         self.assertEqual(status_of(r), 403, r)
         self.assertEqual(self.image_id("busybox:latest"), busybox)
-        # B's image is B's.
-        r = self.build(self.b_sock, "hm-b-img", "FROM ubuntu\nRUN touch /b\n")
+        # B's image name is B's.
+        r = self.via(self.b_sock, "tag", "ubuntu", "hm-b-img")
         self.assertEqual(r.returncode, 0, r.stderr)
         try:
             self.assertDenied(self.via(self.a_sock, "rmi", "hm-b-img"), "hm-b-img")
@@ -693,14 +693,32 @@ class DockerProxy(unittest.TestCase):
             self.engine("volume", "rm", "-f", "hm-b-vol", check=False)
             self.engine("network", "rm", "hm-b-net", check=False)
 
+    def records_of(self, reg):
+        with open(os.path.join(self.mesh.state_dir, "dockerproxy", "registrations.json")) as f:
+            for e in json.load(f)["registrations"]:
+                if e["container_id"] == reg:
+                    return e["owned"]
+        return None
+
     def test_ownership_records_survive_a_restart(self):
         r = self.via(self.a_sock, "create", "--name", "hm-a-kept", "ubuntu", "true")
         self.assertEqual(r.returncode, 0, r.stderr)
+        kept = self.engine("inspect", "-f", "{{.Id}}", "hm-a-kept").stdout.strip()
+        # One removed past the proxy: its record goes at the next start.
+        r = self.via(self.a_sock, "create", "--name", "hm-a-gone", "ubuntu", "true")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        gone = self.engine("inspect", "-f", "{{.Id}}", "hm-a-gone").stdout.strip()
+        self.engine("rm", "hm-a-gone")
+        self.assertIn(gone, self.records_of("hm-a")["containers"])
+        self.assertIn(kept, self.records_of("hm-a")["containers"])
+        self.assertNotIn(kept, self.records_of("hm-b")["containers"])
         try:
             self.mesh.restart("dockerproxy")
             r, _ = self.mesh.nsc_json("docker", "list")
             self.assertEqual(r.returncode, 0, r.stderr)
             wait_for(lambda: os.path.exists(self.a_sock), 10, "A's socket")
+            self.assertIn(kept, self.records_of("hm-a")["containers"])
+            self.assertNotIn(gone, self.records_of("hm-a")["containers"])
             r = self.via(self.a_sock, "inspect", "--type", "container", "hm-a-kept")
             self.assertEqual(r.returncode, 0, r.stderr)
             self.assertDenied(self.via(self.b_sock, "inspect", "--type", "container", "hm-a-kept"), "No such")
