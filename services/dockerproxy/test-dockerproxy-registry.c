@@ -23,6 +23,11 @@ static void test_state_file_round_trips(void **state) {
         assert_int_equal(registration_set_ancestors(a, anc), 0);
         assert_int_equal(registration_set_cap_allow(a, caps, 1), 0);
         a->policy.allow_host_network = true;
+        assert_int_equal(owned_set_add(a->owned, OWNED_CONTAINER, "c0ffee"), 1);
+        assert_int_equal(owned_set_add(a->owned, OWNED_VOLUME, "data"), 1);
+        assert_int_equal(owned_set_add(a->owned, OWNED_IMAGE, "docker.io/library/app:v1"), 1);
+        assert_int_equal(owned_set_add(a->owned, OWNED_IMAGE, "docker.io/library/app:v1"), 0);
+        assert_int_equal(owned_set_add(a->owned, OWNED_VOLUME, "with space"), -EINVAL);
         assert_int_equal(registration_new("b", "/roots/b", "/run/x/b.sock", &b), 0);
         assert_int_equal(registry_save(path, (Registration *[]){ a, b }, 2), 0);
 
@@ -39,6 +44,13 @@ static void test_state_file_round_trips(void **state) {
         assert_false(loaded[0]->policy.allow_privileged);
         assert_string_equal(loaded[0]->caller.id, "a");
         assert_false(loaded[1]->policy.allow_host_network);
+        /* Records come back with their registration, and only with it. */
+        assert_true(owned_set_has(loaded[0]->owned, OWNED_CONTAINER, "c0ffee"));
+        assert_true(owned_set_has(loaded[0]->owned, OWNED_VOLUME, "data"));
+        assert_true(owned_set_has(loaded[0]->owned, OWNED_IMAGE, "docker.io/library/app:v1"));
+        assert_false(owned_set_has(loaded[0]->owned, OWNED_CONTAINER, "data"));
+        assert_ptr_equal(loaded[0]->caller.owned, loaded[0]->owned);
+        assert_int_equal(owned_set_size(loaded[1]->owned, OWNED_CONTAINER), 0);
 
         for (size_t i = 0; i < n; i++)
                 registration_free(loaded[i]);
@@ -86,11 +98,30 @@ static void test_ids_must_be_safe_names(void **state) {
         assert_false(registration_id_is_valid(NULL));
 }
 
+static void test_records_are_capped(void **state) {
+        _cleanup_(owned_set_freep) OwnedSet *s = NULL;
+        char id[32];
+        (void) state;
+        assert_int_equal(owned_set_new(&s), 0);
+        for (unsigned i = 0; i < OWNED_MAX; i++) {
+                snprintf(id, sizeof(id), "c%u", i);
+                assert_int_equal(owned_set_add(s, OWNED_CONTAINER, id), 1);
+        }
+        assert_int_equal(owned_set_add(s, OWNED_CONTAINER, "one-more"), -ENOSPC);
+        /* Per kind. */
+        assert_int_equal(owned_set_add(s, OWNED_NETWORK, "one-more"), 1);
+        assert_int_equal(owned_set_remove(s, OWNED_CONTAINER, "c7"), 1);
+        assert_int_equal(owned_set_remove(s, OWNED_CONTAINER, "c7"), 0);
+        assert_int_equal(owned_set_add(s, OWNED_CONTAINER, "one-more"), 1);
+        assert_int_equal(owned_set_add(s, OWNED_NONE, "x"), -EINVAL);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_state_file_round_trips),
                 cmocka_unit_test(test_bad_entries_are_skipped_and_missing_file_is_empty),
                 cmocka_unit_test(test_ids_must_be_safe_names),
+                cmocka_unit_test(test_records_are_capped),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
