@@ -845,6 +845,7 @@ class ConfigCheck(unittest.TestCase):
             self.assertEqual(r2.stdout, r.stdout)
             for bad, why in (("[dockerproxy]\nupstream = relative.sock\n", "absolute"),
                              ("[dockerproxy]\nmax_connections = 0\n", "max_connections"),
+                             ("[dockerproxy]\nidle_timeout = 0\n", "idle_timeout"),
                              ("[dockerproxy]\nupstreem = /x\n", "upstreem")):
                 p = os.path.join(d, "bad.conf")
                 with open(p, "w") as f:
