@@ -27,6 +27,28 @@ static pthread_t engine_thread, loop_thread;
 static DockerPolicy policy = {};
 static DockerCaller caller = { .id = "t", .root = "/", .policy = &policy };
 static OwnedSet *owned;
+static pthread_mutex_t records_lock = PTHREAD_MUTEX_INITIALIZER;
+static char records[4096];
+
+/* The proxy's report of what a request made or removed (the manager's
+ * job in the daemon). */
+static void on_record(void *userdata, const DockerCaller *c, OwnedKind kind, const char *id, bool add) {
+        size_t n;
+        (void) userdata;
+        pthread_mutex_lock(&records_lock);
+        n = strlen(records);
+        snprintf(records + n, sizeof(records) - n, "%s %s %s %s;", c->id, owned_kind_to_string(kind), id,
+                 add ? "add" : "forget");
+        pthread_mutex_unlock(&records_lock);
+}
+
+static bool records_have(const char *s) {
+        bool r;
+        pthread_mutex_lock(&records_lock);
+        r = strstr(records, s) != NULL;
+        pthread_mutex_unlock(&records_lock);
+        return r;
+}
 
 static void seen_add(const char *p, size_t n) {
         pthread_mutex_lock(&seen_lock);
@@ -133,6 +155,10 @@ static void *engine_conn(void *arg) {
                         if (strstr(buf, "/containers/mine/json"))
                                 resp = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 78\r\n\r\n"
                                        "{\"Id\":\"mine\",\"Config\":{\"Labels\":{\"io.hostmesh.dockerproxy.owner.t\":\"\"}},\"x\":1}";
+                        else if (strstr(buf, "GET /containers/web/json"))
+                                /* a name of "mine" */
+                                resp = "HTTP/1.1 200 OK\r\nContent-Length: 78\r\n\r\n"
+                                       "{\"Id\":\"mine\",\"Config\":{\"Labels\":{\"io.hostmesh.dockerproxy.owner.t\":\"\"}},\"x\":1}";
                         else if (strstr(buf, "/containers/theirs/json"))
                                 resp = "HTTP/1.1 200 OK\r\nContent-Length: 80\r\n\r\n"
                                        "{\"Id\":\"theirs\",\"Config\":{\"Labels\":{\"io.hostmesh.dockerproxy.owner.t\":\"\"}},\"x\":1}";
@@ -179,7 +205,7 @@ static void *loop_main(void *arg) {
 
         (void) arg;
         assert_int_equal(sd_event_new(&e), 0);
-        ctx = (ProxyContext){ .event = e, .upstream = engine_path };
+        ctx = (ProxyContext){ .event = e, .upstream = engine_path, .on_record = on_record };
         /* "mine" is in the caller's records; "theirs" carries the caller's
          * owner label too, which decides nothing. */
         assert_int_equal(owned_set_new(&owned), 0);
@@ -315,6 +341,30 @@ static void test_others_containers_are_not_found_and_never_forwarded(void **stat
         free(out);
 }
 
+static void test_the_engine_gets_the_checked_id_and_creates_are_recorded(void **state) {
+        const char *by_name = "POST /v1.41/containers/web/stop?t=1 HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n";
+        const char *create = "POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nContent-Length: 16\r\n"
+                             "Connection: close\r\n\r\n{\"Image\":\"busy\"}";
+        const char *rm = "DELETE /containers/web HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n";
+        char *out;
+        (void) state;
+        seen_reset();
+        out = exchange(by_name, strlen(by_name), NULL);
+        assert_true(strstr(out, "HTTP/1.1 200 OK") != NULL);
+        /* The name was resolved and checked; the engine acts on that id. */
+        assert_true(seen_has("POST /v1.41/containers/mine/stop?t=1 HTTP/1.1"));
+        assert_false(seen_has("POST /v1.41/containers/web/stop"));
+        free(out);
+        out = exchange(create, strlen(create), NULL);
+        assert_true(strstr(out, "HTTP/1.1 201 Created") != NULL);
+        assert_true(records_have("t containers n add;"));
+        free(out);
+        out = exchange(rm, strlen(rm), NULL);
+        assert_true(seen_has("DELETE /containers/mine HTTP/1.1"));
+        assert_true(records_have("t containers mine forget;"));
+        free(out);
+}
+
 static void test_refusals_answer_json_and_close(void **state) {
         const char *smuggle = "POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nContent-Length: 5\r\n"
                               "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
@@ -386,6 +436,7 @@ int main(void) {
                 cmocka_unit_test(test_chunked_bodies_pass_both_ways_verbatim),
                 cmocka_unit_test(test_create_body_is_reframed_with_content_length),
                 cmocka_unit_test(test_others_containers_are_not_found_and_never_forwarded),
+                cmocka_unit_test(test_the_engine_gets_the_checked_id_and_creates_are_recorded),
                 cmocka_unit_test(test_refusals_answer_json_and_close),
                 cmocka_unit_test(test_checked_bodies_are_bounded_and_expect_continue_is_answered),
                 cmocka_unit_test(test_large_streamed_body_survives_backpressure),
