@@ -81,6 +81,16 @@ static bool name_is_valid(const char *s) {
         return true;
 }
 
+/* An image name or id as the engine reads one in a path. */
+static bool image_name_is_valid(const char *s) {
+        if (!s || !*s || strlen(s) > 255)
+                return false;
+        for (const char *p = s; *p; p++)
+                if (!isalnum((unsigned char) *p) && !strchr("._-/:@", *p))
+                        return false;
+        return true;
+}
+
 static bool owns(const DockerCaller *c, OwnedKind kind, const char *id) {
         return (kind == OWNED_CONTAINER && c->policy->see_all_containers) || owned_set_has(c->owned, kind, id);
 }
@@ -971,6 +981,18 @@ int docker_translate_create(const DockerCaller *c, const char *body, size_t len,
                                             "\"%s\" belongs in HostConfig, not at the top level of the body.", key);
         }
 
+        /* An image's labels become the container's: one that carries the
+         * proxy's labels would make the container look like someone
+         * else's to anything that reads labels (events, people). */
+        GET(top, "Image", &v);
+        if (v && !json_is_null(v)) {
+                if (!json_is_string(v) || !image_name_is_valid(json_string_value(v)))
+                        return deny(d, 400, "invalid-field", "Image must be an image name.");
+                r = add_check(d, DOCKER_CHECK_IMAGE_LABELS, json_string_value(v), /* in_path= */ false);
+                if (r < 0)
+                        return r;
+        }
+
         GET(top, "HostConfig", &hc);
         r = check_hostconfig(c, d, hc);
         if (r < 0 || d->status)
@@ -1430,16 +1452,6 @@ static bool route_match(const struct Route *rt, const char *method, const Segmen
         }
 }
 
-/* An image name or id as the engine reads one in a path. */
-static bool image_name_is_valid(const char *s) {
-        if (!s || !*s || strlen(s) > 255)
-                return false;
-        for (const char *p = s; *p; p++)
-                if (!isalnum((unsigned char) *p) && !strchr("._-/:@", *p))
-                        return false;
-        return true;
-}
-
 /* "repo" + "tag" query values as one reference ("" when repo is empty). */
 static int query_ref(const char *query, char **ret) {
         _cleanup_free_ char *repo = NULL, *tag = NULL;
@@ -1739,6 +1751,7 @@ int docker_check_path(const DockerDecision *d, size_t i, char **ret_path) {
                 [DOCKER_CHECK_NETWORK] = "/networks/%s",
                 [DOCKER_CHECK_VOLUME_FREE] = "/volumes/%s",
                 [DOCKER_CHECK_IMAGE_FREE] = "/images/%s/json",
+                [DOCKER_CHECK_IMAGE_LABELS] = "/images/%s/json",
         };
         const DockerCheck *k;
 
@@ -1747,7 +1760,8 @@ int docker_check_path(const DockerDecision *d, size_t i, char **ret_path) {
         k = &d->checks[i];
         /* Refs were checked to be names (images: normalized references), so
          * nothing in them needs escaping; refuse rather than guess. */
-        if (k->kind == DOCKER_CHECK_IMAGE_FREE ? !image_name_is_valid(k->ref) : !name_is_valid(k->ref))
+        if (k->kind == DOCKER_CHECK_IMAGE_FREE || k->kind == DOCKER_CHECK_IMAGE_LABELS ? !image_name_is_valid(k->ref)
+                                                                                        : !name_is_valid(k->ref))
                 return -EINVAL;
         return asprintf(ret_path, fmt[k->kind], k->ref) < 0 ? -ENOMEM : 0;
 }
@@ -1802,6 +1816,27 @@ int docker_check_answer(const DockerCaller *c, DockerDecision *d, size_t i, unsi
                         return r;
                 /* Now the exec's container must be the caller's. */
                 return add_check(d, DOCKER_CHECK_CONTAINER, id, /* in_path= */ false);
+        case DOCKER_CHECK_IMAGE_LABELS: {
+                _cleanup_(json_decrefp) json_t *j = NULL;
+                const char *key;
+                json_t *labels, *v;
+
+                /* Missing: the engine answers the create with 404 and the
+                 * CLI pulls and creates again, which is checked again. */
+                if (status == 404)
+                        return 0;
+                if (status != 200)
+                        return -EIO;
+                j = json_loadb(body, len, 0, NULL);
+                if (!json_is_object(j))
+                        return -EBADMSG;
+                labels = json_object_get(json_object_get(j, "Config"), "Labels");
+                json_object_foreach(labels, key, v)
+                        if (strncmp(key, DOCKER_LABEL_RESERVED, strlen(DOCKER_LABEL_RESERVED)) == 0)
+                                return deny(d, 403, "reserved-label",
+                                            "Image %s carries the label \"%s\", which is reserved for the proxy.", ref, key);
+                return 0;
+        }
         case DOCKER_CHECK_VOLUME_FREE:
         case DOCKER_CHECK_IMAGE_FREE: {
                 bool vol = k->kind == DOCKER_CHECK_VOLUME_FREE;

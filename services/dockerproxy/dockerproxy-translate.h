@@ -46,6 +46,7 @@ typedef enum DockerCheckKind {
         DOCKER_CHECK_NETWORK,      /* a network the caller owns */
         DOCKER_CHECK_VOLUME_FREE,  /* a volume name that does not exist yet */
         DOCKER_CHECK_IMAGE_FREE,   /* an image reference that does not exist yet */
+        DOCKER_CHECK_IMAGE_LABELS, /* an image to create a container from: no reserved labels */
 } DockerCheckKind;
 
 typedef struct DockerCheck {

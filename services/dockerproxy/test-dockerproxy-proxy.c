@@ -165,6 +165,9 @@ static void *engine_conn(void *arg) {
                         else if (strstr(buf, "GET /images/docker.io/") && strstr(buf, "GET /images/docker.io/") < end)
                                 /* build -t names that exist nowhere yet */
                                 resp = "HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}";
+                        else if (strncmp(buf, "GET /images/", 12) == 0)
+                                /* the image a container is created from: no labels */
+                                resp = "HTTP/1.1 200 OK\r\nContent-Length: 26\r\n\r\n{\"Config\":{\"Labels\":null}}";
                         else if (strstr(buf, "/chunky"))
                                 resp = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
                         else if (strstr(buf, "/containers/create"))

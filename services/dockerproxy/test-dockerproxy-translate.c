@@ -321,6 +321,37 @@ static void test_ownership_is_decided_by_records(void **state) {
         docker_decision_done(&d);
 }
 
+static void test_images_with_reserved_labels_make_no_containers(void **state) {
+        const char *evil = "{\"Id\":\"sha256:1\",\"Config\":{\"Labels\":{\"io.hostmesh.dockerproxy.owner.ctr-b\":\"\"}}}";
+        const char *fine = "{\"Id\":\"sha256:2\",\"Config\":{\"Labels\":{\"maintainer\":\"x\"}}}";
+        _cleanup_free_ char *path = NULL;
+        DockerDecision d = {};
+        json_t *j;
+        (void) state;
+        j = allowed("{\"Image\":\"evil:v1\"}", &d);
+        json_decref(j);
+        assert_int_equal(d.n_checks, 1);
+        assert_int_equal(d.checks[0].kind, DOCKER_CHECK_IMAGE_LABELS);
+        assert_int_equal(docker_check_path(&d, 0, &path), 0);
+        assert_string_equal(path, "/images/evil:v1/json");
+        check_answer(&d, evil, 200);
+        assert_int_equal(d.status, 403);
+        assert_string_equal(d.rule, "reserved-label");
+        docker_decision_done(&d);
+        j = allowed("{\"Image\":\"fine\"}", &d);
+        json_decref(j);
+        check_answer(&d, fine, 200);
+        assert_int_equal(d.status, 0);
+        docker_decision_done(&d);
+        /* Not there yet: the engine's 404 makes the CLI pull, then create again. */
+        j = allowed("{\"Image\":\"fine\"}", &d);
+        json_decref(j);
+        check_answer(&d, "", 404);
+        assert_int_equal(d.status, 0);
+        docker_decision_done(&d);
+        assert_denied("{\"Image\":\"a b\"}", 400, "invalid-field", "Image");
+}
+
 static void test_routes_are_exact(void **state) {
         static const char *const refused[][2] = {
                 { "POST", "/containers/web/x/exec" },   /* a link name: /web/x */
@@ -507,6 +538,7 @@ int main(void) {
                 cmocka_unit_test(test_other_bodies),
                 cmocka_unit_test(test_ownership_is_decided_by_records),
                 cmocka_unit_test(test_routes_are_exact),
+                cmocka_unit_test(test_images_with_reserved_labels_make_no_containers),
                 cmocka_unit_test(test_volume_options_allow_list),
                 cmocka_unit_test(test_images_and_volumes_of_others),
                 cmocka_unit_test(test_start_rechecks_bind_sources),
