@@ -6,6 +6,7 @@
 #include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "http-server.h"
 
@@ -526,9 +527,15 @@ static bool conn_flush(HttpConn *c) {
 
 static int append_head(HttpConn *c, int status, const char *content_type, const char *headers, const char *framing) {
         _cleanup_free_ char *head = NULL;
+        char date[64];
+        struct tm tm;
+        time_t t = time(NULL);
         int n;
 
-        n = asprintf(&head, "HTTP/1.1 %d %s\r\n%s%s%s%s%s%s\r\n", status, http_status_text(status),
+        /* RFC 9110 §6.6.1: an origin server with a clock sends Date. */
+        gmtime_r(&t, &tm);
+        strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        n = asprintf(&head, "HTTP/1.1 %d %s\r\nDate: %s\r\n%s%s%s%s%s%s\r\n", status, http_status_text(status), date,
                      content_type ? "Content-Type: " : "", content_type ?: "", content_type ? "\r\n" : "",
                      headers ?: "", framing, c->close_after ? "Connection: close\r\n" : "");
         if (n < 0)
