@@ -241,7 +241,6 @@ int manager_new(const DaemonArgs *args, Manager **ret) {
         m = calloc(1, sizeof(*m));
         if (!m)
                 return log_error_errno(-ENOMEM, "Out of memory.");
-        m->metrics_fd = -EBADF;
         m->config.rpc = (RpcServerOptions){ .name = "gateway", .idle_exit_usec = 60 * USEC_PER_SEC };
         m->config.bearer_audience = strdup("hostmesh");
         if (!m->config.bearer_audience)

@@ -56,8 +56,7 @@ typedef struct Manager {
 
         struct GatewayBearer *bearer;
 
-        int metrics_fd;
-        sd_event_source *metrics_source;
+        struct HttpServer *metrics_http;
 } Manager;
 
 int manager_new(const DaemonArgs *args, Manager **ret);
