@@ -57,6 +57,9 @@ typedef struct Manager {
         struct GatewayBearer *bearer;
 
         struct HttpServer *metrics_http;
+        struct HttpServer *tcp_http;      /* gRPC and Connect for bearer-token callers */
+        struct HttpServer *local_http;    /* Connect on the unix socket */
+        bool tcp_from_systemd;
 } Manager;
 
 int manager_new(const DaemonArgs *args, Manager **ret);
