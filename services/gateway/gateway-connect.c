@@ -718,6 +718,18 @@ static void handle(HttpExchange *x, const HttpRequest *req, Manager *m, bool tcp
                 return;
         }
 
+        /* The gateway's own health answers without a token, as over gRPC: for
+         * load balancers and for socket activation checks. */
+        if (streq(creq.method, "/grpc.health.v1.Health/Check") && !http_request_header(req, "X-Hostmesh-Part") &&
+            !creq.streaming) {
+                static const uint8_t serving_proto[] = { 0x08, 0x01 };  /* status (1) = SERVING (1) */
+                static const char serving_json[] = "{\"status\":\"SERVING\"}";
+                (void) http_exchange_respond(x, 200, creq.json ? "application/json" : "application/proto", NULL,
+                                             creq.json ? (const void *) serving_json : serving_proto,
+                                             creq.json ? strlen(serving_json) : sizeof(serving_proto));
+                return;
+        }
+
         c = calloc(1, sizeof(*c));
         if (!c) {
                 (void) http_exchange_respond(x, 503, "application/json", NULL, "", 0);

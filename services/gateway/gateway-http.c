@@ -114,6 +114,18 @@ static int listen_tcp(const char *address, int *ret) {
         return 0;
 }
 
+static bool fd_is_loopback(int fd) {
+        struct sockaddr_storage sa;
+        socklen_t len = sizeof(sa);
+        if (getsockname(fd, (struct sockaddr *) &sa, &len) < 0)
+                return false;
+        if (sa.ss_family == AF_INET)
+                return (ntohl(((struct sockaddr_in *) &sa)->sin_addr.s_addr) >> 24) == 127;
+        if (sa.ss_family == AF_INET6)
+                return IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *) &sa)->sin6_addr);
+        return false;
+}
+
 static int local_port(int fd) {
         struct sockaddr_storage sa;
         socklen_t len = sizeof(sa);
@@ -139,6 +151,13 @@ int gateway_listeners_start(Manager *m) {
 
         fd = rpc_server_take_fd(m->server, "tcp");
         m->tcp_from_systemd = fd >= 0;
+        if (fd >= 0 && isempty(m->config.tls_cert) && !(m->config.tcp_insecure && fd_is_loopback(fd))) {
+                /* Bearer tokens cross the network in TLS only (see tcp_listen_check()). */
+                log_error("The TCP socket from systemd (hostmesh-gateway-tcp.socket) is not served: set [gateway] "
+                          "tls_cert and tls_key, or tcp_insecure = yes on a loopback address.");
+                close(fd);
+                return 0;
+        }
         if (fd < 0) {
                 if (isempty(m->config.tcp_listen))
                         return 0;

@@ -127,6 +127,10 @@ class Connect(unittest.TestCase):
         r = subprocess.run(args, capture_output=True, text=True, timeout=60)
         self.assertEqual(r.stdout.split(), ["1", "0"], r.stderr)
 
+    def test_gateway_health_needs_no_token(self):
+        status, headers, body = self.curl("/grpc.health.v1.Health/Check", b"{}", token=False)
+        self.assertEqual((status, json.loads(body)), (200, {"status": "SERVING"}))
+
     # ---- errors ---------------------------------------------------------------
 
     def test_bad_json_is_invalid_argument(self):
