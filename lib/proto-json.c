@@ -583,12 +583,14 @@ static int message_from_json(Ctx *c, const ProtobufCMessageDescriptor *d, json_t
                                         c->depth--;
                                         return -ENOMEM;
                                 }
+                                /* Counted before it is filled: what a failure leaves
+                                 * half-built is freed with the message. */
+                                (*n)++;
                                 r = scalar_from_json(c, f, item, ipath, (char *) *arr + i * es);
                                 if (r < 0) {
                                         c->depth--;
                                         return r;
                                 }
-                                (*n)++;
                         }
                         continue;
                 }
