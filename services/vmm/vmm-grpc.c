@@ -8,6 +8,7 @@
 #include "macro.h"
 #include "namespace/cloud/compute/v1beta/compute.pb-c.h"
 #include "vmm-accel.h"
+#include "vmm-cgroup.h"
 #include "vmm-grpc.h"
 #include "vmm-log.h"
 #include "vmm-manager.h"
@@ -826,6 +827,79 @@ static void handle_fetch_logs(RpcCall *c, const ProtobufCMessage *request, void 
         free(f.lines);
 }
 
+/* GetInstanceMetrics: what the VM's cgroup accounts now, as one sample
+ * (vmmd keeps no history; the time window is accepted and the sample is
+ * the latest one). Timestamps are Unix milliseconds. CPU is the CPU time
+ * used so far (µs), MEMORY the bytes charged now. */
+static void handle_metrics(RpcCall *c, const ProtobufCMessage *request, void *userdata) {
+        const Namespace__Cloud__Compute__V1beta__GetInstanceMetricsRequest *req = (const void *) request;
+        Namespace__Cloud__Compute__V1beta__GetInstanceMetricsResponse resp =
+                NAMESPACE__CLOUD__COMPUTE__V1BETA__GET_INSTANCE_METRICS_RESPONSE__INIT;
+        Namespace__Stdlib__TimeSeries ts = NAMESPACE__STDLIB__TIME_SERIES__INIT;
+        Namespace__Stdlib__TimeSeries *series[1] = { &ts };
+        Namespace__Stdlib__TimeSeries__Integers values[2];
+        Namespace__Stdlib__TimeSeries__IntegersEntry entries[2], *entry_ptrs[2];
+        int64_t samples[2], now_ms;
+        bool want_cpu = req->n_metric_resource == 0, want_mem = req->n_metric_resource == 0;
+        Manager *m = userdata;
+        VmmCgroupUsage u;
+        struct timespec now;
+        Instance *i;
+        int r;
+
+        for (size_t k = 0; k < req->n_metric_resource; k++)
+                switch (req->metric_resource[k]) {
+                case NAMESPACE__CLOUD__COMPUTE__V1BETA__GET_INSTANCE_METRICS_REQUEST__METRIC_RESOURCE__CPU:
+                        want_cpu = true;
+                        break;
+                case NAMESPACE__CLOUD__COMPUTE__V1BETA__GET_INSTANCE_METRICS_REQUEST__METRIC_RESOURCE__MEMORY:
+                        want_mem = true;
+                        break;
+                default:
+                        return (void) rpc_call_fail(c, RPC_INVALID_ARGUMENT, "metric_resource %d is not measured "
+                                                    "here: CPU and MEMORY are.", (int) req->metric_resource[k]);
+                }
+        i = find_or_fail(m, c, req->instance_id);
+        if (!i)
+                return;
+        if (!instance_state_is_active(i->state) || isempty(i->cgroup))
+                return (void) rpc_call_fail(c, RPC_FAILED_PRECONDITION, "Instance %s has no metrics: %s.", i->id,
+                                            !instance_state_is_active(i->state) ? "it is not running"
+                                                                                : "vmmd runs it without a cgroup");
+        r = vmm_cgroup_usage(i->cgroup, &u);
+        if (r < 0)
+                return (void) rpc_call_fail(c, RPC_UNAVAILABLE, "Cannot read the cgroup of %s: %s.", i->id,
+                                            strerror(-r));
+        clock_gettime(CLOCK_REALTIME, &now);
+        now_ms = (int64_t) now.tv_sec * 1000 + now.tv_nsec / 1000000;
+        ts.n_timestamps = 1;
+        ts.timestamps = &now_ms;
+        if (want_cpu && u.has_cpu) {
+                samples[ts.n_integers] = (int64_t) u.cpu_usec;
+                values[ts.n_integers] = (Namespace__Stdlib__TimeSeries__Integers) NAMESPACE__STDLIB__TIME_SERIES__INTEGERS__INIT;
+                entries[ts.n_integers] = (Namespace__Stdlib__TimeSeries__IntegersEntry) NAMESPACE__STDLIB__TIME_SERIES__INTEGERS_ENTRY__INIT;
+                entries[ts.n_integers].key = (char *) "cpu_usage_usec";
+                ts.n_integers++;
+        }
+        if (want_mem) {
+                samples[ts.n_integers] = (int64_t) u.memory_bytes;
+                values[ts.n_integers] = (Namespace__Stdlib__TimeSeries__Integers) NAMESPACE__STDLIB__TIME_SERIES__INTEGERS__INIT;
+                entries[ts.n_integers] = (Namespace__Stdlib__TimeSeries__IntegersEntry) NAMESPACE__STDLIB__TIME_SERIES__INTEGERS_ENTRY__INIT;
+                entries[ts.n_integers].key = (char *) "memory_usage_bytes";
+                ts.n_integers++;
+        }
+        for (size_t k = 0; k < ts.n_integers; k++) {
+                values[k].n_values = 1;
+                values[k].values = &samples[k];
+                entries[k].value = &values[k];
+                entry_ptrs[k] = &entries[k];
+        }
+        ts.integers = entry_ptrs;
+        resp.n_time_series = 1;
+        resp.time_series = series;
+        rpc_call_reply(c, &resp.base);
+}
+
 /* ---- hostmesh.vmm.v1.Vmm ------------------------------------------------- */
 
 static void handle_details(RpcCall *c, const ProtobufCMessage *request, void *userdata) {
@@ -926,6 +1000,8 @@ int vmm_grpc_register(Manager *m) {
                   &google__protobuf__empty__descriptor, handle_destroy },
                 { COMPUTE "ExtendInstance", RPC_UNARY, D(extend_instance_request), D(extend_instance_response),
                   handle_extend },
+                { COMPUTE "GetInstanceMetrics", RPC_UNARY, D(get_instance_metrics_request),
+                  D(get_instance_metrics_response), handle_metrics },
                 { COMMAND "RunCommand", RPC_SERVER_STREAMING, D(run_command_request), D(run_command_response),
                   handle_run_stream },
                 { COMMAND "RunCommandSync", RPC_UNARY, D(run_command_request), D(run_command_sync_response),

@@ -241,6 +241,37 @@ class RemoteTenants(unittest.TestCase):
         self.assertEqual(out["logLine"][0]["labels"], {"instance_id": self.a})
         self.assertRegex(out["logLine"][0]["timestamp"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
         self.assertTrue(out["paginationCursor"])
+        # Maps of messages and int64 lists, as JSON.
+        req = urllib.request.Request("http://127.0.0.1:%d%sGetInstanceMetrics" % (self.port, COMPUTE),
+                                     data=json.dumps({"instanceId": self.a, "metricResource": ["MEMORY"]}).encode(),
+                                     headers={"content-type": "application/json", "authorization": self.acme.md[0][1]})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            out = json.loads(r.read())
+        values = out["timeSeries"][0]["integers"]["memory_usage_bytes"]["values"]
+        self.assertIsInstance(values[0], str)
+        self.assertGreater(int(values[0]), 0)
+
+    def test_instance_metrics_come_from_the_vms_cgroup(self):
+        Req = pb.GetInstanceMetricsRequest
+        r = self.acme.unary(COMPUTE + "GetInstanceMetrics", Req(instance_id=self.a), pb.GetInstanceMetricsResponse)
+        self.assertEqual(len(r.time_series), 1)
+        ts = r.time_series[0]
+        self.assertEqual(len(ts.timestamps), 1)
+        self.assertLess(abs(ts.timestamps[0] / 1000 - time.time()), 60)
+        mem = ts.integers["memory_usage_bytes"].values[0]
+        self.assertGreater(mem, 16 << 20)  # a booted guest holds some of its 2 GiB
+        if "cpu_usage_usec" in ts.integers:
+            self.assertGreater(ts.integers["cpu_usage_usec"].values[0], 100000)  # booting under TCG takes seconds
+        only = self.acme.unary(COMPUTE + "GetInstanceMetrics", Req(instance_id=self.a, metric_resource=[Req.MEMORY]),
+                               pb.GetInstanceMetricsResponse)
+        self.assertEqual(set(only.time_series[0].integers), {"memory_usage_bytes"})
+        self.assertDenied(lambda: self.globex.unary(COMPUTE + "GetInstanceMetrics", Req(instance_id=self.a),
+                                                    pb.GetInstanceMetricsResponse), self.a, "tenant")
+        with self.assertRaises(grpc.RpcError) as e:
+            self.acme.unary(COMPUTE + "GetInstanceMetrics", Req(instance_id=self.a, metric_resource=[Req.STORAGE]),
+                            pb.GetInstanceMetricsResponse)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("metric_resource", e.exception.details())
 
     def test_the_instance_token_file_is_readable_by_root_only(self):
         r, d = self.mesh.nsc_json("describe", self.a)
