@@ -912,3 +912,51 @@ int proto_binary_to_json(const ProtobufCMessageDescriptor *d, const uint8_t *dat
         *ret_len = strlen(s);
         return 0;
 }
+
+static bool unknown_allowed(const char *type, uint32_t number, const char *const *allowed) {
+        size_t tl = strlen(type);
+        for (const char *const *a = allowed; a && *a; a++)
+                if (strncmp(*a, type, tl) == 0 && (*a)[tl] == ':' && strtoul(*a + tl + 1, NULL, 10) == number)
+                        return true;
+        return false;
+}
+
+static bool find_unknown(const ProtobufCMessage *m, const char *const *allowed, int depth, const char **ret_type,
+                         uint32_t *ret_number) {
+        const ProtobufCMessageDescriptor *d = m->descriptor;
+
+        if (depth > DEPTH_MAX)
+                return false;
+        for (unsigned k = 0; k < m->n_unknown_fields; k++)
+                if (!unknown_allowed(d->name, m->unknown_fields[k].tag, allowed)) {
+                        *ret_type = d->name;
+                        *ret_number = m->unknown_fields[k].tag;
+                        return true;
+                }
+        for (unsigned i = 0; i < d->n_fields; i++) {
+                const ProtobufCFieldDescriptor *f = &d->fields[i];
+                const char *field = (const char *) m + f->offset;
+                if (f->type != PROTOBUF_C_TYPE_MESSAGE)
+                        continue;
+                if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+                        size_t n = *(const size_t *) ((const char *) m + f->quantifier_offset);
+                        ProtobufCMessage *const *arr = *(ProtobufCMessage *const *const *) field;
+                        for (size_t k = 0; k < n; k++)
+                                if (arr[k] && find_unknown(arr[k], allowed, depth + 1, ret_type, ret_number))
+                                        return true;
+                } else {
+                        const ProtobufCMessage *sub = *(ProtobufCMessage *const *) field;
+                        if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+                            *(const uint32_t *) ((const char *) m + f->quantifier_offset) != f->id)
+                                continue;
+                        if (sub && find_unknown(sub, allowed, depth + 1, ret_type, ret_number))
+                                return true;
+                }
+        }
+        return false;
+}
+
+bool proto_find_unknown_field(const ProtobufCMessage *m, const char *const *allowed, const char **ret_type,
+                              uint32_t *ret_number) {
+        return find_unknown(m, allowed, 0, ret_type, ret_number);
+}

@@ -10,6 +10,8 @@
  * are refused with a message naming the field. */
 
 #include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <protobuf-c/protobuf-c.h>
 
 /* JSON text → protobuf wire bytes of message type `d`. On -EINVAL,
@@ -24,3 +26,11 @@ int proto_binary_to_json(const ProtobufCMessageDescriptor *d, const uint8_t *dat
 /* The message tree forms, for callers that hold messages already. */
 int proto_json_to_message(const ProtobufCMessageDescriptor *d, json_t *j, ProtobufCMessage **ret, char **ret_error);
 int proto_message_to_json(const ProtobufCMessage *m, json_t **ret);
+
+/* The first field of `m` (or of a message inside it) that the descriptors
+ * do not know — what protobuf-c keeps aside and a handler would silently
+ * ignore. Returns true and writes "pkg.Message" to ret_type and the field
+ * number to ret_number; `allowed` lists "pkg.Message:N" entries to pass over
+ * (NULL-terminated, or NULL). */
+bool proto_find_unknown_field(const ProtobufCMessage *m, const char *const *allowed, const char **ret_type,
+                              uint32_t *ret_number);

@@ -32,6 +32,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "paths.h"
+#include "proto-json.h"
 #include "rpc-internal.h"
 #include "rpc-raw.h"
 
@@ -639,6 +640,20 @@ static void call_dispatch_typed(RpcCall *c, const ProtobufCMessage *request) {
 }
 
 /* The request arrived with the call (registered method). */
+/* A field the request type lacks would be dropped without a word: with
+ * refuse_unknown_fields the caller hears which one instead. */
+static bool unknown_field_refused(RpcCall *c, const ProtobufCMessage *request) {
+        const char *type;
+        uint32_t number;
+
+        if (!c->server->opts.refuse_unknown_fields ||
+            !proto_find_unknown_field(request, c->server->opts.unknown_fields_allowed, &type, &number))
+                return false;
+        rpc_call_fail(c, RPC_INVALID_ARGUMENT, "%s: field %u of %s is not supported by hostmesh; leave it unset "
+                      "(it would otherwise be ignored).", c->method, (unsigned) number, type);
+        return true;
+}
+
 static void call_dispatch_payload(RpcCall *c, grpc_byte_buffer *payload) {
         ProtobufCMessage *request = NULL;
 
@@ -651,7 +666,8 @@ static void call_dispatch_payload(RpcCall *c, grpc_byte_buffer *payload) {
                               c->entry->method.request->name);
                 return;
         }
-        call_dispatch_typed(c, request);
+        if (!unknown_field_refused(c, request))
+                call_dispatch_typed(c, request);
         protobuf_c_message_free_unpacked(request, NULL);
 }
 
@@ -680,7 +696,8 @@ static void on_recv_request(RpcTag *t, bool ok) {
                 rpc_call_unref(c);
                 return;
         }
-        call_dispatch_typed(c, request);
+        if (!unknown_field_refused(c, request))
+                call_dispatch_typed(c, request);
         protobuf_c_message_free_unpacked(request, NULL);
         rpc_call_unref(c);
 }

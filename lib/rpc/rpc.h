@@ -81,6 +81,8 @@ typedef struct RpcServerOptions {
         unsigned max_calls_per_peer;    /* 0 → 256 */
         uint64_t idle_exit_usec;        /* 0 → never exit on idle */
         uint64_t drain_usec;            /* 0 → 5 s bound for in-flight calls at shutdown */
+        bool refuse_unknown_fields;     /* fields the request type lacks are INVALID_ARGUMENT, not ignored */
+        const char *const *unknown_fields_allowed; /* "pkg.Message:N" passed over anyway; NULL-terminated */
 } RpcServerOptions;
 
 int rpc_server_new(RpcLoop *loop, const RpcServerOptions *opts, RpcServer **ret);

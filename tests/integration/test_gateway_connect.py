@@ -143,6 +143,20 @@ class Connect(unittest.TestCase):
         self.assertIn('unknown field "containers"', msg)
         self.assertIn("CreateInstanceRequest", msg)
 
+    def test_binary_fields_hostmesh_lacks_are_refused_by_number(self):
+        # CreateInstanceRequest field 12 (volumes), empty: tag 0x62, length 0
+        msg = self.error_of(*self.curl(COMPUTE + "CreateInstance", b"\x62\x00", ctype="application/proto"),
+                            "invalid_argument", 400)
+        self.assertIn("field 12 of namespace.cloud.compute.v1beta.CreateInstanceRequest", msg)
+        # shape (field 1) { field 9 = 1 }: nested messages are looked at too
+        msg = self.error_of(*self.curl(COMPUTE + "CreateInstance", b"\x0a\x02\x48\x01", ctype="application/proto"),
+                            "invalid_argument", 400)
+        self.assertIn("field 9 of namespace.cloud.compute.v1beta.InstanceShape", msg)
+        # DescribeInstanceRequest { instance_id = "x", field 7 = 1 }
+        msg = self.error_of(*self.curl(COMPUTE + "DescribeInstance", b"\x0a\x01x\x38\x01", ctype="application/proto"),
+                            "invalid_argument", 400)
+        self.assertIn("field 7 of namespace.cloud.compute.v1beta.DescribeInstanceRequest", msg)
+
     def test_wrong_types_and_enum_names_are_refused(self):
         msg = self.error_of(*self.curl(COMPUTE + "ListInstances", b'{"labelFilter": [{"op": "LIKE"}]}'),
                             "invalid_argument", 400)

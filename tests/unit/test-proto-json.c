@@ -155,12 +155,37 @@ static void test_binary_that_does_not_decode_is_refused(void **state) {
                                               &len), -EBADMSG);
 }
 
+static void test_unknown_fields_are_found_nested_and_allowed_by_name(void **state) {
+        /* CreateInstanceRequest { shape (1) { field 9 = 1 }, field 9 (containers) = "" } */
+        const uint8_t nested[] = { 0x0a, 0x02, 0x48, 0x01, 0x4a, 0x00 };
+        const char *const allow[] = { "namespace.cloud.compute.v1beta.CreateInstanceRequest:9", NULL };
+        ProtobufCMessage *m = protobuf_c_message_unpack(&COMPUTE(create_instance_request__descriptor), NULL,
+                                                        sizeof(nested), nested);
+        const char *type;
+        uint32_t number;
+
+        assert_non_null(m);
+        assert_true(proto_find_unknown_field(m, NULL, &type, &number));
+        assert_string_equal(type, "namespace.cloud.compute.v1beta.CreateInstanceRequest");
+        assert_int_equal(number, 9);
+        assert_true(proto_find_unknown_field(m, allow, &type, &number));
+        assert_string_equal(type, "namespace.cloud.compute.v1beta.InstanceShape");
+        assert_int_equal(number, 9);
+        protobuf_c_message_free_unpacked(m, NULL);
+        /* Only the allowed one: nothing left. */
+        m = protobuf_c_message_unpack(&COMPUTE(create_instance_request__descriptor), NULL, 2, nested + 4);
+        assert_non_null(m);
+        assert_false(proto_find_unknown_field(m, allow, &type, &number));
+        protobuf_c_message_free_unpacked(m, NULL);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_message_to_json_uses_camel_case_enum_names_and_timestamps),
                 cmocka_unit_test(test_json_round_trip_int64_bytes_maps_durations),
                 cmocka_unit_test(test_json_refusals_name_the_field),
                 cmocka_unit_test(test_binary_that_does_not_decode_is_refused),
+                cmocka_unit_test(test_unknown_fields_are_found_nested_and_allowed_by_name),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
