@@ -32,6 +32,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "paths.h"
+#include "proto-json.h"
 #include "rpc-internal.h"
 #include "rpc-raw.h"
 
@@ -151,6 +152,10 @@ struct RpcServer {
         void *fallback_userdata;
         RpcInterceptor interceptor;
         void *interceptor_userdata;
+        RpcConnectionHook connection_hook;
+        void *connection_hook_userdata;
+        RpcBusyCheck busy_check;
+        void *busy_check_userdata;
 
         int listen_fd;
         sd_event_source *listen_source;
@@ -635,6 +640,20 @@ static void call_dispatch_typed(RpcCall *c, const ProtobufCMessage *request) {
 }
 
 /* The request arrived with the call (registered method). */
+/* A field the request type lacks would be dropped without a word: with
+ * refuse_unknown_fields the caller hears which one instead. */
+static bool unknown_field_refused(RpcCall *c, const ProtobufCMessage *request) {
+        const char *type;
+        uint32_t number;
+
+        if (!c->server->opts.refuse_unknown_fields ||
+            !proto_find_unknown_field(request, c->server->opts.unknown_fields_allowed, &type, &number))
+                return false;
+        rpc_call_fail(c, RPC_INVALID_ARGUMENT, "%s: field %u of %s is not supported by hostmesh; leave it unset "
+                      "(it would otherwise be ignored).", c->method, (unsigned) number, type);
+        return true;
+}
+
 static void call_dispatch_payload(RpcCall *c, grpc_byte_buffer *payload) {
         ProtobufCMessage *request = NULL;
 
@@ -647,7 +666,8 @@ static void call_dispatch_payload(RpcCall *c, grpc_byte_buffer *payload) {
                               c->entry->method.request->name);
                 return;
         }
-        call_dispatch_typed(c, request);
+        if (!unknown_field_refused(c, request))
+                call_dispatch_typed(c, request);
         protobuf_c_message_free_unpacked(request, NULL);
 }
 
@@ -676,7 +696,8 @@ static void on_recv_request(RpcTag *t, bool ok) {
                 rpc_call_unref(c);
                 return;
         }
-        call_dispatch_typed(c, request);
+        if (!unknown_field_refused(c, request))
+                call_dispatch_typed(c, request);
         protobuf_c_message_free_unpacked(request, NULL);
         rpc_call_unref(c);
 }
@@ -1107,13 +1128,38 @@ static int on_accept(sd_event_source *es, int fd, uint32_t revents, void *userda
                         close(cfd);
                         continue;
                 }
-                PeerSlot *p = &s->peers[cfd];
-                *p = (PeerSlot){ .generation = ++s->generation };
+                RpcPeer peer = {};
                 if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
-                        p->peer = (RpcPeer){ .known = true, .pid = cred.pid, .uid = cred.uid, .gid = cred.gid };
-                /* gRPC owns the fd from here on. */
-                grpc_server_add_channel_from_fd(s->grpc, cfd, s->creds);
+                        peer = (RpcPeer){ .known = true, .pid = cred.pid, .uid = cred.uid, .gid = cred.gid };
+                if (s->connection_hook && s->connection_hook(cfd, &peer, s->connection_hook_userdata))
+                        continue;  /* the hook owns it now */
+                (void) rpc_server_add_connection(s, cfd, &peer);
         }
+}
+
+int rpc_server_add_connection(RpcServer *s, int fd, const RpcPeer *peer) {
+        if (fd < 0 || fd >= PEERS_MAX) {
+                log_warning("Connection fd %d beyond table size, refusing it.", fd);
+                safe_close(fd);
+                return -EMFILE;
+        }
+        PeerSlot *p = &s->peers[fd];
+        *p = (PeerSlot){ .generation = ++s->generation };
+        if (peer)
+                p->peer = *peer;
+        /* gRPC owns the fd from here on. */
+        grpc_server_add_channel_from_fd(s->grpc, fd, s->creds);
+        return 0;
+}
+
+void rpc_server_set_connection_hook(RpcServer *s, RpcConnectionHook hook, void *userdata) {
+        s->connection_hook = hook;
+        s->connection_hook_userdata = userdata;
+}
+
+void rpc_server_set_busy_check(RpcServer *s, RpcBusyCheck check, void *userdata) {
+        s->busy_check = check;
+        s->busy_check_userdata = userdata;
 }
 
 static int bind_socket(RpcServer *s, const char *path) {
@@ -1222,6 +1268,10 @@ static int on_idle(sd_event_source *es, uint64_t usec, void *userdata) {
         RpcServer *s = userdata;
         (void) es;
         (void) usec;
+        if (s->busy_check && s->busy_check(s->busy_check_userdata)) {
+                server_arm_idle(s);
+                return 0;
+        }
         if (s->n_active_calls == 0 && !s->shutting_down) {
                 log_debug("Idle for %llu ms, exiting; the socket stays with systemd.",
                           (unsigned long long) (s->opts.idle_exit_usec / USEC_PER_MSEC));

@@ -81,6 +81,8 @@ typedef struct RpcServerOptions {
         unsigned max_calls_per_peer;    /* 0 → 256 */
         uint64_t idle_exit_usec;        /* 0 → never exit on idle */
         uint64_t drain_usec;            /* 0 → 5 s bound for in-flight calls at shutdown */
+        bool refuse_unknown_fields;     /* fields the request type lacks are INVALID_ARGUMENT, not ignored */
+        const char *const *unknown_fields_allowed; /* "pkg.Message:N" passed over anyway; NULL-terminated */
 } RpcServerOptions;
 
 int rpc_server_new(RpcLoop *loop, const RpcServerOptions *opts, RpcServer **ret);
@@ -107,6 +109,18 @@ int rpc_server_take_fd(RpcServer *s, const char *fd_name);
  * daemon authenticates them otherwise. Returns the bound port. Needs the
  * executable linked with TLS (target property HOSTMESH_GRPC_TLS). */
 int rpc_server_add_tcp_listener(RpcServer *s, const char *address, const char *cert_path, const char *key_path);
+/* Hands an accepted connection to gRPC (after rpc_server_start()); the
+ * server owns fd. `peer` NULL: no credentials (authenticated otherwise). */
+int rpc_server_add_connection(RpcServer *s, int fd, const RpcPeer *peer);
+/* Sees every connection accepted on the unix socket first; returning true
+ * means it took the fd (it may give it back with rpc_server_add_connection()).
+ * The gateway sniffs for HTTP/1.1 this way. */
+typedef bool (*RpcConnectionHook)(int fd, const RpcPeer *peer, void *userdata);
+void rpc_server_set_connection_hook(RpcServer *s, RpcConnectionHook hook, void *userdata);
+/* Asked before an idle exit: true keeps the daemon running (work that is
+ * not a gRPC call, such as open HTTP connections). */
+typedef bool (*RpcBusyCheck)(void *userdata);
+void rpc_server_set_busy_check(RpcServer *s, RpcBusyCheck check, void *userdata);
 /* Begins a graceful shutdown: stop accepting, refuse new calls with
  * UNAVAILABLE while in-flight calls finish (up to drain_usec), close the
  * connections, then exit the event loop with `code`. SIGTERM and SIGINT do

@@ -25,16 +25,17 @@ typedef struct RevocationSlot {
 /* A call whose token verified, waiting for identityd's revocation answer. */
 typedef struct Check {
         GatewayBearer *bearer;    /* NULL once the bearer is gone */
-        RpcCall *call;
         GatewayBearerDone done;
+        void (*release)(void *userdata);
         void *userdata;
         json_t *claims;
         struct Check *prev, *next;
 } Check;
 
 typedef struct Pending {
-        RpcCall *call;
+        char *authorization;
         GatewayBearerDone done;
+        void (*release)(void *userdata);
         void *userdata;
         struct Pending *next;
 } Pending;
@@ -78,13 +79,18 @@ GatewayBearer *gateway_bearer_free(GatewayBearer *b) {
         while (b->pending) {
                 Pending *p = b->pending;
                 b->pending = p->next;
-                rpc_call_unref(p->call);
+                if (p->release)
+                        p->release(p->userdata);
+                free(p->authorization);
                 free(p);
         }
         /* Answers still on their way find their check detached. */
         for (Check *c = b->checks; c; c = c->next) {
                 c->bearer = NULL;
-                c->call = rpc_call_unref(c->call);
+                if (c->release)
+                        c->release(c->userdata);
+                c->release = NULL;
+                c->done = NULL;
                 json_decref(c->claims);
                 c->claims = NULL;
         }
@@ -96,8 +102,7 @@ GatewayBearer *gateway_bearer_free(GatewayBearer *b) {
 }
 
 /* Extracts the token from "Bearer <token>" (scheme case-insensitive, RFC 6750 §2.1). */
-static const char *bearer_token(RpcCall *call) {
-        const char *h = rpc_call_metadata(call, "authorization");
+static const char *bearer_token(const char *h) {
         if (!h || strncasecmp(h, "Bearer ", 7) != 0)
                 return NULL;
         h += 7;
@@ -128,7 +133,6 @@ static void check_free(Check *c) {
                         c->next->prev = c->prev;
                 c->bearer->n_checks--;
         }
-        rpc_call_unref(c->call);
         json_decref(c->claims);
         free(c);
 }
@@ -148,7 +152,7 @@ static void on_revocation_answer(int r, const ProtobufCMessage *response, const 
         if (r < 0) {
                 snprintf(buf, sizeof(buf), "Cannot check whether the bearer token was revoked: identityd did not "
                          "answer (%s); retry.", status && status->message ? status->message : strerror(-r));
-                c->done(c->call, -ECONNREFUSED, buf, NULL, c->userdata);
+                c->done(b->manager, -ECONNREFUSED, buf, NULL, c->userdata);
         } else if (resp->valid) {
                 slot = revocation_slot(b, jti);
                 if (slot) {
@@ -156,7 +160,7 @@ static void on_revocation_answer(int r, const ProtobufCMessage *response, const 
                         slot->checked_usec = now_usec();
                         slot->revoked = false;
                 }
-                c->done(c->call, 0, NULL, c->claims, c->userdata);
+                c->done(b->manager, 0, NULL, c->claims, c->userdata);
         } else {
                 /* Revoked stays revoked; any other refusal (identityd is
                  * the authority on its own tokens) is not remembered. */
@@ -167,15 +171,15 @@ static void on_revocation_answer(int r, const ProtobufCMessage *response, const 
                 }
                 snprintf(buf, sizeof(buf), "Bearer token refused (%s): %s", resp->reason,
                          isempty(resp->message) ? "identityd refused it" : resp->message);
-                c->done(c->call, -EKEYREVOKED, buf, NULL, c->userdata);
+                c->done(b->manager, -EKEYREVOKED, buf, NULL, c->userdata);
         }
         check_free(c);
 }
 
 /* The token verified: asks identityd whether it was revoked, unless it
  * answered for this jti less than revocation_cache ago. */
-static void check_revocation(GatewayBearer *b, RpcCall *call, const char *token, json_t *claims,
-                             GatewayBearerDone done, void *userdata) {
+static void check_revocation(GatewayBearer *b, const char *token, json_t *claims, GatewayBearerDone done,
+                             void (*release)(void *userdata), void *userdata) {
         Hostmesh__Identity__V1__ValidateTokenRequest req = HOSTMESH__IDENTITY__V1__VALIDATE_TOKEN_REQUEST__INIT;
         const char *jti = json_string_value(json_object_get(claims, "jti"));
         RevocationSlot *slot = revocation_slot(b, jti);
@@ -186,25 +190,25 @@ static void check_revocation(GatewayBearer *b, RpcCall *call, const char *token,
 
         if (slot && streq(slot->jti, jti)) {
                 if (slot->revoked) {
-                        done(call, -EKEYREVOKED, "Bearer token refused (revoked): the token was revoked.", NULL,
+                        done(b->manager, -EKEYREVOKED, "Bearer token refused (revoked): the token was revoked.", NULL,
                              userdata);
                         return;
                 }
                 if (now_usec() - slot->checked_usec < b->manager->config.revocation_cache_usec) {
-                        done(call, 0, NULL, claims, userdata);
+                        done(b->manager, 0, NULL, claims, userdata);
                         return;
                 }
         }
         if (b->n_checks >= BEARER_PENDING_MAX) {
-                done(call, -EBUSY, "Too many calls waiting for identityd's revocation check; retry.", NULL, userdata);
+                done(b->manager, -EBUSY, "Too many calls waiting for identityd's revocation check; retry.", NULL, userdata);
                 return;
         }
         c = calloc(1, sizeof(*c));
         if (!c) {
-                done(call, -ENOMEM, "Out of memory.", NULL, userdata);
+                done(b->manager, -ENOMEM, "Out of memory.", NULL, userdata);
                 return;
         }
-        *c = (Check){ .bearer = b, .call = rpc_call_ref(call), .done = done, .userdata = userdata,
+        *c = (Check){ .bearer = b, .done = done, .release = release, .userdata = userdata,
                       .claims = json_incref(claims), .next = b->checks };
         if (b->checks)
                 b->checks->prev = c;
@@ -218,7 +222,7 @@ static void check_revocation(GatewayBearer *b, RpcCall *call, const char *token,
                                            REVOCATION_CHECK_TIMEOUT_USEC, on_revocation_answer, c)
                    : -ECONNREFUSED;
         if (r < 0) {
-                done(call, -ECONNREFUSED, "Cannot check whether the bearer token was revoked: identityd is not "
+                done(b->manager, -ECONNREFUSED, "Cannot check whether the bearer token was revoked: identityd is not "
                      "reachable; retry.", NULL, userdata);
                 check_free(c);
         }
@@ -226,9 +230,10 @@ static void check_revocation(GatewayBearer *b, RpcCall *call, const char *token,
 
 /* ---- verification ---------------------------------------------------------- */
 
-static void verify_and_finish(GatewayBearer *b, RpcCall *call, GatewayBearerDone done, void *userdata) {
+static void verify_and_finish(GatewayBearer *b, const char *authorization, GatewayBearerDone done,
+                              void (*release)(void *userdata), void *userdata) {
         _cleanup_free_ char *message = NULL;
-        const char *token = bearer_token(call);
+        const char *token = bearer_token(authorization);
         json_t *claims = NULL;
         TokenRefusal refusal;
         TokenPolicy policy = {
@@ -240,11 +245,11 @@ static void verify_and_finish(GatewayBearer *b, RpcCall *call, GatewayBearerDone
         int r;
 
         if (!token) {
-                done(call, -EKEYREJECTED, "Missing 'authorization: Bearer <token>' metadata.", NULL, userdata);
+                done(b->manager, -EKEYREJECTED, "Missing 'authorization: Bearer <token>' metadata.", NULL, userdata);
                 return;
         }
         if (!b->keys || !b->issuer) {
-                done(call, -ECONNREFUSED, "Cannot verify tokens: identityd's keys are not available.", NULL, userdata);
+                done(b->manager, -ECONNREFUSED, "Cannot verify tokens: identityd's keys are not available.", NULL, userdata);
                 return;
         }
         r = token_validate(token, b->keys, NULL, &policy, &claims, &refusal, &message);
@@ -252,10 +257,10 @@ static void verify_and_finish(GatewayBearer *b, RpcCall *call, GatewayBearerDone
                 char buf[512];
                 snprintf(buf, sizeof(buf), "Bearer token refused (%s): %s", token_refusal_to_string(refusal),
                          message ? message : "invalid");
-                done(call, r, buf, NULL, userdata);
+                done(b->manager, r, buf, NULL, userdata);
                 return;
         }
-        check_revocation(b, call, token, claims, done, userdata);
+        check_revocation(b, token, claims, done, release, userdata);
         json_decref(claims);
 }
 
@@ -267,8 +272,8 @@ static void finish_pending(GatewayBearer *b) {
         while (list) {
                 Pending *p = list;
                 list = p->next;
-                verify_and_finish(b, p->call, p->done, p->userdata);
-                rpc_call_unref(p->call);
+                verify_and_finish(b, p->authorization, p->done, p->release, p->userdata);
+                free(p->authorization);
                 free(p);
         }
 }
@@ -355,30 +360,38 @@ static bool token_kid_known(GatewayBearer *b, const char *token) {
         return known;
 }
 
-void gateway_bearer_authenticate(GatewayBearer *b, RpcCall *call, GatewayBearerDone done, void *userdata) {
-        const char *token = bearer_token(call);
+void gateway_bearer_authenticate(GatewayBearer *b, const char *authorization, GatewayBearerDone done,
+                                  void (*release)(void *userdata), void *userdata) {
+        const char *token = bearer_token(authorization);
         bool refresh_allowed = now_usec() - b->last_fetch_usec >= BEARER_REFRESH_MIN_USEC || !b->keys;
 
         if (token && (b->fetching || (!token_kid_known(b, token) && refresh_allowed))) {
                 Pending *p;
 
                 if (b->n_pending >= BEARER_PENDING_MAX) {
-                        done(call, -EBUSY, "Too many calls waiting for identity keys; retry.", NULL, userdata);
+                        done(b->manager, -EBUSY, "Too many calls waiting for identity keys; retry.", NULL, userdata);
                         return;
                 }
                 if (!b->fetching && fetch_keys(b) < 0) {
-                        verify_and_finish(b, call, done, userdata);
+                        verify_and_finish(b, authorization, done, release, userdata);
                         return;
                 }
                 p = calloc(1, sizeof(*p));
+                if (p && !(p->authorization = strdup(authorization))) {
+                        free(p);
+                        p = NULL;
+                }
                 if (!p) {
-                        done(call, -ENOMEM, "Out of memory.", NULL, userdata);
+                        done(b->manager, -ENOMEM, "Out of memory.", NULL, userdata);
                         return;
                 }
-                *p = (Pending){ .call = rpc_call_ref(call), .done = done, .userdata = userdata, .next = b->pending };
+                p->done = done;
+                p->release = release;
+                p->userdata = userdata;
+                p->next = b->pending;
                 b->pending = p;
                 b->n_pending++;
                 return;
         }
-        verify_and_finish(b, call, done, userdata);
+        verify_and_finish(b, authorization, done, release, userdata);
 }

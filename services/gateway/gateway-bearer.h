@@ -23,9 +23,13 @@ typedef struct GatewayBearer GatewayBearer;
 
 /* Called on the loop: r = 0 with the token's claims (borrowed), or a
  * negative errno and a message for the caller. */
-typedef void (*GatewayBearerDone)(RpcCall *call, int r, const char *message, json_t *claims, void *userdata);
+typedef void (*GatewayBearerDone)(Manager *m, int r, const char *message, json_t *claims, void *userdata);
 
 int gateway_bearer_new(Manager *m, GatewayBearer **ret);
 GatewayBearer *gateway_bearer_free(GatewayBearer *b);
-/* Authenticates the call's "authorization: Bearer <jwt>" metadata. */
-void gateway_bearer_authenticate(GatewayBearer *b, RpcCall *call, GatewayBearerDone done, void *userdata);
+/* Authenticates an "authorization" value ("Bearer <jwt>"; NULL when the
+ * caller sent none) of a gRPC call or an HTTP request. `done` runs exactly
+ * once, now or later; if the bearer is freed first, `release` runs instead
+ * (either way userdata is handed back once). */
+void gateway_bearer_authenticate(GatewayBearer *b, const char *authorization, GatewayBearerDone done,
+                                  void (*release)(void *userdata), void *userdata);

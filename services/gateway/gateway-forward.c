@@ -524,8 +524,11 @@ static bool route_call(Manager *m, RpcCall *call, const char *subject, const cha
         return true;
 }
 
-static void on_bearer_done(RpcCall *call, int r, const char *message, json_t *claims, void *userdata) {
-        Manager *m = userdata;
+static void release_call(void *userdata) {
+        rpc_call_unref(userdata);
+}
+
+static void bearer_decided(Manager *m, RpcCall *call, int r, const char *message, json_t *claims) {
         const char *method = rpc_call_method(call);
         json_t *sub, *tenant;
 
@@ -560,6 +563,12 @@ static void on_bearer_done(RpcCall *call, int r, const char *message, json_t *cl
                 rpc_call_fail(call, RPC_PERMISSION_DENIED, "%s is only served on the gateway's unix socket.", method);
 }
 
+static void on_bearer_done(Manager *m, int r, const char *message, json_t *claims, void *userdata) {
+        RpcCall *call = userdata;
+        bearer_decided(m, call, r, message, claims);
+        rpc_call_unref(call);
+}
+
 bool gateway_intercept(RpcCall *call, void *userdata) {
         Manager *m = userdata;
         const char *method = rpc_call_method(call);
@@ -570,7 +579,8 @@ bool gateway_intercept(RpcCall *call, void *userdata) {
                  * balancers), everything else needs a valid bearer token. */
                 if (streq(method, "/grpc.health.v1.Health/Check") && !rpc_call_metadata(call, "x-hostmesh-part"))
                         return false;
-                gateway_bearer_authenticate(m->bearer, call, on_bearer_done, m);
+                gateway_bearer_authenticate(m->bearer, rpc_call_metadata(call, "authorization"), on_bearer_done,
+                                            release_call, rpc_call_ref(call));
                 return true;
         }
         if (gateway_auth_check(m, peer) < 0) {

@@ -241,7 +241,6 @@ int manager_new(const DaemonArgs *args, Manager **ret) {
         m = calloc(1, sizeof(*m));
         if (!m)
                 return log_error_errno(-ENOMEM, "Out of memory.");
-        m->metrics_fd = -EBADF;
         m->config.rpc = (RpcServerOptions){ .name = "gateway", .idle_exit_usec = 60 * USEC_PER_SEC };
         m->config.bearer_audience = strdup("hostmesh");
         if (!m->config.bearer_audience)
@@ -272,6 +271,7 @@ Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
         gateway_http_stop(m);
+        gateway_listeners_stop(m);
         /* The server goes first: forwarded calls still hold backend channels. */
         m->server = rpc_server_free(m->server);
         m->bearer = gateway_bearer_free(m->bearer);
@@ -316,17 +316,12 @@ int manager_start(Manager *m) {
         r = gateway_bearer_new(m, &m->bearer);
         if (r < 0)
                 return log_error_errno(r, "Out of memory.");
-        if (!isempty(m->config.tcp_listen)) {
-                r = rpc_server_add_tcp_listener(m->server, m->config.tcp_listen, m->config.tls_cert, m->config.tls_key);
-                if (r < 0)
-                        return log_error_errno(r, "Failed to listen on %s%s: %m", m->config.tcp_listen,
-                                               isempty(m->config.tls_cert) ? "" : " with TLS");
-                log_info("Listening for bearer-token callers on %s (port %d, %s).", m->config.tcp_listen, r,
-                         isempty(m->config.tls_cert) ? "plaintext, loopback only" : "TLS");
-        }
         r = rpc_server_start(m->server);
         if (r < 0)
                 return log_error_errno(r, "Failed to start serving: %m");
+        r = gateway_listeners_start(m);
+        if (r < 0)
+                return r;
         r = gateway_http_start(m);
         if (r < 0)
                 return r;

@@ -56,8 +56,10 @@ typedef struct Manager {
 
         struct GatewayBearer *bearer;
 
-        int metrics_fd;
-        sd_event_source *metrics_source;
+        struct HttpServer *metrics_http;
+        struct HttpServer *tcp_http;      /* gRPC and Connect for bearer-token callers */
+        struct HttpServer *local_http;    /* Connect on the unix socket */
+        bool tcp_from_systemd;
 } Manager;
 
 int manager_new(const DaemonArgs *args, Manager **ret);

@@ -217,7 +217,7 @@ int manager_new(const DaemonArgs *args, Manager **ret) {
 Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
-        http_server_free(m->http);
+        identity_http_free(m->http);
         sd_event_source_disable_unref(m->maintenance);
         rpc_server_free(m->server);
         rpc_loop_free(m->rpc_loop);
@@ -302,12 +302,12 @@ int manager_refresh_documents(Manager *m) {
                 if (asprintf(&disc_path, "%s/.well-known/openid-configuration", m->issuer_path) < 0 ||
                     asprintf(&jwks_path, "%s%s", m->issuer_path, m->config.jwks_path) < 0)
                         return -ENOMEM;
-                r = http_server_set_document(m->http, disc_path, "application/json", disc_text,
-                                             (unsigned) sec(m->config.jwks_max_age));
+                r = identity_http_set_document(m->http, disc_path, "application/json", disc_text,
+                                               (unsigned) sec(m->config.jwks_max_age));
                 if (r < 0)
                         return r;
-                r = http_server_set_document(m->http, jwks_path, "application/jwk-set+json", jwks_text,
-                                             (unsigned) sec(m->config.jwks_max_age));
+                r = identity_http_set_document(m->http, jwks_path, "application/jwk-set+json", jwks_text,
+                                               (unsigned) sec(m->config.jwks_max_age));
                 if (r < 0)
                         return r;
         }
@@ -404,8 +404,8 @@ static int setup_http(Manager *m) {
         }
         if (fd < 0)
                 return 0;
-        r = http_server_new(m->event, TAKE_FD(fd), m->config.tls_certificate, m->config.tls_private_key,
-                            m->config.http_timeout, &m->http);
+        r = identity_http_new(m->event, TAKE_FD(fd), m->config.tls_certificate, m->config.tls_private_key,
+                              m->config.http_timeout, &m->http);
         if (r < 0)
                 return log_error_errno(r, "Failed to start the federation listener%s: %m",
                                        m->config.tls_certificate ? " (check tls_certificate and tls_private_key)" : "");

@@ -76,7 +76,7 @@ typedef struct Manager {
         uid_t *admin_uids;
         size_t n_admin_uids;
 
-        HttpServer *http;
+        IdentityHttp *http;
         sd_event_source *maintenance;
 
         char *issuer_path;       /* the issuer URL's path ("" for none) */

@@ -98,6 +98,14 @@ int vmm_cgroup_create(const char *name, pid_t pid, unsigned vcpus, uint64_t memo
                         (void) rmdir(mem);
                         return r;
                 }
+                /* CPU time is accounted in cpuacct, which may be mounted on its
+                 * own (it is on this kind of machine): best effort, for
+                 * GetInstanceMetrics only. */
+                if (access(CGROUP_ROOT "/cpuacct/cpuacct.usage", F_OK) >= 0) {
+                        _cleanup_free_ char *acct = NULL;
+                        if (make_dir(CGROUP_ROOT "/cpuacct", name, &acct) >= 0)
+                                (void) write_string(acct, "cgroup.procs", pidstr);
+                }
                 if (asprintf(&desc, "v1:hostmesh/%s", name) < 0)
                         return -ENOMEM;
         }
@@ -117,13 +125,72 @@ int vmm_cgroup_remove(const char *description) {
                 if (rmdir(a) < 0 && errno != ENOENT)
                         r = -errno;
         } else {
+                _cleanup_free_ char *c = NULL;
                 if (asprintf(&a, CGROUP_ROOT "/cpu/%s", description + 3) < 0 ||
-                    asprintf(&b, CGROUP_ROOT "/memory/%s", description + 3) < 0)
+                    asprintf(&b, CGROUP_ROOT "/memory/%s", description + 3) < 0 ||
+                    asprintf(&c, CGROUP_ROOT "/cpuacct/%s", description + 3) < 0)
                         return -ENOMEM;
+                (void) rmdir(c);  /* only there when cpuacct is mounted apart */
                 if (rmdir(a) < 0 && errno != ENOENT)
                         r = -errno;
                 if (rmdir(b) < 0 && errno != ENOENT)
                         r = -errno;
         }
         return r;
+}
+
+/* The first number in a file, or the value after "key " in a key-value file. */
+static int read_number(const char *path, const char *key, uint64_t *ret) {
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+        char buf[4096], *p = buf, *end;
+        ssize_t n;
+
+        if (fd < 0)
+                return -errno;
+        n = read(fd, buf, sizeof(buf) - 1);
+        if (n < 0)
+                return -errno;
+        buf[n] = 0;
+        if (key) {
+                size_t kl = strlen(key);
+                for (p = buf; p && !(strncmp(p, key, kl) == 0 && p[kl] == ' '); p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+                        ;
+                if (!p)
+                        return -ENODATA;
+                p += kl + 1;
+        }
+        errno = 0;
+        *ret = strtoull(p, &end, 10);
+        if (errno || end == p)
+                return -EBADMSG;
+        return 0;
+}
+
+int vmm_cgroup_usage(const char *description, VmmCgroupUsage *ret) {
+        _cleanup_free_ char *cpu = NULL, *mem = NULL;
+        VmmCgroupUsage u = {};
+        uint64_t ns;
+        int r;
+
+        if (!description || strlen(description) < 4)
+                return -ENOENT;
+        if (strncmp(description, "v2:", 3) == 0) {
+                if (asprintf(&cpu, CGROUP_ROOT "/%s/cpu.stat", description + 3) < 0 ||
+                    asprintf(&mem, CGROUP_ROOT "/%s/memory.current", description + 3) < 0)
+                        return -ENOMEM;
+                u.has_cpu = read_number(cpu, "usage_usec", &u.cpu_usec) >= 0;
+        } else {
+                if (asprintf(&cpu, CGROUP_ROOT "/cpuacct/%s/cpuacct.usage", description + 3) < 0 ||
+                    asprintf(&mem, CGROUP_ROOT "/memory/%s/memory.usage_in_bytes", description + 3) < 0)
+                        return -ENOMEM;
+                if (read_number(cpu, NULL, &ns) >= 0) {
+                        u.cpu_usec = ns / 1000;
+                        u.has_cpu = true;
+                }
+        }
+        r = read_number(mem, NULL, &u.memory_bytes);
+        if (r < 0)
+                return r;
+        *ret = u;
+        return 0;
 }

@@ -8,6 +8,7 @@
 #include "macro.h"
 #include "namespace/cloud/compute/v1beta/compute.pb-c.h"
 #include "vmm-accel.h"
+#include "vmm-cgroup.h"
 #include "vmm-grpc.h"
 #include "vmm-log.h"
 #include "vmm-manager.h"
@@ -671,6 +672,234 @@ static void handle_logs(RpcCall *c, const ProtobufCMessage *request, void *userd
         rpc_call_finish(c, RPC_OK, NULL);
 }
 
+/* FetchInstanceLogs: the stored lines of the listed instances, oldest
+ * first per instance, a page at a time. The cursor is the number of
+ * matching lines already returned, as text: pages are stable as long as
+ * the logs only grow (a rotation may shift them; lines are never
+ * invented). */
+#define FETCH_LINES_DEFAULT 1000U
+#define FETCH_LINES_MAX 10000U
+#define FETCH_INSTANCES_MAX 64U
+
+typedef Namespace__Cloud__Compute__V1beta__LogLine LogLine;
+
+typedef struct Fetch {
+        const char *instance_id;
+        uint64_t after_usec, before_usec;     /* 0: open */
+        uint64_t skip;                        /* lines before this page */
+        uint64_t seen;                        /* matching lines so far */
+        size_t n, max;
+        LogLine **lines;
+        bool more;
+        int r;
+} Fetch;
+
+static uint64_t timestamp_usec(const Timestamp *t) {
+        if (!t || t->seconds < 0)
+                return 0;
+        return (uint64_t) t->seconds * USEC_PER_SEC + (uint64_t) (t->nanos > 0 ? t->nanos : 0) / 1000;
+}
+
+static void log_line_free(LogLine *l) {
+        if (!l)
+                return;
+        free(l->timestamp);
+        free(l->content);
+        free(l->stream);
+        if (l->labels) {
+                free(l->labels[0]->value);
+                free(l->labels[0]);
+                free(l->labels);
+        }
+        free(l);
+}
+
+static void fetch_line(uint64_t usec, const char *stream, const char *line, void *userdata) {
+        Fetch *f = userdata;
+        Namespace__Cloud__Compute__V1beta__LogLine__LabelsEntry *label;
+        LogLine *l;
+
+        if (f->r < 0 || (f->after_usec && usec <= f->after_usec) || (f->before_usec && usec >= f->before_usec))
+                return;
+        if (f->seen++ < f->skip)
+                return;
+        if (f->n == f->max) {
+                f->more = true;
+                return;
+        }
+        l = calloc(1, sizeof(*l));
+        label = calloc(1, sizeof(*label));
+        if (l) {
+                namespace__cloud__compute__v1beta__log_line__init(l);
+                l->timestamp = malloc(sizeof(Timestamp));
+                l->content = strdup(line);
+                l->stream = strdup(stream);
+                l->labels = calloc(1, sizeof(*l->labels));
+        }
+        if (!l || !label || !l->timestamp || !l->content || !l->stream || !l->labels) {
+                free(label);
+                log_line_free(l);
+                f->r = -ENOMEM;
+                return;
+        }
+        namespace__cloud__compute__v1beta__log_line__labels_entry__init(label);
+        label->key = (char *) "instance_id";
+        label->value = strdup(f->instance_id);
+        l->labels[0] = label;
+        l->n_labels = 1;
+        timestamp_set(l->timestamp, usec);
+        if (!label->value) {
+                log_line_free(l);
+                f->r = -ENOMEM;
+                return;
+        }
+        f->lines[f->n++] = l;
+}
+
+static void handle_fetch_logs(RpcCall *c, const ProtobufCMessage *request, void *userdata) {
+        const Namespace__Cloud__Compute__V1beta__FetchInstanceLogsRequest *req = (const void *) request;
+        Namespace__Cloud__Compute__V1beta__FetchInstanceLogsResponse resp =
+                NAMESPACE__CLOUD__COMPUTE__V1BETA__FETCH_INSTANCE_LOGS_RESPONSE__INIT;
+        const Namespace__Stdlib__StringMatcher *ids = req->match_instance_ids;
+        Manager *m = userdata;
+        Instance *found[FETCH_INSTANCES_MAX];
+        char cursor[32] = "";
+        Fetch f = {};
+
+        if (!ids || ids->n_values == 0)
+                return (void) rpc_call_fail(c, RPC_INVALID_ARGUMENT, "match_instance_ids must list the instances "
+                                            "(op IS_ANY_OF, values = their ids).");
+        if (ids->op == NAMESPACE__STDLIB__STRING_MATCHER__OPERATOR__IS_NOT)
+                return (void) rpc_call_fail(c, RPC_INVALID_ARGUMENT, "match_instance_ids.op IS_NOT is not supported: "
+                                            "list the instances with IS_ANY_OF.");
+        if (ids->n_values > FETCH_INSTANCES_MAX)
+                return (void) rpc_call_fail(c, RPC_INVALID_ARGUMENT, "match_instance_ids: at most %u instances per "
+                                            "call, not %zu.", FETCH_INSTANCES_MAX, ids->n_values);
+        if (req->lines_per_page < 0 || (uint32_t) req->lines_per_page > FETCH_LINES_MAX)
+                return (void) rpc_call_fail(c, RPC_INVALID_ARGUMENT, "lines_per_page must be 0 to %u, not %d.",
+                                            FETCH_LINES_MAX, req->lines_per_page);
+        if (req->pagination_cursor.len > 0) {
+                char *end;
+                if (req->pagination_cursor.len >= sizeof(cursor))
+                        return (void) rpc_call_fail(c, RPC_INVALID_ARGUMENT, "pagination_cursor is not one of ours.");
+                memcpy(cursor, req->pagination_cursor.data, req->pagination_cursor.len);
+                errno = 0;
+                f.skip = strtoull(cursor, &end, 10);
+                if (*end || errno || cursor[0] < '0' || cursor[0] > '9')
+                        return (void) rpc_call_fail(c, RPC_INVALID_ARGUMENT, "pagination_cursor is not one of ours.");
+        }
+        /* Every instance is checked (exists, the caller's tenant) before any line goes out. */
+        for (size_t k = 0; k < ids->n_values; k++) {
+                found[k] = find_or_fail(m, c, ids->values[k]);
+                if (!found[k])
+                        return;
+        }
+        if (req->timestamp_range) {
+                f.after_usec = timestamp_usec(req->timestamp_range->after);
+                f.before_usec = timestamp_usec(req->timestamp_range->before);
+        }
+        f.max = req->lines_per_page > 0 ? (size_t) req->lines_per_page : FETCH_LINES_DEFAULT;
+        f.lines = calloc(f.max, sizeof(LogLine *));
+        if (!f.lines)
+                return (void) rpc_call_fail(c, RPC_RESOURCE_EXHAUSTED, "Out of memory.");
+        for (size_t k = 0; k < ids->n_values && f.r >= 0 && !f.more; k++) {
+                if (found[k]->log)
+                        instance_log_flush(found[k]->log);
+                f.instance_id = found[k]->id;
+                int r = instance_log_replay(found[k]->dir, fetch_line, &f);
+                if (r < 0 && r != -ENOENT && f.r >= 0)
+                        f.r = r;
+        }
+        if (f.r < 0)
+                rpc_call_fail(c, RPC_INTERNAL, "Failed to read the logs: %s.", strerror(-f.r));
+        else {
+                if (f.more)
+                        snprintf(cursor, sizeof(cursor), "%" PRIu64, f.skip + f.n);
+                else
+                        cursor[0] = 0;
+                resp.pagination_cursor = (ProtobufCBinaryData){ .len = strlen(cursor), .data = (uint8_t *) cursor };
+                resp.n_log_line = f.n;
+                resp.log_line = f.lines;
+                rpc_call_reply(c, &resp.base);
+        }
+        for (size_t k = 0; k < f.n; k++)
+                log_line_free(f.lines[k]);
+        free(f.lines);
+}
+
+/* GetInstanceMetrics: what the VM's cgroup accounts now, as one sample
+ * (vmmd keeps no history; the time window is accepted and the sample is
+ * the latest one). Timestamps are Unix milliseconds. CPU is the CPU time
+ * used so far (µs), MEMORY the bytes charged now. */
+static void handle_metrics(RpcCall *c, const ProtobufCMessage *request, void *userdata) {
+        const Namespace__Cloud__Compute__V1beta__GetInstanceMetricsRequest *req = (const void *) request;
+        Namespace__Cloud__Compute__V1beta__GetInstanceMetricsResponse resp =
+                NAMESPACE__CLOUD__COMPUTE__V1BETA__GET_INSTANCE_METRICS_RESPONSE__INIT;
+        Namespace__Stdlib__TimeSeries ts = NAMESPACE__STDLIB__TIME_SERIES__INIT;
+        Namespace__Stdlib__TimeSeries *series[1] = { &ts };
+        Namespace__Stdlib__TimeSeries__Integers values[2];
+        Namespace__Stdlib__TimeSeries__IntegersEntry entries[2], *entry_ptrs[2];
+        int64_t samples[2], now_ms;
+        bool want_cpu = req->n_metric_resource == 0, want_mem = req->n_metric_resource == 0;
+        Manager *m = userdata;
+        VmmCgroupUsage u;
+        struct timespec now;
+        Instance *i;
+        int r;
+
+        for (size_t k = 0; k < req->n_metric_resource; k++)
+                switch (req->metric_resource[k]) {
+                case NAMESPACE__CLOUD__COMPUTE__V1BETA__GET_INSTANCE_METRICS_REQUEST__METRIC_RESOURCE__CPU:
+                        want_cpu = true;
+                        break;
+                case NAMESPACE__CLOUD__COMPUTE__V1BETA__GET_INSTANCE_METRICS_REQUEST__METRIC_RESOURCE__MEMORY:
+                        want_mem = true;
+                        break;
+                default:
+                        return (void) rpc_call_fail(c, RPC_INVALID_ARGUMENT, "metric_resource %d is not measured "
+                                                    "here: CPU and MEMORY are.", (int) req->metric_resource[k]);
+                }
+        i = find_or_fail(m, c, req->instance_id);
+        if (!i)
+                return;
+        if (!instance_state_is_active(i->state) || isempty(i->cgroup))
+                return (void) rpc_call_fail(c, RPC_FAILED_PRECONDITION, "Instance %s has no metrics: %s.", i->id,
+                                            !instance_state_is_active(i->state) ? "it is not running"
+                                                                                : "vmmd runs it without a cgroup");
+        r = vmm_cgroup_usage(i->cgroup, &u);
+        if (r < 0)
+                return (void) rpc_call_fail(c, RPC_UNAVAILABLE, "Cannot read the cgroup of %s: %s.", i->id,
+                                            strerror(-r));
+        clock_gettime(CLOCK_REALTIME, &now);
+        now_ms = (int64_t) now.tv_sec * 1000 + now.tv_nsec / 1000000;
+        ts.n_timestamps = 1;
+        ts.timestamps = &now_ms;
+        if (want_cpu && u.has_cpu) {
+                samples[ts.n_integers] = (int64_t) u.cpu_usec;
+                values[ts.n_integers] = (Namespace__Stdlib__TimeSeries__Integers) NAMESPACE__STDLIB__TIME_SERIES__INTEGERS__INIT;
+                entries[ts.n_integers] = (Namespace__Stdlib__TimeSeries__IntegersEntry) NAMESPACE__STDLIB__TIME_SERIES__INTEGERS_ENTRY__INIT;
+                entries[ts.n_integers].key = (char *) "cpu_usage_usec";
+                ts.n_integers++;
+        }
+        if (want_mem) {
+                samples[ts.n_integers] = (int64_t) u.memory_bytes;
+                values[ts.n_integers] = (Namespace__Stdlib__TimeSeries__Integers) NAMESPACE__STDLIB__TIME_SERIES__INTEGERS__INIT;
+                entries[ts.n_integers] = (Namespace__Stdlib__TimeSeries__IntegersEntry) NAMESPACE__STDLIB__TIME_SERIES__INTEGERS_ENTRY__INIT;
+                entries[ts.n_integers].key = (char *) "memory_usage_bytes";
+                ts.n_integers++;
+        }
+        for (size_t k = 0; k < ts.n_integers; k++) {
+                values[k].n_values = 1;
+                values[k].values = &samples[k];
+                entries[k].value = &values[k];
+                entry_ptrs[k] = &entries[k];
+        }
+        ts.integers = entry_ptrs;
+        resp.n_time_series = 1;
+        resp.time_series = series;
+        rpc_call_reply(c, &resp.base);
+}
+
 /* ---- hostmesh.vmm.v1.Vmm ------------------------------------------------- */
 
 static void handle_details(RpcCall *c, const ProtobufCMessage *request, void *userdata) {
@@ -771,12 +1000,16 @@ int vmm_grpc_register(Manager *m) {
                   &google__protobuf__empty__descriptor, handle_destroy },
                 { COMPUTE "ExtendInstance", RPC_UNARY, D(extend_instance_request), D(extend_instance_response),
                   handle_extend },
+                { COMPUTE "GetInstanceMetrics", RPC_UNARY, D(get_instance_metrics_request),
+                  D(get_instance_metrics_response), handle_metrics },
                 { COMMAND "RunCommand", RPC_SERVER_STREAMING, D(run_command_request), D(run_command_response),
                   handle_run_stream },
                 { COMMAND "RunCommandSync", RPC_UNARY, D(run_command_request), D(run_command_sync_response),
                   handle_run_sync },
                 { OBSERVABILITY "StreamInstanceLogs", RPC_SERVER_STREAMING, D(stream_instance_logs_request),
                   D(log_block), handle_logs },
+                { OBSERVABILITY "FetchInstanceLogs", RPC_UNARY, D(fetch_instance_logs_request),
+                  D(fetch_instance_logs_response), handle_fetch_logs },
                 { "/hostmesh.vmm.v1.Vmm/GetInstanceDetails", RPC_UNARY,
                   &hostmesh__vmm__v1__get_instance_details_request__descriptor,
                   &hostmesh__vmm__v1__instance_details__descriptor, handle_details },

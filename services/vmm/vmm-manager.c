@@ -132,6 +132,11 @@ static int set_default_string(char **field, const char *value) {
         return *field ? 0 : -ENOMEM;
 }
 
+static const char *const vmm_unknown_fields_allowed[] = {
+        "namespace.cloud.compute.v1beta.CreateInstanceRequest:9",
+        NULL,
+};
+
 int manager_new(const DaemonArgs *args, Manager **ret) {
         _cleanup_(manager_freep) Manager *m = NULL;
         int r;
@@ -140,7 +145,11 @@ int manager_new(const DaemonArgs *args, Manager **ret) {
         if (!m)
                 return log_error_errno(-ENOMEM, "Out of memory.");
         m->config = (VmmConfig){
-                .rpc = { .name = "vmm" },
+                /* Fields of the public API that hostmesh lacks are refused by
+                 * number rather than dropped; CreateInstanceRequest.containers
+                 * (field 9) passes as before, its handling is its own work. */
+                .rpc = { .name = "vmm", .refuse_unknown_fields = true,
+                         .unknown_fields_allowed = vmm_unknown_fields_allowed },
                 .default_duration_usec = 10 * 60 * USEC_PER_SEC,
                 .max_duration_usec = 24 * 3600 * USEC_PER_SEC,
                 .boot_timeout_usec = 60 * USEC_PER_SEC,

@@ -29,6 +29,7 @@ from namespace.cloud.compute.v1beta import compute_pb2 as pb  # noqa: E402
 COMPUTE = "/namespace.cloud.compute.v1beta.ComputeService/"
 COMMAND = "/namespace.cloud.compute.v1beta.CommandService/"
 LOGS = "/namespace.cloud.compute.v1beta.ObservabilityService/StreamInstanceLogs"
+LOGS_FETCH = "/namespace.cloud.compute.v1beta.ObservabilityService/FetchInstanceLogs"
 QUEUE_CAP = 1 << 20  # [rpc] max_send_queue below
 
 
@@ -192,6 +193,85 @@ class RemoteTenants(unittest.TestCase):
         self.assertDenied(nobody.create, "tenant")
         self.assertDenied(nobody.list, "tenant")
         self.assertDenied(lambda: nobody.run(self.a, "true"), "tenant")
+
+    def test_fetch_instance_logs_pages_through_the_callers_instances(self):
+        from namespace.stdlib import stdlib_pb2
+        Fetch = pb.FetchInstanceLogsRequest
+        ids = stdlib_pb2.StringMatcher(values=[self.a], op=stdlib_pb2.StringMatcher.IS_ANY_OF)
+        first = self.acme.unary(LOGS_FETCH, Fetch(match_instance_ids=ids, lines_per_page=5),
+                                pb.FetchInstanceLogsResponse)
+        self.assertEqual(len(first.log_line), 5)
+        self.assertTrue(first.pagination_cursor)
+        for line in first.log_line:
+            self.assertEqual(dict(line.labels), {"instance_id": self.a})
+            self.assertIn(line.stream, ("console", "stdout", "stderr"))
+            self.assertGreater(line.timestamp.seconds, 0)
+        second = self.acme.unary(LOGS_FETCH, Fetch(match_instance_ids=ids, lines_per_page=5,
+                                                   pagination_cursor=first.pagination_cursor),
+                                 pb.FetchInstanceLogsResponse)
+        self.assertEqual(len(second.log_line), 5)
+        self.assertNotEqual([l.content for l in first.log_line][0], None)
+        self.assertGreaterEqual(second.log_line[0].timestamp.ToMicroseconds(),
+                                first.log_line[-1].timestamp.ToMicroseconds())
+        # A window that ends before the instance existed holds nothing, and is the last page.
+        early = self.acme.unary(LOGS_FETCH, Fetch(match_instance_ids=ids, timestamp_range=stdlib_pb2.TimestampRange(
+            before=first.log_line[0].timestamp)), pb.FetchInstanceLogsResponse)
+        self.assertEqual((len(early.log_line), early.pagination_cursor), (0, b""))
+        # Another tenant's instance, IS_NOT, a bad cursor: refused, naming what is wrong.
+        self.assertDenied(lambda: self.globex.unary(LOGS_FETCH, Fetch(match_instance_ids=ids),
+                                                    pb.FetchInstanceLogsResponse), self.a, "tenant")
+        for bad, words in ((Fetch(match_instance_ids=stdlib_pb2.StringMatcher(values=[self.a], op=2)), "IS_NOT"),
+                           (Fetch(match_instance_ids=ids, pagination_cursor=b"x"), "pagination_cursor"),
+                           (Fetch(match_instance_ids=ids, lines_per_page=100000), "lines_per_page"),
+                           (Fetch(), "match_instance_ids")):
+            with self.assertRaises(grpc.RpcError) as e:
+                self.acme.unary(LOGS_FETCH, bad, pb.FetchInstanceLogsResponse)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertIn(words, e.exception.details())
+
+    def test_fetch_instance_logs_over_connect_json(self):
+        import json
+        import urllib.request
+        body = json.dumps({"matchInstanceIds": {"values": [self.a], "op": "IS_ANY_OF"}, "linesPerPage": 3}).encode()
+        req = urllib.request.Request("http://127.0.0.1:%d%s" % (self.port, LOGS_FETCH), data=body, headers={
+            "content-type": "application/json", "authorization": self.acme.md[0][1]})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            out = json.loads(r.read())
+        self.assertEqual(len(out["logLine"]), 3)
+        self.assertEqual(out["logLine"][0]["labels"], {"instance_id": self.a})
+        self.assertRegex(out["logLine"][0]["timestamp"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+        self.assertTrue(out["paginationCursor"])
+        # Maps of messages and int64 lists, as JSON.
+        req = urllib.request.Request("http://127.0.0.1:%d%sGetInstanceMetrics" % (self.port, COMPUTE),
+                                     data=json.dumps({"instanceId": self.a, "metricResource": ["MEMORY"]}).encode(),
+                                     headers={"content-type": "application/json", "authorization": self.acme.md[0][1]})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            out = json.loads(r.read())
+        values = out["timeSeries"][0]["integers"]["memory_usage_bytes"]["values"]
+        self.assertIsInstance(values[0], str)
+        self.assertGreater(int(values[0]), 0)
+
+    def test_instance_metrics_come_from_the_vms_cgroup(self):
+        Req = pb.GetInstanceMetricsRequest
+        r = self.acme.unary(COMPUTE + "GetInstanceMetrics", Req(instance_id=self.a), pb.GetInstanceMetricsResponse)
+        self.assertEqual(len(r.time_series), 1)
+        ts = r.time_series[0]
+        self.assertEqual(len(ts.timestamps), 1)
+        self.assertLess(abs(ts.timestamps[0] / 1000 - time.time()), 60)
+        mem = ts.integers["memory_usage_bytes"].values[0]
+        self.assertGreater(mem, 16 << 20)  # a booted guest holds some of its 2 GiB
+        if "cpu_usage_usec" in ts.integers:
+            self.assertGreater(ts.integers["cpu_usage_usec"].values[0], 100000)  # booting under TCG takes seconds
+        only = self.acme.unary(COMPUTE + "GetInstanceMetrics", Req(instance_id=self.a, metric_resource=[Req.MEMORY]),
+                               pb.GetInstanceMetricsResponse)
+        self.assertEqual(set(only.time_series[0].integers), {"memory_usage_bytes"})
+        self.assertDenied(lambda: self.globex.unary(COMPUTE + "GetInstanceMetrics", Req(instance_id=self.a),
+                                                    pb.GetInstanceMetricsResponse), self.a, "tenant")
+        with self.assertRaises(grpc.RpcError) as e:
+            self.acme.unary(COMPUTE + "GetInstanceMetrics", Req(instance_id=self.a, metric_resource=[Req.STORAGE]),
+                            pb.GetInstanceMetricsResponse)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("metric_resource", e.exception.details())
 
     def test_the_instance_token_file_is_readable_by_root_only(self):
         r, d = self.mesh.nsc_json("describe", self.a)

@@ -1,0 +1,265 @@
+# ctest: labels=integration timeout=300
+"""The Connect protocol on the gateway's listeners, beside gRPC on the same
+port: curl speaks HTTP/1.1 (TLS on TCP with a bearer token, plain on the unix
+socket with peer credentials) and must get Connect answers — JSON and binary
+unary calls, server-streaming envelopes with the end-stream message, Connect
+error bodies with the spec's HTTP statuses — while gRPC keeps working on the
+same port. /metrics is served by the same HTTP library."""
+
+import json
+import os
+import socket
+import struct
+import subprocess
+import time
+import unittest
+
+import grpc
+
+from hm import Mesh
+
+from test_gateway_bearer import TokenSource, free_port, make_cert
+
+COMPUTE = "/namespace.cloud.compute.v1beta.ComputeService/"
+
+
+def envelope(payload, flags=0):
+    return struct.pack(">BI", flags, len(payload)) + payload
+
+
+def envelopes(data):
+    out = []
+    while data:
+        flags, n = struct.unpack(">BI", data[:5])
+        out.append((flags, data[5:5 + n]))
+        data = data[5 + n:]
+    return out
+
+
+class Connect(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.mesh = Mesh()
+        root = cls.mesh.root
+        cls.cert, key = make_cert(root)
+        cls.port = free_port()
+        cls.metrics_port = free_port()
+        with open(os.path.join(cls.mesh.config_dir, "gateway.conf"), "w") as f:
+            f.write("[gateway]\ntcp_listen = 127.0.0.1:%d\ntls_cert = %s\ntls_key = %s\n"
+                    "metrics_listen = 127.0.0.1:%d\n" % (cls.port, cls.cert, key, cls.metrics_port))
+        cls.mesh.start()
+        cls.mesh.nsc("status")
+        cls.tokens = TokenSource(cls.mesh)
+        cls.tokens.wake()
+        # A tenant's token: instances belong to tenants.
+        cls.token = cls.tokens.issue(tenant="acme", instance="vm1").token
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.mesh.__exit__(None, None, None)
+
+    def curl(self, path, data=b"", ctype="application/json", token=True, extra=(), unix=False, method="POST"):
+        """Returns (HTTP status, headers dict, body bytes)."""
+        args = ["curl", "-sS", "--http1.1", "-X", method, "-D", "-", "-o", "-", "--max-time", "30"]
+        if unix:
+            args += ["--unix-socket", self.mesh.socket("gateway"), "http://localhost" + path]
+        else:
+            args += ["--cacert", self.cert, "--resolve", "localhost:%d:127.0.0.1" % self.port,
+                     "https://localhost:%d%s" % (self.port, path)]
+        if ctype:
+            args += ["-H", "content-type: " + ctype]
+        if not any(h.lower().startswith("connect-protocol-version") for h in extra):
+            args += ["-H", "connect-protocol-version: 1"]
+        if token and not unix:
+            args += ["-H", "authorization: Bearer " + (token if isinstance(token, str) else self.token)]
+        for h in extra:
+            args += ["-H", h]
+        if method == "POST":
+            args += ["--data-binary", "@-"]
+        r = subprocess.run(args, input=data, capture_output=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr.decode())
+        head, _, body = r.stdout.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            headers[k.strip().lower()] = v.strip()
+        return status, headers, body
+
+    def error_of(self, status, headers, body, code, http):
+        self.assertEqual(status, http, body)
+        self.assertTrue(headers["content-type"].startswith("application/json"), headers)
+        err = json.loads(body)
+        self.assertEqual(err["code"], code, err)
+        return err.get("message", "")
+
+    # ---- unary ----------------------------------------------------------------
+
+    def test_list_instances_json_over_tls_with_bearer_token(self):
+        status, headers, body = self.curl(COMPUTE + "ListInstances", b"{}")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(headers["content-type"], "application/json")
+        self.assertIsInstance(json.loads(body), dict)
+
+    def test_unix_socket_speaks_connect_with_peer_credentials(self):
+        status, headers, body = self.curl(COMPUTE + "ListInstances", b'{"maxEntries": "5"}', unix=True)
+        self.assertEqual(status, 200, body)
+        self.assertIsInstance(json.loads(body), dict)
+
+    def test_binary_proto_unary_describe_unknown_instance_is_not_found(self):
+        # DescribeInstanceRequest{instance_id = "nope"}: field 1, length 4
+        status, headers, body = self.curl(COMPUTE + "DescribeInstance", b"\x0a\x04nope", ctype="application/proto")
+        msg = self.error_of(status, headers, body, "not_found", 404)
+        self.assertIn("nope", msg)
+
+    def test_json_describe_unknown_instance_is_not_found(self):
+        status, headers, body = self.curl(COMPUTE + "DescribeInstance", b'{"instanceId": "nope"}')
+        self.error_of(status, headers, body, "not_found", 404)
+
+    def test_keep_alive_serves_two_calls_on_one_connection(self):
+        # curl reuses the connection for two URLs given at once.
+        args = ["curl", "-sS", "--http1.1", "--cacert", self.cert, "--resolve", "localhost:%d:127.0.0.1" % self.port,
+                "-H", "content-type: application/json", "-H", "authorization: Bearer " + self.token,
+                "--data", "{}", "-w", "%{num_connects}\\n", "-o", "/dev/null", "-o", "/dev/null",
+                "https://localhost:%d%sListInstances" % (self.port, COMPUTE),
+                "https://localhost:%d%sListInstances" % (self.port, COMPUTE)]
+        r = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.stdout.split(), ["1", "0"], r.stderr)
+
+    def test_gateway_health_needs_no_token(self):
+        status, headers, body = self.curl("/grpc.health.v1.Health/Check", b"{}", token=False)
+        self.assertEqual((status, json.loads(body)), (200, {"status": "SERVING"}))
+
+    # ---- errors ---------------------------------------------------------------
+
+    def test_bad_json_is_invalid_argument(self):
+        msg = self.error_of(*self.curl(COMPUTE + "ListInstances", b'{"maxEntries": '), "invalid_argument", 400)
+        self.assertIn("invalid JSON", msg)
+
+    def test_unknown_field_is_refused_naming_it(self):
+        msg = self.error_of(*self.curl(COMPUTE + "CreateInstance", b'{"containers": [{"name": "a"}]}'),
+                            "invalid_argument", 400)
+        self.assertIn('unknown field "containers"', msg)
+        self.assertIn("CreateInstanceRequest", msg)
+
+    def test_binary_fields_hostmesh_lacks_are_refused_by_number(self):
+        # CreateInstanceRequest field 12 (volumes), empty: tag 0x62, length 0
+        msg = self.error_of(*self.curl(COMPUTE + "CreateInstance", b"\x62\x00", ctype="application/proto"),
+                            "invalid_argument", 400)
+        self.assertIn("field 12 of namespace.cloud.compute.v1beta.CreateInstanceRequest", msg)
+        # shape (field 1) { field 9 = 1 }: nested messages are looked at too
+        msg = self.error_of(*self.curl(COMPUTE + "CreateInstance", b"\x0a\x02\x48\x01", ctype="application/proto"),
+                            "invalid_argument", 400)
+        self.assertIn("field 9 of namespace.cloud.compute.v1beta.InstanceShape", msg)
+        # DescribeInstanceRequest { instance_id = "x", field 7 = 1 }
+        msg = self.error_of(*self.curl(COMPUTE + "DescribeInstance", b"\x0a\x01x\x38\x01", ctype="application/proto"),
+                            "invalid_argument", 400)
+        self.assertIn("field 7 of namespace.cloud.compute.v1beta.DescribeInstanceRequest", msg)
+
+    def test_wrong_types_and_enum_names_are_refused(self):
+        msg = self.error_of(*self.curl(COMPUTE + "ListInstances", b'{"labelFilter": [{"op": "LIKE"}]}'),
+                            "invalid_argument", 400)
+        self.assertIn("labelFilter[0].op", msg)
+        msg = self.error_of(*self.curl(COMPUTE + "ListInstances", b'{"maxEntries": "ten"}'), "invalid_argument", 400)
+        self.assertIn("maxEntries", msg)
+
+    def test_missing_and_bad_tokens_are_unauthenticated(self):
+        msg = self.error_of(*self.curl(COMPUTE + "ListInstances", b"{}", token=False), "unauthenticated", 401)
+        self.assertIn("Bearer", msg)
+        self.error_of(*self.curl(COMPUTE + "ListInstances", b"{}", token="a.b.c"), "unauthenticated", 401)
+
+    def test_unknown_method_is_unimplemented_with_its_name(self):
+        msg = self.error_of(*self.curl(COMPUTE + "WakeInstance", b"{}"), "unimplemented", 501)
+        self.assertIn("namespace.cloud.compute.v1beta.ComputeService/WakeInstance", msg)
+        # Beyond the public API a bearer caller is refused first, as over gRPC;
+        # a local caller learns that nothing serves it.
+        self.error_of(*self.curl("/no.such.v1.Service/Call", b"{}"), "permission_denied", 403)
+        msg = self.error_of(*self.curl("/no.such.v1.Service/Call", b"{}", unix=True), "unimplemented", 501)
+        self.assertIn("no.such.v1.Service/Call", msg)
+
+    def test_admin_methods_are_denied_to_bearer_callers_not_to_local_root(self):
+        self.error_of(*self.curl("/hostmesh.dns.v1.Dns/GetStats", b"{}"), "permission_denied", 403)
+        status, headers, body = self.curl("/hostmesh.dns.v1.Dns/GetStats", b"{}", unix=True)
+        self.assertEqual(status, 200, body)
+
+    def test_protocol_errors(self):
+        status, headers, body = self.curl(COMPUTE + "ListInstances", b"{}", ctype="text/plain")
+        self.assertEqual(status, 415)
+        self.error_of(*self.curl(COMPUTE + "ListInstances", b"{}", extra=["connect-protocol-version: 2"]),
+                      "invalid_argument", 400)
+        self.error_of(*self.curl(COMPUTE + "ListInstances", b"{}", extra=["connect-timeout-ms: 12345678901"]),
+                      "invalid_argument", 400)
+        self.error_of(*self.curl(COMPUTE + "ListInstances", b"{}", extra=["content-encoding: gzip"]),
+                      "unimplemented", 501)
+        status, headers, body = self.curl(COMPUTE + "ListInstances", method="GET")
+        self.assertEqual(status, 405)
+        self.assertEqual(headers.get("allow"), "POST")
+
+    def test_http_errors_from_the_parser(self):
+        # A body over the 4 MiB limit is refused before it is read whole.
+        big = b'{"instanceId": "' + b"a" * (5 << 20) + b'"}'
+        status, headers, body = self.curl(COMPUTE + "DescribeInstance", big)
+        self.assertEqual(status, 413)
+        # Garbage that is neither HTTP/1.1 nor HTTP/2 on the unix socket.
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(self.mesh.socket("gateway"))
+        s.sendall(b"HELLO\r\n\r\n")
+        self.assertTrue(s.recv(100).startswith(b"HTTP/1.1 400 Bad Request"))
+        s.close()
+
+    def test_timeout_ms_reaches_the_backend(self):
+        # WaitInstance on an unknown instance answers at once; a 1 ms budget
+        # either answers not_found or deadline_exceeded, never hangs.
+        status, headers, body = self.curl(COMPUTE + "WaitInstanceSync", b'{"instanceId": "nope"}',
+                                          extra=["connect-timeout-ms: 1"])
+        self.assertIn(json.loads(body)["code"], ("not_found", "deadline_exceeded"))
+
+    # ---- streaming ------------------------------------------------------------
+
+    def test_server_streaming_error_arrives_in_the_end_stream_message(self):
+        status, headers, body = self.curl(COMPUTE + "WaitInstance", envelope(b'{"instanceId": "nope"}'),
+                                          ctype="application/connect+json")
+        self.assertEqual(status, 200)
+        self.assertEqual(headers["content-type"], "application/connect+json")
+        frames = envelopes(body)
+        self.assertEqual(frames[-1][0], 2)
+        self.assertEqual(json.loads(frames[-1][1])["error"]["code"], "not_found")
+
+    def test_streaming_envelope_errors(self):
+        status, headers, body = self.curl(COMPUTE + "WaitInstance", b"\x00\x00\x00",
+                                          ctype="application/connect+json")
+        self.assertEqual(status, 200)
+        self.assertEqual(json.loads(envelopes(body)[-1][1])["error"]["code"], "invalid_argument")
+        status, headers, body = self.curl(COMPUTE + "WaitInstance", envelope(b"{}", flags=1),
+                                          ctype="application/connect+json")
+        self.assertEqual(json.loads(envelopes(body)[-1][1])["error"]["code"], "invalid_argument")
+
+    # ---- gRPC on the same port, and /metrics ----------------------------------
+
+    def test_grpc_still_served_on_the_same_port(self):
+        with open(self.cert, "rb") as f:
+            creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+        ch = grpc.secure_channel("127.0.0.1:%d" % self.port, creds,
+                                 options=(("grpc.ssl_target_name_override", "localhost"),))
+        try:
+            fn = ch.unary_unary(COMPUTE + "ListInstances")
+            fn(b"", metadata=[("authorization", "Bearer " + self.token)], timeout=10)
+            with self.assertRaises(grpc.RpcError) as e:
+                fn(b"", timeout=10)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+        finally:
+            ch.close()
+
+    def test_metrics_on_the_shared_http_library(self):
+        r = subprocess.run(["curl", "-sS", "-i", "http://127.0.0.1:%d/metrics" % self.metrics_port],
+                           capture_output=True, text=True, timeout=30)
+        self.assertTrue(r.stdout.startswith("HTTP/1.1 200 OK"), r.stdout[:200])
+        self.assertIn("hostmesh_rpc_calls_total", r.stdout)
+        r = subprocess.run(["curl", "-sS", "-i", "-X", "DELETE", "http://127.0.0.1:%d/metrics" % self.metrics_port],
+                           capture_output=True, text=True, timeout=30)
+        self.assertTrue(r.stdout.startswith("HTTP/1.1 405"), r.stdout[:200])
+
+
+if __name__ == "__main__":
+    unittest.main()
