@@ -235,8 +235,18 @@ static int setup(void **state) {
         pthread_create(&engine_thread, NULL, engine_main, (void *) (intptr_t) lfd);
         pthread_detach(engine_thread);
         pthread_create(&loop_thread, NULL, loop_main, NULL);
-        for (int i = 0; i < 200 && access(proxy_path, F_OK) < 0; i++)
+        /* Until the proxy listens (the socket file exists from bind() on). */
+        for (int i = 0; i < 1000; i++) {
+                struct sockaddr_un sa = { .sun_family = AF_UNIX };
+                int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), ok;
+                strcpy(sa.sun_path, proxy_path);
+                ok = fd >= 0 && connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0;
+                if (fd >= 0)
+                        close(fd);
+                if (ok)
+                        break;
                 usleep(10000);
+        }
         return 0;
 }
 
