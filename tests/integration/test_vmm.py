@@ -71,8 +71,12 @@ def assert_boot_phases(test, d, image_dir):
     and the first command. The kernel is the one the image was built with."""
     p = d["boot_phases_us"]
     test.assertTrue(p["known"], "READY arrived without the boot phases: %r" % p)
-    for phase in ("qemu", "kernel", "init", "mounts", "network", "port", "first_command"):
+    for phase in ("qemu", "kernel", "init", "first_command"):
         test.assertGreater(p[phase], 0, "phase %s missing: %r" % (phase, p))
+    # The guest's clock under TCG is jiffies-based (the TSC is found
+    # unsynchronized): a part shorter than a tick reads 0.
+    for phase in ("mounts", "modules", "network", "port"):
+        test.assertGreaterEqual(p[phase], 0, "phase %s missing: %r" % (phase, p))
     test.assertEqual(p["kernel"], d["guest_kernel_us"])
     test.assertEqual(p["init"], d["guest_init_us"])
     # The guest's parts fit in its total; the host's total covers them all.
@@ -229,10 +233,19 @@ class VmmLifecycleTest(unittest.TestCase):
             for want in ("ext4", "overlay", "tmpfs", "cgroup2", "devtmpfs", "mnt", "uts", "ipc", "pid", "net",
                          "user", "cgroup"):
                 self.assertIn(want, r.stdout.split(), r.stdout)
+        # vmmd's histograms have a sample of every phase.
+        from hostmesh.common.v1 import metrics_pb2
+        text = m.channel("vmm").unary_unary(
+            "/hostmesh.common.v1.Metrics/GetMetrics",
+            request_serializer=metrics_pb2.GetMetricsRequest.SerializeToString,
+            response_deserializer=metrics_pb2.GetMetricsResponse.FromString)(metrics_pb2.GetMetricsRequest(),
+                                                                             timeout=10).text
+        for phase in ("qemu", "kernel", "init", "first_command"):
+            self.assertRegex(text, r'hostmesh_vmm_boot_phase_seconds_count\{[^}]*phase="%s"[^}]*\} [1-9]' % phase)
         r = m.nsc("describe", iid)
         self.assertRegex(r.stdout, r"(?m)^boot +qemu [0-9.]+ ms → kernel [0-9.]+ ms → init [0-9.]+ ms "
-                                   r"\(mounts [0-9.]+ ms, modules (-|[0-9.]+ ms), network [0-9.]+ ms, "
-                                   r"port [0-9.]+ ms\) → first command [0-9.]+ ms$")
+                                   r"\(mounts (-|[0-9.]+ ms), modules (-|[0-9.]+ ms), network (-|[0-9.]+ ms), "
+                                   r"port (-|[0-9.]+ ms)\) → first command [0-9.]+ ms$")
         if d.get("token"):
             r = m.nsc("exec", iid, "--", "cat", "/var/run/nsc/token.json")
             self.assertIn('"bearer_token"', r.stdout)
