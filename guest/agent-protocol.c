@@ -294,12 +294,18 @@ void agent_exec_done(AgentExec *e) {
         *e = (AgentExec){};
 }
 
-int agent_ready_encode(AgentBuffer *b, uint64_t boot_usec, uint64_t init_usec, const char *kernel) {
+int agent_ready_encode(AgentBuffer *b, uint64_t boot_usec, uint64_t init_usec, const char *kernel,
+                       const uint64_t *phase_usec) {
         size_t start = agent_frame_begin(b, AGENT_READY, 0);
 
         agent_put_u64(b, boot_usec);
         agent_put_u64(b, init_usec);
         agent_put_string(b, kernel);
+        if (phase_usec) {
+                agent_put_u32(b, _AGENT_PHASE_MAX);
+                for (size_t k = 0; k < _AGENT_PHASE_MAX; k++)
+                        agent_put_u64(b, phase_usec[k]);
+        }
         return agent_frame_end(b, start);
 }
 
@@ -319,12 +325,33 @@ int agent_ready_decode(const AgentFrame *f, AgentReady *ret) {
         k = agent_get_string(&r, &a.kernel);
         if (k < 0)
                 return k;
-        if (r.left != 0) {
-                free(a.kernel);
-                return -EBADMSG;
+        /* The phases were added later: their absence is an older guest. */
+        if (r.left > 0) {
+                uint32_t n;
+
+                k = agent_get_u32(&r, &n);
+                if (k < 0)
+                        goto fail;
+                if (n > AGENT_PHASES_MAX || r.left != (size_t) n * 8) {
+                        k = -EBADMSG;
+                        goto fail;
+                }
+                for (uint32_t p = 0; p < n; p++) {
+                        uint64_t v;
+
+                        k = agent_get_u64(&r, &v);
+                        if (k < 0)
+                                goto fail;
+                        if (p < _AGENT_PHASE_MAX)
+                                a.phase_usec[p] = v;
+                }
+                a.n_phases = n < _AGENT_PHASE_MAX ? n : _AGENT_PHASE_MAX;
         }
         *ret = a;
         return 0;
+fail:
+        free(a.kernel);
+        return k;
 }
 
 void agent_ready_done(AgentReady *r) {

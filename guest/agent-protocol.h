@@ -32,7 +32,8 @@
 #define AGENT_PORT_NAME "org.hostmesh.agent.0"
 
 typedef enum AgentFrameType {
-        AGENT_READY = 1,       /* guest→host: u64 boot_usec, u64 init_usec, str kernel release */
+        AGENT_READY = 1,       /* guest→host: u64 boot_usec, u64 init_usec, str kernel release,
+                                * then optionally u32 n, u64×n init phases (AgentInitPhase) */
         AGENT_TOKEN = 2,       /* host→guest: str bearer token (empty: none) */
         AGENT_TOKEN_ACK = 3,   /* guest→host: i32 0 or negative errno */
         AGENT_EXEC = 4,        /* host→guest (id): u32 argc, str×argc, u32 envc, str×envc, str cwd */
@@ -100,13 +101,29 @@ int agent_exec_encode(AgentBuffer *b, uint32_t id, char *const *argv, char *cons
 int agent_exec_decode(const AgentFrame *f, AgentExec *ret);
 void agent_exec_done(AgentExec *e);
 
+/* Where init's time before READY went, in the order READY carries them.
+ * A guest that predates the list sends none (n_phases is 0); one newer
+ * than this file may send more, and the ones not known here are skipped. */
+typedef enum AgentInitPhase {
+        AGENT_PHASE_MOUNTS = 0,   /* /proc, /sys, /dev, /run, ... */
+        AGENT_PHASE_MODULES = 1,  /* loading kernel modules (0 on a kernel with everything built in) */
+        AGENT_PHASE_NETWORK = 2,  /* lo, eth0 address and route */
+        AGENT_PHASE_PORT = 3,     /* waiting for the agent port and opening it */
+        _AGENT_PHASE_MAX,
+} AgentInitPhase;
+#define AGENT_PHASES_MAX 64 /* refused above: a frame of garbage, not a newer guest */
+
 typedef struct AgentReady {
         uint64_t boot_usec;   /* CLOCK_BOOTTIME when init started */
         uint64_t init_usec;   /* init start → READY */
         char *kernel;
+        uint32_t n_phases;    /* how many of phase_usec the guest sent (0 for an old guest) */
+        uint64_t phase_usec[_AGENT_PHASE_MAX];
 } AgentReady;
 
-int agent_ready_encode(AgentBuffer *b, uint64_t boot_usec, uint64_t init_usec, const char *kernel);
+/* phase_usec holds _AGENT_PHASE_MAX values, or is NULL for none. */
+int agent_ready_encode(AgentBuffer *b, uint64_t boot_usec, uint64_t init_usec, const char *kernel,
+                       const uint64_t *phase_usec);
 int agent_ready_decode(const AgentFrame *f, AgentReady *ret);
 void agent_ready_done(AgentReady *r);
 

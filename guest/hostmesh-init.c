@@ -235,8 +235,7 @@ static void load_listed(const char *order, const char *const *list) {
  * failover pair first and then closes its end of a pipe: virtio_net waits
  * for that EOF, not for ext4. Returns the helper's pid, or 0. */
 static pid_t load_modules(bool want_disk, bool want_net) {
-        bool pci = have_pci_devices();
-        bool helper_disk = false, helper_net = false;
+        bool pci, helper_disk = false, helper_net = false;
         int net_deps[2] = { -1, -1 };
         char buf[1024];
         pid_t helper = 0;
@@ -251,6 +250,7 @@ static pid_t load_modules(bool want_disk, bool want_net) {
         if (n <= 0)
                 return 0;
         buf[n] = 0;
+        pci = have_pci_devices();
         if (want_net && pipe2(net_deps, O_CLOEXEC) < 0)
                 net_deps[0] = net_deps[1] = -1;
         if (want_disk || net_deps[0] >= 0) {
@@ -308,6 +308,15 @@ static pid_t load_modules(bool want_disk, bool want_net) {
         if (net_deps[0] >= 0)
                 close(net_deps[0]);
         return helper;
+}
+
+/* Whether the image carries modules to load: Debian's kernel needs its
+ * virtio and ext4 modules, the kernel built for hostmesh has them built in
+ * and its image has no modules.order at all. */
+static bool have_modules(void) {
+        struct stat st;
+
+        return stat("/lib/modules/modules.order", &st) >= 0 && st.st_size > 0;
 }
 
 /* Opens the agent's virtio-serial port. Without udev there is no
@@ -855,19 +864,25 @@ int main(void) {
                 fprintf(stderr, "hostmesh-init must run as PID 1 inside a guest.\n");
                 return 1;
         }
+        uint64_t phase[_AGENT_PHASE_MAX] = {};
+        char net_message[512] = "";
         mount_api_filesystems();
         setup_console();
         parse_cmdline();
         if (cmdline_hostname[0])
                 (void) sethostname(cmdline_hostname, strlen(cmdline_hostname));
+        bool modular = have_modules();
+        phase[AGENT_PHASE_MOUNTS] = now_usec(CLOCK_MONOTONIC) - start;
         bool want_net = cmdline_ip[0] != 0;
         uint64_t t_mods = now_usec(CLOCK_MONOTONIC);
-        pid_t helper = load_modules(/* want_disk= */ cmdline_disk[0] != 0, want_net);
+        pid_t helper = modular ? load_modules(/* want_disk= */ cmdline_disk[0] != 0, want_net) : 0;
         t_mods = now_usec(CLOCK_MONOTONIC) - t_mods;
+        phase[AGENT_PHASE_MODULES] = modular ? t_mods : 0;
 
         /* A network that does not come up is logged, not fatal: the instance
          * still runs commands, and vmmd keeps this console for whoever looks
          * into why. */
+        uint64_t t_net_phase = now_usec(CLOCK_MONOTONIC);
         setup_loopback();
         bool networked = false;
         uint64_t t_net = 0;
@@ -882,13 +897,17 @@ int main(void) {
                 if (r < 0)
                         say("network: %s failed: %s; running without network", step, strerror(-r));
                 else
-                        say("network: eth0 %s/32 via %s, nameserver %s, search %s; up in %llu us "
+                        /* Said after READY: each byte on the serial console
+                         * is a trap into QEMU, a few ms per line under TCG. */
+                        snprintf(net_message, sizeof(net_message),
+                            "network: eth0 %s/32 via %s, nameserver %s, search %s; up in %llu us "
                             "(virtio_net %llu us, configuration %llu us, eth0 wait %llu us)",
                             cmdline_ip, cmdline_gw, cmdline_dns, cmdline_domain,
                             (unsigned long long) (t_virtio_net + t_net), (unsigned long long) t_virtio_net,
                             (unsigned long long) t_net, (unsigned long long) t_wait);
         }
         write_hosts(networked);
+        phase[AGENT_PHASE_NETWORK] = now_usec(CLOCK_MONOTONIC) - t_net_phase;
 
         sigemptyset(&ss);
         sigaddset(&ss, SIGCHLD);
@@ -902,19 +921,33 @@ int main(void) {
                 say("no agent port %s: %s; powering off", AGENT_PORT_NAME, strerror(-port_fd));
                 power_off();
         }
-        if (helper > 0)
-                (void) waitpid(helper, NULL, 0);
-        mount_disk();
+        phase[AGENT_PHASE_PORT] = t_port;
 
+        /* READY as soon as the port is open. The instance disk is mounted
+         * right after, before the first frame from the host is read: the
+         * token and every command come after it all the same, and the host
+         * does not wait for an ext4 mount (and its console line) to learn
+         * that the guest is up. */
         uname(&u);
-        r = agent_ready_encode(&b, boot_usec, now_usec(CLOCK_MONOTONIC) - start, u.release);
+        uint64_t init_usec = now_usec(CLOCK_MONOTONIC) - start;
+        r = agent_ready_encode(&b, boot_usec, init_usec, u.release, phase);
         if (r >= 0)
                 r = send_buffer(&b);
         if (r < 0)
                 say("cannot send READY: %s", strerror(-r));
-        say("ready in %llu us (modules %llu us, network %llu us, port %llu us; kernel %llu us)",
-            (unsigned long long) (now_usec(CLOCK_MONOTONIC) - start), (unsigned long long) t_mods,
-            (unsigned long long) t_net, (unsigned long long) t_port, (unsigned long long) boot_usec);
+        uint64_t t_disk = now_usec(CLOCK_MONOTONIC);
+        if (helper > 0)
+                (void) waitpid(helper, NULL, 0);
+        mount_disk();
+        t_disk = now_usec(CLOCK_MONOTONIC) - t_disk;
+        say("ready in %llu us (mounts %llu us, modules %llu us, network %llu us, port %llu us; kernel %llu us); "
+            "disk after READY %llu us",
+            (unsigned long long) init_usec,
+            (unsigned long long) phase[AGENT_PHASE_MOUNTS], (unsigned long long) phase[AGENT_PHASE_MODULES],
+            (unsigned long long) phase[AGENT_PHASE_NETWORK], (unsigned long long) phase[AGENT_PHASE_PORT],
+            (unsigned long long) boot_usec, (unsigned long long) t_disk);
+        if (net_message[0])
+                say("%s", net_message);
 
         for (;;) {
                 struct pollfd p[2 + 2 * COMMANDS_MAX];

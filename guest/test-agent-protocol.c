@@ -118,13 +118,105 @@ static void test_ready_round_trips_times(void **state) {
         size_t used;
 
         (void) state;
-        assert_int_equal(agent_ready_encode(&b, 1234567, 890, "6.1.0-56-amd64"), 0);
+        const uint64_t phases[_AGENT_PHASE_MAX] = { 11, 0, 222, 3333 };
+        assert_int_equal(agent_ready_encode(&b, 1234567, 890, "6.1.0-56-amd64", phases), 0);
         assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
         assert_int_equal(agent_ready_decode(&f, &r), 0);
         assert_int_equal(r.boot_usec, 1234567);
         assert_int_equal(r.init_usec, 890);
         assert_string_equal(r.kernel, "6.1.0-56-amd64");
+        assert_int_equal(r.n_phases, _AGENT_PHASE_MAX);
+        assert_int_equal(r.phase_usec[AGENT_PHASE_MOUNTS], 11);
+        assert_int_equal(r.phase_usec[AGENT_PHASE_MODULES], 0);
+        assert_int_equal(r.phase_usec[AGENT_PHASE_NETWORK], 222);
+        assert_int_equal(r.phase_usec[AGENT_PHASE_PORT], 3333);
         agent_ready_done(&r);
+        agent_buffer_done(&b);
+}
+
+/* A guest from before the phases: boot, init, kernel and nothing after. */
+static const uint8_t ready_without_phases[] = {
+        'H', 'M', 1, AGENT_READY, 0, 0, 0, 0, /* magic, version, type, id 0 */
+        22, 0, 0, 0,                          /* payload length */
+        0x40, 0x42, 0x0f, 0, 0, 0, 0, 0,      /* boot_usec 1000000 */
+        0xe8, 0x03, 0, 0, 0, 0, 0, 0,         /* init_usec 1000 */
+        2, 0, 0, 0, '6', '1',                 /* kernel "61" */
+};
+
+static void test_ready_from_older_guest_has_no_phases(void **state) {
+        AgentReady r = {};
+        AgentFrame f;
+        size_t used;
+
+        (void) state;
+        assert_int_equal(agent_frame_decode(ready_without_phases, sizeof(ready_without_phases), &f, &used), 1);
+        assert_int_equal(agent_ready_decode(&f, &r), 0);
+        assert_int_equal(r.boot_usec, 1000000);
+        assert_int_equal(r.init_usec, 1000);
+        assert_string_equal(r.kernel, "61");
+        assert_int_equal(r.n_phases, 0);
+        agent_ready_done(&r);
+}
+
+static void ready_with_phase_block(AgentBuffer *b, uint32_t n, size_t values) {
+        size_t start = agent_frame_begin(b, AGENT_READY, 0);
+
+        agent_put_u64(b, 5);
+        agent_put_u64(b, 6);
+        agent_put_string(b, "k");
+        agent_put_u32(b, n);
+        for (size_t k = 0; k < values; k++)
+                agent_put_u64(b, 100 + k);
+        assert_int_equal(agent_frame_end(b, start), 0);
+}
+
+static void test_ready_from_newer_guest_skips_unknown_phases(void **state) {
+        AgentBuffer b = {};
+        AgentReady r = {};
+        AgentFrame f;
+        size_t used;
+
+        (void) state;
+        ready_with_phase_block(&b, _AGENT_PHASE_MAX + 3, _AGENT_PHASE_MAX + 3);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(agent_ready_decode(&f, &r), 0);
+        assert_int_equal(r.n_phases, _AGENT_PHASE_MAX);
+        assert_int_equal(r.phase_usec[_AGENT_PHASE_MAX - 1], 100 + _AGENT_PHASE_MAX - 1);
+        agent_ready_done(&r);
+        agent_buffer_done(&b);
+}
+
+static void test_ready_refuses_phase_count_that_does_not_match_payload(void **state) {
+        AgentBuffer b = {};
+        AgentReady r = {};
+        AgentFrame f;
+        size_t used;
+
+        (void) state;
+        /* Says 4, carries 3. */
+        ready_with_phase_block(&b, 4, 3);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(agent_ready_decode(&f, &r), -EBADMSG);
+        agent_buffer_done(&b);
+        /* Says 4, carries 5. */
+        ready_with_phase_block(&b, 4, 5);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(agent_ready_decode(&f, &r), -EBADMSG);
+        agent_buffer_done(&b);
+        /* A huge count is garbage, not a newer guest. */
+        ready_with_phase_block(&b, AGENT_PHASES_MAX + 1, AGENT_PHASES_MAX + 1);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(agent_ready_decode(&f, &r), -EBADMSG);
+        agent_buffer_done(&b);
+        /* Half a count. */
+        size_t start = agent_frame_begin(&b, AGENT_READY, 0);
+        agent_put_u64(&b, 5);
+        agent_put_u64(&b, 6);
+        agent_put_string(&b, "k");
+        agent_put_bytes(&b, "\x01\x00", 2);
+        assert_int_equal(agent_frame_end(&b, start), 0);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(agent_ready_decode(&f, &r), -EBADMSG);
         agent_buffer_done(&b);
 }
 
@@ -137,6 +229,9 @@ int main(void) {
                 cmocka_unit_test(test_exec_refuses_empty_argv_and_bad_env),
                 cmocka_unit_test(test_payload_above_maximum_is_refused_by_encoder),
                 cmocka_unit_test(test_ready_round_trips_times),
+                cmocka_unit_test(test_ready_from_older_guest_has_no_phases),
+                cmocka_unit_test(test_ready_from_newer_guest_skips_unknown_phases),
+                cmocka_unit_test(test_ready_refuses_phase_count_that_does_not_match_payload),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

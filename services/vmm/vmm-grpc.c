@@ -926,6 +926,14 @@ static void handle_details(RpcCall *c, const ProtobufCMessage *request, void *us
         d.guest_kernel_usec = i->guest_kernel_usec;
         d.guest_init_usec = i->guest_init_usec;
         d.create_to_running_usec = i->ready_usec;
+        d.boot_qemu_usec = i->boot_qemu_usec;
+        d.guest_mounts_usec = i->guest_phase_usec[AGENT_PHASE_MOUNTS];
+        d.guest_modules_usec = i->guest_phase_usec[AGENT_PHASE_MODULES];
+        d.guest_network_usec = i->guest_phase_usec[AGENT_PHASE_NETWORK];
+        d.guest_port_usec = i->guest_phase_usec[AGENT_PHASE_PORT];
+        d.ready_to_first_command_usec = i->first_command_usec;
+        d.boot_phases_known = i->guest_phases_known;
+        d.guest_kernel = i->guest_kernel ?: (char *) "";
         d.disk_id = i->disk_id ?: (char *) "";
         d.disk_path = i->disk_path ?: (char *) "";
         d.disk_bytes = i->disk_bytes;

@@ -93,6 +93,7 @@ Instance *instance_free(Instance *i) {
         free(i->machine);
         free(i->accel);
         free(i->accel_reason);
+        free(i->guest_kernel);
         strv_free_n(i->events, i->n_events);
         free(i->disk_id);
         free(i->disk_path);

@@ -16,6 +16,7 @@
 #include <sys/types.h>
 #include <systemd/sd-event.h>
 
+#include "agent-protocol.h"
 #include "shape.h"
 
 typedef enum InstanceState {
@@ -119,6 +120,13 @@ typedef struct Instance {
         int tap_fd;               /* from the network helper until QEMU has it */
 
         uint64_t guest_kernel_usec, guest_init_usec, ready_usec;
+        /* Boot phases (nsc describe): QEMU spawn → guest clock start, the
+         * guest's own split of init → READY, READY → first command byte. */
+        uint64_t boot_qemu_usec, first_command_usec;
+        uint64_t guest_phase_usec[_AGENT_PHASE_MAX];
+        bool guest_phases_known;
+        char *guest_kernel;       /* release READY named */
+        uint64_t ready_mono_usec; /* when READY arrived; not stored */
         uint64_t vmmd_cost_usec;  /* loop time spent on the create, QEMU's own start excluded */
 
         Waiter *waiters;

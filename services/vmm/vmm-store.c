@@ -24,6 +24,7 @@ static const char schema[] =
  * INSERT and SELECT * keep working on databases made before them. */
 static const char *const added_columns[] = {
         "tenant TEXT", "address TEXT", "tap TEXT", "dns_name TEXT", "accel_reason TEXT", "events TEXT",
+        "boot_phases TEXT",
 };
 
 static int sqlite_error(int rc) {
@@ -66,7 +67,7 @@ int store_open(const char *path, Store **ret) {
                 rc = sqlite3_prepare_v2(
                         s->db,
                         "INSERT OR REPLACE INTO instances VALUES "
-                        "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         -1, &s->save, NULL);
         if (rc != SQLITE_OK) {
                 store_free(s);
@@ -121,6 +122,60 @@ static int events_from_json(Instance *i, const char *text) {
         return 0;
 }
 
+/* The boot phases beyond the first schema's two guest times, as one JSON
+ * object (phase names as nsc -o json describe prints them). */
+static const char *const guest_phase_names[_AGENT_PHASE_MAX] = {
+        [AGENT_PHASE_MOUNTS] = "mounts",
+        [AGENT_PHASE_MODULES] = "modules",
+        [AGENT_PHASE_NETWORK] = "network",
+        [AGENT_PHASE_PORT] = "port",
+};
+
+static char *boot_phases_to_json(const Instance *i) {
+        json_t *o = json_object();
+        char *s;
+
+        if (!o)
+                return NULL;
+        json_object_set_new(o, "qemu", json_integer((json_int_t) i->boot_qemu_usec));
+        json_object_set_new(o, "first_command", json_integer((json_int_t) i->first_command_usec));
+        json_object_set_new(o, "known", json_boolean(i->guest_phases_known));
+        if (i->guest_kernel)
+                json_object_set_new(o, "kernel", json_string(i->guest_kernel));
+        for (size_t k = 0; k < _AGENT_PHASE_MAX; k++)
+                json_object_set_new(o, guest_phase_names[k], json_integer((json_int_t) i->guest_phase_usec[k]));
+        s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+        json_decref(o);
+        return s;
+}
+
+static uint64_t json_usec(json_t *o, const char *key) {
+        json_t *v = json_object_get(o, key);
+
+        return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t) json_integer_value(v) : 0;
+}
+
+static int boot_phases_from_json(Instance *i, const char *text) {
+        json_t *o = text ? json_loads(text, 0, NULL) : NULL, *kernel;
+
+        if (!json_is_object(o)) {
+                json_decref(o);
+                return 0; /* from before the phases, or damaged: shown as unknown */
+        }
+        i->boot_qemu_usec = json_usec(o, "qemu");
+        i->first_command_usec = json_usec(o, "first_command");
+        i->guest_phases_known = json_is_true(json_object_get(o, "known"));
+        for (size_t k = 0; k < _AGENT_PHASE_MAX; k++)
+                i->guest_phase_usec[k] = json_usec(o, guest_phase_names[k]);
+        kernel = json_object_get(o, "kernel");
+        if (json_is_string(kernel) && !(i->guest_kernel = strdup(json_string_value(kernel)))) {
+                json_decref(o);
+                return -ENOMEM;
+        }
+        json_decref(o);
+        return 0;
+}
+
 static char *labels_to_json(const Instance *i) {
         json_t *o = json_object();
         char *s;
@@ -135,11 +190,12 @@ static char *labels_to_json(const Instance *i) {
 }
 
 int store_save(Store *s, const Instance *i) {
-        _cleanup_free_ char *labels = labels_to_json(i), *events = events_to_json(i);
+        _cleanup_free_ char *labels = labels_to_json(i), *events = events_to_json(i),
+                            *phases = boot_phases_to_json(i);
         sqlite3_stmt *st = s->save;
         int n = 1, rc;
 
-        if (!labels || !events)
+        if (!labels || !events || !phases)
                 return -ENOMEM;
         sqlite3_reset(st);
         sqlite3_bind_text(st, n++, i->id, -1, SQLITE_STATIC);
@@ -171,6 +227,7 @@ int store_save(Store *s, const Instance *i) {
         sqlite3_bind_text(st, n++, i->dns_name, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, n++, i->accel_reason, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, n++, events, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, n++, phases, -1, SQLITE_STATIC);
         rc = sqlite3_step(st);
         sqlite3_reset(st);
         sqlite3_clear_bindings(st);
@@ -272,6 +329,7 @@ int store_load(Store *s, Manager *m, int (*cb)(Instance *i, void *userdata), voi
                 r = r ?: dup_column(st, c++, &i->dns_name);
                 r = r ?: dup_column(st, c++, &i->accel_reason);
                 r = r ?: events_from_json(i, (const char *) sqlite3_column_text(st, c++));
+                r = r ?: boot_phases_from_json(i, (const char *) sqlite3_column_text(st, c++));
                 if (r < 0) {
                         instance_free(i);
                         break;

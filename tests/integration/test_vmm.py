@@ -56,6 +56,44 @@ def have_guest_image():
     return all(os.path.exists(os.path.join(GUEST, f)) for f in ("vmlinux", "initramfs.cpio.gz"))
 
 
+def requested_kernel_kind():
+    """What -DHOSTMESH_GUEST_KERNEL asked the default image to boot."""
+    try:
+        with open(os.path.join(GUEST, "kernel-kind.requested")) as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return "hostmesh"
+
+
+def assert_boot_phases(test, d, image_dir):
+    """An instance that has run a command has every boot phase: READY must
+    carry the guest's split of its init time, and vmmd must have timed QEMU
+    and the first command. The kernel is the one the image was built with."""
+    p = d["boot_phases_us"]
+    test.assertTrue(p["known"], "READY arrived without the boot phases: %r" % p)
+    for phase in ("qemu", "kernel", "init", "first_command"):
+        test.assertGreater(p[phase], 0, "phase %s missing: %r" % (phase, p))
+    # The guest's clock under TCG is jiffies-based (the TSC is found
+    # unsynchronized): a part shorter than a tick reads 0.
+    for phase in ("mounts", "modules", "network", "port"):
+        test.assertGreaterEqual(p[phase], 0, "phase %s missing: %r" % (phase, p))
+    test.assertEqual(p["kernel"], d["guest_kernel_us"])
+    test.assertEqual(p["init"], d["guest_init_us"])
+    # The guest's parts fit in its total; the host's total covers them all.
+    test.assertLessEqual(p["mounts"] + p["modules"] + p["network"] + p["port"], p["init"])
+    test.assertLessEqual(p["qemu"] + p["kernel"] + p["init"], d["create_to_running_us"])
+    with open(os.path.join(image_dir, "kernel-version")) as f:
+        test.assertEqual(d["guest_kernel"], f.read().strip())
+    with open(os.path.join(image_dir, "kernel-kind")) as f:
+        kind = f.read().strip()
+    # Modules are loaded only by the Debian kernel's image.
+    if kind == "hostmesh":
+        test.assertEqual(p["modules"], 0, p)
+    else:
+        test.assertGreater(p["modules"], 0, p)
+    return kind
+
+
 class QemuReaper:
     """Remembers the QEMU pids of instances so that nothing outlives a test
     (VMs survive vmmd by design)."""
@@ -181,6 +219,33 @@ class VmmLifecycleTest(unittest.TestCase):
         r, d = m.nsc_json("describe", iid)
         self.assertGreater(d["guest_init_us"], 0)
         self.assertGreater(d["create_to_running_us"], d["guest_init_us"])
+        kind = assert_boot_phases(self, d, image_dir=GUEST)
+        self.assertEqual(kind, requested_kernel_kind(),
+                         "the default image must boot the kernel it was configured with; a build of our own "
+                         "kernel that fell back to Debian's says why in the guest-image build output")
+        if kind == "hostmesh":
+            # Everything built in: no module support at all, and what the
+            # container work needs is there without loading anything.
+            r = m.nsc("exec", iid, "--", "sh", "-c",
+                      "test -e /proc/modules && echo modules; cat /proc/filesystems; ls /proc/self/ns")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertNotIn("modules", r.stdout.split())
+            for want in ("ext4", "overlay", "tmpfs", "cgroup2", "devtmpfs", "mnt", "uts", "ipc", "pid", "net",
+                         "user", "cgroup"):
+                self.assertIn(want, r.stdout.split(), r.stdout)
+        # vmmd's histograms have a sample of every phase.
+        from hostmesh.common.v1 import metrics_pb2
+        text = m.channel("vmm").unary_unary(
+            "/hostmesh.common.v1.Metrics/GetMetrics",
+            request_serializer=metrics_pb2.GetMetricsRequest.SerializeToString,
+            response_deserializer=metrics_pb2.GetMetricsResponse.FromString)(metrics_pb2.GetMetricsRequest(),
+                                                                             timeout=10).text
+        for phase in ("qemu", "kernel", "init", "first_command"):
+            self.assertRegex(text, r'hostmesh_vmm_boot_phase_seconds_count\{[^}]*phase="%s"[^}]*\} [1-9]' % phase)
+        r = m.nsc("describe", iid)
+        self.assertRegex(r.stdout, r"(?m)^boot +qemu [0-9.]+ ms → kernel [0-9.]+ ms → init [0-9.]+ ms "
+                                   r"\(mounts (-|[0-9.]+ ms), modules (-|[0-9.]+ ms), network (-|[0-9.]+ ms), "
+                                   r"port (-|[0-9.]+ ms)\) → first command [0-9.]+ ms$")
         if d.get("token"):
             r = m.nsc("exec", iid, "--", "cat", "/var/run/nsc/token.json")
             self.assertIn('"bearer_token"', r.stdout)
@@ -288,6 +353,44 @@ class VmmLifecycleTest(unittest.TestCase):
         sync = unary(COMPUTE + "WaitInstanceSync", compute_pb2.WaitInstanceRequest, compute_pb2.WaitInstanceResponse)
         w = sync(compute_pb2.WaitInstanceRequest(instance_id=iid, destroyed_ok=True), timeout=60)
         self.assertEqual(w.metadata.status, compute_pb2.InstanceMetadata.DESTROYED)
+
+
+DEBIAN_GUEST = os.path.join(GUEST, "debian")
+
+
+@unittest.skipUnless(all(os.path.exists(os.path.join(DEBIAN_GUEST, f)) for f in ("vmlinux", "initramfs.cpio.gz")),
+                     "Debian-kernel guest image not built (HOSTMESH_BUILD_GUEST=ON)")
+class VmmDebianKernelTest(unittest.TestCase):
+    """The fallback image (-DHOSTMESH_GUEST_KERNEL=debian, or automatic when
+    our kernel does not build): Debian's modular kernel, whose virtio and
+    ext4 modules hostmesh-init loads from modules.order."""
+
+    def test_debian_kernel_boots_loads_its_modules_and_reports_every_phase(self):
+        reaper = QemuReaper()
+        cfg = vmm_config().replace(GUEST + "/", DEBIAN_GUEST + "/")
+        with Mesh(configs={"vmm": cfg}) as m:
+            try:
+                r, created = nsc_json(m, "create", "--machine_type", "2x2", "--wait_timeout", "2m", timeout=180)
+                self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+                iid = created["instance_id"]
+                reaper.note(m, iid)
+                r = m.nsc("exec", iid, "--", "cat", "/proc/modules")
+                self.assertEqual(r.returncode, 0, r.stderr)
+                loaded = {line.split()[0] for line in r.stdout.splitlines()}
+                for mod in ("virtio_console", "virtio_blk", "ext4"):
+                    self.assertIn(mod, loaded, r.stdout)
+                # The disk stack came up: the instance disk's block device is there.
+                r = m.nsc("exec", iid, "--", "test", "-b", "/dev/vda")
+                self.assertEqual(r.returncode, 0, r.stderr)
+                r, d = m.nsc_json("describe", iid)
+                self.assertEqual(assert_boot_phases(self, d, image_dir=DEBIAN_GUEST), "debian")
+            finally:
+                r, lst = nsc_json(m, "list", "--all")
+                for i in lst or []:
+                    m.nsc("destroy", "--force", i["instance_id"])
+                    reaper.note(m, i["instance_id"])
+                time.sleep(1)
+                reaper.reap()
 
 
 @unittest.skipUnless(have_guest_image(), "guest image not built (HOSTMESH_BUILD_GUEST=ON)")
