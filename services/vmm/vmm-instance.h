@@ -70,7 +70,10 @@ enum {
         CREATE_TOKEN_DONE = 1 << 1,
         CREATE_NET_DONE = 1 << 2,
         CREATE_DNS_DONE = 1 << 3,
+        CREATE_CONTAINERS_DONE = 1 << 4,
 };
+
+typedef struct VmmContainer VmmContainer;
 
 typedef struct Instance {
         Manager *manager;
@@ -120,6 +123,10 @@ typedef struct Instance {
 
         uint64_t guest_kernel_usec, guest_init_usec, ready_usec;
         uint64_t vmmd_cost_usec;  /* loop time spent on the create, QEMU's own start excluded */
+
+        VmmContainer *containers; /* CreateInstanceRequest.containers (vmm-containers.h) */
+        size_t n_containers;
+        int containers_error;     /* RpcCode of a failed pull, for the waiters' status */
 
         Waiter *waiters;
         Exec *execs;
