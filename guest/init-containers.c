@@ -224,7 +224,9 @@ static pid_t start_containerd(void) {
                         dup2(log, STDOUT_FILENO);
                         dup2(log, STDERR_FILENO);
                 }
-                execl("/usr/bin/containerd", "containerd", "--log-level", "warn", (char *) NULL);
+                /* The shim finds runc (/usr/sbin) and itself through PATH. */
+                char *const envp[] = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL };
+                execle("/usr/bin/containerd", "containerd", "--log-level", "warn", (char *) NULL, envp);
                 _exit(127);
         }
         return pid;
@@ -269,6 +271,10 @@ void containers_setup(const char *ns, const char *search) {
         if (r < 0)
                 say("cannot write the CNI configuration: %s", strerror(-r));
         (void) write_text("/proc/sys/net/ipv4/ip_forward", "1\n");
+        /* ctr run --net-host bind-mounts the guest's resolv.conf and hosts:
+         * they must exist, even without a network. */
+        if (access("/etc/resolv.conf", F_OK) < 0)
+                (void) write_text("/etc/resolv.conf", "");
         containerd_pid = start_containerd();
         if (containerd_pid < 0) {
                 say("cannot start containerd: %m");
@@ -443,7 +449,7 @@ int containers_prepare(const AgentFrame *f, char ***ret_argv, char **ret_error) 
         envc = 0;
         while (c.env[envc])
                 envc++;
-        argv = calloc(argc + 2 * envc + 12, sizeof(char *));
+        argv = calloc(argc + envc + 16, sizeof(char *));
         if (!argv) {
                 r = -ENOMEM;
                 goto out;
@@ -452,7 +458,14 @@ int containers_prepare(const AgentFrame *f, char ***ret_argv, char **ret_error) 
         argv[n++] = strdup("--namespace=default");
         argv[n++] = strdup("run");
         argv[n++] = strdup("--rootfs");
+        /* The guest's root is the initramfs (rootfs), which pivot_root(2)
+         * refuses: runc moves the container's root and chroots instead.
+         * The micro-VM, not this, is the isolation boundary. */
+        argv[n++] = strdup("--no-pivot");
         argv[n++] = strdup(c.network == AGENT_NETWORK_HOST ? "--net-host" : "--cni");
+        /* Without an image config (ctr run --rootfs), nothing sets PATH:
+         * the usual one first, the request's variables after (and over it). */
+        argv[n++] = strdup("--env=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
         for (size_t i = 0; i < envc; i++)
                 argv[n++] = xasprintf("--env=%s", c.env[i]);
         argv[n++] = strdup("--");

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,12 +23,13 @@
  * over the image (the ext4 inside is the image's own size). */
 #define CONTAINER_DISK_BYTES (1ULL << 30)
 
-static char **strv_copy(char *const *l) {
-        size_t n = 0;
+/* n: the entries of l, or SIZE_MAX when it is NULL-terminated. */
+static char **strv_copy(char *const *l, size_t n) {
         char **c;
 
-        while (l && l[n])
-                n++;
+        if (n == SIZE_MAX)
+                for (n = 0; l && l[n];)
+                        n++;
         c = calloc(n + 1, sizeof(char *));
         if (!c)
                 return NULL;
@@ -57,7 +59,7 @@ VmmContainer *vmm_container_free_all(VmmContainer *c, size_t n) {
         return NULL;
 }
 
-int vmm_container_init(VmmContainer *c, const char *name, const char *image_ref, char *const *argv,
+int vmm_container_init(VmmContainer *c, const char *name, const char *image_ref, char *const *argv, size_t n_argv,
                        char *const *env, uint32_t network) {
         uint8_t raw[8];
         char id[18];
@@ -73,8 +75,8 @@ int vmm_container_init(VmmContainer *c, const char *name, const char *image_ref,
         c->id = strdup(id);
         c->name = strdup(name);
         c->image_ref = strdup(image_ref);
-        c->argv = strv_copy(argv);
-        c->env = strv_copy(env);
+        c->argv = strv_copy(argv, n_argv);
+        c->env = strv_copy(env, SIZE_MAX);
         c->status = strdup("pending");
         if (!c->id || !c->name || !c->image_ref || !c->argv || !c->env || !c->status)
                 return -ENOMEM;
@@ -113,8 +115,12 @@ typedef struct ContainerOp {
 static void container_fail(Instance *i, VmmContainer *c, const char *what, int r, const RpcStatus *status) {
         _cleanup_free_ char *reason = NULL;
 
-        if (asprintf(&reason, "Container %s: %s %s failed: %s", c->name, what, c->image_ref,
-                     status && status->message ? status->message : strerror(-r)) < 0)
+        const char *hint = !status                         ? "; is diskd running?"
+                           : status->code == RPC_NOT_FOUND       ? "; check the repository and tag"
+                           : status->code == RPC_UNAVAILABLE     ? "; is the registry up?"
+                                                                 : "";
+        if (asprintf(&reason, "Container %s: %s %s failed: %s%s", c->name, what, c->image_ref,
+                     status && status->message ? status->message : strerror(-r), hint) < 0)
                 reason = NULL;
         /* The reason keeps diskd's words: NOT_FOUND names the missing tag,
          * UNAVAILABLE the registry that does not answer. */
@@ -123,7 +129,8 @@ static void container_fail(Instance *i, VmmContainer *c, const char *what, int r
         else if (status && status->code == RPC_INVALID_ARGUMENT)
                 i->containers_error = RPC_INVALID_ARGUMENT;
         else if (!i->containers_error)
-                i->containers_error = RPC_UNAVAILABLE;
+                /* Not UNAVAILABLE: that would read as vmmd being away. */
+                i->containers_error = RPC_FAILED_PRECONDITION;
         set_status(c, "failed");
         manager_instance_fail(i, reason ?: what);
 }
@@ -185,7 +192,14 @@ static void on_image_pulled(int r, const ProtobufCMessage *response, const RpcSt
         }
         instance_add_event(i, "container %s: image %s (%s%s)", c->name, c->image_ref,
                            resp->image->digest ?: "", resp->cached ? ", cached" : "");
-        req.instance_id = i->id;
+        /* diskd keeps one disk per owner: a container's is "<instance>.<container id>". */
+        _cleanup_free_ char *owner = NULL;
+        if (asprintf(&owner, "%s.%s", i->id, c->id) < 0) {
+                free(op);
+                manager_instance_fail(i, "Out of memory");
+                return manager_instance_continue(i);
+        }
+        req.instance_id = owner;
         req.size_bytes = CONTAINER_DISK_BYTES;
         req.base_image = c->image;
         r = compose_backend_client(m, m->disk_socket, &m->disk_client);
@@ -224,7 +238,7 @@ void vmm_containers_prepare(Manager *m, Instance *i) {
                         if (asprintf(&reason, "Container %s: diskd is not usable at %s (%s); containers need diskd",
                                      c->name, m->disk_socket, strerror(-r)) < 0)
                                 reason = NULL;
-                        i->containers_error = RPC_UNAVAILABLE;
+                        i->containers_error = RPC_FAILED_PRECONDITION;
                         return manager_instance_fail(i, reason ?: "Containers need diskd");
                 }
                 i->pending_ops++;

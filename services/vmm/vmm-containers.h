@@ -46,8 +46,9 @@ typedef struct VmmContainer {
 } VmmContainer;
 
 VmmContainer *vmm_container_free_all(VmmContainer *c, size_t n);
-/* A copy of the validated request: name, image, args, env, network. */
-int vmm_container_init(VmmContainer *c, const char *name, const char *image_ref, char *const *argv,
+/* A copy of the validated request: name, image, n_argv args, env
+ * (NULL-terminated), network. */
+int vmm_container_init(VmmContainer *c, const char *name, const char *image_ref, char *const *argv, size_t n_argv,
                        char *const *env, uint32_t network);
 
 /* The create pipeline's containers step: pull every image, make every

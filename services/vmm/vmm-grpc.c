@@ -330,7 +330,7 @@ static int parse_containers(RpcCall *c, const Namespace__Cloud__Compute__V1beta_
                         rpc_call_fail(c, RPC_INVALID_ARGUMENT, "containers[%zu]: args and environment exceed 30 KiB.", k);
                         goto fail;
                 }
-                r = vmm_container_init(&list[k], cname, cr->image_ref, cr->args, env, network);
+                r = vmm_container_init(&list[k], cname, cr->image_ref, cr->args, cr->n_args, env, network);
                 if (r < 0) {
                         rpc_call_fail_errno(c, r, "Cannot set up the container");
                         goto fail;

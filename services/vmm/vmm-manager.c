@@ -314,8 +314,10 @@ static void instance_notify_waiters_only(Instance *i, Waiter *only) {
                         else
                                 (void) vmm_grpc_send_wait(x->call, i, false);
                 } else if (i->state == INSTANCE_ERROR)
-                        rpc_call_fail(x->call, RPC_INTERNAL, "Instance %s failed: %s", i->id,
-                                      i->reason ?: "unknown reason");
+                        /* A container's image that is not there (or a registry
+                         * that is down) keeps its own code. */
+                        rpc_call_fail(x->call, i->containers_error ? (RpcCode) i->containers_error : RPC_INTERNAL,
+                                      "Instance %s failed: %s", i->id, i->reason ?: "unknown reason");
                 else
                         rpc_call_fail(x->call, RPC_FAILED_PRECONDITION,
                                       "Instance %s is %s and will not become RUNNING; create a new one.", i->id,
