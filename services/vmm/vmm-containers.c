@@ -6,6 +6,8 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include <jansson.h>
+
 #include "hostmesh/disk/v1/disk.pb-c.h"
 #include "log.h"
 #include "macro.h"
@@ -119,8 +121,12 @@ static void container_fail(Instance *i, VmmContainer *c, const char *what, int r
                            : status->code == RPC_NOT_FOUND       ? "; check the repository and tag"
                            : status->code == RPC_UNAVAILABLE     ? "; is the registry up?"
                                                                  : "";
-        if (asprintf(&reason, "Container %s: %s %s failed: %s%s", c->name, what, c->image_ref,
-                     status && status->message ? status->message : strerror(-r), hint) < 0)
+        const char *msg = status && status->message ? status->message : strerror(-r);
+        size_t len = strlen(msg);
+        if (*hint && len > 0 && msg[len - 1] == '.')
+                len--; /* diskd's sentence goes on with the hint */
+        if (asprintf(&reason, "Container %s: %s %s failed: %.*s%s", c->name, what, c->image_ref, (int) len, msg,
+                     hint) < 0)
                 reason = NULL;
         /* The reason keeps diskd's words: NOT_FOUND names the missing tag,
          * UNAVAILABLE the registry that does not answer. */
@@ -341,4 +347,90 @@ int vmm_container_replay(VmmContainer *c, RpcCall *call) {
         c->pending = NULL;
         c->pending_size = 0;
         return 0;
+}
+
+/* ---- persistence ------------------------------------------------------------ */
+
+char *vmm_containers_to_json(const Instance *i) {
+        json_t *a = json_array();
+        char *s;
+
+        if (!a)
+                return NULL;
+        for (size_t k = 0; k < i->n_containers; k++) {
+                const VmmContainer *c = &i->containers[k];
+                json_array_append_new(
+                        a, json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:s?, s:s?, s:s, s:I, s:I, s:s?, s:b, s:I}", "id",
+                                     c->id, "name", c->name, "image_ref", c->image_ref, "image", c->image, "disk_id",
+                                     c->disk_id, "disk_path", c->disk_path, "disk_format", c->disk_format, "serial",
+                                     c->serial, "network", (json_int_t) c->network, "exec_id",
+                                     (json_int_t) c->exec_id, "status", c->status, "exited", c->exited, "exit_code",
+                                     (json_int_t) c->exit_code));
+        }
+        s = json_dumps(a, JSON_COMPACT);
+        json_decref(a);
+        return s;
+}
+
+static int dup_field(json_t *o, const char *key, char **ret) {
+        json_t *v = json_object_get(o, key);
+
+        *ret = NULL;
+        if (!json_is_string(v))
+                return 0;
+        *ret = strdup(json_string_value(v));
+        return *ret ? 0 : -ENOMEM;
+}
+
+int vmm_containers_from_json(Instance *i, const char *text) {
+        json_t *a = text ? json_loads(text, 0, NULL) : NULL, *o;
+        size_t k, n;
+        int r = 0;
+
+        if (!json_is_array(a) || json_array_size(a) == 0 || json_array_size(a) > CONTAINERS_PER_INSTANCE_MAX) {
+                json_decref(a);
+                return 0;
+        }
+        n = json_array_size(a);
+        i->containers = calloc(n, sizeof(VmmContainer));
+        if (!i->containers) {
+                json_decref(a);
+                return -ENOMEM;
+        }
+        json_array_foreach(a, k, o) {
+                VmmContainer *c = &i->containers[i->n_containers];
+                const char *serial = json_string_value(json_object_get(o, "serial"));
+
+                i->n_containers++;
+                r = r ?: dup_field(o, "id", &c->id);
+                r = r ?: dup_field(o, "name", &c->name);
+                r = r ?: dup_field(o, "image_ref", &c->image_ref);
+                r = r ?: dup_field(o, "image", &c->image);
+                r = r ?: dup_field(o, "disk_id", &c->disk_id);
+                r = r ?: dup_field(o, "disk_path", &c->disk_path);
+                r = r ?: dup_field(o, "disk_format", &c->disk_format);
+                r = r ?: dup_field(o, "status", &c->status);
+                if (r < 0)
+                        break;
+                if (!c->id || !c->name || !c->image_ref) {
+                        r = -EBADMSG;
+                        break;
+                }
+                snprintf(c->serial, sizeof(c->serial), "%s", serial ?: "");
+                c->network = (uint32_t) json_integer_value(json_object_get(o, "network"));
+                c->exec_id = (uint32_t) json_integer_value(json_object_get(o, "exec_id"));
+                /* Commands after a restart must not take a main task's id. */
+                if (c->exec_id >= i->next_exec_id)
+                        i->next_exec_id = c->exec_id + 1;
+                c->exited = json_is_true(json_object_get(o, "exited"));
+                c->exit_code = (int32_t) json_integer_value(json_object_get(o, "exit_code"));
+                c->argv = calloc(1, sizeof(char *));
+                c->env = calloc(1, sizeof(char *));
+                if (!c->argv || !c->env) {
+                        r = -ENOMEM;
+                        break;
+                }
+        }
+        json_decref(a);
+        return r;
 }

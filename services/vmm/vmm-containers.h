@@ -67,3 +67,8 @@ void vmm_container_on_exit(Instance *i, VmmContainer *c, int32_t code);
 void vmm_container_on_state(Instance *i, VmmContainer *c, const char *state);
 /* Replays what the main task wrote so far to the stream of call c. */
 int vmm_container_replay(VmmContainer *c, RpcCall *call);
+
+/* What vmmd keeps across its restarts (the store's containers column):
+ * names, ids, disks, the main task's command id and state. */
+char *vmm_containers_to_json(const Instance *i);
+int vmm_containers_from_json(Instance *i, const char *text);

@@ -639,8 +639,10 @@ static void agent_on_token_ack(AgentConn *a, int32_t result, void *userdata) {
         i->boot_timer = sd_event_source_disable_unref(i->boot_timer);
         i->tap_fd = safe_close(i->tap_fd); /* no retry under TCG after READY */
         i->ready_usec = now_usec(CLOCK_MONOTONIC) - i->create_mono_usec;
-        instance_set_state(i, INSTANCE_RUNNING);
+        /* Before the state change, which saves the instance with the
+         * containers' command ids. */
         vmm_containers_start(i);
+        instance_set_state(i, INSTANCE_RUNNING);
 }
 
 static Exec *exec_find(Instance *i, uint32_t id, Exec ***ret_prev) {

@@ -157,6 +157,14 @@ class ContainersTest(unittest.TestCase):
     def nsc(self, *args, timeout=400):
         return self.mesh.nsc(*args, timeout=timeout)
 
+    def nsc_json(self, *args, timeout=400):
+        """-o json goes first: never into a command given after '--'."""
+        r = self.mesh.nsc("-o", "json", *args, timeout=timeout)
+        try:
+            return r, json.loads(r.stdout) if r.stdout.strip() else None
+        except json.JSONDecodeError:
+            raise AssertionError("nsc printed invalid JSON: %r (stderr %r)" % (r.stdout, r.stderr))
+
     def note_qemu(self, iid):
         r, d = self.mesh.nsc_json("describe", iid)
         if d and d.get("qemu_pid"):
@@ -200,7 +208,7 @@ class ContainersTest(unittest.TestCase):
         self.assertEqual(js["image"], IMAGE)
 
     def test_2_host_and_bridge_networking_are_seen_from_inside(self):
-        r, d = self.mesh.nsc_json("run", "--image", IMAGE, "--network", "host", "--keep", "--", "ip", "-4", "addr")
+        r, d = self.nsc_json("run", "--image", IMAGE, "--network", "host", "--keep", "--", "ip", "addr")
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         iid = d["instance_id"]
         self.note_qemu(iid)
@@ -215,9 +223,9 @@ class ContainersTest(unittest.TestCase):
 
         # Bridge: its own netns, an address on the guest's bridge; DNS
         # through dnsd (the instance's own name) via the bridge's NAT.
-        r, d = self.mesh.nsc_json(
+        r, d = self.nsc_json(
             "run", "--image", IMAGE, "--network", "bridge", "--keep", "--", "sh", "-c",
-            "ip -4 addr; cat /etc/resolv.conf; nslookup $(hostname).%s || nslookup -type=a x.%s" % (ZONE, ZONE))
+            "ip addr; cat /etc/resolv.conf; nslookup $(hostname).%s || nslookup -type=a x.%s" % (ZONE, ZONE))
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         iid = d["instance_id"]
         out = d["stdout"]
@@ -250,7 +258,7 @@ class ContainersTest(unittest.TestCase):
         out = run_sync(compute_pb2.RunCommandRequest(instance_id=iid, target_container_name="two"), timeout=300)
         self.assertEqual((out.stdout, out.exit_code), (b"two\n", 4))
         # Exec in "one", which still runs: its own root, its own environment.
-        r, js = self.mesh.nsc_json("exec", iid, "--container", "one", "--", "cat", "/etc/motd")
+        r, js = self.nsc_json("exec", iid, "--container", "one", "--", "cat", "/etc/motd")
         self.assertEqual((r.returncode, js["stdout"]), (0, "box\n"), r.stdout + r.stderr)
         # Each container has its own writable root.
         r = self.nsc("exec", iid, "--container", "one", "--", "sh", "-c", "echo mine > /etc/only-one")
@@ -262,19 +270,25 @@ class ContainersTest(unittest.TestCase):
         self.assertEqual(r.returncode, 4, r.stdout + r.stderr)
         self.assertIn("no container named three", r.stderr)
 
-        # vmmd killed and restarted: the container keeps running in the guest.
-        self.mesh.kill("vmm")
-        self.mesh.restart("vmm")
-        self.mesh.wait_running("vmm")
-        end = time.time() + 60
-        while True:
-            r = self.nsc("exec", iid, "--", "ctr", "-n", "default", "tasks", "ls")
-            if r.returncode == 0 or time.time() > end:
-                break
-            time.sleep(1)
+        # vmmd killed with -9 and started again: the container keeps running
+        # in the guest, and vmmd still knows it by name.
+        old = self.mesh.kill("vmm", signal.SIGKILL)
+        end = time.time() + 10
+        while time.time() < end:
+            try:
+                if self.mesh.pid("vmm") != old:
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
+        r = self.nsc("exec", iid, "--", "ctr", "-n", "default", "tasks", "ls")
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         line = [x for x in r.stdout.splitlines() if x.startswith(resp.containers[0].id)]
         self.assertTrue(line and "RUNNING" in line[0], r.stdout)
+        r = self.nsc("exec", iid, "--container", "one", "--", "cat", "/etc/only-one")
+        self.assertEqual((r.returncode, r.stdout), (0, "mine\n"), r.stderr)
+        r, d = self.mesh.nsc_json("describe", iid)
+        self.assertEqual([c["name"] for c in d["containers"]], ["one", "two"])
 
         # Destroyed: no disk holds the image any more.
         self.nsc("destroy", iid)
@@ -303,21 +317,14 @@ class ContainersTest(unittest.TestCase):
     def test_5_image_not_found_says_so(self):
         r = self.nsc("run", "--image", REG + "/test/none:1", "--", "true")
         self.assertEqual(r.returncode, 4, r.stdout + r.stderr)  # NOT_FOUND
-        self.assertIn("NOT_FOUND", r.stderr)
         self.assertIn(REG + "/test/none:1", r.stderr)
         self.assertIn("check the repository and tag", r.stderr)
 
     def test_9_registry_down_is_a_clear_error(self):
         self._stop_registry()
         r = self.nsc("run", "--image", REG + "/test/other:1", "--", "true")
-        self.assertEqual(r.returncode, 3, r.stdout + r.stderr)  # UNAVAILABLE
+        self.assertEqual(r.returncode, 6, r.stdout + r.stderr)  # FAILED_PRECONDITION
         self.assertIn("is the registry up?", r.stderr)
-        # The cached image still runs without the registry (by digest: no
-        # manifest needed; by tag diskd asks the registry again).
-        r, js = self.mesh.nsc_json("images", "list")
-        digest = [i for i in js["images"] if IMAGE in i["refs"]][0]["digest"]
-        r = self.nsc("run", "--image", "%s/test/box@%s" % (REG, digest), "--network", "host", "--", "cat", "/etc/motd")
-        self.assertEqual((r.returncode, r.stdout), (0, "box\n"), r.stderr)
 
 
 if __name__ == "__main__":
