@@ -93,7 +93,7 @@ def config_json(diff_ids):
 
 
 def make_oci_layout(path, marker, tag, applets=False):
-    l1, l2 = layer_tars(marker, applets)
+    l1, l2 = layer_tars(marker, applets) if applets else layer_tars(marker)
     l1gz = gzip.compress(l1, mtime=0)
     config = config_json([sha(l1), sha(l2)])
     manifest = json.dumps({
