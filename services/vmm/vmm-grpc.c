@@ -431,10 +431,19 @@ static void handle_wait(RpcCall *c, const ProtobufCMessage *request, void *userd
         const Namespace__Cloud__Compute__V1beta__WaitInstanceRequest *req = (const void *) request;
         Manager *m = userdata;
         Instance *i = find_or_fail(m, c, req->instance_id);
+        const VmmContainer *container = NULL;
 
         if (!i)
                 return;
-        manager_add_waiter(m, i, c, stream, req->destroyed_ok);
+        if (!isempty(req->container_id)) {
+                container = vmm_container_find(i, req->container_id);
+                if (!container) {
+                        rpc_call_fail(c, RPC_NOT_FOUND, "Instance %s has no container %.64s.", i->id,
+                                      req->container_id);
+                        return;
+                }
+        }
+        manager_add_waiter(m, i, c, stream, req->destroyed_ok, container);
 }
 
 static void handle_wait_stream(RpcCall *c, const ProtobufCMessage *request, void *userdata) {
@@ -445,7 +454,7 @@ static void handle_wait_sync(RpcCall *c, const ProtobufCMessage *request, void *
         handle_wait(c, request, userdata, false);
 }
 
-int vmm_grpc_send_wait(RpcCall *c, Instance *i, bool stream) {
+int vmm_grpc_send_wait(RpcCall *c, Instance *i, bool stream, const VmmContainer *container) {
         Namespace__Cloud__Compute__V1beta__WaitInstanceResponse resp =
                 NAMESPACE__CLOUD__COMPUTE__V1BETA__WAIT_INSTANCE_RESPONSE__INIT;
         MetadataStorage *s = calloc(1, sizeof(*s));
@@ -455,6 +464,8 @@ int vmm_grpc_send_wait(RpcCall *c, Instance *i, bool stream) {
                 return -ENOMEM;
         metadata_fill(s, i);
         resp.metadata = &s->md;
+        if (container)
+                resp.container_status = container->status ?: (char *) "";
         r = stream ? rpc_call_send(c, &resp.base) : rpc_call_reply(c, &resp.base);
         free(s);
         return r;

@@ -47,6 +47,7 @@ typedef struct Waiter {
         RpcCall *call;
         bool stream;              /* WaitInstance (stream) or WaitInstanceSync */
         bool destroyed_ok;
+        const struct VmmContainer *container; /* WaitInstanceRequest.container_id; NULL: none */
         struct Waiter *next;
 } Waiter;
 

@@ -303,7 +303,7 @@ static void instance_notify_waiters_only(Instance *i, Waiter *only) {
                             (i->state == INSTANCE_DESTROYING && !x->destroyed_ok);
 
                 if (x->stream)
-                        (void) vmm_grpc_send_wait(x->call, i, true);
+                        (void) vmm_grpc_send_wait(x->call, i, true, x->container);
                 if (!done) {
                         w = &x->next;
                         continue;
@@ -312,7 +312,7 @@ static void instance_notify_waiters_only(Instance *i, Waiter *only) {
                         if (x->stream)
                                 rpc_call_finish(x->call, RPC_OK, NULL);
                         else
-                                (void) vmm_grpc_send_wait(x->call, i, false);
+                                (void) vmm_grpc_send_wait(x->call, i, false, x->container);
                 } else if (i->state == INSTANCE_ERROR)
                         /* A container's image that is not there (or a registry
                          * that is down) keeps its own code. */
@@ -1320,7 +1320,8 @@ static void waiter_cancelled(RpcCall *c, void *userdata) {
                 }
 }
 
-void manager_add_waiter(Manager *m, Instance *i, RpcCall *c, bool stream, bool destroyed_ok) {
+void manager_add_waiter(Manager *m, Instance *i, RpcCall *c, bool stream, bool destroyed_ok,
+                        const VmmContainer *container) {
         Waiter *w;
 
         (void) m;
@@ -1329,7 +1330,8 @@ void manager_add_waiter(Manager *m, Instance *i, RpcCall *c, bool stream, bool d
                 rpc_call_fail_errno(c, -ENOMEM, "Out of memory");
                 return;
         }
-        *w = (Waiter){ .call = rpc_call_ref(c), .stream = stream, .destroyed_ok = destroyed_ok, .next = i->waiters };
+        *w = (Waiter){ .call = rpc_call_ref(c), .stream = stream, .destroyed_ok = destroyed_ok, .container = container,
+                       .next = i->waiters };
         i->waiters = w;
         rpc_call_on_cancel(c, waiter_cancelled, i);
         instance_notify_waiters_only(i, w);

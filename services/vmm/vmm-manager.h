@@ -115,7 +115,8 @@ void manager_instance_fail(Instance *i, const char *reason);
 
 /* WaitInstance: takes a reference on the call; ends it when the instance
  * is RUNNING (or final). */
-void manager_add_waiter(Manager *m, Instance *i, RpcCall *c, bool stream, bool destroyed_ok);
+void manager_add_waiter(Manager *m, Instance *i, RpcCall *c, bool stream, bool destroyed_ok,
+                        const VmmContainer *container);
 /* RunCommand: takes a reference on the call. */
 int manager_exec(Manager *m, Instance *i, RpcCall *c, bool sync, char **argv, char **env, const char *cwd,
                  char **ret_error);
