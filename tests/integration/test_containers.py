@@ -255,8 +255,19 @@ class ContainersTest(unittest.TestCase):
         run_sync = self.stub("RunCommandSync", compute_pb2.RunCommandRequest, compute_pb2.RunCommandSyncResponse,
                              service=COMMAND)
         # Attach to "two" (no command): its output and exit code.
-        out = run_sync(compute_pb2.RunCommandRequest(instance_id=iid, target_container_name="two"), timeout=300)
+        try:
+            out = run_sync(compute_pb2.RunCommandRequest(instance_id=iid, target_container_name="two"), timeout=600)
+        except grpc.RpcError:
+            print(self.nsc("logs", iid).stdout[-4000:])
+            raise
         self.assertEqual((out.stdout, out.exit_code), (b"two\n", 4))
+        w = wait(compute_pb2.WaitInstanceRequest(instance_id=iid, container_id=resp.containers[1].id), timeout=60)
+        self.assertEqual(w.container_status, "exited 4")
+        w = wait(compute_pb2.WaitInstanceRequest(instance_id=iid, container_id="one"), timeout=60)
+        self.assertEqual(w.container_status, "running")
+        with self.assertRaises(grpc.RpcError) as cm:
+            wait(compute_pb2.WaitInstanceRequest(instance_id=iid, container_id="nope"), timeout=60)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.NOT_FOUND)
         # Exec in "one", which still runs: its own root, its own environment.
         r, js = self.nsc_json("exec", iid, "--container", "one", "--", "cat", "/etc/motd")
         self.assertEqual((r.returncode, js["stdout"]), (0, "box\n"), r.stdout + r.stderr)
