@@ -284,10 +284,10 @@ class ContainersTest(unittest.TestCase):
         # vmmd killed with -9 and started again: the container keeps running
         # in the guest, and vmmd still knows it by name.
         old = self.mesh.kill("vmm", signal.SIGKILL)
-        end = time.time() + 10
+        end = time.time() + 60
         while time.time() < end:
             try:
-                if self.mesh.pid("vmm") != old:
+                if self.mesh.pid("vmm") != old and os.path.exists(self.mesh.socket("vmm")):
                     break
             except (OSError, ValueError):
                 pass
