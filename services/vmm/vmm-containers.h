@@ -42,7 +42,6 @@ typedef struct VmmContainer {
         uint8_t *pending;         /* output before an attach: [u8 stream][u32 len][bytes]... */
         size_t pending_size;
         bool pending_truncated;
-        bool attached;
 } VmmContainer;
 
 VmmContainer *vmm_container_free_all(VmmContainer *c, size_t n);

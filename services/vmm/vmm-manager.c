@@ -1347,9 +1347,7 @@ static void exec_cancelled(RpcCall *c, void *userdata) {
                         VmmContainer *ct = vmm_container_by_exec(i, x->id);
                         /* The client went away: stop the command in the guest;
                          * a container's main task outlives its reader. */
-                        if (ct)
-                                ct->attached = false;
-                        else if (agent_int_encode(&b, AGENT_SIGNAL, x->id, SIGKILL) >= 0)
+                        if (!ct && agent_int_encode(&b, AGENT_SIGNAL, x->id, SIGKILL) >= 0)
                                 (void) agent_conn_send(i->agent, &b);
                         agent_buffer_done(&b);
                         *e = x->next;
@@ -1440,7 +1438,7 @@ int manager_exec_container(Manager *m, Instance *i, RpcCall *c, bool sync, const
                 }
         } else {
                 /* Attach to the main task: one reader at a time. */
-                if (ct->attached || exec_find(i, ct->exec_id, NULL)) {
+                if (ct->exec_id != 0 && exec_find(i, ct->exec_id, NULL)) {
                         if (asprintf(ret_error, "Container %s has a reader attached already", ct->name) < 0)
                                 *ret_error = NULL;
                         return -EBUSY;
@@ -1454,7 +1452,6 @@ int manager_exec_container(Manager *m, Instance *i, RpcCall *c, bool sync, const
                 if (!e)
                         return -ENOMEM;
                 *e = (Exec){ .instance = i, .id = ct->exec_id, .sync = sync };
-                ct->attached = true;
                 if (sync) {
                         /* Collect what came so far into the sync buffers. */
                         size_t off = 0;
