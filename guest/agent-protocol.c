@@ -9,6 +9,7 @@ static const char *const frame_type_names[_AGENT_TYPE_MAX] = {
         [AGENT_READY] = "READY",       [AGENT_TOKEN] = "TOKEN", [AGENT_TOKEN_ACK] = "TOKEN_ACK",
         [AGENT_EXEC] = "EXEC",         [AGENT_STDOUT] = "STDOUT", [AGENT_STDERR] = "STDERR",
         [AGENT_EXIT] = "EXIT",         [AGENT_SIGNAL] = "SIGNAL", [AGENT_POWEROFF] = "POWEROFF",
+        [AGENT_CONTAINER] = "CONTAINER", [AGENT_CONTAINER_STATE] = "CONTAINER_STATE",
 };
 
 const char *agent_frame_type_to_string(uint8_t type) {
@@ -236,6 +237,11 @@ static int get_strv(AgentReader *r, bool need_one, char ***ret) {
 }
 
 int agent_exec_encode(AgentBuffer *b, uint32_t id, char *const *argv, char *const *env, const char *cwd) {
+        return agent_exec_encode_in(b, id, argv, env, cwd, NULL);
+}
+
+int agent_exec_encode_in(AgentBuffer *b, uint32_t id, char *const *argv, char *const *env, const char *cwd,
+                         const char *container) {
         size_t argc = strv_length(argv), envc = strv_length(env), start;
 
         if (argc == 0 || argc > AGENT_ARGS_MAX || envc > AGENT_ARGS_MAX)
@@ -248,6 +254,11 @@ int agent_exec_encode(AgentBuffer *b, uint32_t id, char *const *argv, char *cons
         for (size_t i = 0; i < envc; i++)
                 agent_put_string(b, env[i]);
         agent_put_string(b, cwd);
+        if (container) {
+                if (!agent_container_name_valid(container))
+                        return -EINVAL;
+                agent_put_string(b, container);
+        }
         return agent_frame_end(b, start);
 }
 
@@ -272,6 +283,15 @@ int agent_exec_decode(const AgentFrame *f, AgentExec *ret) {
         k = agent_get_string(&r, &e.cwd);
         if (k < 0)
                 goto fail;
+        if (r.left > 0) {
+                k = agent_get_string(&r, &e.container);
+                if (k < 0)
+                        goto fail;
+                if (!agent_container_name_valid(e.container)) {
+                        k = -EBADMSG;
+                        goto fail;
+                }
+        }
         if (r.left != 0) {
                 k = -EBADMSG;
                 goto fail;
@@ -291,6 +311,7 @@ void agent_exec_done(AgentExec *e) {
         strv_free(e->argv);
         strv_free(e->env);
         free(e->cwd);
+        free(e->container);
         *e = (AgentExec){};
 }
 
@@ -394,4 +415,89 @@ int agent_string_decode(const AgentFrame *f, char **ret) {
         }
         *ret = s;
         return 0;
+}
+
+bool agent_container_name_valid(const char *s) {
+        size_t n = s ? strlen(s) : 0;
+
+        if (n == 0 || n > AGENT_CONTAINER_NAME_MAX || s[0] == '.' || s[0] == '-')
+                return false;
+        for (; *s; s++)
+                if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+                      *s == '.' || *s == '_' || *s == '-'))
+                        return false;
+        return true;
+}
+
+static bool serial_valid(const char *s) {
+        size_t n = strlen(s);
+
+        if (n == 0 || n > AGENT_DISK_SERIAL_MAX)
+                return false;
+        for (; *s; s++)
+                if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '-'))
+                        return false;
+        return true;
+}
+
+static bool env_valid(char *const *env) {
+        for (char *const *i = env; i && *i; i++)
+                if (!strchr(*i, '=') || **i == '=')
+                        return false;
+        return true;
+}
+
+int agent_container_encode(AgentBuffer *b, uint32_t id, const AgentContainer *c) {
+        size_t argc = strv_length(c->argv), envc = strv_length(c->env), start;
+
+        if (!agent_container_name_valid(c->id) || !agent_container_name_valid(c->name) || !c->serial ||
+            !serial_valid(c->serial) || (c->network != AGENT_NETWORK_BRIDGE && c->network != AGENT_NETWORK_HOST) ||
+            argc > AGENT_ARGS_MAX || envc > AGENT_ARGS_MAX || !env_valid(c->env))
+                return -EINVAL;
+        start = agent_frame_begin(b, AGENT_CONTAINER, id);
+        agent_put_string(b, c->id);
+        agent_put_string(b, c->name);
+        agent_put_string(b, c->serial);
+        agent_put_u32(b, c->network);
+        agent_put_u32(b, (uint32_t) argc);
+        for (size_t i = 0; i < argc; i++)
+                agent_put_string(b, c->argv[i]);
+        agent_put_u32(b, (uint32_t) envc);
+        for (size_t i = 0; i < envc; i++)
+                agent_put_string(b, c->env[i]);
+        return agent_frame_end(b, start);
+}
+
+int agent_container_decode(const AgentFrame *f, AgentContainer *ret) {
+        AgentReader r = { f->payload, f->length };
+        AgentContainer c = {};
+        int k;
+
+        if (f->type != AGENT_CONTAINER)
+                return -EBADMSG;
+        if ((k = agent_get_string(&r, &c.id)) < 0 || (k = agent_get_string(&r, &c.name)) < 0 ||
+            (k = agent_get_string(&r, &c.serial)) < 0 || (k = agent_get_u32(&r, &c.network)) < 0 ||
+            (k = get_strv(&r, /* need_one= */ false, &c.argv)) < 0 ||
+            (k = get_strv(&r, /* need_one= */ false, &c.env)) < 0)
+                goto fail;
+        if (r.left != 0 || !agent_container_name_valid(c.id) || !agent_container_name_valid(c.name) ||
+            !serial_valid(c.serial) || (c.network != AGENT_NETWORK_BRIDGE && c.network != AGENT_NETWORK_HOST) ||
+            !env_valid(c.env)) {
+                k = -EBADMSG;
+                goto fail;
+        }
+        *ret = c;
+        return 0;
+fail:
+        agent_container_done(&c);
+        return k;
+}
+
+void agent_container_done(AgentContainer *c) {
+        free(c->id);
+        free(c->name);
+        free(c->serial);
+        strv_free(c->argv);
+        strv_free(c->env);
+        *c = (AgentContainer){};
 }

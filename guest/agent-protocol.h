@@ -42,6 +42,8 @@ typedef enum AgentFrameType {
         AGENT_EXIT = 7,        /* guest→host (id): i32 exit code (128+N when killed by signal N) */
         AGENT_SIGNAL = 8,      /* host→guest (id): i32 signal number for that command */
         AGENT_POWEROFF = 9,    /* host→guest: no payload */
+        AGENT_CONTAINER = 10,  /* host→guest (id of its main task): see AgentContainer */
+        AGENT_CONTAINER_STATE = 11, /* guest→host (id of the main task): str "running" or "failed: why" */
         _AGENT_TYPE_MAX,
 } AgentFrameType;
 
@@ -90,14 +92,18 @@ int agent_get_u32(AgentReader *r, uint32_t *ret);
 int agent_get_u64(AgentReader *r, uint64_t *ret);
 int agent_get_string(AgentReader *r, char **ret);
 
-/* A command to run in the guest. */
+/* A command to run in the guest. A trailing string names the container to
+ * run it in; frames without it (older hosts) run it in the guest. */
 typedef struct AgentExec {
         char **argv;   /* NULL-terminated, at least one entry */
         char **env;    /* NULL-terminated, entries "K=V" */
         char *cwd;     /* NULL when empty */
+        char *container; /* NULL: in the guest itself */
 } AgentExec;
 
 int agent_exec_encode(AgentBuffer *b, uint32_t id, char *const *argv, char *const *env, const char *cwd);
+int agent_exec_encode_in(AgentBuffer *b, uint32_t id, char *const *argv, char *const *env, const char *cwd,
+                         const char *container);
 int agent_exec_decode(const AgentFrame *f, AgentExec *ret);
 void agent_exec_done(AgentExec *e);
 
@@ -133,3 +139,31 @@ int agent_int_encode(AgentBuffer *b, AgentFrameType type, uint32_t id, int32_t v
 int agent_int_decode(const AgentFrame *f, int32_t *ret);
 int agent_string_encode(AgentBuffer *b, AgentFrameType type, uint32_t id, const char *s);
 int agent_string_decode(const AgentFrame *f, char **ret);
+
+/* A container to create and start, its main task streamed like a command
+ * under the frame's id:
+ *   str id, str name, str disk serial (virtio-blk serial of its root file
+ *   system disk), u32 network (AgentNetwork), u32 argc, str×argc, u32 envc,
+ *   str×envc */
+typedef enum AgentNetwork {
+        AGENT_NETWORK_BRIDGE = 1,  /* its own netns on a bridge in the guest, NAT'ed out */
+        AGENT_NETWORK_HOST = 2,    /* the guest's netns */
+} AgentNetwork;
+
+#define AGENT_CONTAINER_NAME_MAX 63
+#define AGENT_DISK_SERIAL_MAX 20   /* virtio-blk serials are at most 20 bytes */
+
+typedef struct AgentContainer {
+        char *id;      /* [a-z0-9], containerd's container id */
+        char *name;    /* [A-Za-z0-9._-] */
+        char *serial;
+        uint32_t network;
+        char **argv;   /* NULL-terminated, may be empty: the image's own command */
+        char **env;
+} AgentContainer;
+
+int agent_container_encode(AgentBuffer *b, uint32_t id, const AgentContainer *c);
+int agent_container_decode(const AgentFrame *f, AgentContainer *ret);
+void agent_container_done(AgentContainer *c);
+/* Names and ids as the guest uses them in paths and on ctr's command line. */
+bool agent_container_name_valid(const char *s);

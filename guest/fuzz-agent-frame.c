@@ -20,6 +20,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 AgentReady rd = {};
                 if (agent_ready_decode(&f, &rd) >= 0)
                         agent_ready_done(&rd);
+                AgentContainer c = {};
+                if (agent_container_decode(&f, &c) >= 0)
+                        agent_container_done(&c);
                 int32_t v;
                 (void) agent_int_decode(&f, &v);
                 char *s = NULL;

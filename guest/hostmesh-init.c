@@ -10,7 +10,8 @@
  *
  * Kernel command line keys (set by vmmd):
  *   hostmesh.hostname=NAME   hostname
- *   hostmesh.disk=DEV        block device to mount on /mnt/disk (ext4)
+ *   hostmesh.disk=DEV        block device to mount on /mnt/disk (ext4); serial:S finds it by serial
+ *   hostmesh.containers=1    set up containers (init-containers.c)
  *   hostmesh.ip=A.B.C.D      address of eth0 (as a /32); with it, all of:
  *   hostmesh.gw=A.B.C.D      gateway, reached on-link (the host's bridge)
  *   hostmesh.dns=A.B.C.D     nameserver for /etc/resolv.conf
@@ -47,6 +48,7 @@
 #include <unistd.h>
 
 #include "agent-protocol.h"
+#include "init-containers.h"
 
 #define COMMANDS_MAX 64
 #define TOKEN_PATH "/run/nsc/token.json"
@@ -59,6 +61,11 @@ typedef struct Command {
         int out_fd, err_fd; /* -1 once at EOF */
         int status;         /* exit code once reaped */
 } Command;
+
+static void freep(void *p) {
+        free(*(void **) p);
+}
+#define _cleanup_free_ __attribute__((cleanup(freep)))
 
 static Command commands[COMMANDS_MAX];
 static int port_fd = -1;
@@ -390,7 +397,13 @@ static void mount_disk(void) {
 
         if (!cmdline_disk[0])
                 return;
-        snprintf(dev, sizeof(dev), "/dev/%s", cmdline_disk);
+        if (strncmp(cmdline_disk, "serial:", 7) == 0) {
+                if (containers_find_disk(cmdline_disk + 7, dev, sizeof(dev)) < 0) {
+                        say("no disk with serial %s, running without the disk", cmdline_disk + 7);
+                        return;
+                }
+        } else
+                snprintf(dev, sizeof(dev), "/dev/%s", cmdline_disk);
         (void) mkdir("/mnt", 0755);
         (void) mkdir("/mnt/disk", 0755);
         if (mount(dev, "/mnt/disk", "ext4", MS_NOATIME, NULL) < 0)
@@ -673,35 +686,29 @@ static void command_maybe_done(Command *c) {
         *c = (Command){};
 }
 
-static void start_command(const AgentFrame *f) {
+/* Starts argv as command id, its output streamed; 0 or a negative errno. */
+static int spawn_command(uint32_t id, char *const *argv, char *const *env, const char *cwd) {
         static const char *const default_env[] = { "PATH=" DEFAULT_PATH, "HOME=/root", "TERM=dumb", NULL };
         int out[2] = { -1, -1 }, err[2] = { -1, -1 };
-        AgentExec e = {};
         Command *c = NULL;
         pid_t pid;
         int r;
 
-        r = agent_exec_decode(f, &e);
-        if (r < 0) {
-                say("bad EXEC frame: %s", strerror(-r));
-                (void) send_int(AGENT_EXIT, f->id, 126);
-                return;
-        }
-        if (command_find(f->id))
-                goto refuse;
+        if (command_find(id))
+                return -EEXIST;
         for (size_t i = 0; i < COMMANDS_MAX; i++)
                 if (!commands[i].used) {
                         c = &commands[i];
                         break;
                 }
         if (!c)
-                goto refuse;
+                return -EBUSY;
         if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0)
-                goto refuse;
+                goto fail;
 
         pid = fork();
         if (pid < 0)
-                goto refuse;
+                goto fail;
         if (pid == 0) {
                 sigset_t ss;
                 int null;
@@ -717,37 +724,114 @@ static void start_command(const AgentFrame *f) {
                 clearenv();
                 for (size_t i = 0; default_env[i]; i++)
                         putenv((char *) default_env[i]);
-                for (char **i = e.env; *i; i++)
+                for (char *const *i = env; i && *i; i++)
                         putenv(*i);
-                if (e.cwd && chdir(e.cwd) < 0) {
-                        dprintf(STDERR_FILENO, "%s: cannot change directory to %s: %m\n", e.argv[0], e.cwd);
+                if (cwd && chdir(cwd) < 0) {
+                        dprintf(STDERR_FILENO, "%s: cannot change directory to %s: %m\n", argv[0], cwd);
                         _exit(126);
                 }
-                execvp(e.argv[0], e.argv);
+                execvp(argv[0], argv);
                 /* As a shell does: 127 for a command that is not there,
                  * 126 for one that cannot be run. */
                 r = errno;
-                dprintf(STDERR_FILENO, "%s: %s\n", e.argv[0], r == ENOENT ? "command not found" : strerror(r));
+                dprintf(STDERR_FILENO, "%s: %s\n", argv[0], r == ENOENT ? "command not found" : strerror(r));
                 _exit(r == ENOENT ? 127 : 126);
         }
         close(out[1]);
         close(err[1]);
         fcntl(out[0], F_SETFL, O_NONBLOCK);
         fcntl(err[0], F_SETFL, O_NONBLOCK);
-        *c = (Command){ .used = true, .id = f->id, .pid = pid, .out_fd = out[0], .err_fd = err[0] };
-        agent_exec_done(&e);
-        return;
+        *c = (Command){ .used = true, .id = id, .pid = pid, .out_fd = out[0], .err_fd = err[0] };
+        return 0;
 
-refuse:
+fail:
+        r = -errno;
         for (int i = 0; i < 2; i++) {
                 if (out[i] >= 0)
                         close(out[i]);
                 if (err[i] >= 0)
                         close(err[i]);
         }
+        return r;
+}
+
+static void start_command(const AgentFrame *f) {
+        AgentExec e = {};
+        char **inside = NULL;
+        int r;
+
+        r = agent_exec_decode(f, &e);
+        if (r < 0) {
+                say("bad EXEC frame: %s", strerror(-r));
+                (void) send_int(AGENT_EXIT, f->id, 126);
+                return;
+        }
+        if (e.container) {
+                r = containers_exec_argv(e.container, f->id, e.argv, e.env, e.cwd, &inside);
+                if (r < 0) {
+                        AgentBuffer b = {};
+                        char msg[128];
+                        snprintf(msg, sizeof(msg), "no container named %s in this instance\n", e.container);
+                        size_t start = agent_frame_begin(&b, AGENT_STDERR, f->id);
+                        agent_put_bytes(&b, msg, strlen(msg));
+                        if (agent_frame_end(&b, start) == 0)
+                                (void) send_buffer(&b);
+                        else
+                                agent_buffer_done(&b);
+                        agent_exec_done(&e);
+                        (void) send_int(AGENT_EXIT, f->id, 126);
+                        return;
+                }
+                r = spawn_command(f->id, inside, NULL, NULL);
+                containers_strv_free(inside);
+        } else
+                r = spawn_command(f->id, e.argv, e.env, e.cwd);
         agent_exec_done(&e);
-        say("cannot start command %u", f->id);
-        (void) send_int(AGENT_EXIT, f->id, 126);
+        if (r < 0) {
+                say("cannot start command %u: %s", f->id, strerror(-r));
+                (void) send_int(AGENT_EXIT, f->id, 126);
+        }
+}
+
+/* A container's main task runs as a command under the frame's id (ctr run);
+ * a container that cannot start says why on its stderr and exits 125, as
+ * docker run does. */
+static void start_container(const AgentFrame *f) {
+        _cleanup_free_ char *error = NULL;
+        char **argv = NULL;
+        AgentBuffer b = {};
+        int r;
+
+        r = containers_prepare(f, &argv, &error);
+        if (r >= 0) {
+                r = spawn_command(f->id, argv, NULL, NULL);
+                containers_strv_free(argv);
+                if (r < 0 && !error && asprintf(&error, "cannot run ctr: %s", strerror(-r)) < 0)
+                        error = NULL;
+        }
+        if (r >= 0) {
+                if (agent_string_encode(&b, AGENT_CONTAINER_STATE, f->id, "running") >= 0)
+                        (void) send_buffer(&b);
+                else
+                        agent_buffer_done(&b);
+                return;
+        }
+        say("container (command %u) failed: %s", f->id, error ?: strerror(-r));
+        _cleanup_free_ char *state = NULL, *line = NULL;
+        if (asprintf(&state, "failed: %s", error ?: strerror(-r)) >= 0 &&
+            agent_string_encode(&b, AGENT_CONTAINER_STATE, f->id, state) >= 0)
+                (void) send_buffer(&b);
+        else
+                agent_buffer_done(&b);
+        if (asprintf(&line, "hostmesh: %s\n", error ?: strerror(-r)) >= 0) {
+                size_t start = agent_frame_begin(&b, AGENT_STDERR, f->id);
+                agent_put_bytes(&b, line, strlen(line));
+                if (agent_frame_end(&b, start) == 0)
+                        (void) send_buffer(&b);
+                else
+                        agent_buffer_done(&b);
+        }
+        (void) send_int(AGENT_EXIT, f->id, 125);
 }
 
 /* Forwards what a command wrote; returns false at EOF. */
@@ -835,6 +919,9 @@ static void handle_frame(const AgentFrame *f) {
         case AGENT_EXEC:
                 start_command(f);
                 break;
+        case AGENT_CONTAINER:
+                start_container(f);
+                break;
         case AGENT_SIGNAL: {
                 Command *c = command_find(f->id);
                 int32_t sig;
@@ -874,8 +961,9 @@ int main(void) {
         bool modular = have_modules();
         phase[AGENT_PHASE_MOUNTS] = now_usec(CLOCK_MONOTONIC) - start;
         bool want_net = cmdline_ip[0] != 0;
+        bool want_containers = containers_requested();
         uint64_t t_mods = now_usec(CLOCK_MONOTONIC);
-        pid_t helper = modular ? load_modules(/* want_disk= */ cmdline_disk[0] != 0, want_net) : 0;
+        pid_t helper = modular ? load_modules(/* want_disk= */ cmdline_disk[0] != 0 || want_containers, want_net) : 0;
         t_mods = now_usec(CLOCK_MONOTONIC) - t_mods;
         phase[AGENT_PHASE_MODULES] = modular ? t_mods : 0;
 
@@ -940,6 +1028,10 @@ int main(void) {
                 (void) waitpid(helper, NULL, 0);
         mount_disk();
         t_disk = now_usec(CLOCK_MONOTONIC) - t_disk;
+        /* The container frames come after READY: containerd starts while
+         * vmmd sends them. */
+        if (want_containers)
+                containers_setup(networked ? cmdline_dns : NULL, cmdline_domain, modular);
         say("ready in %llu us (mounts %llu us, modules %llu us, network %llu us, port %llu us; kernel %llu us); "
             "disk after READY %llu us",
             (unsigned long long) init_usec,

@@ -220,6 +220,90 @@ static void test_ready_refuses_phase_count_that_does_not_match_payload(void **st
         agent_buffer_done(&b);
 }
 
+static void test_container_round_trips_and_exec_names_its_container(void **state) {
+        char *argv[] = { "sh", "-c", "exit 3", NULL };
+        char *env[] = { "A=1", NULL };
+        AgentContainer c = { .id = "c1a2", .name = "web", .serial = "hm-ctr-0", .network = AGENT_NETWORK_HOST,
+                             .argv = argv, .env = env },
+                       d = {};
+        AgentBuffer b = {};
+        AgentExec e = {};
+        AgentFrame f;
+        size_t used;
+
+        (void) state;
+        assert_int_equal(agent_container_encode(&b, 9, &c), 0);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(f.type, AGENT_CONTAINER);
+        assert_int_equal(f.id, 9);
+        assert_int_equal(agent_container_decode(&f, &d), 0);
+        assert_string_equal(d.id, "c1a2");
+        assert_string_equal(d.name, "web");
+        assert_string_equal(d.serial, "hm-ctr-0");
+        assert_int_equal(d.network, AGENT_NETWORK_HOST);
+        assert_string_equal(d.argv[2], "exit 3");
+        assert_null(d.argv[3]);
+        assert_string_equal(d.env[0], "A=1");
+        agent_container_done(&d);
+        agent_buffer_done(&b);
+
+        /* An EXEC naming a container carries it as a trailing string. */
+        assert_int_equal(agent_exec_encode_in(&b, 4, argv, NULL, NULL, "web"), 0);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(agent_exec_decode(&f, &e), 0);
+        assert_string_equal(e.container, "web");
+        agent_exec_done(&e);
+        agent_buffer_done(&b);
+        /* Without it (an older host), the command runs in the guest. */
+        assert_int_equal(agent_exec_encode(&b, 5, argv, NULL, NULL), 0);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(agent_exec_decode(&f, &e), 0);
+        assert_null(e.container);
+        agent_exec_done(&e);
+        agent_buffer_done(&b);
+}
+
+static void test_container_refuses_bad_names_serials_networks_and_env(void **state) {
+        char *bad_env[] = { "=x", NULL };
+        AgentContainer c = { .id = "c1", .name = "web", .serial = "hm-ctr-0", .network = AGENT_NETWORK_BRIDGE };
+        AgentContainer d = {};
+        AgentBuffer b = {};
+
+        (void) state;
+        c.name = "../etc";
+        assert_int_equal(agent_container_encode(&b, 1, &c), -EINVAL);
+        c.name = "web";
+        c.serial = "serial-longer-than-twenty";
+        assert_int_equal(agent_container_encode(&b, 1, &c), -EINVAL);
+        c.serial = "hm-ctr-0";
+        c.network = 3;
+        assert_int_equal(agent_container_encode(&b, 1, &c), -EINVAL);
+        c.network = AGENT_NETWORK_BRIDGE;
+        c.env = bad_env;
+        assert_int_equal(agent_container_encode(&b, 1, &c), -EINVAL);
+        agent_buffer_done(&b);
+
+        /* Hand-made payload: id "c1", name "a/b" (a slash), serial "s", network 1, no args, no env. */
+        uint8_t frame[] = { 0x48, 0x4d, 1, AGENT_CONTAINER, 1, 0, 0, 0, 30, 0, 0, 0,
+                            2, 0, 0, 0, 'c', '1',      /* id */
+                            3, 0, 0, 0, 'a', '/', 'b', /* name */
+                            1, 0, 0, 0, 's',           /* serial */
+                            1, 0, 0, 0,                /* network BRIDGE */
+                            0, 0, 0, 0,                /* argc */
+                            0, 0, 0, 0 };              /* envc */
+        AgentFrame f;
+        size_t used;
+        assert_int_equal(agent_frame_decode(frame, sizeof(frame), &f, &used), 1);
+        assert_int_equal(agent_container_decode(&f, &d), -EBADMSG);
+        frame[23] = '_'; /* "a_b" */
+        assert_int_equal(agent_container_decode(&f, &d), 0);
+        agent_container_done(&d);
+        /* Truncated: the envc is missing. */
+        frame[8] = 26;
+        assert_int_equal(agent_frame_decode(frame, sizeof(frame) - 4, &f, &used), 1);
+        assert_int_equal(agent_container_decode(&f, &d), -EBADMSG);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_exec_round_trips_argv_env_and_cwd),
@@ -232,6 +316,8 @@ int main(void) {
                 cmocka_unit_test(test_ready_from_older_guest_has_no_phases),
                 cmocka_unit_test(test_ready_from_newer_guest_skips_unknown_phases),
                 cmocka_unit_test(test_ready_refuses_phase_count_that_does_not_match_payload),
+                cmocka_unit_test(test_container_round_trips_and_exec_names_its_container),
+                cmocka_unit_test(test_container_refuses_bad_names_serials_networks_and_env),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -142,6 +142,14 @@ typedef struct CreateArgs {
         char *label_names[LABELS_MAX], *label_values[LABELS_MAX];
         size_t n_labels;
         const char *purpose;
+        /* nsc run --image: one container. */
+        const char *image;
+        const char *container_name;
+        int network;              /* ContainerRequest.Network; 0: unset */
+        char **args;
+        size_t n_args;
+        char **env;
+        size_t n_env;
 } CreateArgs;
 
 static int parse_label(Nsc *n, const NscCommand *cmd, const char *s, CreateArgs *a) {
@@ -192,6 +200,29 @@ static int create_instance(Nsc *n, const NscCommand *cmd, const CreateArgs *a, c
         req.n_labels = a->n_labels;
         req.labels = label_ptrs;
         req.documented_purpose = (char *) (a->purpose ?: "");
+        Namespace__Cloud__Compute__V1beta__ContainerRequest cr =
+                NAMESPACE__CLOUD__COMPUTE__V1BETA__CONTAINER_REQUEST__INIT;
+        Namespace__Cloud__Compute__V1beta__ContainerRequest *crp = &cr;
+        Namespace__Cloud__Compute__V1beta__EnvironmentVariable vars[ENV_MAX], *var_ptrs[ENV_MAX];
+        if (a->image) {
+                cr.name = (char *) (a->container_name ?: "main");
+                cr.image_ref = (char *) a->image;
+                cr.args = a->args;
+                cr.n_args = a->n_args;
+                cr.network = a->network;
+                for (size_t k = 0; k < a->n_env && k < ENV_MAX; k++) {
+                        const char *eq = strchr(a->env[k], '=');
+                        vars[k] = (Namespace__Cloud__Compute__V1beta__EnvironmentVariable)
+                                NAMESPACE__CLOUD__COMPUTE__V1BETA__ENVIRONMENT_VARIABLE__INIT;
+                        vars[k].name = strndup(a->env[k], (size_t) (eq - a->env[k]));
+                        vars[k].value = (char *) eq + 1;
+                        var_ptrs[k] = &vars[k];
+                }
+                cr.env_vars = var_ptrs;
+                cr.n_env_vars = a->n_env;
+                req.containers = &crp;
+                req.n_containers = 1;
+        }
         if (a->duration_usec) {
                 struct timespec ts;
                 clock_gettime(CLOCK_REALTIME, &ts);
@@ -203,6 +234,8 @@ static int create_instance(Nsc *n, const NscCommand *cmd, const CreateArgs *a, c
         r = nsc_call(n, COMPUTE "CreateInstance", &req.base,
                      &namespace__cloud__compute__v1beta__describe_instance_response__descriptor,
                      (ProtobufCMessage **) &resp);
+        for (size_t k = 0; a->image && k < cr.n_env_vars; k++)
+                free(vars[k].name);
         if (r != 0)
                 return r;
         *ret_id = strdup(resp->metadata && resp->metadata->instance_id ? resp->metadata->instance_id : "");
@@ -403,6 +436,13 @@ static int verb_describe(Nsc *n, int argc, char **argv) {
         if (r != 0)
                 return r;
         o = metadata_json(resp->metadata);
+        if (resp->n_containers > 0) {
+                json_t *cs = json_array();
+                for (size_t k = 0; k < resp->n_containers; k++)
+                        json_array_append_new(cs, json_pack("{s:s, s:s}", "id", resp->containers[k]->id ?: "", "name",
+                                                            resp->containers[k]->name ?: ""));
+                json_object_set_new(o, "containers", cs);
+        }
         /* vmmd's own extras; older servers may not have them. */
         dreq.instance_id = (char *) id;
         if (rpc_client_call(n->client, "/hostmesh.vmm.v1.Vmm/GetInstanceDetails", NULL, &dreq.base,
@@ -657,8 +697,8 @@ static int on_exec(const ProtobufCMessage *message, void *userdata) {
 
 /* Runs argv in the instance: streamed (plain) or collected (JSON). Returns
  * the command's exit code, or an nsc exit code with the error printed. */
-static int exec_command(Nsc *n, const char *id, char **argv, size_t argc, char **env, size_t n_env,
-                        json_t **ret_json) {
+static int exec_command(Nsc *n, const char *id, const char *container, char **argv, size_t argc, char **env,
+                        size_t n_env, json_t **ret_json) {
         Namespace__Cloud__Compute__V1beta__RunCommandRequest req =
                 NAMESPACE__CLOUD__COMPUTE__V1BETA__RUN_COMMAND_REQUEST__INIT;
         Namespace__Cloud__Compute__V1beta__Command cmd = NAMESPACE__CLOUD__COMPUTE__V1BETA__COMMAND__INIT;
@@ -681,6 +721,7 @@ static int exec_command(Nsc *n, const char *id, char **argv, size_t argc, char *
         cmd.env_vars = var_ptrs;
         req.instance_id = (char *) id;
         req.command = &cmd;
+        req.target_container_name = (char *) (container ?: "");
         /* A command runs as long as it runs; --timeout bounds the other calls. */
         n->timeout_usec = UINT64_MAX / 4;
         if (n->json) {
@@ -691,7 +732,8 @@ static int exec_command(Nsc *n, const char *id, char **argv, size_t argc, char *
                 n->timeout_usec = saved;
                 if (r != 0)
                         return r;
-                *ret_json = json_pack("{s:s, s:i, s:s%, s:s%}", "instance_id", id, "exit_code", resp->exit_code,
+                *ret_json = json_pack("{s:s, s:s, s:i, s:s%, s:s%}", "instance_id", id, "container", container ?: "",
+                                      "exit_code", resp->exit_code,
                                       "stdout", (const char *) resp->stdout.data ?: "", resp->stdout.len, "stderr",
                                       (const char *) resp->stderr.data ?: "", resp->stderr.len);
                 r = resp->exit_code;
@@ -720,21 +762,26 @@ static int split_command(int argc, char **argv, int *ret_dashdash) {
 }
 
 static int verb_exec(Nsc *n, int argc, char **argv) {
+        static const char usage[] = "Usage: nsc exec ID [--container NAME] -- CMD [ARGS...]";
+        const char *id = NULL, *container = NULL;
         json_t *out = NULL;
         int dd, r;
-        const char *id = NULL;
 
         if (split_command(argc, argv, &dd) < 0 || dd + 1 >= argc)
-                return nsc_fail(n, NSC_EXIT_USAGE, "USAGE", "Usage: nsc exec ID -- CMD [ARGS...]");
+                return nsc_fail(n, NSC_EXIT_USAGE, "USAGE", usage);
         for (int k = 1; k < dd; k++) {
-                if (argv[k][0] != '-' && !id)
+                if (streq(argv[k], "--container") && k + 1 < dd)
+                        container = argv[++k];
+                else if (strncmp(argv[k], "--container=", 12) == 0)
+                        container = argv[k] + 12;
+                else if (argv[k][0] != '-' && !id)
                         id = argv[k];
                 else
-                        return nsc_fail(n, NSC_EXIT_USAGE, "USAGE", "Usage: nsc exec ID -- CMD [ARGS...]");
+                        return nsc_fail(n, NSC_EXIT_USAGE, "USAGE", usage);
         }
         if (!id)
-                return nsc_fail(n, NSC_EXIT_USAGE, "USAGE", "Usage: nsc exec ID -- CMD [ARGS...]");
-        r = exec_command(n, id, argv + dd + 1, (size_t) (argc - dd - 1), NULL, 0, &out);
+                return nsc_fail(n, NSC_EXIT_USAGE, "USAGE", usage);
+        r = exec_command(n, id, container, argv + dd + 1, (size_t) (argc - dd - 1), NULL, 0, &out);
         if (out)
                 nsc_print_json(out);
         return r;
@@ -750,6 +797,11 @@ static int verb_run(Nsc *n, int argc, char **argv) {
                 { "env", required_argument, NULL, 'e' },
                 { "keep", no_argument, NULL, 'k' },
                 { "wait_timeout", required_argument, NULL, 'w' },
+                { "image", required_argument, NULL, 'i' },
+                { "name", required_argument, NULL, 'N' },
+                { "network", required_argument, NULL, 'n' },
+                { "enable_docker", no_argument, NULL, 'D' },
+                { "publish", required_argument, NULL, 'p' },
                 OUTPUT_OPTION,
                 {},
         };
@@ -761,11 +813,11 @@ static int verb_run(Nsc *n, int argc, char **argv) {
         uint64_t wait_timeout = 2 * 60 * USEC_PER_SEC, start = now_usec();
         bool keep = false;
         json_t *out = NULL;
-        int dd, c, r, code;
+        int dd = argc, c, r, code;
 
-        if (split_command(argc, argv, &dd) < 0 || dd + 1 >= argc)
-                return nsc_usage(n, cmd, "Give the command after '--'.");
-        while ((c = getopt_long(dd, argv, "+o:e:", options, NULL)) >= 0)
+        if (split_command(argc, argv, &dd) < 0)
+                dd = argc;
+        while ((c = getopt_long(dd, argv, "+o:e:p:", options, NULL)) >= 0)
                 switch (c) {
                 case 'm':
                         a.machine_type = optarg;
@@ -793,6 +845,28 @@ static int verb_run(Nsc *n, int argc, char **argv) {
                         if (parse_usec(optarg, &wait_timeout) < 0 || wait_timeout == 0)
                                 return nsc_usage(n, cmd, "Invalid --wait_timeout '%s'.", optarg);
                         break;
+                case 'i':
+                        a.image = optarg;
+                        break;
+                case 'N':
+                        a.container_name = optarg;
+                        break;
+                case 'n':
+                        if (streq(optarg, "bridge"))
+                                a.network = NAMESPACE__CLOUD__COMPUTE__V1BETA__CONTAINER_REQUEST__NETWORK__BRIDGE;
+                        else if (streq(optarg, "host"))
+                                a.network = NAMESPACE__CLOUD__COMPUTE__V1BETA__CONTAINER_REQUEST__NETWORK__HOST;
+                        else
+                                return nsc_usage(n, cmd, "Invalid --network '%s'; use bridge or host.", optarg);
+                        break;
+                case 'D':
+                        return nsc_fail(n, NSC_EXIT_USAGE, "UNIMPLEMENTED",
+                                        "--enable_docker: Docker inside an instance is not available on this host "
+                                        "yet; run without it.");
+                case 'p':
+                        return nsc_fail(n, NSC_EXIT_USAGE, "UNIMPLEMENTED",
+                                        "-p/--publish: exporting container ports is not available on this host yet; "
+                                        "reach the container from another instance over its address instead.");
                 case 'o':
                         break;
                 default:
@@ -800,8 +874,21 @@ static int verb_run(Nsc *n, int argc, char **argv) {
                 }
         if (optind < dd)
                 return nsc_usage(n, cmd, "Unexpected argument '%s'; the command goes after '--'.", argv[optind]);
+        if (!a.image && dd + 1 >= argc)
+                return nsc_usage(n, cmd, "Give the command after '--' (or an image with --image).");
+        if (!a.image && (a.container_name || a.network))
+                return nsc_usage(n, cmd, "--name and --network need --image.");
+        if (a.image) {
+                /* The command becomes the container's; its environment too. */
+                a.args = dd + 1 < argc ? argv + dd + 1 : NULL;
+                a.n_args = dd + 1 < argc ? (size_t) (argc - dd - 1) : 0;
+                a.env = env;
+                a.n_env = n_env;
+                if (!n->json && !n->tty)
+                        fprintf(stderr, "nsc: resolving %s and booting the instance...\n", a.image);
+        }
 
-        progress(n, start, "new", "CREATING");
+        progress(n, start, "new", a.image ? "PULLING + CREATING" : "CREATING");
         r = create_instance(n, cmd, &a, &id);
         if (r != 0) {
                 progress_done(n);
@@ -813,7 +900,11 @@ static int verb_run(Nsc *n, int argc, char **argv) {
                         (void) destroy_instance(n, id, "nsc run: the instance did not start");
                 return r;
         }
-        code = exec_command(n, id, argv + dd + 1, (size_t) (argc - dd - 1), env, n_env, &out);
+        if (a.image)
+                /* Attach to the container's main task: its output so far, then the rest. */
+                code = exec_command(n, id, a.container_name ?: "main", NULL, 0, NULL, 0, &out);
+        else
+                code = exec_command(n, id, NULL, argv + dd + 1, (size_t) (argc - dd - 1), env, n_env, &out);
         if (!keep) {
                 r = destroy_instance(n, id, "nsc run finished");
                 if (r != 0 && !n->json)
@@ -822,6 +913,8 @@ static int verb_run(Nsc *n, int argc, char **argv) {
                 fprintf(stderr, "nsc: instance %s kept; 'nsc destroy %s' ends it.\n", id, id);
         if (out) {
                 json_object_set_new(out, "kept", json_boolean(keep));
+                if (a.image)
+                        json_object_set_new(out, "image", json_string(a.image));
                 nsc_print_json(out);
         }
         return code;
@@ -839,10 +932,11 @@ NSC_COMMAND(extend, .name = "extend", .usage = "ID --duration D", .summary = "Mo
             .run = verb_extend);
 NSC_COMMAND(logs, .name = "logs", .usage = "ID [-f]", .summary = "Show an instance's console and command output",
             .run = verb_logs);
-NSC_COMMAND(exec, .name = "exec", .usage = "ID -- CMD [ARGS...]",
+NSC_COMMAND(exec, .name = "exec", .usage = "ID [--container NAME] -- CMD [ARGS...]",
             .summary = "Run a command in an instance; exits with its code", .run = verb_exec);
 NSC_COMMAND(run, .name = "run",
-            .usage = "[--machine_type CPUxGB] [-e K=V]... [--keep] [--duration D] -- CMD [ARGS...]",
+            .usage = "[--image REF [--name N] [--network bridge|host]] [--machine_type CPUxGB] [-e K=V]... [--keep] "
+                     "[--duration D] -- CMD [ARGS...]",
             .summary = "Create an instance, run a command in it, destroy it", .run = verb_run);
 
 static const NscCommand *cmd_create_ptr(void) {

@@ -122,10 +122,44 @@ static void test_qemu_lists_microvm_and_pc_but_not_a_made_up_machine(void **stat
         assert_true(qemu_has_machine("hostmesh-no-such-qemu", "pc") < 0);
 }
 
+static void test_container_disks_are_found_by_serial_and_the_system_disk_is_read_only(void **state) {
+        QemuDrive drives[] = {
+                { .path = "/g/system.img", .format = "raw", .serial = "hm-system", .read_only = true },
+                { .path = "/p/c1.qcow2", .format = "qcow2", .serial = "hm-c0123456789abcdef" },
+        };
+        QemuConfig c = {
+                .binary = "qemu-system-x86_64", .kernel = "k", .initrd = "i", .machine = "microvm", .vcpus = 2,
+                .memory_mb = 2048, .hostname = "h", .disk_path = "/d/disk.raw", .disk_format = "raw",
+                .log_path = "l", .drives = drives, .n_drives = 2,
+        };
+        QemuDrive bad = { .path = "/p/a,b.qcow2", .format = "qcow2", .serial = "hm-x" };
+        char **argv = NULL;
+        char *s;
+
+        (void) state;
+        assert_int_equal(qemu_build_argv(&c, &argv), 0);
+        s = joined(argv);
+        /* With more disks, the instance disk is named by serial too. */
+        assert_non_null(strstr(s, "hostmesh.disk=serial:hm-disk"));
+        assert_non_null(strstr(s, "virtio-blk-device,drive=disk0,serial=hm-disk "));
+        assert_non_null(strstr(s, "id=disk1,if=none,file=/g/system.img,format=raw,readonly=on "));
+        assert_non_null(strstr(s, "virtio-blk-device,drive=disk1,serial=hm-system "));
+        assert_non_null(strstr(s, "id=disk2,if=none,file=/p/c1.qcow2,format=qcow2,discard=unmap "));
+        assert_non_null(strstr(s, "virtio-blk-device,drive=disk2,serial=hm-c0123456789abcdef "));
+        free(s);
+        qemu_argv_free(argv);
+
+        /* A comma would split QEMU's option string: refused. */
+        c.drives = &bad;
+        c.n_drives = 1;
+        assert_int_equal(qemu_build_argv(&c, &argv), -EINVAL);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_microvm_command_line_has_the_fast_boot_flags),
                 cmocka_unit_test(test_pc_with_disk_uses_pci_devices),
+                cmocka_unit_test(test_container_disks_are_found_by_serial_and_the_system_disk_is_read_only),
                 cmocka_unit_test(test_nic_on_the_passed_tap_fd_with_its_mac),
                 cmocka_unit_test(test_find_binary_reports_missing),
                 cmocka_unit_test(test_qemu_lists_microvm_and_pc_but_not_a_made_up_machine),

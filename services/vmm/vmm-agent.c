@@ -68,6 +68,16 @@ static bool agent_dispatch(AgentConn *a, const AgentFrame *f) {
                 if (r >= 0 && a->cb->exit)
                         a->cb->exit(a, f->id, v, a->userdata);
                 break;
+        case AGENT_CONTAINER_STATE: {
+                char *state = NULL;
+                r = agent_string_decode(f, &state);
+                if (r >= 0 && strlen(state) > 1024)
+                        r = -EBADMSG;
+                if (r >= 0 && a->cb->container_state)
+                        a->cb->container_state(a, f->id, state, a->userdata);
+                free(state);
+                break;
+        }
         default:
                 /* Host-bound frame types only: anything else is a broken guest. */
                 r = -EBADMSG;

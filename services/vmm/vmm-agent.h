@@ -19,6 +19,8 @@ typedef struct AgentCallbacks {
         void (*output)(AgentConn *a, uint32_t id, AgentFrameType stream, const uint8_t *data, size_t size,
                        void *userdata);
         void (*exit)(AgentConn *a, uint32_t id, int32_t code, void *userdata);
+        /* A container's main task (by its command id): "running" or "failed: why". */
+        void (*container_state)(AgentConn *a, uint32_t id, const char *state, void *userdata);
         /* The connection is gone (QEMU exited, or a malformed frame). */
         void (*disconnected)(AgentConn *a, int error, void *userdata);
 } AgentCallbacks;

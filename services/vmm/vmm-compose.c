@@ -28,7 +28,7 @@
 /* Short: a name outlives its instance in caches at most this long. */
 #define INSTANCE_RECORD_TTL 30
 
-static int backend_client(Manager *m, const char *socket, RpcClient **client) {
+int compose_backend_client(Manager *m, const char *socket, RpcClient **client) {
         _cleanup_free_ char *target = NULL;
 
         if (*client)
@@ -99,7 +99,7 @@ void compose_create_disk(Manager *m, Instance *i) {
         char shape[16];
         int r;
 
-        r = backend_client(m, m->disk_socket, &m->disk_client);
+        r = compose_backend_client(m, m->disk_socket, &m->disk_client);
         if (r < 0)
                 return backend_failed(i, m->disk_mode, "Disk provisioning", "diskd", m->disk_socket, "disk", r, NULL);
         req.instance_id = i->id;
@@ -135,7 +135,7 @@ void compose_delete_disk(Manager *m, const char *instance_id, const char *disk_i
 
         if (!id)
                 return;
-        r = backend_client(m, m->disk_socket, &m->disk_client);
+        r = compose_backend_client(m, m->disk_socket, &m->disk_client);
         req.disk_id = id;
         if (r >= 0)
                 r = rpc_client_call_async(m->disk_client, "/hostmesh.disk.v1.Disk/DeleteDisk", NULL, &req.base,
@@ -192,7 +192,7 @@ void compose_issue_token(Manager *m, Instance *i) {
         struct timespec ts;
         int r;
 
-        r = backend_client(m, m->identity_socket, &m->identity_client);
+        r = compose_backend_client(m, m->identity_socket, &m->identity_client);
         if (r < 0)
                 return backend_failed(i, m->token_mode, "Instance token", "identityd", m->identity_socket, "token", r,
                                       NULL);
@@ -239,7 +239,7 @@ void compose_revoke_token(Manager *m, const char *instance_id, const char *subje
 
         if (!s)
                 return;
-        r = backend_client(m, m->identity_socket, &m->identity_client);
+        r = compose_backend_client(m, m->identity_socket, &m->identity_client);
         req.subject = s;
         if (r >= 0)
                 r = rpc_client_call_async(m->identity_client, "/hostmesh.identity.v1.Identity/RevokeSubject", NULL,
@@ -281,7 +281,7 @@ static int add_record(Manager *m, Instance *i, RpcDoneCallback cb, void *userdat
         Hostmesh__Dns__V1__AddRecordRequest req = HOSTMESH__DNS__V1__ADD_RECORD_REQUEST__INIT;
         int r;
 
-        r = backend_client(m, m->dns_socket, &m->dns_client);
+        r = compose_backend_client(m, m->dns_socket, &m->dns_client);
         if (r < 0)
                 return r;
         req.name = i->dns_name;
@@ -351,7 +351,7 @@ void compose_remove_record(Manager *m, const char *instance_id, const char *name
 
         if (!n)
                 return;
-        r = backend_client(m, m->dns_socket, &m->dns_client);
+        r = compose_backend_client(m, m->dns_socket, &m->dns_client);
         req.name = n;
         req.type = (char *) "A";
         if (r >= 0)

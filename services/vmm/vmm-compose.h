@@ -9,6 +9,10 @@
 
 typedef struct Manager Manager;
 typedef struct Instance Instance;
+typedef struct RpcClient RpcClient;
+
+/* The client of a backend's socket, made on first use. */
+int compose_backend_client(Manager *m, const char *socket, RpcClient **client);
 
 /* Start the call (i->pending_ops counts it) and continue the create
  * pipeline from the answer. */

@@ -102,6 +102,16 @@ static int reply_describe(RpcCall *c, Instance *i) {
                 return rpc_call_fail_errno(c, -ENOMEM, "Out of memory");
         metadata_fill(s, i);
         resp.metadata = &s->md;
+        Namespace__Cloud__Compute__V1beta__AllocatedContainer ac[CONTAINERS_PER_INSTANCE_MAX], *acp[CONTAINERS_PER_INSTANCE_MAX];
+        for (size_t k = 0; k < i->n_containers && k < CONTAINERS_PER_INSTANCE_MAX; k++) {
+                ac[k] = (Namespace__Cloud__Compute__V1beta__AllocatedContainer)
+                        NAMESPACE__CLOUD__COMPUTE__V1BETA__ALLOCATED_CONTAINER__INIT;
+                ac[k].id = i->containers[k].id;
+                ac[k].name = i->containers[k].name;
+                acp[k] = &ac[k];
+        }
+        resp.n_containers = MIN(i->n_containers, (size_t) CONTAINERS_PER_INSTANCE_MAX);
+        resp.containers = acp;
         r = rpc_call_reply(c, &resp.base);
         free(s);
         return r;
@@ -196,6 +206,144 @@ static Instance *find_or_fail(Manager *m, RpcCall *c, const char *id) {
         return i;
 }
 
+/* CreateInstanceRequest.containers, checked field by field; what hostmesh
+ * does not implement is refused by name, never ignored. */
+static int parse_containers(RpcCall *c, const Namespace__Cloud__Compute__V1beta__CreateInstanceRequest *req,
+                            VmmContainer **ret) {
+        VmmContainer *list;
+        int r;
+
+        if (req->n_containers > CONTAINERS_PER_INSTANCE_MAX) {
+                rpc_call_fail(c, RPC_INVALID_ARGUMENT, "containers: at most %d per instance.",
+                              CONTAINERS_PER_INSTANCE_MAX);
+                return -EINVAL;
+        }
+        list = calloc(req->n_containers, sizeof(*list));
+        if (!list)
+                return rpc_call_fail_errno(c, -ENOMEM, "Out of memory"), -ENOMEM;
+        for (size_t k = 0; k < req->n_containers; k++) {
+                const Namespace__Cloud__Compute__V1beta__ContainerRequest *cr = req->containers[k];
+                _cleanup_(strv_freep) char **env = NULL;
+                const char *unsupported = NULL;
+                char name[32];
+                size_t n_env = 0, total = 0;
+                uint32_t network;
+
+                if (!isempty(cr->docker_sock_path))
+                        unsupported = "docker_sock_path (Docker inside an instance is not available yet)";
+                else if (!isempty(cr->nsc_state_path))
+                        unsupported = "nsc_state_path";
+                else if (cr->n_export_ports > 0)
+                        unsupported = "export_ports";
+                else if (cr->experimental.len > 0)
+                        unsupported = "experimental";
+                else if (cr->n_volumes > 0)
+                        unsupported = "volumes";
+                else if (cr->workload_type != 0)
+                        unsupported = "workload_type";
+                if (unsupported) {
+                        rpc_call_fail(c, RPC_INVALID_ARGUMENT, "containers[%zu].%s is not supported here.", k,
+                                      unsupported);
+                        goto fail;
+                }
+                if (cr->privileged) {
+                        rpc_call_fail(c, RPC_INVALID_ARGUMENT,
+                                      "containers[%zu].privileged is refused: privileged containers are not allowed "
+                                      "on this host.", k);
+                        goto fail;
+                }
+                /* Unnamed: "main", then "c1", "c2", ... */
+                if (k == 0)
+                        snprintf(name, sizeof(name), "main");
+                else
+                        snprintf(name, sizeof(name), "c%zu", k);
+                const char *cname = isempty(cr->name) ? name : cr->name;
+                if (!agent_container_name_valid(cname)) {
+                        rpc_call_fail(c, RPC_INVALID_ARGUMENT,
+                                      "containers[%zu].name: 1 to %d of [A-Za-z0-9._-], not starting with '.' or '-'.",
+                                      k, AGENT_CONTAINER_NAME_MAX);
+                        goto fail;
+                }
+                for (size_t l = 0; l < k; l++)
+                        if (streq(list[l].name, cname)) {
+                                rpc_call_fail(c, RPC_INVALID_ARGUMENT, "containers[%zu].name %s is used twice.", k,
+                                              cname);
+                                goto fail;
+                        }
+                if (isempty(cr->image_ref) || strlen(cr->image_ref) > 1024) {
+                        rpc_call_fail(c, RPC_INVALID_ARGUMENT,
+                                      "containers[%zu].image_ref is required (HOST[:PORT]/REPOSITORY[:TAG]).", k);
+                        goto fail;
+                }
+                switch (cr->network) {
+                case NAMESPACE__CLOUD__COMPUTE__V1BETA__CONTAINER_REQUEST__NETWORK__NETWORK_UNKNOWN:
+                case NAMESPACE__CLOUD__COMPUTE__V1BETA__CONTAINER_REQUEST__NETWORK__BRIDGE:
+                        network = AGENT_NETWORK_BRIDGE;
+                        break;
+                case NAMESPACE__CLOUD__COMPUTE__V1BETA__CONTAINER_REQUEST__NETWORK__HOST:
+                        network = AGENT_NETWORK_HOST;
+                        break;
+                default:
+                        rpc_call_fail(c, RPC_INVALID_ARGUMENT, "containers[%zu].network: BRIDGE or HOST.", k);
+                        goto fail;
+                }
+                if (cr->n_args > AGENT_ARGS_MAX || cr->n_environment + cr->n_env_vars > AGENT_ARGS_MAX) {
+                        rpc_call_fail(c, RPC_INVALID_ARGUMENT, "containers[%zu]: at most %d args and %d variables.",
+                                      k, AGENT_ARGS_MAX, AGENT_ARGS_MAX);
+                        goto fail;
+                }
+                env = calloc(cr->n_environment + cr->n_env_vars + 1, sizeof(char *));
+                if (!env) {
+                        rpc_call_fail_errno(c, -ENOMEM, "Out of memory");
+                        goto fail;
+                }
+                for (size_t l = 0; l < cr->n_environment + cr->n_env_vars; l++) {
+                        const char *nm, *val;
+                        if (l < cr->n_environment) {
+                                nm = cr->environment[l]->key;
+                                val = cr->environment[l]->value;
+                        } else {
+                                const Namespace__Cloud__Compute__V1beta__EnvironmentVariable *v =
+                                        cr->env_vars[l - cr->n_environment];
+                                if (!isempty(v->from_secret_id)) {
+                                        rpc_call_fail(c, RPC_INVALID_ARGUMENT,
+                                                      "containers[%zu].env_vars: secrets are not supported here.", k);
+                                        goto fail;
+                                }
+                                nm = v->name;
+                                val = v->value;
+                        }
+                        if (isempty(nm) || strchr(nm, '=')) {
+                                rpc_call_fail(c, RPC_INVALID_ARGUMENT,
+                                              "containers[%zu]: a variable name without '=' is required.", k);
+                                goto fail;
+                        }
+                        if (asprintf(&env[n_env], "%s=%s", nm, val ?: "") < 0) {
+                                env[n_env] = NULL;
+                                rpc_call_fail_errno(c, -ENOMEM, "Out of memory");
+                                goto fail;
+                        }
+                        total += strlen(env[n_env++]) + 4;
+                }
+                for (size_t l = 0; l < cr->n_args; l++)
+                        total += strlen(cr->args[l]) + 4;
+                if (total + strlen(cr->image_ref) > 30 * 1024) {
+                        rpc_call_fail(c, RPC_INVALID_ARGUMENT, "containers[%zu]: args and environment exceed 30 KiB.", k);
+                        goto fail;
+                }
+                r = vmm_container_init(&list[k], cname, cr->image_ref, cr->args, cr->n_args, env, network);
+                if (r < 0) {
+                        rpc_call_fail_errno(c, r, "Cannot set up the container");
+                        goto fail;
+                }
+        }
+        *ret = list;
+        return 0;
+fail:
+        vmm_container_free_all(list, req->n_containers);
+        return -EINVAL;
+}
+
 static void handle_create(RpcCall *c, const ProtobufCMessage *request, void *userdata) {
         const Namespace__Cloud__Compute__V1beta__CreateInstanceRequest *req = (const void *) request;
         Manager *m = userdata;
@@ -247,7 +395,17 @@ static void handle_create(RpcCall *c, const ProtobufCMessage *request, void *use
         else if (peer->known)
                 snprintf(creator, sizeof(creator), "uid:%u", (unsigned) peer->uid);
 
+        VmmContainer *containers = NULL;
+        size_t n_containers = req->n_containers;
+        if (n_containers > 0) {
+                r = parse_containers(c, req, &containers);
+                if (r < 0)
+                        return;
+        }
+
         CreateParams p = {
+                .containers = &containers,
+                .n_containers = n_containers,
                 .shape = { .vcpu = (unsigned) req->shape->virtual_cpu,
                            .memory_gb = (unsigned) (req->shape->memory_megabytes / 1024) },
                 .deadline_usec = timestamp_to_usec(req->deadline),
@@ -259,10 +417,12 @@ static void handle_create(RpcCall *c, const ProtobufCMessage *request, void *use
                 .tenant = scope.tenant,
         };
         if (req->deadline && p.deadline_usec == 0) {
+                vmm_container_free_all(containers, n_containers);
                 rpc_call_fail(c, RPC_INVALID_ARGUMENT, "deadline is not a valid timestamp.");
                 return;
         }
         r = manager_create_instance(m, &p, &i, &error);
+        vmm_container_free_all(containers, n_containers); /* NULL when the instance took them */
         if (r < 0)
                 return fail_with(c, r, error, "Cannot create the instance");
         reply_describe(c, i);
@@ -272,10 +432,19 @@ static void handle_wait(RpcCall *c, const ProtobufCMessage *request, void *userd
         const Namespace__Cloud__Compute__V1beta__WaitInstanceRequest *req = (const void *) request;
         Manager *m = userdata;
         Instance *i = find_or_fail(m, c, req->instance_id);
+        const VmmContainer *container = NULL;
 
         if (!i)
                 return;
-        manager_add_waiter(m, i, c, stream, req->destroyed_ok);
+        if (!isempty(req->container_id)) {
+                container = vmm_container_find(i, req->container_id);
+                if (!container) {
+                        rpc_call_fail(c, RPC_NOT_FOUND, "Instance %s has no container %.64s.", i->id,
+                                      req->container_id);
+                        return;
+                }
+        }
+        manager_add_waiter(m, i, c, stream, req->destroyed_ok, container);
 }
 
 static void handle_wait_stream(RpcCall *c, const ProtobufCMessage *request, void *userdata) {
@@ -286,7 +455,7 @@ static void handle_wait_sync(RpcCall *c, const ProtobufCMessage *request, void *
         handle_wait(c, request, userdata, false);
 }
 
-int vmm_grpc_send_wait(RpcCall *c, Instance *i, bool stream) {
+int vmm_grpc_send_wait(RpcCall *c, Instance *i, bool stream, const VmmContainer *container) {
         Namespace__Cloud__Compute__V1beta__WaitInstanceResponse resp =
                 NAMESPACE__CLOUD__COMPUTE__V1BETA__WAIT_INSTANCE_RESPONSE__INIT;
         MetadataStorage *s = calloc(1, sizeof(*s));
@@ -296,6 +465,8 @@ int vmm_grpc_send_wait(RpcCall *c, Instance *i, bool stream) {
                 return -ENOMEM;
         metadata_fill(s, i);
         resp.metadata = &s->md;
+        if (container)
+                resp.container_status = container->status ?: (char *) "";
         r = stream ? rpc_call_send(c, &resp.base) : rpc_call_reply(c, &resp.base);
         free(s);
         return r;
@@ -455,10 +626,12 @@ static void handle_run(RpcCall *c, const ProtobufCMessage *request, void *userda
 
         if (!i)
                 return;
-        if (!isempty(req->target_container_name)) {
-                rpc_call_fail(c, RPC_NOT_FOUND,
-                              "Instance %s runs no containers; leave target_container_name empty to run in the VM.",
-                              i->id);
+        if (!isempty(req->target_container_name) &&
+            (!req->command || req->command->n_command == 0) ) {
+                /* No command: attach to the container's main task. */
+                r = manager_exec_container(m, i, c, sync, req->target_container_name, NULL, NULL, NULL, &error);
+                if (r < 0)
+                        fail_with(c, r, error, "Cannot attach to the container");
                 return;
         }
         if (!req->command || req->command->n_command == 0 || isempty(req->command->command[0])) {
@@ -500,7 +673,12 @@ static void handle_run(RpcCall *c, const ProtobufCMessage *request, void *userda
                 rpc_call_fail(c, RPC_INVALID_ARGUMENT, "The command and its environment exceed 32 KiB.");
                 goto out;
         }
-        r = manager_exec(m, i, c, sync, argv, env, isempty(req->command->cwd) ? NULL : req->command->cwd, &error);
+        if (!isempty(req->target_container_name))
+                r = manager_exec_container(m, i, c, sync, req->target_container_name, argv, env,
+                                           isempty(req->command->cwd) ? NULL : req->command->cwd, &error);
+        else
+                r = manager_exec(m, i, c, sync, argv, env, isempty(req->command->cwd) ? NULL : req->command->cwd,
+                                 &error);
         if (r < 0)
                 fail_with(c, r, error, "Cannot run the command");
 out:

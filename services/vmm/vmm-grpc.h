@@ -16,7 +16,9 @@ typedef struct RpcCall RpcCall;
 int vmm_grpc_register(Manager *m);
 
 /* WaitInstance: one metadata update (stream) or the final answer (sync). */
-int vmm_grpc_send_wait(RpcCall *c, Instance *i, bool stream);
+/* container: fills container_status; may be NULL. */
+typedef struct VmmContainer VmmContainer;
+int vmm_grpc_send_wait(RpcCall *c, Instance *i, bool stream, const VmmContainer *container);
 /* RunCommand: output chunk (stream 1 = stdout, 2 = stderr) and the end. */
 int vmm_grpc_send_output(RpcCall *c, int stream, const void *data, size_t size);
 int vmm_grpc_send_exit(RpcCall *c, int32_t code);

@@ -6,6 +6,7 @@
 
 #include "macro.h"
 #include "vmm-instance.h"
+#include "vmm-containers.h"
 
 static const char *const state_names[_INSTANCE_STATE_MAX] = {
         [INSTANCE_PENDING] = "PENDING",       [INSTANCE_CREATING] = "CREATING",
@@ -96,6 +97,7 @@ Instance *instance_free(Instance *i) {
         free(i->guest_kernel);
         strv_free_n(i->events, i->n_events);
         free(i->disk_id);
+        i->containers = vmm_container_free_all(i->containers, i->n_containers);
         free(i->disk_path);
         free(i->disk_format);
         if (i->token)

@@ -48,6 +48,7 @@ typedef struct Waiter {
         RpcCall *call;
         bool stream;              /* WaitInstance (stream) or WaitInstanceSync */
         bool destroyed_ok;
+        const struct VmmContainer *container; /* WaitInstanceRequest.container_id; NULL: none */
         struct Waiter *next;
 } Waiter;
 
@@ -71,7 +72,10 @@ enum {
         CREATE_TOKEN_DONE = 1 << 1,
         CREATE_NET_DONE = 1 << 2,
         CREATE_DNS_DONE = 1 << 3,
+        CREATE_CONTAINERS_DONE = 1 << 4,
 };
+
+typedef struct VmmContainer VmmContainer;
 
 typedef struct Instance {
         Manager *manager;
@@ -128,6 +132,10 @@ typedef struct Instance {
         char *guest_kernel;       /* release READY named */
         uint64_t ready_mono_usec; /* when READY arrived; not stored */
         uint64_t vmmd_cost_usec;  /* loop time spent on the create, QEMU's own start excluded */
+
+        VmmContainer *containers; /* CreateInstanceRequest.containers (vmm-containers.h) */
+        size_t n_containers;
+        int containers_error;     /* RpcCode of a failed pull, for the waiters' status */
 
         Waiter *waiters;
         Exec *execs;

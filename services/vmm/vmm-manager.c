@@ -53,6 +53,8 @@ static const ConfigItem config_table[] = {
                     "Time for the guest to report READY before the instance is put in ERROR"),
         CONFIG_ITEM("vmm", "shutdown_timeout", config_type_usec, VmmConfig, shutdown_timeout_usec,
                     "Time for a graceful power-off before QEMU is killed"),
+        CONFIG_ITEM("vmm", "system_disk", config_type_string, VmmConfig, system_disk,
+                    "Guest system disk (containerd, runc; read-only ext4) attached to instances with containers"),
         CONFIG_ITEM("vmm", "disk", config_type_string, VmmConfig, disk,
                     "Disk from diskd: required, optional (run from the initramfs without diskd) or off"),
         CONFIG_ITEM("vmm", "token", config_type_string, VmmConfig, token,
@@ -166,14 +168,16 @@ int manager_new(const DaemonArgs *args, Manager **ret) {
         /* HOSTMESH_GUEST_DIR in the environment points a build tree's vmmd
          * (the dev launcher) at that tree's guest image. */
         const char *guest_dir = getenv("HOSTMESH_GUEST_DIR");
-        _cleanup_free_ char *kernel = NULL, *initrd = NULL;
+        _cleanup_free_ char *kernel = NULL, *initrd = NULL, *system_disk = NULL;
         if (isempty(guest_dir))
                 guest_dir = HOSTMESH_GUEST_DIR;
-        if (asprintf(&kernel, "%s/vmlinux", guest_dir) < 0 || asprintf(&initrd, "%s/initramfs.cpio.gz", guest_dir) < 0)
+        if (asprintf(&kernel, "%s/vmlinux", guest_dir) < 0 || asprintf(&initrd, "%s/initramfs.cpio.gz", guest_dir) < 0 ||
+            asprintf(&system_disk, "%s/system.img", guest_dir) < 0)
                 return log_error_errno(-ENOMEM, "Out of memory.");
         if (set_default_string(&m->config.qemu, "qemu-system-x86_64") < 0 ||
             set_default_string(&m->config.kernel, kernel) < 0 ||
             set_default_string(&m->config.initrd, initrd) < 0 ||
+            set_default_string(&m->config.system_disk, system_disk) < 0 ||
             set_default_string(&m->config.machine, "microvm") < 0 ||
             set_default_string(&m->config.accel, "auto") < 0 ||
             set_default_string(&m->config.disk, "optional") < 0 ||
@@ -308,7 +312,7 @@ static void instance_notify_waiters_only(Instance *i, Waiter *only) {
                             (i->state == INSTANCE_DESTROYING && !x->destroyed_ok);
 
                 if (x->stream)
-                        (void) vmm_grpc_send_wait(x->call, i, true);
+                        (void) vmm_grpc_send_wait(x->call, i, true, x->container);
                 if (!done) {
                         w = &x->next;
                         continue;
@@ -317,10 +321,12 @@ static void instance_notify_waiters_only(Instance *i, Waiter *only) {
                         if (x->stream)
                                 rpc_call_finish(x->call, RPC_OK, NULL);
                         else
-                                (void) vmm_grpc_send_wait(x->call, i, false);
+                                (void) vmm_grpc_send_wait(x->call, i, false, x->container);
                 } else if (i->state == INSTANCE_ERROR)
-                        rpc_call_fail(x->call, RPC_INTERNAL, "Instance %s failed: %s", i->id,
-                                      i->reason ?: "unknown reason");
+                        /* A container's image that is not there (or a registry
+                         * that is down) keeps its own code. */
+                        rpc_call_fail(x->call, i->containers_error ? (RpcCode) i->containers_error : RPC_INTERNAL,
+                                      "Instance %s failed: %s", i->id, i->reason ?: "unknown reason");
                 else
                         rpc_call_fail(x->call, RPC_FAILED_PRECONDITION,
                                       "Instance %s is %s and will not become RUNNING; create a new one.", i->id,
@@ -468,6 +474,7 @@ static void instance_release_backends(Instance *i) {
                 free(i->disk_id);
                 i->disk_id = NULL;
         }
+        vmm_containers_release(i->manager, i);
         if (i->token_subject) {
                 compose_revoke_token(i->manager, i->id, i->token_subject);
                 free(i->token_subject);
@@ -677,6 +684,9 @@ static void agent_on_token_ack(AgentConn *a, int32_t result, void *userdata) {
         i->boot_timer = sd_event_source_disable_unref(i->boot_timer);
         i->tap_fd = safe_close(i->tap_fd); /* no retry under TCG after READY */
         i->ready_usec = now_usec(CLOCK_MONOTONIC) - i->create_mono_usec;
+        /* Before the state change, which saves the instance with the
+         * containers' command ids. */
+        vmm_containers_start(i);
         instance_set_state(i, INSTANCE_RUNNING);
 }
 
@@ -699,8 +709,12 @@ static void agent_on_output(AgentConn *a, uint32_t id, AgentFrameType stream, co
 
         (void) a;
         instance_log_append(i->log, stream == AGENT_STDOUT ? "stdout" : "stderr", data, size);
-        if (!e)
+        if (!e) {
+                VmmContainer *c = vmm_container_by_exec(i, id);
+                if (c)
+                        vmm_container_on_output(c, stream, data, size);
                 return;
+        }
         if (!e->sync) {
                 /* A reader too far behind has its stream ended by the rpc
                  * layer, which then cancels the call: exec_cancelled() stops
@@ -734,8 +748,11 @@ static void exec_free(Exec *e) {
 static void agent_on_exit(AgentConn *a, uint32_t id, int32_t code, void *userdata) {
         Instance *i = userdata;
         Exec **prev = NULL, *e = exec_find(i, id, &prev);
+        VmmContainer *c = vmm_container_by_exec(i, id);
 
         (void) a;
+        if (c)
+                vmm_container_on_exit(i, c, code);
         if (!e)
                 return;
         *prev = e->next;
@@ -755,11 +772,21 @@ static void agent_on_disconnected(AgentConn *a, int error, void *userdata) {
         /* Freed later, outside of its own callback. */
 }
 
+static void agent_on_container_state(AgentConn *a, uint32_t id, const char *state, void *userdata) {
+        Instance *i = userdata;
+        VmmContainer *c = vmm_container_by_exec(i, id);
+
+        (void) a;
+        if (c)
+                vmm_container_on_state(i, c, state);
+}
+
 static const AgentCallbacks agent_callbacks = {
         .ready = agent_on_ready,
         .token_ack = agent_on_token_ack,
         .output = agent_on_output,
         .exit = agent_on_exit,
+        .container_state = agent_on_container_state,
         .disconnected = agent_on_disconnected,
 };
 
@@ -961,6 +988,12 @@ void manager_instance_continue(Instance *i) {
                 if (i->pending_ops > 0 || i->state != INSTANCE_CREATING)
                         return;
         }
+        if (i->n_containers > 0 && !(i->create_flags & CREATE_CONTAINERS_DONE)) {
+                i->create_flags |= CREATE_CONTAINERS_DONE;
+                vmm_containers_prepare(m, i);
+                if (i->pending_ops > 0 || i->state != INSTANCE_CREATING)
+                        return;
+        }
         if (m->token_mode != BACKEND_OFF && !i->token && !(i->create_flags & CREATE_TOKEN_DONE)) {
                 i->create_flags |= CREATE_TOKEN_DONE;
                 compose_issue_token(m, i);
@@ -1059,6 +1092,26 @@ static void instance_launch(Instance *i) {
                         return manager_instance_fail(i, "Out of memory");
                 vmm_net_mac(i, mac);
         }
+        /* Containers: the system disk (read-only, shared by all instances)
+         * and one copy-on-write disk per container. */
+        QemuDrive drives[CONTAINERS_PER_INSTANCE_MAX + 1];
+        size_t n_drives = 0;
+        if (i->n_containers > 0) {
+                char *with = NULL;
+                if (access(m->config.system_disk, R_OK) < 0)
+                        return manager_instance_fail(i, "The guest system disk for containers is missing; build it "
+                                                        "(target guest-system-disk) or set [vmm] system_disk=");
+                drives[n_drives++] = (QemuDrive){ .path = m->config.system_disk, .format = "raw",
+                                                  .serial = "hm-system", .read_only = true };
+                for (size_t k = 0; k < i->n_containers; k++)
+                        drives[n_drives++] = (QemuDrive){ .path = i->containers[k].disk_path,
+                                                          .format = i->containers[k].disk_format,
+                                                          .serial = i->containers[k].serial };
+                if (asprintf(&with, "%s%shostmesh.containers=1", net_cmdline ?: "", net_cmdline ? " " : "") < 0)
+                        return manager_instance_fail(i, "Out of memory");
+                free(net_cmdline);
+                net_cmdline = with;
+        }
         QemuConfig c = {
                 .binary = qemu,
                 .kernel = m->config.kernel,
@@ -1074,6 +1127,8 @@ static void instance_launch(Instance *i) {
                 .net_mac = i->tap_fd >= 0 ? mac : NULL,
                 .extra_cmdline = net_cmdline,
                 .log_path = qlog,
+                .drives = drives,
+                .n_drives = n_drives,
         };
         free(i->machine);
         free(i->accel);
@@ -1198,6 +1253,10 @@ int manager_create_instance(Manager *m, const CreateParams *p, Instance **ret, c
         i->create_mono_usec = t0;
         i->deadline_usec = p->deadline_usec ?: now + m->config.default_duration_usec;
         i->state = INSTANCE_PENDING;
+        if (p->containers) {
+                i->containers = TAKE_PTR(*p->containers);
+                i->n_containers = p->n_containers;
+        }
         if ((p->purpose && !(i->purpose = strdup(p->purpose))) || (p->creator && !(i->creator = strdup(p->creator))) ||
             copy_labels(i, p) < 0 || !(i->tenant = strdup(p->tenant ?: m->config.tenant)) ||
             !(i->dir = path_join(m->state_dir, "instances")) ||
@@ -1306,7 +1365,8 @@ static void waiter_cancelled(RpcCall *c, void *userdata) {
                 }
 }
 
-void manager_add_waiter(Manager *m, Instance *i, RpcCall *c, bool stream, bool destroyed_ok) {
+void manager_add_waiter(Manager *m, Instance *i, RpcCall *c, bool stream, bool destroyed_ok,
+                        const VmmContainer *container) {
         Waiter *w;
 
         (void) m;
@@ -1315,7 +1375,8 @@ void manager_add_waiter(Manager *m, Instance *i, RpcCall *c, bool stream, bool d
                 rpc_call_fail_errno(c, -ENOMEM, "Out of memory");
                 return;
         }
-        *w = (Waiter){ .call = rpc_call_ref(c), .stream = stream, .destroyed_ok = destroyed_ok, .next = i->waiters };
+        *w = (Waiter){ .call = rpc_call_ref(c), .stream = stream, .destroyed_ok = destroyed_ok, .container = container,
+                       .next = i->waiters };
         i->waiters = w;
         rpc_call_on_cancel(c, waiter_cancelled, i);
         instance_notify_waiters_only(i, w);
@@ -1328,8 +1389,10 @@ static void exec_cancelled(RpcCall *c, void *userdata) {
                 if ((*e)->call == c) {
                         Exec *x = *e;
                         AgentBuffer b = {};
-                        /* The client went away: stop the command in the guest. */
-                        if (agent_int_encode(&b, AGENT_SIGNAL, x->id, SIGKILL) >= 0)
+                        VmmContainer *ct = vmm_container_by_exec(i, x->id);
+                        /* The client went away: stop the command in the guest;
+                         * a container's main task outlives its reader. */
+                        if (!ct && agent_int_encode(&b, AGENT_SIGNAL, x->id, SIGKILL) >= 0)
                                 (void) agent_conn_send(i->agent, &b);
                         agent_buffer_done(&b);
                         *e = x->next;
@@ -1379,6 +1442,97 @@ int manager_exec(Manager *m, Instance *i, RpcCall *c, bool sync, char **argv, ch
                 free(e);
                 *ret_error = strdup("Cannot send the command to the guest agent");
                 return r == -ENOTCONN ? -EBUSY : r;
+        }
+        e->call = rpc_call_ref(c);
+        e->next = i->execs;
+        i->execs = e;
+        rpc_call_on_cancel(c, exec_cancelled, i);
+        return 0;
+}
+
+int manager_exec_container(Manager *m, Instance *i, RpcCall *c, bool sync, const char *container, char **argv,
+                           char **env, const char *cwd, char **ret_error) {
+        VmmContainer *ct = vmm_container_find(i, container);
+        AgentBuffer b = {};
+        Exec *e;
+        int r;
+
+        if (!ct) {
+                if (asprintf(ret_error, "Instance %s has no container named %s%s", i->id, container,
+                             i->n_containers == 0 ? " (it runs none)" : "") < 0)
+                        *ret_error = NULL;
+                return -ENOENT;
+        }
+        if (i->state != INSTANCE_RUNNING || !i->agent) {
+                if (asprintf(ret_error, "Instance %s is %s; commands run only on RUNNING instances", i->id,
+                             instance_state_to_string(i->state)) < 0)
+                        *ret_error = NULL;
+                return -EBUSY;
+        }
+        if (argv && argv[0]) {
+                (void) m;
+                e = calloc(1, sizeof(*e));
+                if (!e)
+                        return -ENOMEM;
+                *e = (Exec){ .instance = i, .id = i->next_exec_id++, .sync = sync };
+                r = agent_exec_encode_in(&b, e->id, argv, env, cwd, ct->name);
+                if (r >= 0)
+                        r = agent_conn_send(i->agent, &b);
+                agent_buffer_done(&b);
+                if (r < 0) {
+                        free(e);
+                        *ret_error = strdup(r == -EINVAL || r == -EMSGSIZE
+                                                    ? "The command must fit in 32 KiB with at most 1024 arguments"
+                                                    : "Cannot send the command to the guest agent");
+                        return r == -EMSGSIZE ? -EINVAL : r;
+                }
+        } else {
+                /* Attach to the main task: one reader at a time. */
+                if (ct->exec_id != 0 && exec_find(i, ct->exec_id, NULL)) {
+                        if (asprintf(ret_error, "Container %s has a reader attached already", ct->name) < 0)
+                                *ret_error = NULL;
+                        return -EBUSY;
+                }
+                if (ct->exec_id == 0) {
+                        if (asprintf(ret_error, "Container %s has not started", ct->name) < 0)
+                                *ret_error = NULL;
+                        return -EBUSY;
+                }
+                e = calloc(1, sizeof(*e));
+                if (!e)
+                        return -ENOMEM;
+                *e = (Exec){ .instance = i, .id = ct->exec_id, .sync = sync };
+                if (sync) {
+                        /* Collect what came so far into the sync buffers. */
+                        size_t off = 0;
+                        while (off + 5 <= ct->pending_size) {
+                                uint32_t len;
+                                memcpy(&len, ct->pending + off + 1, 4);
+                                char **buf = ct->pending[off] == 1 ? &e->out : &e->err;
+                                size_t *bl = ct->pending[off] == 1 ? &e->out_size : &e->err_size;
+                                char *nb = realloc(*buf, *bl + len);
+                                if (nb) {
+                                        memcpy(nb + *bl, ct->pending + off + 5, len);
+                                        *buf = nb;
+                                        *bl += len;
+                                }
+                                off += 5 + len;
+                        }
+                        free(ct->pending);
+                        ct->pending = NULL;
+                        ct->pending_size = 0;
+                } else
+                        (void) vmm_container_replay(ct, c);
+                if (ct->exited) {
+                        if (sync)
+                                (void) vmm_grpc_reply_sync(c, e->out, e->out_size, e->err, e->err_size, ct->exit_code);
+                        else
+                                (void) vmm_grpc_send_exit(c, ct->exit_code);
+                        free(e->out);
+                        free(e->err);
+                        free(e);
+                        return 0;
+                }
         }
         e->call = rpc_call_ref(c);
         e->next = i->execs;

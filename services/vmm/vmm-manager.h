@@ -12,6 +12,7 @@
 #include "daemon.h"
 #include "rpc.h"
 #include "vmm-instance.h"
+#include "vmm-containers.h"
 
 typedef enum BackendMode {
         BACKEND_OFF,
@@ -45,6 +46,7 @@ typedef struct VmmConfig {
         char *network_helper;       /* path of hostmesh-vmm-nethelper; empty: next to vmmd */
         char *dns;                  /* names in dnsd: off | optional | required */
         char *dns_zone;
+        char *system_disk;          /* guest system disk for instances with containers */
 } VmmConfig;
 
 typedef struct NetHelper NetHelper;
@@ -94,6 +96,8 @@ typedef struct CreateParams {
         size_t n_labels;
         const char *creator;
         const char *tenant;              /* NULL: [vmm] tenant */
+        VmmContainer **containers;       /* validated; the instance takes the array (NULL after) */
+        size_t n_containers;
 } CreateParams;
 
 /* On failure, *ret_error says what went wrong and what to do. */
@@ -111,9 +115,15 @@ void manager_instance_fail(Instance *i, const char *reason);
 
 /* WaitInstance: takes a reference on the call; ends it when the instance
  * is RUNNING (or final). */
-void manager_add_waiter(Manager *m, Instance *i, RpcCall *c, bool stream, bool destroyed_ok);
+void manager_add_waiter(Manager *m, Instance *i, RpcCall *c, bool stream, bool destroyed_ok,
+                        const VmmContainer *container);
 /* RunCommand: takes a reference on the call. */
 int manager_exec(Manager *m, Instance *i, RpcCall *c, bool sync, char **argv, char **env, const char *cwd,
                  char **ret_error);
+/* RunCommand in a container: with argv, a new process in it; without, an
+ * attach to its main task (what it wrote so far, then the rest, then its
+ * exit code). */
+int manager_exec_container(Manager *m, Instance *i, RpcCall *c, bool sync, const char *container, char **argv,
+                           char **env, const char *cwd, char **ret_error);
 /* StreamInstanceLogs with follow: takes a reference on the call. */
 void manager_follow_logs(Manager *m, Instance *i, RpcCall *c);

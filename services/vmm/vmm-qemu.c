@@ -86,7 +86,11 @@ int qemu_build_argv(const QemuConfig *c, char ***ret) {
          * CPUs skip their calibration: ~0.25 s less per boot under TCG
          * (bench/vmm/RESULTS.md). panic=-1: a guest panic ends the VM. */
         argv_add(&a, "console=ttyS0 quiet tsc_early_khz=2000000 lpj=8000000 panic=-1 hostmesh.hostname=%s%s%s%s",
-                 c->hostname, c->disk_path ? " hostmesh.disk=vda" : "", c->extra_cmdline ? " " : "",
+                 c->hostname,
+                 /* With more disks, the order of virtio-mmio probing decides
+                  * which is vda: the guest finds its disk by serial. */
+                 !c->disk_path ? "" : c->n_drives > 0 ? " hostmesh.disk=serial:hm-disk" : " hostmesh.disk=vda",
+                 c->extra_cmdline ? " " : "",
                  c->extra_cmdline ?: "");
 
         argv_add(&a, "-chardev");
@@ -110,7 +114,22 @@ int qemu_build_argv(const QemuConfig *c, char ***ret) {
                 argv_add(&a, "id=disk0,if=none,file=%s,format=%s,discard=unmap", c->disk_path,
                          c->disk_format ?: "raw");
                 argv_add(&a, "-device");
-                argv_add(&a, "%s,drive=disk0", microvm ? "virtio-blk-device" : "virtio-blk-pci");
+                argv_add(&a, "%s,drive=disk0%s", microvm ? "virtio-blk-device" : "virtio-blk-pci",
+                         c->n_drives > 0 ? ",serial=hm-disk" : "");
+        }
+        for (size_t k = 0; k < c->n_drives; k++) {
+                const QemuDrive *d = &c->drives[k];
+                /* Paths with a comma would split QEMU's option string. */
+                if (strchr(d->path, ',') || strchr(d->serial, ',')) {
+                        qemu_argv_free(a.v);
+                        return -EINVAL;
+                }
+                argv_add(&a, "-drive");
+                argv_add(&a, "id=disk%zu,if=none,file=%s,format=%s%s", k + 1, d->path, d->format ?: "raw",
+                         d->read_only ? ",readonly=on" : ",discard=unmap");
+                argv_add(&a, "-device");
+                argv_add(&a, "%s,drive=disk%zu,serial=%s", microvm ? "virtio-blk-device" : "virtio-blk-pci", k + 1,
+                         d->serial);
         }
         if (c->net_mac) {
                 /* The tap comes from the network helper as an open fd:

@@ -14,6 +14,13 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+typedef struct QemuDrive {
+        const char *path;
+        const char *format;        /* "raw", "qcow2" */
+        const char *serial;        /* [a-z0-9-], at most 20 bytes */
+        bool read_only;
+} QemuDrive;
+
 typedef struct QemuConfig {
         const char *binary;        /* qemu-system-x86_64 (PATH lookup) or a path */
         const char *kernel;        /* vmlinux */
@@ -29,6 +36,8 @@ typedef struct QemuConfig {
         const char *extra_cmdline; /* appended to the kernel command line, may be NULL */
         const uint8_t *net_mac;    /* NIC on the tap passed as QEMU_FD_TAP; NULL: no NIC */
         const char *log_path;      /* QEMU's own stdout/stderr */
+        const QemuDrive *drives;   /* more virtio-blk disks, found by serial in the guest */
+        size_t n_drives;
 } QemuConfig;
 
 /* fd numbers the sockets get in QEMU. */

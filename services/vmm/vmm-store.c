@@ -4,6 +4,7 @@
 
 #include "macro.h"
 #include "vmm-store.h"
+#include "vmm-containers.h"
 
 struct Store {
         sqlite3 *db;
@@ -25,6 +26,7 @@ static const char schema[] =
 static const char *const added_columns[] = {
         "tenant TEXT", "address TEXT", "tap TEXT", "dns_name TEXT", "accel_reason TEXT", "events TEXT",
         "boot_phases TEXT",
+        "containers TEXT",
 };
 
 static int sqlite_error(int rc) {
@@ -67,7 +69,7 @@ int store_open(const char *path, Store **ret) {
                 rc = sqlite3_prepare_v2(
                         s->db,
                         "INSERT OR REPLACE INTO instances VALUES "
-                        "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         -1, &s->save, NULL);
         if (rc != SQLITE_OK) {
                 store_free(s);
@@ -191,11 +193,11 @@ static char *labels_to_json(const Instance *i) {
 
 int store_save(Store *s, const Instance *i) {
         _cleanup_free_ char *labels = labels_to_json(i), *events = events_to_json(i),
-                            *phases = boot_phases_to_json(i);
+                            *phases = boot_phases_to_json(i), *containers = vmm_containers_to_json(i);
         sqlite3_stmt *st = s->save;
         int n = 1, rc;
 
-        if (!labels || !events || !phases)
+        if (!labels || !events || !phases || !containers)
                 return -ENOMEM;
         sqlite3_reset(st);
         sqlite3_bind_text(st, n++, i->id, -1, SQLITE_STATIC);
@@ -228,6 +230,7 @@ int store_save(Store *s, const Instance *i) {
         sqlite3_bind_text(st, n++, i->accel_reason, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, n++, events, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, n++, phases, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, n++, containers, -1, SQLITE_STATIC);
         rc = sqlite3_step(st);
         sqlite3_reset(st);
         sqlite3_clear_bindings(st);
@@ -330,6 +333,7 @@ int store_load(Store *s, Manager *m, int (*cb)(Instance *i, void *userdata), voi
                 r = r ?: dup_column(st, c++, &i->accel_reason);
                 r = r ?: events_from_json(i, (const char *) sqlite3_column_text(st, c++));
                 r = r ?: boot_phases_from_json(i, (const char *) sqlite3_column_text(st, c++));
+                r = r ?: vmm_containers_from_json(i, (const char *) sqlite3_column_text(st, c++));
                 if (r < 0) {
                         instance_free(i);
                         break;

@@ -56,7 +56,12 @@ def add(tf, name, data=None, kind=tarfile.REGTYPE, link="", mode=0o644):
         tf.addfile(ti)
 
 
-def layer_tars(marker):
+def busybox_applets():
+    r = subprocess.run(["/bin/busybox", "--list"], capture_output=True, text=True, check=True)
+    return [a for a in r.stdout.split() if a and a != "busybox"]
+
+
+def layer_tars(marker, applets=False):
     """Layer 1: busybox and its links, files to hide; layer 2: a whiteout and
     an opaque directory. `marker` makes each test image's digest its own."""
     l1, l2 = io.BytesIO(), io.BytesIO()
@@ -66,7 +71,8 @@ def layer_tars(marker):
         for d in ("bin", "etc", "var", "var/cache", "var/cache/sub"):
             add(tf, d, kind=tarfile.DIRTYPE)
         add(tf, "bin/busybox", busybox, mode=0o755)
-        for cmd in ("sh", "ls", "cat"):
+        # applets: every one (containers run ip, nslookup, env); else three.
+        for cmd in busybox_applets() if applets else ("sh", "ls", "cat"):
             add(tf, "bin/" + cmd, kind=tarfile.SYMTYPE, link="busybox")
         add(tf, "etc/motd", marker.encode() + b"\n")
         add(tf, "etc/gone", b"hidden by layer 2\n")
@@ -86,8 +92,8 @@ def config_json(diff_ids):
                        "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
 
 
-def make_oci_layout(path, marker, tag):
-    l1, l2 = layer_tars(marker)
+def make_oci_layout(path, marker, tag, applets=False):
+    l1, l2 = layer_tars(marker, applets) if applets else layer_tars(marker)
     l1gz = gzip.compress(l1, mtime=0)
     config = config_json([sha(l1), sha(l2)])
     manifest = json.dumps({
