@@ -134,11 +134,6 @@ static int set_default_string(char **field, const char *value) {
         return *field ? 0 : -ENOMEM;
 }
 
-static const char *const vmm_unknown_fields_allowed[] = {
-        "namespace.cloud.compute.v1beta.CreateInstanceRequest:9",
-        NULL,
-};
-
 int manager_new(const DaemonArgs *args, Manager **ret) {
         _cleanup_(manager_freep) Manager *m = NULL;
         int r;
@@ -148,10 +143,8 @@ int manager_new(const DaemonArgs *args, Manager **ret) {
                 return log_error_errno(-ENOMEM, "Out of memory.");
         m->config = (VmmConfig){
                 /* Fields of the public API that hostmesh lacks are refused by
-                 * number rather than dropped; CreateInstanceRequest.containers
-                 * (field 9) passes as before, its handling is its own work. */
-                .rpc = { .name = "vmm", .refuse_unknown_fields = true,
-                         .unknown_fields_allowed = vmm_unknown_fields_allowed },
+                 * number rather than dropped. */
+                .rpc = { .name = "vmm", .refuse_unknown_fields = true },
                 .default_duration_usec = 10 * 60 * USEC_PER_SEC,
                 .max_duration_usec = 24 * 3600 * USEC_PER_SEC,
                 .boot_timeout_usec = 60 * USEC_PER_SEC,

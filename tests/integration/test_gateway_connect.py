@@ -138,9 +138,9 @@ class Connect(unittest.TestCase):
         self.assertIn("invalid JSON", msg)
 
     def test_unknown_field_is_refused_naming_it(self):
-        msg = self.error_of(*self.curl(COMPUTE + "CreateInstance", b'{"containers": [{"name": "a"}]}'),
+        msg = self.error_of(*self.curl(COMPUTE + "CreateInstance", b'{"volumes": [{"name": "a"}]}'),
                             "invalid_argument", 400)
-        self.assertIn('unknown field "containers"', msg)
+        self.assertIn('unknown field "volumes"', msg)
         self.assertIn("CreateInstanceRequest", msg)
 
     def test_binary_fields_hostmesh_lacks_are_refused_by_number(self):

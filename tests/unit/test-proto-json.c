@@ -100,8 +100,8 @@ static void test_json_round_trip_int64_bytes_maps_durations(void **state) {
 static void test_json_refusals_name_the_field(void **state) {
         char *e;
 
-        e = refusal(&COMPUTE(create_instance_request__descriptor), "{\"containers\":[{\"name\":\"x\"}]}");
-        assert_string_equal(e, "unknown field \"containers\" in namespace.cloud.compute.v1beta.CreateInstanceRequest");
+        e = refusal(&COMPUTE(create_instance_request__descriptor), "{\"volumes\":[{\"name\":\"x\"}]}");
+        assert_string_equal(e, "unknown field \"volumes\" in namespace.cloud.compute.v1beta.CreateInstanceRequest");
         free(e);
         e = refusal(&COMPUTE(create_instance_request__descriptor), "{\"shape\":{\"virtualCpu\":\"many\"}}");
         assert_string_equal(e, "shape.virtualCpu: \"many\" is not an integer in range");
@@ -156,9 +156,9 @@ static void test_binary_that_does_not_decode_is_refused(void **state) {
 }
 
 static void test_unknown_fields_are_found_nested_and_allowed_by_name(void **state) {
-        /* CreateInstanceRequest { shape (1) { field 9 = 1 }, field 9 (containers) = "" } */
-        const uint8_t nested[] = { 0x0a, 0x02, 0x48, 0x01, 0x4a, 0x00 };
-        const char *const allow[] = { "namespace.cloud.compute.v1beta.CreateInstanceRequest:9", NULL };
+        /* CreateInstanceRequest { shape (1) { field 9 = 1 }, field 12 (volumes) = "" } */
+        const uint8_t nested[] = { 0x0a, 0x02, 0x48, 0x01, 0x62, 0x00 };
+        const char *const allow[] = { "namespace.cloud.compute.v1beta.CreateInstanceRequest:12", NULL };
         ProtobufCMessage *m = protobuf_c_message_unpack(&COMPUTE(create_instance_request__descriptor), NULL,
                                                         sizeof(nested), nested);
         const char *type;
@@ -167,7 +167,7 @@ static void test_unknown_fields_are_found_nested_and_allowed_by_name(void **stat
         assert_non_null(m);
         assert_true(proto_find_unknown_field(m, NULL, &type, &number));
         assert_string_equal(type, "namespace.cloud.compute.v1beta.CreateInstanceRequest");
-        assert_int_equal(number, 9);
+        assert_int_equal(number, 12);
         assert_true(proto_find_unknown_field(m, allow, &type, &number));
         assert_string_equal(type, "namespace.cloud.compute.v1beta.InstanceShape");
         assert_int_equal(number, 9);
