@@ -49,6 +49,7 @@
 
 #include "agent-protocol.h"
 #include "init-containers.h"
+#include "init-util.h"
 
 #define COMMANDS_MAX 64
 #define TOKEN_PATH "/run/nsc/token.json"
@@ -73,29 +74,6 @@ static char cmdline_hostname[65];
 static char cmdline_disk[64];
 static char cmdline_ip[16], cmdline_gw[16], cmdline_dns[16], cmdline_domain[254];
 static uint64_t t_virtio_net; /* loading virtio_net, waiting for its dependencies included */
-
-static void say(const char *format, ...) __attribute__((format(printf, 1, 2)));
-static void say(const char *format, ...) {
-        char buf[512];
-        va_list ap;
-        int n;
-
-        n = snprintf(buf, sizeof(buf), "hostmesh-init: ");
-        va_start(ap, format);
-        n += vsnprintf(buf + n, sizeof(buf) - n, format, ap);
-        va_end(ap);
-        if (n >= (int) sizeof(buf) - 1)
-                n = sizeof(buf) - 2;
-        buf[n++] = '\n';
-        (void) !write(STDERR_FILENO, buf, n);
-}
-
-static uint64_t now_usec(clockid_t clock) {
-        struct timespec ts;
-
-        clock_gettime(clock, &ts);
-        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
-}
 
 static void mount_api_filesystems(void) {
         static const struct {
@@ -140,17 +118,9 @@ static void cmdline_key(const char *word, const char *key, char *value, size_t s
 /* Picks hostmesh.* keys out of /proc/cmdline. */
 static void parse_cmdline(void) {
         char buf[4096];
-        ssize_t n;
-        int fd;
 
-        fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
+        if (read_text("/proc/cmdline", buf, sizeof(buf)) <= 0)
                 return;
-        n = read(fd, buf, sizeof(buf) - 1);
-        close(fd);
-        if (n <= 0)
-                return;
-        buf[n] = 0;
         for (char *w = strtok(buf, " \n"); w; w = strtok(NULL, " \n")) {
                 cmdline_key(w, "hostmesh.hostname", cmdline_hostname, sizeof(cmdline_hostname));
                 cmdline_key(w, "hostmesh.disk", cmdline_disk, sizeof(cmdline_disk));
@@ -246,17 +216,9 @@ static pid_t load_modules(bool want_disk, bool want_net) {
         int net_deps[2] = { -1, -1 };
         char buf[1024];
         pid_t helper = 0;
-        ssize_t n;
-        int fd;
 
-        fd = open("/lib/modules/modules.order", O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
+        if (read_text("/lib/modules/modules.order", buf, sizeof(buf)) <= 0)
                 return 0;
-        n = read(fd, buf, sizeof(buf) - 1);
-        close(fd);
-        if (n <= 0)
-                return 0;
-        buf[n] = 0;
         pci = have_pci_devices();
         if (want_net && pipe2(net_deps, O_CLOEXEC) < 0)
                 net_deps[0] = net_deps[1] = -1;
@@ -330,59 +292,28 @@ static bool have_modules(void) {
  * /dev/virtio-ports/<name> link: find the port by the name the host gave it
  * in sysfs, and create the device node from sysfs if devtmpfs has not yet. */
 static int open_agent_port(void) {
-        char path[300], name[128], dev[32];
         uint64_t deadline = now_usec(CLOCK_MONOTONIC) + 10 * 1000000ULL;
 
         for (;;) {
-                DIR *d = opendir("/sys/class/virtio-ports");
-                struct dirent *de;
+                char port[65], path[300], dev[32];
+                unsigned ma, mi;
+                int fd = -ENODEV;
 
-                while (d && (de = readdir(d))) {
-                        ssize_t n;
-                        int fd;
-
-                        if (de->d_name[0] == '.' || strlen(de->d_name) > 64)
-                                continue;
-                        snprintf(path, sizeof(path), "/sys/class/virtio-ports/%s/name", de->d_name);
-                        fd = open(path, O_RDONLY | O_CLOEXEC);
-                        if (fd < 0)
-                                continue;
-                        n = read(fd, name, sizeof(name) - 1);
-                        close(fd);
-                        if (n <= 0)
-                                continue;
-                        name[n] = 0;
-                        name[strcspn(name, "\n")] = 0;
-                        if (strcmp(name, AGENT_PORT_NAME) != 0)
-                                continue;
-
-                        snprintf(path, sizeof(path), "/dev/%s", de->d_name);
+                if (sysfs_find_by_attr("/sys/class/virtio-ports", "", "name", AGENT_PORT_NAME, port,
+                                       sizeof(port)) >= 0) {
+                        snprintf(path, sizeof(path), "/dev/%s", port);
                         fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY);
                         if (fd < 0 && errno == ENOENT) {
-                                unsigned ma, mi;
                                 char sys[300];
-                                int sfd;
 
-                                snprintf(sys, sizeof(sys), "/sys/class/virtio-ports/%s/dev", de->d_name);
-                                sfd = open(sys, O_RDONLY | O_CLOEXEC);
-                                if (sfd >= 0) {
-                                        n = read(sfd, dev, sizeof(dev) - 1);
-                                        close(sfd);
-                                        if (n > 0) {
-                                                dev[n] = 0;
-                                                if (sscanf(dev, "%u:%u", &ma, &mi) == 2)
-                                                        (void) mknod(path, S_IFCHR | 0600, makedev(ma, mi));
-                                        }
-                                }
+                                snprintf(sys, sizeof(sys), "/sys/class/virtio-ports/%s/dev", port);
+                                if (read_text(sys, dev, sizeof(dev)) > 0 && sscanf(dev, "%u:%u", &ma, &mi) == 2)
+                                        (void) mknod(path, S_IFCHR | 0600, makedev(ma, mi));
                                 fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY);
                         }
-                        if (fd >= 0) {
-                                closedir(d);
-                                return fd;
-                        }
                 }
-                if (d)
-                        closedir(d);
+                if (fd >= 0)
+                        return fd;
                 if (now_usec(CLOCK_MONOTONIC) > deadline)
                         return -ENODEV;
                 /* The port shows up when virtio_console has probed; no
@@ -408,23 +339,6 @@ static void mount_disk(void) {
         (void) mkdir("/mnt/disk", 0755);
         if (mount(dev, "/mnt/disk", "ext4", MS_NOATIME, NULL) < 0)
                 say("mounting %s on /mnt/disk failed: %m, running without the disk", dev);
-}
-
-static int write_file(const char *path, const char *content) {
-        size_t n = strlen(content);
-        ssize_t k;
-        int fd;
-
-        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (fd < 0)
-                return -errno;
-        k = write(fd, content, n);
-        if (k < 0)
-                k = -errno;
-        close(fd);
-        if (k < 0)
-                return (int) k;
-        return (size_t) k == n ? 0 : -EIO;
 }
 
 static bool valid_domain(const char *s) {
@@ -522,14 +436,14 @@ static int setup_network(const char **ret_step, uint64_t *ret_wait_usec) {
                 char path[64];
 
                 snprintf(path, sizeof(path), "/proc/sys/net/ipv4/conf/%s/accept_redirects", conf[i]);
-                r = write_file(path, "0\n");
+                r = write_text(path, "0\n");
                 if (r < 0)
                         return r;
         }
         /* Instances have IPv4 only (the host drops IPv6 from their taps):
          * no link-local address, no solicitations on the bridge. */
         *ret_step = "turning IPv6 off on eth0";
-        r = write_file("/proc/sys/net/ipv6/conf/eth0/disable_ipv6", "1\n");
+        r = write_text("/proc/sys/net/ipv6/conf/eth0/disable_ipv6", "1\n");
         if (r < 0 && r != -ENOENT)
                 return r;
 
@@ -565,7 +479,7 @@ static int setup_network(const char **ret_step, uint64_t *ret_wait_usec) {
 
         *ret_step = "writing /etc/resolv.conf";
         snprintf(resolv, sizeof(resolv), "nameserver %s\nsearch %s\n", cmdline_dns, cmdline_domain);
-        return write_file("/etc/resolv.conf", resolv);
+        return write_text("/etc/resolv.conf", resolv);
 }
 
 /* lo is wanted with or without a NIC (commands talk to local servers); the
@@ -590,7 +504,7 @@ static void write_hosts(bool networked) {
                          cmdline_hostname);
         else if (cmdline_hostname[0])
                 snprintf(hosts + n, sizeof(hosts) - n, "127.0.1.1\t%s\n", cmdline_hostname);
-        r = write_file("/etc/hosts", hosts);
+        r = write_text("/etc/hosts", hosts);
         if (r < 0)
                 say("cannot write /etc/hosts: %s", strerror(-r));
 }

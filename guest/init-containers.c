@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "init-containers.h"
+#include "init-util.h"
 
 #define SYSTEM_MOUNT "/run/hostmesh/system"
 #define CONTAINERS_DIR "/run/hostmesh/containers"
@@ -45,69 +46,11 @@ static bool system_ready;
 static pid_t containerd_pid, modules_pid;
 static char nameserver[64], domain[256];
 
-static void say(const char *format, ...) __attribute__((format(printf, 1, 2)));
-static void say(const char *format, ...) {
-        char buf[512];
-        va_list ap;
-        int saved = errno;
-
-        va_start(ap, format);
-        errno = saved;
-        vsnprintf(buf, sizeof(buf), format, ap);
-        va_end(ap);
-        dprintf(STDERR_FILENO, "hostmesh-init: containers: %s\n", buf);
-}
-
-static uint64_t mono_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000;
-}
-
-static int mkdir_p(const char *path, mode_t mode) {
-        char buf[512];
-
-        if (strlen(path) >= sizeof(buf))
-                return -ENAMETOOLONG;
-        strcpy(buf, path);
-        for (char *p = buf + 1; *p; p++)
-                if (*p == '/') {
-                        *p = 0;
-                        if (mkdir(buf, mode) < 0 && errno != EEXIST)
-                                return -errno;
-                        *p = '/';
-                }
-        if (mkdir(buf, mode) < 0 && errno != EEXIST)
-                return -errno;
-        return 0;
-}
-
-static int write_text(const char *path, const char *text) {
-        size_t n = strlen(text);
-        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-        ssize_t k;
-
-        if (fd < 0)
-                return -errno;
-        k = write(fd, text, n);
-        if (k < 0)
-                k = -errno;
-        close(fd);
-        return k < 0 ? (int) k : (size_t) k == n ? 0 : -EIO;
-}
-
 bool containers_requested(void) {
         char buf[4096];
-        ssize_t n;
-        int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
 
-        if (fd < 0)
+        if (read_text("/proc/cmdline", buf, sizeof(buf)) <= 0)
                 return false;
-        n = read(fd, buf, sizeof(buf) - 1);
-        close(fd);
-        if (n <= 0)
-                return false;
-        buf[n] = 0;
         for (char *w = strtok(buf, " \n"); w; w = strtok(NULL, " \n"))
                 if (strcmp(w, "hostmesh.containers=1") == 0)
                         return true;
@@ -117,37 +60,13 @@ bool containers_requested(void) {
 /* The block device whose virtio-blk serial is serial ("vdb"), from sysfs:
  * without udev there is no /dev/disk/by-id. */
 int containers_find_disk(const char *serial, char *ret, size_t size) {
-        DIR *d = opendir("/sys/block");
-        struct dirent *de;
-        int r = -ENODEV;
+        char name[48];
+        int r = sysfs_find_by_attr("/sys/block", "vd", "serial", serial, name, sizeof(name));
 
-        if (!d)
-                return -errno;
-        while ((de = readdir(d))) {
-                char path[300], value[64];
-                ssize_t n;
-                int fd;
-
-                if (strncmp(de->d_name, "vd", 2) != 0 || strlen(de->d_name) > 16)
-                        continue;
-                snprintf(path, sizeof(path), "/sys/block/%s/serial", de->d_name);
-                fd = open(path, O_RDONLY | O_CLOEXEC);
-                if (fd < 0)
-                        continue;
-                n = read(fd, value, sizeof(value) - 1);
-                close(fd);
-                if (n <= 0)
-                        continue;
-                value[n] = 0;
-                value[strcspn(value, "\n")] = 0;
-                if (strcmp(value, serial) == 0) {
-                        snprintf(ret, size, "/dev/%s", de->d_name);
-                        r = 0;
-                        break;
-                }
-        }
-        closedir(d);
-        return r;
+        if (r < 0)
+                return r;
+        snprintf(ret, size, "/dev/%s", name);
+        return 0;
 }
 
 /* Loads the modules the system disk lists, in its order. Modules built
@@ -155,16 +74,9 @@ int containers_find_disk(const char *serial, char *ret, size_t size) {
  * kernel) is logged and skipped. */
 static void load_container_modules(void) {
         char buf[4096];
-        ssize_t n;
-        int fd = open(SYSTEM_MOUNT "/hostmesh/modules/modules.order", O_RDONLY | O_CLOEXEC);
 
-        if (fd < 0)
+        if (read_text(SYSTEM_MOUNT "/hostmesh/modules/modules.order", buf, sizeof(buf)) <= 0)
                 return;
-        n = read(fd, buf, sizeof(buf) - 1);
-        close(fd);
-        if (n <= 0)
-                return;
-        buf[n] = 0;
         for (char *name = strtok(buf, "\n"); name; name = strtok(NULL, "\n")) {
                 char path[300];
                 int mfd;
@@ -176,7 +88,7 @@ static void load_container_modules(void) {
                 if (mfd < 0)
                         continue;
                 if (syscall(SYS_finit_module, mfd, "", 0) < 0 && errno != EEXIST)
-                        say("loading %s failed: %m, ignoring", name);
+                        say("containers: loading %s failed: %m, ignoring", name);
                 close(mfd);
         }
 }
@@ -245,7 +157,7 @@ static pid_t start_containerd(void) {
 
 void containers_setup(const char *ns, const char *search, bool modular) {
         char dev[64];
-        uint64_t t0 = mono_usec();
+        uint64_t t0 = now_usec(CLOCK_MONOTONIC);
         int r;
 
         snprintf(nameserver, sizeof(nameserver), "%s", ns ?: "");
@@ -255,20 +167,20 @@ void containers_setup(const char *ns, const char *search, bool modular) {
         (void) mkdir("/sys/fs/cgroup", 0755);
         if (mount("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, "nsdelegate") < 0 &&
             errno != EBUSY) {
-                say("mounting cgroup2 failed: %m");
+                say("containers: mounting cgroup2 failed: %m");
                 return;
         }
         r = containers_find_disk(CONTAINERS_SYSTEM_SERIAL, dev, sizeof(dev));
         if (r < 0) {
-                say("no system disk (serial %s): %s", CONTAINERS_SYSTEM_SERIAL, strerror(-r));
+                say("containers: no system disk (serial %s): %s", CONTAINERS_SYSTEM_SERIAL, strerror(-r));
                 return;
         }
         (void) mkdir_p(SYSTEM_MOUNT, 0755);
         if (mount(dev, SYSTEM_MOUNT, "ext4", MS_RDONLY | MS_NOATIME, "noload") < 0) {
-                say("mounting the system disk %s failed: %m", dev);
+                say("containers: mounting the system disk %s failed: %m", dev);
                 return;
         }
-        uint64_t t1 = mono_usec();
+        uint64_t t1 = now_usec(CLOCK_MONOTONIC);
         /* The modules (netfilter, bridge) matter to bridge networking only:
          * a child loads them while containerd starts. A kernel with
          * everything built in (our own) has none to load, and the system
@@ -284,10 +196,10 @@ void containers_setup(const char *ns, const char *search, bool modular) {
                         load_container_modules();
                 }
         }
-        uint64_t t2 = mono_usec();
+        uint64_t t2 = now_usec(CLOCK_MONOTONIC);
         r = bind_system();
         if (r < 0) {
-                say("binding the system disk's directories failed: %s", strerror(-r));
+                say("containers: binding the system disk's directories failed: %s", strerror(-r));
                 return;
         }
         (void) mkdir_p("/var/lib", 0755);
@@ -295,10 +207,10 @@ void containers_setup(const char *ns, const char *search, bool modular) {
         (void) mkdir_p("/etc/containerd", 0755);
         r = write_text("/etc/containerd/config.toml", CONTAINERD_CONFIG);
         if (r < 0)
-                say("cannot write containerd's configuration: %s", strerror(-r));
+                say("containers: cannot write containerd's configuration: %s", strerror(-r));
         r = write_text("/etc/cni/net.d/10-hostmesh.conflist", BRIDGE_CONFLIST);
         if (r < 0)
-                say("cannot write the CNI configuration: %s", strerror(-r));
+                say("containers: cannot write the CNI configuration: %s", strerror(-r));
         (void) write_text("/proc/sys/net/ipv4/ip_forward", "1\n");
         /* ctr run --net-host bind-mounts the guest's resolv.conf and hosts:
          * they must exist, even without a network. */
@@ -306,11 +218,11 @@ void containers_setup(const char *ns, const char *search, bool modular) {
                 (void) write_text("/etc/resolv.conf", "");
         containerd_pid = start_containerd();
         if (containerd_pid < 0) {
-                say("cannot start containerd: %m");
+                say("containers: cannot start containerd: %m");
                 return;
         }
         system_ready = true;
-        say("system disk %s mounted in %llu us, module loader %llu us, containerd started (pid %d)", dev,
+        say("containers: system disk %s mounted in %llu us, module loader %llu us, containerd started (pid %d)", dev,
             (unsigned long long) (t1 - t0), (unsigned long long) (t2 - t1), (int) containerd_pid);
 }
 
@@ -329,19 +241,19 @@ static bool containerd_up(void) {
 /* containerd takes a second or more to start under TCG; the first
  * container waits for its socket. */
 static int wait_containerd(void) {
-        uint64_t deadline = mono_usec() + CONTAINERD_WAIT_USEC, t0 = mono_usec();
+        uint64_t deadline = now_usec(CLOCK_MONOTONIC) + CONTAINERD_WAIT_USEC, t0 = now_usec(CLOCK_MONOTONIC);
         static bool logged;
 
         while (!containerd_up()) {
                 if (containerd_pid > 0 && waitpid(containerd_pid, NULL, WNOHANG) == containerd_pid)
                         return -ECHILD;
-                if (mono_usec() > deadline)
+                if (now_usec(CLOCK_MONOTONIC) > deadline)
                         return -ETIMEDOUT;
                 nanosleep(&(struct timespec){ .tv_nsec = 20 * 1000 * 1000 }, NULL);
         }
         if (!logged) {
                 logged = true;
-                say("containerd answered after %llu us more", (unsigned long long) (mono_usec() - t0));
+                say("containers: containerd answered after %llu us more", (unsigned long long) (now_usec(CLOCK_MONOTONIC) - t0));
         }
         return 0;
 }
@@ -379,7 +291,7 @@ static void write_container_etc(const char *root, const char *hostname) {
                 return;
         dfd = open(path, O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (dfd < 0) {
-                say("%s is not a directory, leaving the container's resolver alone", path);
+                say("containers: %s is not a directory, leaving the container's resolver alone", path);
                 return;
         }
         if (nameserver[0]) {
@@ -394,7 +306,7 @@ static void write_container_etc(const char *root, const char *hostname) {
                         close(fd);
                 }
                 if (r < 0)
-                        say("cannot write %s/resolv.conf: %s", path, strerror(-r));
+                        say("containers: cannot write %s/resolv.conf: %s", path, strerror(-r));
         }
         snprintf(text, sizeof(text), "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t%s\n",
                  hostname);
@@ -468,10 +380,10 @@ int containers_prepare(const AgentFrame *f, char ***ret_argv, char **ret_error) 
         if (modules_pid > 0 && c.network == AGENT_NETWORK_BRIDGE) {
                 /* The bridge needs them; a host-network container does not
                  * wait. PID 1 may have reaped the loader already (ECHILD). */
-                uint64_t tm = mono_usec();
+                uint64_t tm = now_usec(CLOCK_MONOTONIC);
                 (void) waitpid(modules_pid, NULL, 0);
                 modules_pid = 0;
-                say("container modules loaded (waited %llu us)", (unsigned long long) (mono_usec() - tm));
+                say("containers: container modules loaded (waited %llu us)", (unsigned long long) (now_usec(CLOCK_MONOTONIC) - tm));
         }
         r = wait_containerd();
         if (r < 0) {
