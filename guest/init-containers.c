@@ -27,6 +27,8 @@
 #define CONTAINERD_WAIT_USEC (60ULL * 1000000ULL)
 #define CONTAINERS_MAX 16
 #define CTR "/usr/bin/ctr"
+#define TASKS_DIR "/run/containerd/io.containerd.runtime.v2.task/default"
+#define PREVIOUS_TASK_WAIT_USEC (15 * 1000 * 1000ULL)
 
 /* 10.89.0.0/24 inside the guest: the instance pool is 10.x on the host side
  * too, but the bridge never leaves the guest (its traffic is masqueraded to
@@ -319,6 +321,43 @@ static void write_container_etc(const char *root, const char *hostname) {
         close(dfd);
 }
 
+/* ctr names the lease each `ctr run` holds "<nanoseconds of the wall
+ * clock>-<suffix>", and the suffix comes from an unseeded generator: the
+ * same in every ctr process. Under TCG the guest's clock moves in 4 ms
+ * jiffies, so two containers started together can pick one lease name and
+ * the second fails ("lease ... already exists"). A container's ctr is
+ * therefore started only once the containers before it have their task,
+ * which comes well after their lease. Bounded: a container that fails to
+ * start leaves no task, and the next one goes on after the wait. */
+static bool has_task(const char *id) {
+        struct stat st;
+        int dfd = open(TASKS_DIR, O_DIRECTORY | O_CLOEXEC);
+        bool found;
+
+        if (dfd < 0)
+                return false;
+        found = fstatat(dfd, id, &st, AT_SYMLINK_NOFOLLOW) >= 0;
+        close(dfd);
+        return found;
+}
+
+static void wait_previous_tasks(void) {
+        uint64_t deadline = now_usec(CLOCK_MONOTONIC) + PREVIOUS_TASK_WAIT_USEC;
+
+        for (size_t i = 0; i < CONTAINERS_MAX; i++) {
+                if (!containers[i].name[0])
+                        continue;
+                while (!has_task(containers[i].id)) {
+                        if (now_usec(CLOCK_MONOTONIC) > deadline) {
+                                say("containers: %s has no task yet; starting the next one all the same",
+                                    containers[i].name);
+                                return;
+                        }
+                        nanosleep(&(struct timespec){ .tv_nsec = 10 * 1000 * 1000 }, NULL);
+                }
+        }
+}
+
 static Container *container_find(const char *name) {
         for (size_t i = 0; i < CONTAINERS_MAX; i++)
                 if (containers[i].name[0] && strcmp(containers[i].name, name) == 0)
@@ -391,6 +430,7 @@ int containers_prepare(const AgentFrame *f, char ***ret_argv, char **ret_error) 
                                        r == -ETIMEDOUT ? "no answer in 60 s" : "it exited");
                 goto out;
         }
+        wait_previous_tasks();
 
         argc = 0;
         while (c.argv[argc])

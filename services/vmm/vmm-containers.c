@@ -170,11 +170,14 @@ static void on_container_disk(int r, const ProtobufCMessage *response, const Rpc
         manager_instance_continue(i);
 }
 
+static void start_pull(Manager *m, Instance *i, size_t k);
+
 static void on_image_pulled(int r, const ProtobufCMessage *response, const RpcStatus *status, void *userdata) {
         ContainerOp *op = userdata;
         Instance *i = op->instance;
         Manager *m = i->manager;
-        VmmContainer *c = &i->containers[op->index];
+        size_t op_index = op->index;
+        VmmContainer *c = &i->containers[op_index];
         const Hostmesh__Disk__V1__PullImageResponse *resp = (const void *) response;
         Hostmesh__Disk__V1__CreateDiskRequest req = HOSTMESH__DISK__V1__CREATE_DISK_REQUEST__INIT;
 
@@ -219,36 +222,45 @@ static void on_image_pulled(int r, const ProtobufCMessage *response, const RpcSt
                 return manager_instance_continue(i);
         }
         i->pending_ops++;
+        if (op_index + 1 < i->n_containers)
+                start_pull(m, i, op_index + 1);
+}
+
+/* Pulls one container's image; the next container's pull starts when this
+ * one has answered. diskd unpacks an image once and refuses a second pull of
+ * the same digest while the first unpacks, so two containers of one image
+ * must not ask at once. */
+static void start_pull(Manager *m, Instance *i, size_t k) {
+        Hostmesh__Disk__V1__PullImageRequest req = HOSTMESH__DISK__V1__PULL_IMAGE_REQUEST__INIT;
+        VmmContainer *c = &i->containers[k];
+        ContainerOp *op;
+        int r;
+
+        op = calloc(1, sizeof(*op));
+        if (!op)
+                return manager_instance_fail(i, "Out of memory");
+        *op = (ContainerOp){ .instance = i, .index = k };
+        req.ref = c->image_ref;
+        r = compose_backend_client(m, m->disk_socket, &m->disk_client);
+        if (r >= 0)
+                r = rpc_client_call_async(m->disk_client, "/hostmesh.disk.v1.Disk/PullImage", NULL, &req.base,
+                                          &hostmesh__disk__v1__pull_image_response__descriptor, PULL_TIMEOUT_USEC,
+                                          on_image_pulled, op);
+        if (r < 0) {
+                free(op);
+                _cleanup_free_ char *reason = NULL;
+                if (asprintf(&reason, "Container %s: diskd is not usable at %s (%s); containers need diskd", c->name,
+                             m->disk_socket, strerror(-r)) < 0)
+                        reason = NULL;
+                i->containers_error = RPC_FAILED_PRECONDITION;
+                return manager_instance_fail(i, reason ?: "Containers need diskd");
+        }
+        i->pending_ops++;
 }
 
 void vmm_containers_prepare(Manager *m, Instance *i) {
-        for (size_t k = 0; k < i->n_containers && i->state == INSTANCE_CREATING; k++) {
-                Hostmesh__Disk__V1__PullImageRequest req = HOSTMESH__DISK__V1__PULL_IMAGE_REQUEST__INIT;
-                VmmContainer *c = &i->containers[k];
-                ContainerOp *op;
-                int r;
-
-                op = calloc(1, sizeof(*op));
-                if (!op)
-                        return manager_instance_fail(i, "Out of memory");
-                *op = (ContainerOp){ .instance = i, .index = k };
-                req.ref = c->image_ref;
-                r = compose_backend_client(m, m->disk_socket, &m->disk_client);
-                if (r >= 0)
-                        r = rpc_client_call_async(m->disk_client, "/hostmesh.disk.v1.Disk/PullImage", NULL, &req.base,
-                                                  &hostmesh__disk__v1__pull_image_response__descriptor,
-                                                  PULL_TIMEOUT_USEC, on_image_pulled, op);
-                if (r < 0) {
-                        free(op);
-                        _cleanup_free_ char *reason = NULL;
-                        if (asprintf(&reason, "Container %s: diskd is not usable at %s (%s); containers need diskd",
-                                     c->name, m->disk_socket, strerror(-r)) < 0)
-                                reason = NULL;
-                        i->containers_error = RPC_FAILED_PRECONDITION;
-                        return manager_instance_fail(i, reason ?: "Containers need diskd");
-                }
-                i->pending_ops++;
-        }
+        if (i->n_containers > 0 && i->state == INSTANCE_CREATING)
+                start_pull(m, i, 0);
 }
 
 void vmm_containers_release(Manager *m, Instance *i) {
