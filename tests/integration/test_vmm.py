@@ -9,8 +9,11 @@ independent python3-grpcio client drives the public compute API directly.
 
 import json
 import os
+import shutil
 import signal
+import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
@@ -396,8 +399,26 @@ class VmmDebianKernelTest(unittest.TestCase):
 @unittest.skipUnless(have_guest_image(), "guest image not built (HOSTMESH_BUILD_GUEST=ON)")
 class VmmBootTimeoutTest(unittest.TestCase):
     def test_guest_never_ready_puts_the_instance_in_error_with_the_console_tail(self):
+        # A guest whose init never opens the agent port, rather than a
+        # timeout shorter than a boot: our kernel reaches READY in under 1 s.
+        tmp = tempfile.mkdtemp(prefix="hostmesh-silent-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        root = os.path.join(tmp, "root")
+        os.makedirs(os.path.join(root, "bin"))
+        shutil.copy("/bin/busybox", os.path.join(root, "bin", "busybox"))
+        with open(os.path.join(root, "init"), "w") as f:
+            f.write("#!/bin/busybox sh\n/bin/busybox echo silent init: no agent port\n"
+                    "exec /bin/busybox sleep 3600\n")
+        os.chmod(os.path.join(root, "init"), 0o755)
+        initrd = os.path.join(tmp, "silent.cpio")
+        with open(initrd, "wb") as out:
+            files = subprocess.run(["find", "."], cwd=root, check=True, capture_output=True).stdout
+            subprocess.run(["cpio", "--quiet", "-o", "-H", "newc"], cwd=root, input=files, stdout=out, check=True)
+        config = vmm_config().replace("boot_timeout = 90s", "boot_timeout = 1s").replace(
+            os.path.join(GUEST, "initramfs.cpio.gz"), initrd)
+        self.assertIn("initrd = " + initrd, config)
         reaper = QemuReaper()
-        with Mesh(configs={"vmm": vmm_config().replace("boot_timeout = 90s", "boot_timeout = 1s")}) as m:
+        with Mesh(configs={"vmm": config}) as m:
             try:
                 r, created = nsc_json(m, "create", "--machine_type", "2x2", "--wait_timeout", "1m")
                 self.assertEqual(r.returncode, 1)
