@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "latency.h"
 #include "macro.h"
 #include "namespace/cloud/compute/v1beta/compute.pb-c.h"
 #include "rpc.h"
@@ -26,20 +27,13 @@ typedef struct Worker {
         pthread_t thread;
         const char *socket, *instance, *mode;
         double seconds;
-        uint64_t *lat;
-        size_t n, cap;
+        Latencies lat;
         int errors;
         int fd;
         RpcClient *client;
         char buf[65536];
         size_t have;
 } Worker;
-
-static uint64_t now_ns(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * NSEC_PER_SEC + (uint64_t) ts.tv_nsec;
-}
 
 static int grpc_call(Worker *w) {
         Namespace__Cloud__Compute__V1beta__DescribeInstanceRequest req =
@@ -118,29 +112,18 @@ static void *worker_run(void *userdata) {
         /* Warm up the connection outside the measurement. */
         for (int i = 0; i < 50; i++)
                 (void) (grpc ? grpc_call(w) : connect_call(w));
-        end = now_ns() + (uint64_t) (w->seconds * 1e9);
-        while (now_ns() < end) {
-                uint64_t t = now_ns();
+        end = bench_now_ns() + (uint64_t) (w->seconds * 1e9);
+        while (bench_now_ns() < end) {
+                uint64_t t = bench_now_ns();
                 if ((grpc ? grpc_call(w) : connect_call(w)) < 0)
                         w->errors++;
-                if (w->n == w->cap) {
-                        w->cap = w->cap ? w->cap * 2 : 65536;
-                        w->lat = realloc(w->lat, w->cap * sizeof(uint64_t));
-                        if (!w->lat)
-                                abort();
-                }
-                w->lat[w->n++] = now_ns() - t;
+                latencies_add(&w->lat, bench_now_ns() - t);
         }
         if (grpc)
                 rpc_client_free(w->client);
         else
                 close(w->fd);
         return NULL;
-}
-
-static int cmp_u64(const void *a, const void *b) {
-        uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
-        return x < y ? -1 : x > y;
 }
 
 int main(int argc, char **argv) {
@@ -154,8 +137,7 @@ int main(int argc, char **argv) {
         unsigned callers = 1;
         double seconds = 3;
         Worker *w;
-        uint64_t *all;
-        size_t total = 0;
+        Latencies all = {};
         int c, errors = 0;
 
         while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0)
@@ -189,24 +171,14 @@ int main(int argc, char **argv) {
         }
         for (unsigned i = 0; i < callers; i++) {
                 pthread_join(w[i].thread, NULL);
-                total += w[i].n;
                 errors += w[i].errors;
+                latencies_take(&all, &w[i].lat);
         }
-        all = malloc((total ?: 1) * sizeof(uint64_t));
-        if (!all)
-                return 1;
-        total = 0;
-        for (unsigned i = 0; i < callers; i++) {
-                memcpy(all + total, w[i].lat, w[i].n * sizeof(uint64_t));
-                total += w[i].n;
-                free(w[i].lat);
-        }
-        qsort(all, total, sizeof(uint64_t), cmp_u64);
+        LatencySummary sum = latencies_summarize(&all);
         printf("{\"mode\": \"%s\", \"callers\": %u, \"calls\": %zu, \"errors\": %d, \"per_sec\": %.0f, "
                "\"p50_us\": %.1f, \"p99_us\": %.1f}\n",
-               mode, callers, total, errors, total / seconds, total ? all[total / 2] / 1e3 : 0,
-               total ? all[total * 99 / 100] / 1e3 : 0);
-        free(all);
+               mode, callers, sum.calls, errors, (double) sum.calls / seconds, sum.p50_us, sum.p99_us);
+        latencies_done(&all);
         free(w);
-        return errors > 0 && total == 0;
+        return errors > 0 && sum.calls == 0;
 }

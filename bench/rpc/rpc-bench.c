@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <time.h>
 
+#include "latency.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "macro.h"
 #include "parse-util.h"
@@ -20,16 +21,9 @@ typedef struct Worker {
         pthread_t thread;
         const char *target, *part;
         double seconds;
-        uint64_t *lat;
-        size_t n, cap;
+        Latencies lat;
         int errors;
 } Worker;
-
-static uint64_t now_ns(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * NSEC_PER_SEC + (uint64_t) ts.tv_nsec;
-}
 
 static int one_call(RpcClient *c, const char *part) {
         Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
@@ -55,26 +49,15 @@ static void *worker_run(void *userdata) {
         /* Warm up the connection outside the measurement. */
         for (int i = 0; i < 50; i++)
                 (void) one_call(c, w->part);
-        end = now_ns() + (uint64_t) (w->seconds * 1e9);
-        while (now_ns() < end) {
-                uint64_t t = now_ns();
+        end = bench_now_ns() + (uint64_t) (w->seconds * 1e9);
+        while (bench_now_ns() < end) {
+                uint64_t t = bench_now_ns();
                 if (one_call(c, w->part) < 0)
                         w->errors++;
-                if (w->n == w->cap) {
-                        w->cap = w->cap ? w->cap * 2 : 65536;
-                        w->lat = realloc(w->lat, w->cap * sizeof(uint64_t));
-                        if (!w->lat)
-                                abort();
-                }
-                w->lat[w->n++] = now_ns() - t;
+                latencies_add(&w->lat, bench_now_ns() - t);
         }
         rpc_client_free(c);
         return NULL;
-}
-
-static int cmp_u64(const void *a, const void *b) {
-        uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
-        return x < y ? -1 : x > y;
 }
 
 int main(int argc, char **argv) {
@@ -114,18 +97,18 @@ int main(int argc, char **argv) {
 
         if (first) {
                 RpcClient *cl;
-                uint64_t t = now_ns();
+                uint64_t t = bench_now_ns();
                 int r;
                 if (rpc_client_new(NULL, argv[optind], &cl) < 0)
                         return 1;
                 r = one_call(cl, part);
-                printf("{\"first_call_ms\": %.2f, \"ok\": %s}\n", (double) (now_ns() - t) / 1e6, r >= 0 ? "true" : "false");
+                printf("{\"first_call_ms\": %.2f, \"ok\": %s}\n", (double) (bench_now_ns() - t) / 1e6, r >= 0 ? "true" : "false");
                 rpc_client_free(cl);
                 return r < 0;
         }
 
         Worker *w = calloc(callers, sizeof(Worker));
-        size_t total = 0;
+        Latencies all = {};
         int errors = 0;
         for (unsigned i = 0; i < callers; i++) {
                 w[i] = (Worker){ .target = argv[optind], .part = part, .seconds = seconds };
@@ -133,21 +116,13 @@ int main(int argc, char **argv) {
         }
         for (unsigned i = 0; i < callers; i++) {
                 pthread_join(w[i].thread, NULL);
-                total += w[i].n;
                 errors += w[i].errors;
+                latencies_take(&all, &w[i].lat);
         }
-        uint64_t *all = malloc((total ? total : 1) * sizeof(uint64_t));
-        size_t k = 0;
-        for (unsigned i = 0; i < callers; i++) {
-                memcpy(all + k, w[i].lat, w[i].n * sizeof(uint64_t));
-                k += w[i].n;
-                free(w[i].lat);
-        }
-        qsort(all, total, sizeof(uint64_t), cmp_u64);
+        LatencySummary sum = latencies_summarize(&all);
         printf("{\"callers\": %u, \"calls\": %zu, \"errors\": %d, \"per_sec\": %.0f, \"p50_us\": %.1f, \"p99_us\": %.1f}\n",
-               callers, total, errors, (double) total / seconds, total ? (double) all[total / 2] / 1e3 : 0,
-               total ? (double) all[total * 99 / 100] / 1e3 : 0);
-        free(all);
+               callers, sum.calls, errors, (double) sum.calls / seconds, sum.p50_us, sum.p99_us);
+        latencies_done(&all);
         free(w);
         return errors > 0;
 }
