@@ -240,6 +240,37 @@ class Mesh:
             raise AssertionError("nsc printed invalid JSON: %r (stderr %r)" % (r.stdout, r.stderr))
 
 
+class QemuReaper:
+    """Remembers the QEMU pids of instances so that nothing outlives a test
+    (VMs survive vmmd by design)."""
+
+    def __init__(self):
+        self.pids = set()
+
+    def note(self, mesh, iid):
+        """Remembers iid's QEMU; returns its describe answer (or None)."""
+        r, d = mesh.nsc_json("describe", iid)
+        if d and d.get("qemu_pid"):
+            self.pids.add(d["qemu_pid"])
+        return d
+
+    def destroy_all(self, mesh):
+        """Asks vmmd to destroy every instance it lists, best effort."""
+        try:
+            r, lst = mesh.nsc_json("list")
+            for i in lst or []:
+                mesh.nsc("destroy", "--force", i["instance_id"])
+        except Exception:
+            pass
+
+    def reap(self):
+        for pid in self.pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 class NetnsPair:
     """Two network namespaces joined by a veth pair, made for one test:
     "host" (where the mesh runs; 192.168.77.1, default route outside) and

@@ -23,7 +23,7 @@ import tempfile
 import time
 import unittest
 
-from hm import BUILD, Mesh, NetnsPair
+from hm import BUILD, Mesh, NetnsPair, QemuReaper
 from test_images import make_oci_layout
 
 sys.path.insert(0, os.path.join(BUILD, "python"))
@@ -81,7 +81,7 @@ def box_layout(path):
 class ContainersTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.qemu_pids = set()
+        cls.reaper = QemuReaper()
         cls.mesh = None
         cls.registry = None
         cls.tmp = tempfile.mkdtemp(prefix="hostmesh-containers-test-")
@@ -132,18 +132,9 @@ class ContainersTest(unittest.TestCase):
     def _teardown(cls):
         mesh = cls.mesh
         if mesh:
-            try:
-                r, lst = mesh.nsc_json("list")
-                for i in lst or []:
-                    mesh.nsc("destroy", "--force", i["instance_id"])
-            except Exception:
-                pass
+            cls.reaper.destroy_all(mesh)
         time.sleep(1)
-        for pid in cls.qemu_pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        cls.reaper.reap()
         if mesh:
             mesh.__exit__(None, None, None)
         cls.ns.close()
@@ -166,10 +157,7 @@ class ContainersTest(unittest.TestCase):
             raise AssertionError("nsc printed invalid JSON: %r (stderr %r)" % (r.stdout, r.stderr))
 
     def note_qemu(self, iid):
-        r, d = self.mesh.nsc_json("describe", iid)
-        if d and d.get("qemu_pid"):
-            self.qemu_pids.add(d["qemu_pid"])
-        return d
+        return self.reaper.note(self.mesh, iid)
 
     def stub(self, method, req_type, resp_type, stream=False, service=COMPUTE):
         ch = self.mesh.channel("gateway")

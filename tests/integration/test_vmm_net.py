@@ -24,7 +24,7 @@ import sys
 import time
 import unittest
 
-from hm import BUILD, Mesh, NetnsPair
+from hm import BUILD, Mesh, NetnsPair, QemuReaper
 
 sys.path.insert(0, os.path.join(BUILD, "python"))
 
@@ -127,7 +127,7 @@ def skip_reason():
 class InstanceNetworkTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.qemu_pids = set()
+        cls.reaper = QemuReaper()
         cls.mesh = None
         cls.ns = NetnsPair(TAG)
         try:
@@ -173,9 +173,7 @@ class InstanceNetworkTest(unittest.TestCase):
         end = time.time() + timeout
         d = None
         while time.time() < end:
-            r, d = cls.mesh.nsc_json("describe", iid)
-            if d and d.get("qemu_pid"):
-                cls.qemu_pids.add(d["qemu_pid"])
+            d = cls.reaper.note(cls.mesh, iid)
             if d and d.get("state") == "RUNNING":
                 return d
             if d and d.get("state") == "ERROR":
@@ -187,17 +185,8 @@ class InstanceNetworkTest(unittest.TestCase):
     def _teardown(cls):
         mesh = cls.mesh
         if mesh:
-            try:
-                r, lst = mesh.nsc_json("list")
-                for i in lst or []:
-                    mesh.nsc("destroy", "--force", i["instance_id"])
-            except Exception:
-                pass
-        for pid in cls.qemu_pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            cls.reaper.destroy_all(mesh)
+        cls.reaper.reap()
         if mesh:
             mesh.stop()
         cls.ns.close()
