@@ -19,7 +19,7 @@ import unittest
 
 import grpc
 
-from hm import BUILD, Mesh
+from hm import BUILD, Mesh, QemuReaper
 
 sys.path.insert(0, os.path.join(BUILD, "python"))
 from namespace.cloud.compute.v1beta import compute_pb2  # noqa: E402
@@ -74,8 +74,13 @@ def assert_boot_phases(test, d, image_dir):
     and the first command. The kernel is the one the image was built with."""
     p = d["boot_phases_us"]
     test.assertTrue(p["known"], "READY arrived without the boot phases: %r" % p)
-    for phase in ("qemu", "kernel", "init", "first_command"):
+    for phase in ("kernel", "init", "first_command"):
         test.assertGreater(p[phase], 0, "phase %s missing: %r" % (phase, p))
+    # qemu is what the host waited beyond the guest's own count. Under TCG
+    # the guest's clock can run ahead of the host's (Debian's kernel takes
+    # the TSC rate from tsc_early_khz, below the host's real rate), and
+    # then vmmd reads it as 0 rather than negative.
+    test.assertGreaterEqual(p["qemu"], 0, p)
     # The guest's clock under TCG is jiffies-based (the TSC is found
     # unsynchronized): a part shorter than a tick reads 0.
     for phase in ("mounts", "modules", "network", "port"):
@@ -95,26 +100,6 @@ def assert_boot_phases(test, d, image_dir):
     else:
         test.assertGreater(p["modules"], 0, p)
     return kind
-
-
-class QemuReaper:
-    """Remembers the QEMU pids of instances so that nothing outlives a test
-    (VMs survive vmmd by design)."""
-
-    def __init__(self):
-        self.pids = set()
-
-    def note(self, mesh, iid):
-        r, d = mesh.nsc_json("describe", iid)
-        if d and d.get("qemu_pid"):
-            self.pids.add(d["qemu_pid"])
-
-    def reap(self):
-        for pid in self.pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def nsc_json(mesh, *args, **kw):
