@@ -105,3 +105,9 @@ static inline char **strv_free(char **v) {
         return NULL;
 }
 DEFINE_TRIVIAL_CLEANUP_FUNC(char **, strv_free);
+static inline size_t strv_length(char *const *v) {
+        size_t n = 0;
+        while (v && v[n])
+                n++;
+        return n;
+}

@@ -33,6 +33,15 @@
 
 #define IMAGE_PREFIX "oci-"
 
+/* A caller that asked for an image while a job for it was in flight: it
+ * gets that job's outcome instead of a second fetch and unpack. */
+typedef struct ContainerWaiter {
+        char *ref;                  /* what this caller's image is listed by; NULL: the job's own */
+        ContainerDone done;
+        void *userdata;
+        struct ContainerWaiter *next;
+} ContainerWaiter;
+
 struct ContainerJob {
         Manager *manager;
         bool import;
@@ -46,6 +55,7 @@ struct ContainerJob {
         Registry *registry;
 
         /* Phase 1. */
+        bool resolved;              /* set on the loop when phase 1 is done: digest is final */
         char digest[OCI_DIGEST_MAX];
         OciDocument manifest;       /* OCI layout and registry */
         DockerSave save;            /* docker save archives */
@@ -57,13 +67,25 @@ struct ContainerJob {
         TarStats stats;
         ImageProbe probe;
         char file_digest[IMAGE_DIGEST_MAX];
+        char *run_config;           /* oci_run_config_to_json() of the image's config */
 
         int r;
         char *error;
         ContainerDone done;
         void *userdata;
+        ContainerWaiter *waiters;
         ContainerJob *next;
 };
+
+static ContainerWaiter *waiters_free(ContainerWaiter *w) {
+        while (w) {
+                ContainerWaiter *next = w->next;
+                free(w->ref);
+                free(w);
+                w = next;
+        }
+        return NULL;
+}
 
 static ContainerJob *job_free(ContainerJob *j) {
         if (!j)
@@ -81,7 +103,9 @@ static ContainerJob *job_free(ContainerJob *j) {
         docker_save_done(&j->save);
         free(j->image_name);
         free(j->image_path);
+        free(j->run_config);
         free(j->error);
+        waiters_free(j->waiters);
         free(j);
         return NULL;
 }
@@ -512,6 +536,9 @@ static void unpack_run(void *data) {
         j->r = config_check(j, &config);
         if (j->r < 0)
                 return;
+        j->r = oci_run_config_to_json(&config.run, &j->run_config);
+        if (j->r < 0)
+                return;
         if (j->docker_save && config.n_diff_ids != n_layers) {
                 j->r = error_set(&j->error, -EINVAL, "%s lists %zu layers but its config %zu.", j->source, n_layers,
                             config.n_diff_ids);
@@ -563,6 +590,37 @@ static void unpack_run(void *data) {
 
 /* ---- the loop's side ---- */
 
+/* Hands the job's outcome to the callers that joined it: on success each
+ * one's ref is pointed at the image, and it hears the record as it is now
+ * (with that ref); on failure it hears the same error. */
+static void waiters_finish(Manager *m, ContainerJob *j, int r) {
+        ContainerWaiter *list = TAKE_PTR(j->waiters);
+
+        for (ContainerWaiter *w = list; w; w = w->next) {
+                _cleanup_(container_record_done) ContainerRecord c = {};
+                _cleanup_free_ char *error = NULL;
+                int k = r;
+
+                if (k >= 0 && w->ref && !streq(w->ref, j->ref)) {
+                        k = store_ref_set(m->store, w->ref, j->digest);
+                        if (k < 0)
+                                (void) error_set(&error, k, "Failed to record ref %s: %s.", w->ref, strerror(-k));
+                }
+                if (k >= 0) {
+                        k = store_container_get(m->store, j->digest, &c);
+                        if (k < 0)
+                                (void) error_set(&error, k, "Cannot read the record of image %s: %s.", j->digest,
+                                                 strerror(-k));
+                }
+                if (k < 0 && r >= 0)
+                        log_warning("%s", error);
+                w->done(k, k >= 0 ? &c : NULL,
+                        (ContainerOutcome){ .coalesced = true },
+                        k < 0 ? (error ?: j->error) : NULL, w->userdata);
+        }
+        waiters_free(list);
+}
+
 static void job_finish(Manager *m, ContainerJob *j, int r, const ContainerRecord *c, bool cached) {
         uint64_t blobs = j->registry ? registry_blobs_fetched(j->registry) : 0;
 
@@ -579,7 +637,8 @@ static void job_finish(Manager *m, ContainerJob *j, int r, const ContainerRecord
                 free(j->staging);
                 j->staging = NULL;
         }
-        j->done(r, c, cached, blobs, j->error, j->userdata);
+        j->done(r, c, (ContainerOutcome){ .cached = cached, .blobs = blobs }, j->error, j->userdata);
+        waiters_finish(m, j, r);
         job_free(j);
 }
 
@@ -619,6 +678,7 @@ static void unpack_complete(Manager *m, void *data, bool cancelled) {
                         .content_bytes = j->stats.bytes,
                         .layers = j->docker_save ? j->save.n_layers : j->manifest.n_entries,
                         .created = i.created,
+                        .config = j->run_config,
                 };
                 r = store_container_commit(m->store, &i, &c, j->ref, j->intent);
                 if (r < 0)
@@ -636,6 +696,33 @@ static void unpack_complete(Manager *m, void *data, bool cancelled) {
         finish_with_record(m, j, false);
 }
 
+/* The same image (by digest) is being unpacked by another job: j and the
+ * callers that joined j wait for that job instead of unpacking it again. */
+static void job_join_unpack(Manager *m, ContainerJob *j, ContainerJob *o) {
+        ContainerWaiter *w = calloc(1, sizeof(*w)), **tail;
+
+        if (!w || !(w->ref = strdup(j->ref))) {
+                free(w);
+                return job_finish(m, j, -ENOMEM, NULL, false);
+        }
+        w->done = j->done;
+        w->userdata = j->userdata;
+        /* j's own waiters asked for j's ref: that is what they get listed by. */
+        for (ContainerWaiter *k = j->waiters; k; k = k->next)
+                if (!k->ref && !(k->ref = strdup(j->ref))) {
+                        free(w->ref);
+                        free(w);
+                        return job_finish(m, j, -ENOMEM, NULL, false);
+                }
+        w->next = TAKE_PTR(j->waiters);
+        for (tail = &o->waiters; *tail; tail = &(*tail)->next)
+                ;
+        *tail = w;
+        log_info("%s is image %s, which another call is unpacking: waiting for it.", j->source, j->digest);
+        job_unlink(m, j);
+        job_free(j);
+}
+
 static void resolve_complete(Manager *m, void *data, bool cancelled) {
         _cleanup_(container_record_done) ContainerRecord existing = {};
         _cleanup_free_ char *file = NULL;
@@ -648,6 +735,7 @@ static void resolve_complete(Manager *m, void *data, bool cancelled) {
         }
         if (r < 0)
                 return job_finish(m, j, r, NULL, false);
+        j->resolved = true;
         if (!j->ref) {
                 j->ref = strdup(!isempty(j->name) ? j->name : j->digest);
                 if (!j->ref)
@@ -667,11 +755,8 @@ static void resolve_complete(Manager *m, void *data, bool cancelled) {
         if (r != -ENOENT)
                 return job_finish(m, j, r, NULL, false);
         for (ContainerJob *o = m->container_jobs; o; o = o->next)
-                if (o != j && o->intent > 0 && streq(o->digest, j->digest)) {
-                        (void) error_set(&j->error, -EBUSY, "Image %s is being unpacked by another call; ask again when "
-                                    "it returns.", j->digest);
-                        return job_finish(m, j, -EBUSY, NULL, false);
-                }
+                if (o != j && o->resolved && o->intent > 0 && streq(o->digest, j->digest))
+                        return job_join_unpack(m, j, o);
         if (asprintf(&j->image_name, IMAGE_PREFIX "%.32s", j->digest + 7) < 0 ||
             asprintf(&file, "%s.raw", j->image_name) < 0 || !(j->image_path = path_join(m->pool->images_dir, file)))
                 return job_finish(m, j, -ENOMEM, NULL, false);
@@ -730,12 +815,25 @@ int container_pull_async(Manager *m, const char *ref, ContainerDone done, void *
                 return -ENOMEM;
         j->done = done;
         j->userdata = userdata;
+        /* The same reference in flight: wait for it rather than fetch it twice. */
+        for (ContainerJob *o = m->container_jobs; o; o = o->next)
+                if (!o->import && streq(o->source, j->source)) {
+                        ContainerWaiter *w = calloc(1, sizeof(*w)), **tail;
+                        if (!w)
+                                return -ENOMEM;
+                        *w = (ContainerWaiter){ .done = done, .userdata = userdata };
+                        for (tail = &o->waiters; *tail; tail = &(*tail)->next)
+                                ;
+                        *tail = w;
+                        log_debug("%s is being pulled already: waiting for that pull.", j->source);
+                        return 0;
+                }
         /* By digest and known: no need to ask the registry. */
         if (j->oci.digest[0]) {
                 _cleanup_free_ char *digest = NULL;
                 _cleanup_(container_record_done) ContainerRecord c = {};
                 if (store_ref_resolve(m->store, j->ref, &digest) >= 0 && store_container_get(m->store, digest, &c) >= 0) {
-                        done(0, &c, /* cached= */ true, 0, NULL, userdata);
+                        done(0, &c, (ContainerOutcome){ .cached = true }, NULL, userdata);
                         return 0;
                 }
         }
@@ -792,7 +890,7 @@ int container_gc(Manager *m, unsigned *ret_collected, char **ret_error) {
                 bool busy = false;
 
                 for (ContainerJob *j = m->container_jobs; j; j = j->next)
-                        busy = busy || streq(j->digest, list[i].digest);
+                        busy = busy || (j->resolved && streq(j->digest, list[i].digest));
                 if (busy)
                         continue; /* a pull is pointing a ref at it right now */
                 r = store_container_remove_with_intent(m->store, &list[i], &intent);
