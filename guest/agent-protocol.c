@@ -465,6 +465,11 @@ int agent_container_encode(AgentBuffer *b, uint32_t id, const AgentContainer *c)
         agent_put_u32(b, (uint32_t) envc);
         for (size_t i = 0; i < envc; i++)
                 agent_put_string(b, c->env[i]);
+        if (c->cwd && *c->cwd) {
+                if (c->cwd[0] != '/')
+                        return -EINVAL;
+                agent_put_string(b, c->cwd);
+        }
         return agent_frame_end(b, start);
 }
 
@@ -480,6 +485,13 @@ int agent_container_decode(const AgentFrame *f, AgentContainer *ret) {
             (k = get_strv(&r, /* need_one= */ false, &c.argv)) < 0 ||
             (k = get_strv(&r, /* need_one= */ false, &c.env)) < 0)
                 goto fail;
+        /* The working directory trails: a frame of an older host has none. */
+        if (r.left > 0 && (k = agent_get_string(&r, &c.cwd)) < 0)
+                goto fail;
+        if (c.cwd && c.cwd[0] != '/') {
+                k = -EBADMSG;
+                goto fail;
+        }
         if (r.left != 0 || !agent_container_name_valid(c.id) || !agent_container_name_valid(c.name) ||
             !serial_valid(c.serial) || (c.network != AGENT_NETWORK_BRIDGE && c.network != AGENT_NETWORK_HOST) ||
             !env_valid(c.env)) {
@@ -499,5 +511,6 @@ void agent_container_done(AgentContainer *c) {
         free(c->serial);
         strv_free(c->argv);
         strv_free(c->env);
+        free(c->cwd);
         *c = (AgentContainer){};
 }

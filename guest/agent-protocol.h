@@ -144,7 +144,7 @@ int agent_string_decode(const AgentFrame *f, char **ret);
  * under the frame's id:
  *   str id, str name, str disk serial (virtio-blk serial of its root file
  *   system disk), u32 network (AgentNetwork), u32 argc, str×argc, u32 envc,
- *   str×envc */
+ *   str×envc[, str cwd (absolute; absent or empty: the runtime's default)] */
 typedef enum AgentNetwork {
         AGENT_NETWORK_BRIDGE = 1,  /* its own netns on a bridge in the guest, NAT'ed out */
         AGENT_NETWORK_HOST = 2,    /* the guest's netns */
@@ -158,8 +158,9 @@ typedef struct AgentContainer {
         char *name;    /* [A-Za-z0-9._-] */
         char *serial;
         uint32_t network;
-        char **argv;   /* NULL-terminated, may be empty: the image's own command */
+        char **argv;   /* NULL-terminated; vmmd resolved it from the image's config and the request */
         char **env;
+        char *cwd;     /* the image's WorkingDir; NULL for the runtime's default */
 } AgentContainer;
 
 int agent_container_encode(AgentBuffer *b, uint32_t id, const AgentContainer *c);

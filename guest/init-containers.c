@@ -358,6 +358,14 @@ static void wait_previous_tasks(void) {
         }
 }
 
+/* The image config's part of `ctr run`'s flags that vmmd did not already
+ * fold into argv and env: the working directory. Returns the new count. */
+static size_t image_config_flags(const AgentContainer *c, char **argv, size_t n) {
+        if (c->cwd)
+                argv[n++] = xasprintf("--cwd=%s", c->cwd);
+        return n;
+}
+
 static Container *container_find(const char *name) {
         for (size_t i = 0; i < CONTAINERS_MAX; i++)
                 if (containers[i].name[0] && strcmp(containers[i].name, name) == 0)
@@ -457,6 +465,7 @@ int containers_prepare(const AgentFrame *f, char ***ret_argv, char **ret_error) 
         argv[n++] = strdup("--env=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
         for (size_t i = 0; i < envc; i++)
                 argv[n++] = xasprintf("--env=%s", c.env[i]);
+        n = image_config_flags(&c, argv, n);
         argv[n++] = strdup("--");
         argv[n++] = strdup(root);
         argv[n++] = strdup(c.id);

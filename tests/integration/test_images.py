@@ -86,16 +86,18 @@ def layer_tars(marker, applets=False):
     return l1.getvalue(), l2.getvalue()
 
 
-def config_json(diff_ids):
+def config_json(diff_ids, run_config=None):
     return json.dumps({"architecture": "amd64", "os": "linux",
-                       "config": {"Cmd": ["/bin/sh"]},
+                       "config": {"Cmd": ["/bin/sh"]} if run_config is None else run_config,
                        "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
 
 
-def make_oci_layout(path, marker, tag, applets=False):
+def make_oci_layout(path, marker, tag, applets=False, run_config=None):
+    """run_config: the config's "config" object (Entrypoint, Cmd, Env,
+    WorkingDir, User); by default Cmd ["/bin/sh"]."""
     l1, l2 = layer_tars(marker, applets) if applets else layer_tars(marker)
     l1gz = gzip.compress(l1, mtime=0)
-    config = config_json([sha(l1), sha(l2)])
+    config = config_json([sha(l1), sha(l2)], run_config)
     manifest = json.dumps({
         "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(config),
