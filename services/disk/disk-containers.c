@@ -22,6 +22,7 @@
 
 #include "error-util.h"
 #include "disk-containers.h"
+#include "disk-ext4.h"
 #include "disk-image.h"
 #include "disk-oci.h"
 #include "disk-ops.h"
@@ -65,6 +66,7 @@ struct ContainerJob {
         char *image_name, *image_path;
         int64_t intent;
         TarStats stats;
+        uint64_t fetch_usec, unpack_usec, mkfs_usec;   /* where phase 2's time went */
         ImageProbe probe;
         char file_digest[IMAGE_DIGEST_MAX];
         char *run_config;           /* oci_run_config_to_json() of the image's config */
@@ -552,9 +554,12 @@ static void unpack_run(void *data) {
                 _cleanup_close_ int fd = -EBADF;
                 const char *what = NULL;
 
+                uint64_t t0 = monotonic_usec();
                 j->r = layer_open(j, i, &fd, &what);
                 if (j->r < 0)
                         return;
+                uint64_t t1 = monotonic_usec();
+                j->fetch_usec += t1 - t0;
                 /* docker save layers are plain tars: their digest is the
                  * config's diff_id. */
                 if (j->docker_save && (j->r = verify_fd(fd, config.diff_ids[i])) < 0) {
@@ -567,6 +572,7 @@ static void unpack_run(void *data) {
                         return;
                 }
                 j->r = tar_unpack_layer_fd(root, fd, &j->limits, &j->stats, &j->error);
+                j->unpack_usec += monotonic_usec() - t1;
                 if (j->r < 0) {
                         char *inner = TAKE_PTR(j->error);
                         j->r = error_set(&j->error, j->r, "Layer %zu (%s) of %s refused: %s", i, what, j->source,
@@ -575,9 +581,14 @@ static void unpack_run(void *data) {
                         return;
                 }
         }
-        j->r = image_make_ext4(rootfs, j->image_path, 0, &output);
+        uint64_t t2 = monotonic_usec();
+        {
+                _cleanup_free_ char *side = path_join(j->staging, "data");
+                j->r = side ? ext4_image_from_staging(rootfs, side, j->image_path, &output) : -ENOMEM;
+        }
+        j->mkfs_usec = monotonic_usec() - t2;
         if (j->r < 0) {
-                j->r = error_set(&j->error, j->r, "mkfs.ext4 -d of the unpacked image failed: %s",
+                j->r = error_set(&j->error, j->r, "Making the ext4 image of the unpacked tree failed: %s",
                             output ? output : strerror(-j->r));
                 return;
         }
@@ -690,9 +701,11 @@ static void unpack_complete(Manager *m, void *data, bool cancelled) {
                 return job_finish(m, j, r, NULL, false);
         }
         log_info("%s %s as %s (%s): %" PRIu64 " entries, %" PRIu64 " bytes, %" PRIu64 " whiteouts, %" PRIu64
-                 " opaque directories, %" PRIu64 " device nodes/fifos skipped.",
+                 " opaque directories, %" PRIu64 " device nodes/fifos skipped; fetch %" PRIu64 " ms, unpack %" PRIu64
+                 " ms, mkfs %" PRIu64 " ms.",
                  j->import ? "Imported" : "Pulled", j->source, j->image_name, j->digest, j->stats.entries,
-                 j->stats.bytes, j->stats.whiteouts, j->stats.opaque_dirs, j->stats.skipped_devices);
+                 j->stats.bytes, j->stats.whiteouts, j->stats.opaque_dirs, j->stats.skipped_devices,
+                 j->fetch_usec / 1000, j->unpack_usec / 1000, j->mkfs_usec / 1000);
         finish_with_record(m, j, false);
 }
 

@@ -288,10 +288,14 @@ class ImagesTest(unittest.TestCase):
         its unpack lasts long enough for a second call to arrive meanwhile."""
         layout = os.path.join(self.tmp, "layout-" + name)
         big = io.BytesIO()
+        self.big_files = {}
         with tarfile.open(fileobj=big, mode="w") as tf:
             add(tf, "data", kind=tarfile.DIRTYPE)
-            for i in range(8):
-                add(tf, "data/r%02d" % i, os.urandom(1 << 20))
+            # Sizes around the block size and the large-file threshold.
+            for i, size in enumerate((1 << 20, (1 << 20) + 1, 3 * (1 << 20) - 7, 256 << 10, (256 << 10) - 1,
+                                      4096, 1, 2 * (1 << 20), 1 << 20)):
+                self.big_files["data/r%02d" % i] = os.urandom(size)
+                add(tf, "data/r%02d" % i, self.big_files["data/r%02d" % i], mode=0o4750 if i == 0 else 0o644)
         orig = layer_tars
         _, l2 = orig(marker)
         globals()["layer_tars"] = lambda m: (big.getvalue(), l2)
@@ -302,6 +306,20 @@ class ImagesTest(unittest.TestCase):
         for tag in tags:
             self.push(layout + ":t", "test/%s:%s" % (name, tag))
         return self.registry_digest("test/" + name, tags[0])
+
+    def assert_big_files(self, image):
+        """Every file of push_big_image() reads back byte for byte, with its
+        mode; the file system checks clean."""
+        dump = os.path.join(self.tmp, "dumped")
+        for path, data in self.big_files.items():
+            if os.path.exists(dump):
+                os.unlink(dump)
+            debugfs(image, "dump /%s %s" % (path, dump))
+            with open(dump, "rb") as f:
+                self.assertEqual(f.read() == data, True, "/%s differs in the image" % path)
+        self.assertIn("04750", debugfs(image, "stat /data/r00").split("Mode:")[1][:12])
+        r = subprocess.run(["e2fsck", "-fn", image], capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
     def pull_together(self, refs):
         """Pulls refs at once (one thread each); each result is a reply or
@@ -335,6 +353,7 @@ class ImagesTest(unittest.TestCase):
         self.assertEqual(fetched, [0, 0, 3], "each pull fetched its own blobs")
         self.assertEqual(sorted(r.coalesced for r in results), [False, True, True])
         self.assertEqual(len({r.image.image for r in results}), 1)
+        self.assert_big_files(results[0].image.path)
         time.sleep(0.2)  # the registry writes its access log after replying
         self.assertEqual(self.registry_blob_requests() - before, 3, "the registry served the blobs more than once")
         self.call("DeleteImage", pb.DeleteImageRequest(ref=ref), pb.DeleteImageResponse)
