@@ -260,6 +260,22 @@ static void test_container_round_trips_and_exec_names_its_container(void **state
         assert_int_equal(agent_container_encode(&b, 9, &c), -EINVAL);
         agent_buffer_done(&b);
         c.cwd = NULL;
+        /* The image's User trails the cwd (empty when there is none). */
+        c.user = "app:staff";
+        assert_int_equal(agent_container_encode(&b, 9, &c), 0);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(agent_container_decode(&f, &d), 0);
+        assert_null(d.cwd);
+        assert_string_equal(d.user, "app:staff");
+        agent_container_done(&d);
+        agent_buffer_done(&b);
+        c.user = "app:staff:x";
+        assert_int_equal(agent_container_encode(&b, 9, &c), -EINVAL);
+        agent_buffer_done(&b);
+        c.user = "../app";
+        assert_int_equal(agent_container_encode(&b, 9, &c), -EINVAL);
+        agent_buffer_done(&b);
+        c.user = NULL;
 
         /* An EXEC naming a container carries it as a trailing string. */
         assert_int_equal(agent_exec_encode_in(&b, 4, argv, NULL, NULL, "web"), 0);

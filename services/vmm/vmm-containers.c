@@ -52,6 +52,7 @@ VmmContainer *vmm_container_free_all(VmmContainer *c, size_t n) {
                 strv_free(c[k].argv);
                 strv_free(c[k].env);
                 free(c[k].cwd);
+                free(c[k].user);
                 free(c[k].image);
                 free(c[k].disk_id);
                 free(c[k].disk_path);
@@ -135,7 +136,7 @@ int vmm_container_resolve_process(VmmContainer *c, size_t index, const Hostmesh_
         char *const *tail = n_args > 0 ? c->argv : cmd;
         size_t n_tail = n_args > 0 ? n_args : n_cmd, total = 0, n_env = 0;
         _cleanup_(strv_freep) char **argv = NULL, **env = NULL;
-        _cleanup_free_ char *cwd = NULL;
+        _cleanup_free_ char *cwd = NULL, *user = NULL;
 
         if (n_entrypoint + n_tail == 0)
                 return error_set(ret_error, -EINVAL,
@@ -185,6 +186,15 @@ int vmm_container_resolve_process(VmmContainer *c, size_t index, const Hostmesh_
                         return -ENOMEM;
                 total += strlen(cwd) + 4;
         }
+        if (config && !user_is_root(config->user)) {
+                if (!agent_user_valid(config->user))
+                        return error_set(ret_error, -EINVAL, "containers[%zu]: image %s has a User the guest does not "
+                                         "take (name, uid, name:group or uid:gid).", index, c->image_ref);
+                user = strdup(config->user);
+                if (!user)
+                        return -ENOMEM;
+                total += strlen(user) + 4;
+        }
         /* What goes to the guest must fit one agent frame. */
         if (total > 30 * 1024)
                 return error_set(ret_error, -EINVAL, "containers[%zu]: the command and environment with image %s's "
@@ -195,6 +205,8 @@ int vmm_container_resolve_process(VmmContainer *c, size_t index, const Hostmesh_
         c->argv = TAKE_PTR(argv);
         c->env = TAKE_PTR(env);
         c->cwd = TAKE_PTR(cwd);
+        free(c->user);
+        c->user = TAKE_PTR(user);
         return 0;
 }
 
@@ -304,11 +316,6 @@ static void on_image_pulled(int r, const ProtobufCMessage *response, const RpcSt
                         return manager_instance_continue(i);
                 }
         }
-        /* ctr run takes no user: the image's User is not applied yet, and
-         * the instance's events say so rather than leave it unsaid. */
-        if (resp->image->config && !user_is_root(resp->image->config->user))
-                instance_add_event(i, "container %s: image %s asks for user %.64s; it runs as root", c->name,
-                                   c->image_ref, resp->image->config->user);
         /* diskd keeps one disk per owner: a container's is "<instance>.<container id>". */
         _cleanup_free_ char *owner = NULL;
         if (asprintf(&owner, "%s.%s", i->id, c->id) < 0) {
@@ -385,7 +392,7 @@ void vmm_containers_start(Instance *i) {
                 VmmContainer *c = &i->containers[k];
                 AgentContainer a = {
                         .id = c->id, .name = c->name, .serial = c->serial, .network = c->network,
-                        .argv = c->argv, .env = c->env, .cwd = c->cwd,
+                        .argv = c->argv, .env = c->env, .cwd = c->cwd, .user = c->user,
                 };
                 AgentBuffer b = {};
                 int r;

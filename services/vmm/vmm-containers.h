@@ -31,6 +31,7 @@ typedef struct VmmContainer {
         char *image_ref;
         char **argv, **env;       /* NULL-terminated: the request's, then (once pulled) the process's */
         char *cwd;                /* the image's WorkingDir, NULL when it sets none */
+        char *user;               /* the image's User, NULL for root */
         uint32_t network;         /* AgentNetwork */
 
         char *image;              /* diskd's base image name once pulled */
@@ -55,7 +56,7 @@ int vmm_container_init(VmmContainer *c, const char *name, const char *image_ref,
  * NULL when diskd has none) and the request, the way a container runtime
  * given the image makes it: argv = Entrypoint + (the request's args, else
  * Cmd); env = the image's Env with the request's variables over it; cwd =
- * WorkingDir. -EINVAL (*ret_error naming containers[index]) when there is
+ * WorkingDir; user = User unless it names root (the guest switches to it). -EINVAL (*ret_error naming containers[index]) when there is
  * no command at all or the result is over the agent's limits. */
 typedef struct Hostmesh__Disk__V1__ImageConfig Hostmesh__Disk__V1__ImageConfig;
 int vmm_container_resolve_process(VmmContainer *c, size_t index, const Hostmesh__Disk__V1__ImageConfig *config,

@@ -345,6 +345,16 @@ class ContainersTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertEqual(r.stdout, "argv=entry a b c\nenv=from-request,kept\n/srv/work\npath=/bin:/opt/tools\n")
 
+    def test_6b_image_user_is_who_the_command_runs_as(self):
+        ref = self.push_layout("asuser", {"Entrypoint": ["sh", "-c", 'echo "$(id -u) $(id -g) $(id -G)"'],
+                                          "User": "app"})
+        r = self.nsc("run", "--image", ref, "--network", "host")
+        self.assertEqual((r.returncode, r.stdout), (0, "1000 1001 1001 50\n"), r.stderr)
+        ref = self.push_layout("nouser", {"Cmd": ["true"], "User": "nobody"})
+        r = self.nsc("run", "--image", ref, "--network", "host")
+        self.assertEqual(r.returncode, 126, r.stdout + r.stderr)
+        self.assertIn("cannot run as the image's user 'nobody': no such user in the image's /etc/passwd", r.stderr)
+
     def test_7_image_without_a_command_needs_args(self):
         ref = self.push_layout("bare", {"Env": ["A=1"]})
         create = self.stub("CreateInstance", compute_pb2.CreateInstanceRequest, compute_pb2.DescribeInstanceResponse)

@@ -75,6 +75,9 @@ def layer_tars(marker, applets=False):
         for cmd in busybox_applets() if applets else ("sh", "ls", "cat"):
             add(tf, "bin/" + cmd, kind=tarfile.SYMTYPE, link="busybox")
         add(tf, "etc/motd", marker.encode() + b"\n")
+        if applets:  # accounts for the containers that run as the image's User
+            add(tf, "etc/passwd", b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001:app:/home/app:/bin/sh\n")
+            add(tf, "etc/group", b"root:x:0:\napps:x:1001:\nstaff:x:50:app\n")
         add(tf, "etc/gone", b"hidden by layer 2\n")
         add(tf, "var/cache/old", b"old\n")
         add(tf, "var/cache/sub/older", b"older\n")
