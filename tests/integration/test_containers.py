@@ -10,7 +10,9 @@ each container with containerd. Checked: streams and exit codes, host vs
 bridge networking seen from inside (`ip addr`, DNS through dnsd), two
 containers in one instance (attach, exec into each), image not found,
 registry down, no base-disk reference left after destroy, vmmd killed and
-restarted while a container runs.
+restarted while a container runs; the image's config (Entrypoint, Cmd, Env,
+WorkingDir, User) deciding what runs, and an image with no command refused
+with INVALID_ARGUMENT naming containers[N].args.
 """
 
 import json
