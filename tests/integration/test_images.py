@@ -411,6 +411,23 @@ class ImagesTest(unittest.TestCase):
         self.assertEqual(list(r.image.config.entrypoint), [])
         self.assertEqual(r.image.config.working_dir, "")
 
+    def test_2f_a_database_from_before_configs_is_upgraded(self):
+        # diskd stopped; its database made like one from before the config
+        # column; diskd started again by the next call.
+        self.pull(self.host + "/test/busybox:1")
+        self.mesh.kill("disk")
+        db = sqlite3.connect(os.path.join(self.mesh.state_dir, "disk", "disk.db"))
+        db.execute("ALTER TABLE containers DROP COLUMN config")
+        db.commit()
+        db.close()
+        self.setUp()
+        r = self.pull(self.host + "/test/busybox:1")
+        self.assertTrue(r.cached)
+        self.assertFalse(r.image.HasField("config"), "an image from before configs has none")
+        db = sqlite3.connect(os.path.join(self.mesh.state_dir, "disk", "disk.db"))
+        self.assertIn("config", [c[1] for c in db.execute("PRAGMA table_info(containers)")])
+        db.close()
+
     def test_3_unknown_tag_is_not_found(self):
         details = self.assert_code(grpc.StatusCode.NOT_FOUND, self.pull, self.host + "/test/busybox:nope")
         self.assertIn("manifest 'nope'", details)
