@@ -144,7 +144,8 @@ int agent_string_decode(const AgentFrame *f, char **ret);
  * under the frame's id:
  *   str id, str name, str disk serial (virtio-blk serial of its root file
  *   system disk), u32 network (AgentNetwork), u32 argc, str×argc, u32 envc,
- *   str×envc */
+ *   str×envc[, str cwd (absolute; empty: the runtime's default)[, str user
+ *   (the image's User, not root; see init-user.h)]] */
 typedef enum AgentNetwork {
         AGENT_NETWORK_BRIDGE = 1,  /* its own netns on a bridge in the guest, NAT'ed out */
         AGENT_NETWORK_HOST = 2,    /* the guest's netns */
@@ -158,8 +159,10 @@ typedef struct AgentContainer {
         char *name;    /* [A-Za-z0-9._-] */
         char *serial;
         uint32_t network;
-        char **argv;   /* NULL-terminated, may be empty: the image's own command */
+        char **argv;   /* NULL-terminated; vmmd resolved it from the image's config and the request */
         char **env;
+        char *cwd;     /* the image's WorkingDir; NULL for the runtime's default */
+        char *user;    /* the image's User; NULL for root */
 } AgentContainer;
 
 int agent_container_encode(AgentBuffer *b, uint32_t id, const AgentContainer *c);
@@ -167,3 +170,6 @@ int agent_container_decode(const AgentFrame *f, AgentContainer *ret);
 void agent_container_done(AgentContainer *c);
 /* Names and ids as the guest uses them in paths and on ctr's command line. */
 bool agent_container_name_valid(const char *s);
+/* An image's User as the guest takes it: "name", "uid", "name:group",
+ * "uid:gid" (and mixes), [A-Za-z0-9._-], at most 256 bytes. */
+bool agent_user_valid(const char *s);

@@ -49,6 +49,7 @@
 
 #include "agent-protocol.h"
 #include "init-containers.h"
+#include "init-user.h"
 #include "init-util.h"
 
 #define COMMANDS_MAX 64
@@ -851,7 +852,7 @@ static void handle_frame(const AgentFrame *f) {
         }
 }
 
-int main(void) {
+int main(int argc, char **argv) {
         static uint8_t in[AGENT_HEADER_SIZE + AGENT_PAYLOAD_MAX];
         uint64_t boot_usec = now_usec(CLOCK_BOOTTIME), start = now_usec(CLOCK_MONOTONIC);
         size_t in_size = 0;
@@ -861,6 +862,9 @@ int main(void) {
         sigset_t ss;
         int sfd, r;
 
+        /* Bind-mounted into a container to start its process as the image's user. */
+        if (argc > 0 && strcmp(argv[0], USER_HELPER_PATH) == 0)
+                return user_helper_main(argc, argv);
         if (getpid() != 1) {
                 fprintf(stderr, "hostmesh-init must run as PID 1 inside a guest.\n");
                 return 1;
