@@ -35,7 +35,7 @@ COMMAND = "/namespace.cloud.compute.v1beta.CommandService/"
 def vmm_config(**extra):
     lines = ["[vmm]",
              "kernel = " + os.path.join(GUEST, "vmlinux"),
-             "initrd = " + os.path.join(GUEST, "initramfs.cpio.gz"),
+             "initrd = " + os.path.join(GUEST, "initramfs.cpio"),
              "boot_timeout = 90s",
              "shutdown_timeout = 3s"]
     lines += ["%s = %s" % kv for kv in extra.items()]
@@ -56,7 +56,7 @@ def kvm_device_opens():
 
 
 def have_guest_image():
-    return all(os.path.exists(os.path.join(GUEST, f)) for f in ("vmlinux", "initramfs.cpio.gz"))
+    return all(os.path.exists(os.path.join(GUEST, f)) for f in ("vmlinux", "initramfs.cpio"))
 
 
 def requested_kernel_kind():
@@ -346,7 +346,7 @@ class VmmLifecycleTest(unittest.TestCase):
 DEBIAN_GUEST = os.path.join(GUEST, "debian")
 
 
-@unittest.skipUnless(all(os.path.exists(os.path.join(DEBIAN_GUEST, f)) for f in ("vmlinux", "initramfs.cpio.gz")),
+@unittest.skipUnless(all(os.path.exists(os.path.join(DEBIAN_GUEST, f)) for f in ("vmlinux", "initramfs.cpio")),
                      "Debian-kernel guest image not built (HOSTMESH_BUILD_GUEST=ON)")
 class VmmDebianKernelTest(unittest.TestCase):
     """The fallback image (-DHOSTMESH_GUEST_KERNEL=debian, or automatic when
@@ -400,7 +400,7 @@ class VmmBootTimeoutTest(unittest.TestCase):
             files = subprocess.run(["find", "."], cwd=root, check=True, capture_output=True).stdout
             subprocess.run(["cpio", "--quiet", "-o", "-H", "newc"], cwd=root, input=files, stdout=out, check=True)
         config = vmm_config().replace("boot_timeout = 90s", "boot_timeout = 1s").replace(
-            os.path.join(GUEST, "initramfs.cpio.gz"), initrd)
+            os.path.join(GUEST, "initramfs.cpio"), initrd)
         self.assertIn("initrd = " + initrd, config)
         reaper = QemuReaper()
         with Mesh(configs={"vmm": config}) as m:
