@@ -51,7 +51,7 @@ def skip_reason():
     for tool in ("docker-registry", "skopeo", "nft", "ip", "nsenter"):
         if not shutil.which(tool) and not os.path.exists("/usr/sbin/" + tool):
             return tool + " is not installed"
-    for f in ("vmlinux", "initramfs.cpio.gz", "system.img"):
+    for f in ("vmlinux", "initramfs.cpio", "system.img"):
         if not os.path.exists(os.path.join(GUEST, f)):
             return "guest image or system disk not built (%s)" % f
     return None
@@ -61,7 +61,7 @@ def vmm_config():
     return "\n".join([
         "[vmm]",
         "kernel = " + os.path.join(GUEST, "vmlinux"),
-        "initrd = " + os.path.join(GUEST, "initramfs.cpio.gz"),
+        "initrd = " + os.path.join(GUEST, "initramfs.cpio"),
         "system_disk = " + os.path.join(GUEST, "system.img"),
         "boot_timeout = 180s",
         "shutdown_timeout = 3s",
