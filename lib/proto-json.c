@@ -98,7 +98,7 @@ static int b64_value(char ch) {
         return -1;
 }
 
-static int base64_decode(const char *s, size_t len, uint8_t **ret, size_t *ret_len) {
+int proto_base64_decode(const char *s, size_t len, uint8_t **ret, size_t *ret_len) {
         uint8_t *out;
         size_t o = 0;
         uint32_t acc = 0;
@@ -409,7 +409,7 @@ static int scalar_from_json(Ctx *c, const ProtobufCFieldDescriptor *f, json_t *v
                 ProtobufCBinaryData *b = out;
                 if (!json_is_string(v))
                         return fail(c, "%s: expected a base64 string", path);
-                r = base64_decode(json_string_value(v), json_string_length(v), &b->data, &b->len);
+                r = proto_base64_decode(json_string_value(v), json_string_length(v), &b->data, &b->len);
                 if (r == -EINVAL)
                         return fail(c, "%s: not valid base64", path);
                 return r;

@@ -61,6 +61,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                         (void) proto_binary_to_json(md->input, creq.message, creq.message_len, &json, &jlen);
                         free(json);
                 }
+                connect_request_done(&creq);
         }
         http_request_done(&req);
         return 0;
