@@ -754,6 +754,19 @@ static void call_start(ConnectCall *c, const char *subject, const char *tenant) 
                         msg = NULL;
                 return call_fail(c, RPC_UNIMPLEMENTED, msg ?: "unimplemented");
         }
+        if (!c->creq.json && c->md) {
+                /* Binary requests are checked here, so that a refusal names
+                 * the field the way the JSON path does rather than by number
+                 * (or as "not a valid message") from the backend. */
+                _cleanup_free_ char *error = NULL;
+                r = proto_binary_check(c->md->input, c->request, c->request_len, &error);
+                if (r < 0) {
+                        _cleanup_free_ char *msg = NULL;
+                        if (asprintf(&msg, "Invalid %s: %s", c->md->input->name, error ?: strerror(-r)) < 0)
+                                msg = NULL;
+                        return call_fail(c, RPC_INVALID_ARGUMENT, msg ?: "invalid request");
+                }
+        }
         if (c->creq.json) {
                 _cleanup_free_ char *error = NULL;
                 uint8_t *bin = NULL;

@@ -160,6 +160,26 @@ class Connect(unittest.TestCase):
         msg = self.error_of(*self.curl(COMPUTE + "DescribeInstance", b"\x0a\x01x\x38\x01", ctype="application/proto"),
                             "invalid_argument", 400)
         self.assertIn("field 7 of namespace.cloud.compute.v1beta.DescribeInstanceRequest", msg)
+        # containers (9) [ { field 15 = 1 } ]: the path says where
+        msg = self.error_of(*self.curl(COMPUTE + "CreateInstance", b"\x4a\x02\x78\x01", ctype="application/proto"),
+                            "invalid_argument", 400)
+        self.assertIn("containers[0]: field 15 of namespace.cloud.compute.v1beta.ContainerRequest", msg)
+
+    def test_binary_wrong_wire_types_name_the_field(self):
+        # shape (1) { virtual_cpu (1) as length-delimited, empty }: named by its
+        # JSON path like the JSON path names it, not "not a valid message".
+        for http in ("1.1", "2"):
+            msg = self.error_of(*self.curl(COMPUTE + "CreateInstance", b"\x0a\x02\x0a\x00",
+                                           ctype="application/proto", http=http), "invalid_argument", 400)
+            self.assertIn("shape.virtualCpu: length-delimited bytes where a varint (virtual_cpu) is expected", msg)
+        # labels (5) [ {}, { name (1) as varint 1 } ]
+        msg = self.error_of(*self.curl(COMPUTE + "CreateInstance", b"\x2a\x00\x2a\x02\x08\x01",
+                                       ctype="application/proto"), "invalid_argument", 400)
+        self.assertIn("labels[1].name: a varint where length-delimited bytes (name) is expected", msg)
+        # A length running past the end.
+        msg = self.error_of(*self.curl(COMPUTE + "DescribeInstance", b"\x0a\x09ab", ctype="application/proto"),
+                            "invalid_argument", 400)
+        self.assertIn("instanceId: the length runs past the end", msg)
 
     def test_wrong_types_and_enum_names_are_refused(self):
         msg = self.error_of(*self.curl(COMPUTE + "ListInstances", b'{"labelFilter": [{"op": "LIKE"}]}'),
