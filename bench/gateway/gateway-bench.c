@@ -222,8 +222,8 @@ static void *worker_run(void *userdata) {
                 w->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
                 if (w->fd < 0 || connect(w->fd, (struct sockaddr *) &sa, sizeof(sa)) < 0)
                         return NULL;
-                if (h2 && (send(w->fd, NGHTTP2_CLIENT_MAGIC, NGHTTP2_CLIENT_MAGIC_LEN, MSG_NOSIGNAL) < 0 ||
-                           h2_setup(w) < 0))
+                /* nghttp2's client session sends the preface itself. */
+                if (h2 && h2_setup(w) < 0)
                         return NULL;
         }
         /* Warm up the connection outside the measurement. */
