@@ -32,8 +32,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 free(message);
         } else {
                 const ProtobufCMethodDescriptor *md = connect_method_find(creq.method);
+                /* The message lies in the body, or for GET in the request's own storage. */
                 if (message || creq.method[0] != '/' ||
-                    creq.message + creq.message_len > (const uint8_t *) req.body + req.body_len)
+                    (!creq.get && creq.message + creq.message_len > (const uint8_t *) req.body + req.body_len) ||
+                    (creq.get && (creq.message != creq.storage || creq.storage[creq.message_len] != 0)))
                         abort();
                 if (md && creq.json) {
                         uint8_t *bin = NULL;
