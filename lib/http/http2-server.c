@@ -109,6 +109,11 @@ static bool h2_send(HttpConn *c) {
                 conn_free(c);  /* GOAWAY exchanged, or a connection error sent */
                 return false;
         }
+        /* Idle (no stream open) connections close after idle_timeout. */
+        if (c->streams)
+                (void) sd_event_source_set_enabled(c->timer, SD_EVENT_OFF);
+        else
+                conn_arm_timer(c, c->server->opts.idle_timeout_usec);
         return true;
 }
 
@@ -672,7 +677,6 @@ static bool h2_sniff(HttpConn *c) {
 }
 
 void h2_process(HttpConn *c) {
-        HttpServer *s = c->server;
         bool want_write = false;
         uint8_t buf[16384];
 
@@ -701,11 +705,6 @@ void h2_process(HttpConn *c) {
                 return;
         if (want_write)
                 conn_set_events(c, EPOLLOUT | EPOLLIN);
-        /* Idle (no stream open) connections close after idle_timeout. */
-        if (c->streams)
-                (void) sd_event_source_set_enabled(c->timer, SD_EVENT_OFF);
-        else
-                conn_arm_timer(c, s->opts.idle_timeout_usec);
 }
 
 uint32_t h2_wanted_events(HttpConn *c) {
