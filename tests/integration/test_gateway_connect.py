@@ -1,13 +1,16 @@
 # ctest: labels=integration timeout=300
 """The Connect protocol on the gateway's listeners, beside gRPC on the same
-port: curl speaks HTTP/1.1 (TLS on TCP with a bearer token, plain on the unix
-socket with peer credentials) and must get Connect answers — JSON and binary
-unary calls, server-streaming envelopes with the end-stream message, Connect
-error bodies with the spec's HTTP statuses — while gRPC keeps working on the
-same port. /metrics is served by the same HTTP library."""
+port: curl speaks HTTP/1.1 and HTTP/2 (TLS with ALPN on TCP with a bearer
+token; plain, with prior knowledge for HTTP/2, on the unix socket with peer
+credentials) and must get Connect answers — JSON and binary unary calls, GET
+for idempotent methods, server-streaming envelopes with the end-stream
+message, Connect error bodies with the spec's HTTP statuses — while gRPC
+keeps working on the same port, also as the first request of an HTTP/2
+connection. /metrics is served by the same HTTP library."""
 
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -341,6 +344,49 @@ class Connect(unittest.TestCase):
         big = b'{"instanceId": "' + b"a" * (5 << 20) + b'"}'
         status, headers, body = self.curl(COMPUTE + "DescribeInstance", big, http="2")
         self.assertEqual(status, 413)
+
+    def test_http2_oversize_head_is_431(self):
+        # 20 KiB of one header against the 16 KiB head limit: lib/http answers.
+        status, headers, body = self.curl(COMPUTE + "ListInstances", b"{}", extra=["x-big: " + "a" * 20000],
+                                          http="2")
+        self.assertEqual(status, 431)
+
+    @unittest.skipUnless(shutil.which("node"), "node is needed for an HTTP/2 client that mixes protocols")
+    def test_http2_grpc_call_on_a_connect_connection_is_refused_in_grpc_terms(self):
+        # Node's http2 client, one connection: a Connect call first (it keeps
+        # the connection in lib/http), then a gRPC call on the same connection.
+        script = r"""
+const http2 = require("node:http2"), net = require("node:net");
+const s = http2.connect("http://localhost", { createConnection: () => net.connect(process.argv[1]) });
+function call(headers, body) {
+  return new Promise((resolve, reject) => {
+    const r = s.request(Object.assign({ ":method": "POST", ":path": process.argv[2] }, headers));
+    let out = {}, data = [];
+    r.on("response", (h) => Object.assign(out, h));
+    r.on("trailers", (h) => Object.assign(out, h));
+    r.on("data", (d) => data.push(d));
+    r.on("end", () => resolve(Object.assign(out, { body: Buffer.concat(data).toString("hex") })));
+    r.on("error", reject);
+    r.end(body);
+  });
+}
+(async () => {
+  const a = await call({ "content-type": "application/json" }, "{}");
+  const b = await call({ "content-type": "application/grpc", te: "trailers" }, Buffer.alloc(5));
+  console.log(JSON.stringify([a, b]));
+  s.close();
+})().catch((e) => { console.error(e); process.exit(1); });
+"""
+        r = subprocess.run(["node", "-e", script, self.mesh.socket("gateway"), COMPUTE + "ListInstances"],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        first, second = json.loads(r.stdout)
+        self.assertEqual(first[":status"], 200, first)
+        self.assertEqual(first["content-type"], "application/json")
+        self.assertEqual(second[":status"], 200, second)
+        self.assertEqual(second["content-type"], "application/grpc")
+        self.assertEqual(second["grpc-status"], "14", second)
+        self.assertIn("Open a new connection for gRPC", second["grpc-message"])
 
     def test_http2_server_streaming_ends_with_the_end_stream_message(self):
         for unix in (False, True):
