@@ -643,6 +643,12 @@ static bool h2_sniff(HttpConn *c) {
         }
 
         if (c->h2_claimed) {
+                /* Our SETTINGS must be out whole before the hook's server writes:
+                 * 15 bytes on a fresh socket, so anything else is a broken peer. */
+                if (c->out_sent < c->out_len) {
+                        conn_free(c);
+                        return false;
+                }
                 /* Drop the session unsent: the hook's server answers from the start. */
                 free(c->h2_held);
         c->h2_held = NULL;
