@@ -91,6 +91,7 @@ void conn_hand_over_h2(HttpConn *c);
 /* http2-server.c */
 int h2_start(HttpConn *c);
 void h2_process(HttpConn *c);
+void h2_peer_done_sending(HttpConn *c);
 void h2_conn_done(HttpConn *c);
 uint32_t h2_wanted_events(HttpConn *c);
 int h2_respond(HttpExchange *x, int status, const char *content_type, const char *headers, const void *body,

@@ -778,6 +778,8 @@ static int on_conn_io(sd_event_source *es, int fd, uint32_t revents, void *userd
         (void) fd;
 
         if (c->state == CONN_H2) {
+                if (revents & (EPOLLRDHUP | EPOLLHUP))
+                        h2_peer_done_sending(c);
                 if ((revents & EPOLLOUT) && !conn_flush(c))
                         return 0;
                 h2_process(c);

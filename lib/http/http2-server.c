@@ -531,7 +531,9 @@ int h2_start(HttpConn *c) {
                 nghttp2_session_callbacks_del(cbs);
                 return -ENOMEM;
         }
-        /* Streams beyond what we announce are refused by nghttp2 itself. */
+        /* A peer that floods PINGs or SETTINGS without reading our ACKs loses
+         * its connection once 1000 are queued; streams beyond the 100 we
+         * announce are refused by nghttp2 itself. */
         nghttp2_option_set_max_outbound_ack(opt, 1000);
         r = nghttp2_session_server_new2(&c->h2, cbs, c, opt);
         nghttp2_option_del(opt);
@@ -605,10 +607,12 @@ static bool h2_sniff(HttpConn *c) {
                                 n += (ssize_t) c->in_len;
                 }
                 if (n == -EAGAIN) {
+                        if (c->h2_decided)
+                                break;  /* the client stopped sending (see on_conn_io) */
                         if (!c->ssl || c->in_len < H2_SNIFF_MAX) {
                                 /* Plain text: peeked bytes stay readable, so wait for
                                  * the next arrival edge rather than for readability. */
-                                conn_set_events(c, c->ssl ? (want_write ? EPOLLOUT : EPOLLIN) : EPOLLIN | EPOLLET);
+                                conn_set_events(c, h2_wanted_events(c) | (want_write ? EPOLLOUT : 0));
                                 return false;
                         }
                 } else if (n <= 0) {
@@ -682,6 +686,13 @@ static bool h2_sniff(HttpConn *c) {
         return true;
 }
 
+/* The peer shut down its side while we were waiting for its first request
+ * (peeked bytes do not show the EOF): what it sent is all there is. */
+void h2_peer_done_sending(HttpConn *c) {
+        if (c->h2_sniffing)
+                c->h2_decided = true;
+}
+
 void h2_process(HttpConn *c) {
         bool want_write = false;
         uint8_t buf[16384];
@@ -717,7 +728,7 @@ uint32_t h2_wanted_events(HttpConn *c) {
         size_t pending = c->out_len - c->out_sent;
 
         if (c->h2_sniffing)
-                return c->ssl ? EPOLLIN : EPOLLIN | EPOLLET;
+                return c->ssl ? EPOLLIN : EPOLLIN | EPOLLRDHUP | EPOLLET;
         if (pending >= H2_OUT_HIGH)
                 return EPOLLOUT;
         return pending > 0 ? EPOLLIN | EPOLLOUT : EPOLLIN;

@@ -405,6 +405,27 @@ static void test_live_http2_first_request_decides_who_serves(void **state) {
         assert_int_equal(l.h2_fd, -1);
         assert_int_equal(http_server_connections(l.server), 1);
         close(fd);
+
+        /* The preface and an empty SETTINGS frame, then the client shuts down
+         * its side: peeked bytes hide the EOF, the hang-up must not. */
+        const char half[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\4\0\0\0\0\0";
+        /* (The Connect connection above goes when its client closed it.) */
+        for (int i = 0; i < 100 && http_server_connections(l.server) > 0; i++)
+                (void) sd_event_run(l.event, 10000);
+        assert_int_equal(http_server_connections(l.server), 0);
+        fd = live_connect(&l);
+        assert_int_equal(send(fd, half, sizeof(half) - 1, 0), (ssize_t) sizeof(half) - 1);
+        for (int i = 0; i < 100 && http_server_connections(l.server) == 0; i++)
+                (void) sd_event_run(l.event, 10000);
+        for (int i = 0; i < 20; i++)
+                (void) sd_event_run(l.event, 10000);
+        assert_int_equal(http_server_connections(l.server), 1);  /* waiting for a request */
+        assert_int_equal(shutdown(fd, SHUT_WR), 0);
+        for (int i = 0; i < 100 && http_server_connections(l.server) > 0; i++)
+                (void) sd_event_run(l.event, 10000);
+        assert_int_equal(http_server_connections(l.server), 0);
+        assert_int_equal(l.h2_fd, -1);
+        close(fd);
         live_stop(&l);
 }
 
