@@ -222,7 +222,7 @@ static void *worker_run(void *userdata) {
                 w->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
                 if (w->fd < 0 || connect(w->fd, (struct sockaddr *) &sa, sizeof(sa)) < 0)
                         return NULL;
-                /* nghttp2's client session sends the preface itself. */
+                /* nghttp2's client sends the preface itself. */
                 if (h2 && h2_setup(w) < 0)
                         return NULL;
         }

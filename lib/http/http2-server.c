@@ -8,7 +8,7 @@
  * go out at once (gRPC clients wait for them before sending a request), and
  * the client's bytes are fed to nghttp2 without consuming them — peeked on
  * plain text, kept in c->in on TLS — until the head of the first request is
- * known. If the claim function takes it, the session is dropped without
+ * known. If the claim function takes it, nghttp2's state is dropped without
  * sending anything more and the hook gets the socket (plain text: every byte
  * still unread) or a tunnel that replays the kept bytes (TLS). Otherwise the
  * peeked bytes are consumed and nghttp2 carries on serving the connection. */
@@ -653,7 +653,7 @@ static bool h2_sniff(HttpConn *c) {
                         conn_free(c);
                         return false;
                 }
-                /* Drop the session unsent: the hook's server answers from the start. */
+                /* Drop nghttp2's state unsent: the hook's server answers from the start. */
                 free(c->h2_held);
         c->h2_held = NULL;
                 c->h2_held_len = 0;
