@@ -343,6 +343,19 @@ class ImagesTest(unittest.TestCase):
             t.join(300)
         return results
 
+    def assert_one_fetch_the_rest_joined(self, results):
+        """One pull fetched; each other one joined it, or, when the machine
+        is so loaded that it started after that pull had finished, found
+        the image cached. Both fetched nothing (the callers check that)."""
+        fetchers = [r for r in results if r.blobs_fetched > 0]
+        self.assertEqual(len(fetchers), 1)
+        self.assertFalse(fetchers[0].coalesced or fetchers[0].cached)
+        others = [r for r in results if r.blobs_fetched == 0]
+        for r in others:
+            self.assertTrue(r.coalesced or r.cached, r)
+        # The barrier releases them together: at least one joined.
+        self.assertTrue(any(r.coalesced for r in others), results)
+
     def test_2b_concurrent_pulls_of_one_ref_fetch_once(self):
         digest = self.push_big_image("together", ["1"], "together")
         ref = self.host + "/test/together:1"
@@ -351,10 +364,9 @@ class ImagesTest(unittest.TestCase):
         for r in results:
             self.assertNotIsInstance(r, grpc.RpcError, r.details() if isinstance(r, grpc.RpcError) else "")
             self.assertEqual(r.image.digest, digest)
-            self.assertFalse(r.cached)
         fetched = sorted(r.blobs_fetched for r in results)
         self.assertEqual(fetched, [0, 0, 3], "each pull fetched its own blobs")
-        self.assertEqual(sorted(r.coalesced for r in results), [False, True, True])
+        self.assert_one_fetch_the_rest_joined(results)
         self.assertEqual(len({r.image.image for r in results}), 1)
         self.assert_big_files(results[0].image.path)
         time.sleep(0.2)  # the registry writes its access log after replying
@@ -369,9 +381,9 @@ class ImagesTest(unittest.TestCase):
             self.assertNotIsInstance(r, grpc.RpcError, r.details() if isinstance(r, grpc.RpcError) else "")
             self.assertEqual(r.image.digest, digest)
         # The one that joined is listed by its own tag as well.
-        self.assertEqual(sorted(r.coalesced for r in results), [False, True])
         self.assertEqual(sorted(r.blobs_fetched for r in results), [0, 3])
-        joined = [r for r in results if r.coalesced][0]
+        self.assert_one_fetch_the_rest_joined(results)
+        joined = [r for r in results if r.blobs_fetched == 0][0]
         self.assertEqual(sorted(joined.image.refs), sorted(refs))
         res, js = self.mesh.nsc_json("images", "list")
         [img] = [i for i in js["images"] if i["digest"] == digest]
@@ -401,8 +413,10 @@ class ImagesTest(unittest.TestCase):
             t.join(300)
         for res, js in out:
             self.assertEqual(res.returncode, 0, res.stdout + res.stderr)
-        self.assertEqual(sorted(js["coalesced"] for _, js in out), [False, True])
         self.assertEqual(sorted(js["blobs_fetched"] for _, js in out), [0, 3])
+        for _, js in out:
+            if js["blobs_fetched"] == 0:
+                self.assertTrue(js["coalesced"] or js["cached"], js)
         self.call("DeleteImage", pb.DeleteImageRequest(ref=ref), pb.DeleteImageResponse)
 
     def test_2e_pull_carries_the_image_config(self):
