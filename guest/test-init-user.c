@@ -68,7 +68,7 @@ static void test_refusals(void **state) {
         /* The skipped lines name no one. */
         assert_int_equal(user_resolve("bad", passwd, group, &ids, &error), -ENOENT);
         assert_int_equal(user_resolve("big", passwd, group, &ids, &error), -ENOENT);
-        for (const char *s = "a:b:c\0:app\0app:\0a b\0../x/y\0" "99999999999"; *s; s += strlen(s) + 1) {
+        for (const char *s = "a:b:c\0:app\0app:\0a b\0../x/y\0" "99999999999\0"; *s; s += strlen(s) + 1) {
                 int r = user_resolve(s, passwd, group, &ids, &error);
                 assert_true(r == -EINVAL || (r == -ENOENT && strcmp(s, "99999999999") == 0));
         }
