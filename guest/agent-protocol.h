@@ -144,7 +144,10 @@ int agent_string_decode(const AgentFrame *f, char **ret);
  * under the frame's id:
  *   str id, str name, str disk serial (virtio-blk serial of its root file
  *   system disk), u32 network (AgentNetwork), u32 argc, str×argc, u32 envc,
- *   str×envc */
+ *   str×envc, then, for a container with Docker enabled only (older hosts
+ *   send nothing more): str docker socket path (absolute, inside the
+ *   container), str serial of the read-only disk holding its image (empty:
+ *   none), str the image reference to give that image in dockerd */
 typedef enum AgentNetwork {
         AGENT_NETWORK_BRIDGE = 1,  /* its own netns on a bridge in the guest, NAT'ed out */
         AGENT_NETWORK_HOST = 2,    /* the guest's netns */
@@ -160,6 +163,9 @@ typedef struct AgentContainer {
         uint32_t network;
         char **argv;   /* NULL-terminated, may be empty: the image's own command */
         char **env;
+        char *docker_sock_path;   /* NULL: no Docker in this container */
+        char *image_serial;       /* NULL or the serial of its image's read-only disk */
+        char *image_ref;          /* NULL or what dockerd lists that image as */
 } AgentContainer;
 
 int agent_container_encode(AgentBuffer *b, uint32_t id, const AgentContainer *c);
@@ -167,3 +173,9 @@ int agent_container_decode(const AgentFrame *f, AgentContainer *ret);
 void agent_container_done(AgentContainer *c);
 /* Names and ids as the guest uses them in paths and on ctr's command line. */
 bool agent_container_name_valid(const char *s);
+/* An absolute path of at most 255 bytes of [A-Za-z0-9._/-], without empty,
+ * "." or ".." components: where a Docker socket goes inside a container. */
+bool agent_docker_sock_path_valid(const char *s);
+/* An image reference as dockerd names images: 1 to 255 bytes of
+ * [A-Za-z0-9._/:@-], not starting with '-'. */
+bool agent_image_ref_valid(const char *s);
