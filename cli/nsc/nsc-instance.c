@@ -146,6 +146,7 @@ typedef struct CreateArgs {
         const char *image;
         const char *container_name;
         int network;              /* ContainerRequest.Network; 0: unset */
+        bool enable_docker;       /* docker.sock at /var/run/docker.sock, served by the guest's proxy */
         char **args;
         size_t n_args;
         char **env;
@@ -210,6 +211,8 @@ static int create_instance(Nsc *n, const NscCommand *cmd, const CreateArgs *a, c
                 cr.args = a->args;
                 cr.n_args = a->n_args;
                 cr.network = a->network;
+                if (a->enable_docker)
+                        cr.docker_sock_path = (char *) "/var/run/docker.sock";
                 for (size_t k = 0; k < a->n_env && k < ENV_MAX; k++) {
                         const char *eq = strchr(a->env[k], '=');
                         vars[k] = (Namespace__Cloud__Compute__V1beta__EnvironmentVariable)
@@ -860,9 +863,8 @@ static int verb_run(Nsc *n, int argc, char **argv) {
                                 return nsc_usage(n, cmd, "Invalid --network '%s'; use bridge or host.", optarg);
                         break;
                 case 'D':
-                        return nsc_fail(n, NSC_EXIT_USAGE, "UNIMPLEMENTED",
-                                        "--enable_docker: Docker inside an instance is not available on this host "
-                                        "yet; run without it.");
+                        a.enable_docker = true;
+                        break;
                 case 'p':
                         return nsc_fail(n, NSC_EXIT_USAGE, "UNIMPLEMENTED",
                                         "-p/--publish: exporting container ports is not available on this host yet; "
@@ -876,8 +878,8 @@ static int verb_run(Nsc *n, int argc, char **argv) {
                 return nsc_usage(n, cmd, "Unexpected argument '%s'; the command goes after '--'.", argv[optind]);
         if (!a.image && dd + 1 >= argc)
                 return nsc_usage(n, cmd, "Give the command after '--' (or an image with --image).");
-        if (!a.image && (a.container_name || a.network))
-                return nsc_usage(n, cmd, "--name and --network need --image.");
+        if (!a.image && (a.container_name || a.network || a.enable_docker))
+                return nsc_usage(n, cmd, "--name, --network and --enable_docker need --image.");
         if (a.image) {
                 /* The command becomes the container's; its environment too. */
                 a.args = dd + 1 < argc ? argv + dd + 1 : NULL;
