@@ -490,6 +490,23 @@ static int verb_describe(Nsc *n, int argc, char **argv) {
                 if (!isempty(d->tap))
                         json_object_set_new(o, "network", json_pack("{s:s, s:s, s:s}", "tap", d->tap, "mac", d->mac,
                                                                     "gateway", d->gateway));
+                /* The containers' state and Docker socket, matched to the
+                 * public answer's list by id. */
+                json_t *cs = json_object_get(o, "containers");
+                for (size_t k = 0; json_is_array(cs) && k < d->n_containers; k++) {
+                        size_t l;
+                        json_t *c;
+                        json_array_foreach(cs, l, c) {
+                                if (!streq(json_string_value(json_object_get(c, "id")) ?: "", d->containers[k]->id))
+                                        continue;
+                                json_object_set_new(c, "image", json_string(d->containers[k]->image_ref));
+                                json_object_set_new(c, "status", json_string(d->containers[k]->status));
+                                json_object_set_new(c, "docker", json_boolean(!isempty(d->containers[k]->docker_sock_path)));
+                                if (!isempty(d->containers[k]->docker_sock_path))
+                                        json_object_set_new(c, "docker_sock_path",
+                                                            json_string(d->containers[k]->docker_sock_path));
+                        }
+                }
                 if (d->n_events > 0) {
                         json_t *events = json_array();
                         for (size_t k = 0; k < d->n_events; k++)

@@ -1143,6 +1143,20 @@ static void handle_details(RpcCall *c, const ProtobufCMessage *request, void *us
         d.accelerator_reason = i->accel_reason ?: (char *) "";
         d.events = i->events;
         d.n_events = i->n_events;
+        /* Containers: at most CONTAINERS_PER_INSTANCE_MAX, on the stack. */
+        Hostmesh__Vmm__V1__ContainerDetails cd[CONTAINERS_PER_INSTANCE_MAX], *cdp[CONTAINERS_PER_INSTANCE_MAX];
+        for (size_t k = 0; k < i->n_containers && k < CONTAINERS_PER_INSTANCE_MAX; k++) {
+                const VmmContainer *vc = &i->containers[k];
+                cd[k] = (Hostmesh__Vmm__V1__ContainerDetails) HOSTMESH__VMM__V1__CONTAINER_DETAILS__INIT;
+                cd[k].id = vc->id;
+                cd[k].name = vc->name;
+                cd[k].image_ref = vc->image_ref;
+                cd[k].status = vc->status ?: (char *) "";
+                cd[k].docker_sock_path = vc->docker_sock_path ?: (char *) "";
+                cdp[k] = &cd[k];
+                d.n_containers = k + 1;
+        }
+        d.containers = cdp;
         rpc_call_reply(c, &d.base);
 }
 

@@ -171,7 +171,11 @@ class ContainersDockerTest(unittest.TestCase):
             if w.container_status != "starting" and w.container_status != "pending":
                 break
             time.sleep(1)
-        self.assertEqual(w.container_status, "running", self.nsc("logs", iid).stdout[-4000:])
+        if w.container_status != "running":
+            print(self.nsc("logs", iid).stdout[-4000:])
+            print(self.nsc("exec", iid, "--", "sh", "-c",
+                           "tail -n 30 /run/dockerd.log /run/hostmesh/docker/*.log").stdout)
+        self.assertEqual(w.container_status, "running")
         print("instance %s: container running %.1f s after create" % (iid, time.monotonic() - t0))
 
         # The acceptance example: the container's own /mydata, seen by the
