@@ -176,7 +176,14 @@ class ContainersDockerTest(unittest.TestCase):
             print(self.nsc("exec", iid, "--", "sh", "-c",
                            "tail -n 30 /run/dockerd.log /run/hostmesh/docker/*.log").stdout)
         self.assertEqual(w.container_status, "running")
-        print("instance %s: container running %.1f s after create" % (iid, time.monotonic() - t0))
+        # "running" is said once ctr run is started; its task comes a little later.
+        end = time.time() + 120
+        while time.time() < end:
+            r = self.nsc("exec", iid, "--", "ctr", "-n", "default", "tasks", "ls")
+            if any(x.startswith(cid) and "RUNNING" in x for x in r.stdout.splitlines()):
+                break
+            time.sleep(0.5)
+        print("instance %s: container's task running %.1f s after create" % (iid, time.monotonic() - t0))
 
         # The acceptance example: the container's own /mydata, seen by the
         # container it starts, through its proxy (the source rewritten into
@@ -184,8 +191,9 @@ class ContainersDockerTest(unittest.TestCase):
         r = self.in_container(iid, "mkdir /mydata && touch /mydata/foobar && "
                               "docker run --rm -v /mydata:/parent %s ls /parent" % IMAGE)
         if r.returncode != 0:
+            print(self.nsc("logs", iid).stdout[-3000:])
             print(self.nsc("exec", iid, "--", "sh", "-c",
-                           "tail -n 30 /run/dockerd.log /run/hostmesh/docker/*.log").stdout)
+                           "tail -n 30 /run/containerd.log /run/dockerd.log /run/hostmesh/docker/*.log").stdout)
         self.assertEqual((r.returncode, r.stdout), (0, "foobar\n"), r.stderr)
 
         # A sibling: in containerd's namespace moby next to ours in default,
