@@ -25,7 +25,7 @@
 #include "macro.h"
 
 typedef struct GuestProxy {
-        DockerPolicy policy;   /* deny by default: every field false */
+        DockerPolicy policy;   /* deny by default: every allow_* false */
         DockerCaller caller;
         OwnedSet *owned;
 } GuestProxy;
@@ -63,7 +63,9 @@ int main(int argc, char **argv) {
         _cleanup_(sd_event_unrefp) sd_event *event = NULL;
         _cleanup_(proxy_freep) Proxy *proxy = NULL;
         const char *engine = NULL, *listen = NULL, *root = NULL, *id = NULL;
-        GuestProxy g = {};
+        /* Deny by default; and no pulls: images reach an instance only
+         * from the host (the ones it was created with are in dockerd). */
+        GuestProxy g = { .policy.refuse_pull = true };
         sigset_t ss;
         int c, r;
 

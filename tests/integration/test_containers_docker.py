@@ -239,7 +239,15 @@ class ContainersDockerTest(unittest.TestCase):
         # Without the network: the image reached dockerd from its disk. A
         # name dockerd does not have cannot be pulled from inside.
         r = self.in_container(iid, "docker run --rm 127.0.0.1:5000/test/absent:1 true")
-        self.assertNotEqual(r.returncode, 0, r.stdout)
+        self.assertDenied(r, "Pulling images is not available inside an instance")
+        r = self.in_container(iid, "docker pull %s" % IMAGE)
+        self.assertDenied(r, "Pulling images is not available inside an instance")
+
+        # nsc describe names the container's Docker socket.
+        r, d = self.mesh.nsc_json("describe", iid)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual([(c["name"], c.get("docker"), c.get("docker_sock_path"), c.get("status"))
+                          for c in d["containers"]], [("main", True, "/var/run/docker.sock", "running")])
 
         r = self.in_container(iid, "docker rm -f sib")
         self.assertEqual(r.returncode, 0, r.stderr)
