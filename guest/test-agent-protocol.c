@@ -311,6 +311,26 @@ static void test_container_with_docker_round_trips_and_refuses_bad_socket_paths(
                 c.docker_sock_path = (char *) bad[i];
                 assert_int_equal(agent_container_encode(&b, 3, &c), -EINVAL);
         }
+        /* A host that sends a climbing path or a cut-off Docker part:
+         * refused by the guest too. */
+        c.docker_sock_path = "/var/run/docker.sock";
+        c.image_serial = "hi-c1a2";
+        c.image_ref = "box:1";
+        assert_int_equal(agent_container_encode(&b, 3, &c), 0);
+        uint8_t *p = memmem(b.data, b.size, "/var/run/docker.sock", 20);
+        assert_non_null(p);
+        memcpy(p, "/var/../docker..sock", 20); /* same length, now with a ".." component */
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(agent_container_decode(&f, &d), -EBADMSG);
+        agent_buffer_done(&b);
+        assert_int_equal(agent_container_encode(&b, 3, &c), 0);
+        /* Drop the last string (the image reference, 4 + 5 bytes): fix the length field. */
+        b.size -= 9;
+        uint32_t len = (uint32_t) (b.size - AGENT_HEADER_SIZE);
+        memcpy(b.data + 8, &len, 4);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_true(agent_container_decode(&f, &d) < 0);
+        agent_buffer_done(&b);
         assert_true(agent_docker_sock_path_valid("/run/my.docker/d_1-x.sock"));
         assert_false(agent_image_ref_valid("-rm"));
         assert_false(agent_image_ref_valid("box; rm -rf /"));
