@@ -340,6 +340,29 @@ static pid_t start_dockerd(void) {
         return pid;
 }
 
+/* dockerd is supervised: when it exits (killed, crashed), it is started
+ * again, at most DOCKERD_RESTARTS_MAX times per instance; the proxies
+ * answer 502 "The Docker engine is not reachable." meanwhile. */
+#define DOCKERD_RESTARTS_MAX 10
+
+void containers_child_exited(pid_t pid, int status) {
+        static unsigned restarts;
+
+        if (pid <= 0 || pid != dockerd_pid)
+                return;
+        dockerd_pid = 0;
+        if (restarts >= DOCKERD_RESTARTS_MAX) {
+                say("containers: dockerd exited (status %d) for the %u. time; not starting it again", status,
+                    restarts + 1);
+                return;
+        }
+        restarts++;
+        say("containers: dockerd exited (status %d); starting it again", status);
+        dockerd_pid = start_dockerd();
+        if (dockerd_pid < 0)
+                dockerd_pid = 0;
+}
+
 /* The instance's dockerd, started by the first container that asks for
  * Docker and awaited by every one (a container's command may use
  * docker.sock as soon as it starts). 0 or a negative errno with *ret_error. */

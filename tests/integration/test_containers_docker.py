@@ -253,6 +253,24 @@ class ContainersDockerTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         r = self.nsc("exec", iid, "--", "ctr", "-n", "moby", "containers", "ls", "-q")
         self.assertNotIn(sib, r.stdout.split())
+
+        # dockerd killed: the proxy says the engine is away (502) rather
+        # than hanging, and hostmesh-init starts dockerd again.
+        r = self.nsc("exec", iid, "--", "sh", "-c", "kill -9 $(cat /run/docker.pid)")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.in_container(iid, "docker ps")
+        if r.returncode != 0:
+            self.assertIn("The Docker engine is not reachable.", r.stderr)
+        end = time.time() + 180
+        while time.time() < end:
+            r = self.in_container(iid, "docker ps -q")
+            if r.returncode == 0:
+                break
+            time.sleep(1)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.in_container(iid, "docker run --rm -v /mydata:/parent %s ls /parent" % IMAGE)
+        self.assertEqual((r.returncode, r.stdout), (0, "foobar\n"), r.stderr)
+        self.assertIn("dockerd exited", self.nsc("logs", iid).stdout)
         self.nsc("destroy", iid)
 
     def test_2_nsc_run_enable_docker(self):
