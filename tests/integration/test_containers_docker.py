@@ -11,8 +11,10 @@ hostmesh-dockerproxyd) bind-mounted as /var/run/docker.sock. Checked: the
 acceptance example (a bind mount of the container's own /mydata seen by a
 container it starts), the container it starts is a sibling in containerd's
 namespace moby, escapes refused with test_dockerproxy's words, the image
-reaching the guest's dockerd from its disk without any network, and the
-nsc flag.
+reaching the guest's dockerd from its disk and pulls refused (no image
+reaches the guest over the network), dockerd killed and started again, two
+containers with Docker in one instance as two callers (neither sees, names
+nor binds the other's things), nsc describe, and `nsc run --enable_docker`.
 """
 
 import gzip
@@ -271,6 +273,65 @@ class ContainersDockerTest(unittest.TestCase):
         r = self.in_container(iid, "docker run --rm -v /mydata:/parent %s ls /parent" % IMAGE)
         self.assertEqual((r.returncode, r.stdout), (0, "foobar\n"), r.stderr)
         self.assertIn("dockerd exited", self.nsc("logs", iid).stdout)
+        self.nsc("destroy", iid)
+
+    def test_3_two_docker_containers_are_two_callers(self):
+        """Identity is which socket: two containers with Docker in one
+        instance share the guest's dockerd but see, name and bind only their
+        own things."""
+        ch = self.mesh.channel("gateway")
+        create = ch.unary_unary(tc.COMPUTE + "CreateInstance",
+                                request_serializer=compute_pb2.CreateInstanceRequest.SerializeToString,
+                                response_deserializer=compute_pb2.DescribeInstanceResponse.FromString)
+        shape = compute_pb2.InstanceShape(virtual_cpu=2, memory_megabytes=2048, machine_arch="amd64")
+        resp = create(compute_pb2.CreateInstanceRequest(shape=shape, documented_purpose="two docker callers",
+                                                        containers=[
+            compute_pb2.ContainerRequest(name=n, image_ref=IMAGE, args=["sleep", "900"],
+                                         docker_sock_path="/var/run/docker.sock",
+                                         network=compute_pb2.ContainerRequest.HOST) for n in ("a", "b")]),
+            timeout=300)
+        iid = resp.metadata.instance_id
+        ids = [c.id for c in resp.containers]
+        self.reaper.note(self.mesh, iid)
+        end = time.time() + 600
+        while time.time() < end:
+            r = self.nsc("exec", iid, "--", "ctr", "-n", "default", "tasks", "ls")
+            if all(any(x.startswith(i) and "RUNNING" in x for x in r.stdout.splitlines()) for i in ids):
+                break
+            time.sleep(1)
+        else:
+            print(self.nsc("logs", iid).stdout[-3000:])
+            self.fail("the two containers did not both run")
+
+        def run(name, script):
+            return self.nsc("exec", iid, "--container", name, "--", "sh", "-c", script)
+
+        r = run("a", "mkdir /only-a && echo mine > /only-a/f && docker run -d --name a-own -v /only-a:/x %s "
+                     "sleep 600" % IMAGE)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        a_own = r.stdout.strip()
+        # b does not see it, cannot act on it by name or id.
+        r = run("b", "docker ps -a --format '{{.Names}}'")
+        self.assertEqual((r.returncode, r.stdout), (0, ""), r.stderr)
+        for ref in ("a-own", a_own):
+            for verb in ("kill", "container inspect", "logs"):
+                r = run("b", "docker %s %s" % (verb, ref))
+                self.assertDenied(r, "No such container")
+            # (rm -f of a missing container exits 0 in this CLI: a's must still run.)
+            run("b", "docker rm -f " + ref)
+        r = run("a", "docker ps --format '{{.Names}}'")
+        self.assertEqual((r.returncode, r.stdout), (0, "a-own\n"), r.stderr)
+        # b's /only-a is b's own root (absent), not a's.
+        r = run("b", "docker run --rm -v /only-a:/x %s cat /x/f" % IMAGE)
+        self.assertNotEqual(r.returncode, 0, r.stdout)
+        self.assertNotIn("mine", r.stdout)
+        r = run("a", "docker exec a-own cat /x/f")
+        self.assertEqual((r.returncode, r.stdout), (0, "mine\n"), r.stderr)
+        # Both talk to one dockerd: one moby namespace holds a's container.
+        r = self.nsc("exec", iid, "--", "ctr", "-n", "moby", "containers", "ls", "-q")
+        self.assertEqual(r.stdout.split(), [a_own])
+        r = run("a", "docker rm -f a-own")
+        self.assertEqual(r.returncode, 0, r.stderr)
         self.nsc("destroy", iid)
 
     def test_2_nsc_run_enable_docker(self):
