@@ -481,6 +481,21 @@ static bool env_valid(char *const *env) {
         return true;
 }
 
+bool agent_user_valid(const char *s) {
+        size_t n = strlen(s), colons = 0;
+
+        if (n == 0 || n > 256 || s[0] == ':' || s[n - 1] == ':')
+                return false;
+        for (; *s; s++) {
+                if (*s == ':')
+                        colons++;
+                else if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+                           *s == '.' || *s == '_' || *s == '-'))
+                        return false;
+        }
+        return colons <= 1;
+}
+
 int agent_container_encode(AgentBuffer *b, uint32_t id, const AgentContainer *c) {
         size_t argc = strv_length(c->argv), envc = strv_length(c->env), start;
 
@@ -503,6 +518,16 @@ int agent_container_encode(AgentBuffer *b, uint32_t id, const AgentContainer *c)
         agent_put_u32(b, (uint32_t) envc);
         for (size_t i = 0; i < envc; i++)
                 agent_put_string(b, c->env[i]);
+        if ((c->cwd && *c->cwd) || c->user || c->docker_sock_path) {
+                if (c->cwd && *c->cwd && c->cwd[0] != '/')
+                        return -EINVAL;
+                agent_put_string(b, c->cwd ? c->cwd : "");
+        }
+        if (c->user || c->docker_sock_path) {
+                if (c->user && !agent_user_valid(c->user))
+                        return -EINVAL;
+                agent_put_string(b, c->user ? c->user : "");
+        }
         if (c->docker_sock_path) {
                 agent_put_string(b, c->docker_sock_path);
                 agent_put_string(b, c->image_serial ?: "");
@@ -523,6 +548,24 @@ int agent_container_decode(const AgentFrame *f, AgentContainer *ret) {
             (k = get_strv(&r, /* need_one= */ false, &c.argv)) < 0 ||
             (k = get_strv(&r, /* need_one= */ false, &c.env)) < 0)
                 goto fail;
+        /* The working directory trails: a frame of an older host has none. */
+        if (r.left > 0 && (k = agent_get_string(&r, &c.cwd)) < 0)
+                goto fail;
+        if (c.cwd && !*c.cwd) {
+                free(c.cwd);
+                c.cwd = NULL;
+        }
+        if (r.left > 0 && (k = agent_get_string(&r, &c.user)) < 0)
+                goto fail;
+        /* Empty: root (sent by a host that has a Docker part to send). */
+        if (c.user && !*c.user) {
+                free(c.user);
+                c.user = NULL;
+        }
+        if ((c.cwd && c.cwd[0] != '/') || (c.user && !agent_user_valid(c.user))) {
+                k = -EBADMSG;
+                goto fail;
+        }
         if (r.left > 0) {
                 /* Docker enabled: all three strings, the socket path valid,
                  * the others empty or valid. */
@@ -562,6 +605,8 @@ void agent_container_done(AgentContainer *c) {
         free(c->serial);
         strv_free(c->argv);
         strv_free(c->env);
+        free(c->cwd);
+        free(c->user);
         free(c->docker_sock_path);
         free(c->image_serial);
         free(c->image_ref);

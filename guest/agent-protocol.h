@@ -144,10 +144,13 @@ int agent_string_decode(const AgentFrame *f, char **ret);
  * under the frame's id:
  *   str id, str name, str disk serial (virtio-blk serial of its root file
  *   system disk), u32 network (AgentNetwork), u32 argc, str×argc, u32 envc,
- *   str×envc, then, for a container with Docker enabled only (older hosts
- *   send nothing more): str docker socket path (absolute, inside the
- *   container), str serial of the read-only disk holding its image (empty:
- *   none), str the image reference to give that image in dockerd */
+ *   str×envc[, str cwd (absolute; empty: the runtime's default)[, str user
+ *   (the image's User, not root; see init-user.h; empty: root)[, then for a
+ *   container with Docker enabled only: str docker socket path (absolute,
+ *   inside the container), str serial of the read-only disk holding its
+ *   image (empty: none), str the image reference to give that image in
+ *   dockerd]]]. Older hosts send fewer; a host sending the Docker part sends
+ *   cwd and user first, empty when unset. */
 typedef enum AgentNetwork {
         AGENT_NETWORK_BRIDGE = 1,  /* its own netns on a bridge in the guest, NAT'ed out */
         AGENT_NETWORK_HOST = 2,    /* the guest's netns */
@@ -161,8 +164,10 @@ typedef struct AgentContainer {
         char *name;    /* [A-Za-z0-9._-] */
         char *serial;
         uint32_t network;
-        char **argv;   /* NULL-terminated, may be empty: the image's own command */
+        char **argv;   /* NULL-terminated; vmmd resolved it from the image's config and the request */
         char **env;
+        char *cwd;     /* the image's WorkingDir; NULL for the runtime's default */
+        char *user;    /* the image's User; NULL for root */
         char *docker_sock_path;   /* NULL: no Docker in this container */
         char *image_serial;       /* NULL or the serial of its image's read-only disk */
         char *image_ref;          /* NULL or what dockerd lists that image as */
@@ -173,6 +178,9 @@ int agent_container_decode(const AgentFrame *f, AgentContainer *ret);
 void agent_container_done(AgentContainer *c);
 /* Names and ids as the guest uses them in paths and on ctr's command line. */
 bool agent_container_name_valid(const char *s);
+/* An image's User as the guest takes it: "name", "uid", "name:group",
+ * "uid:gid" (and mixes), [A-Za-z0-9._-], at most 256 bytes. */
+bool agent_user_valid(const char *s);
 /* An absolute path of at most 255 bytes of [A-Za-z0-9._/-], without empty,
  * "." or ".." components: where a Docker socket goes inside a container. */
 bool agent_docker_sock_path_valid(const char *s);

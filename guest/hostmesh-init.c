@@ -49,6 +49,7 @@
 
 #include "agent-protocol.h"
 #include "init-containers.h"
+#include "init-user.h"
 #include "init-util.h"
 
 #define COMMANDS_MAX 64
@@ -75,25 +76,40 @@ static char cmdline_disk[64];
 static char cmdline_ip[16], cmdline_gw[16], cmdline_dns[16], cmdline_domain[254];
 static uint64_t t_virtio_net; /* loading virtio_net, waiting for its dependencies included */
 
-static void mount_api_filesystems(void) {
-        static const struct {
-                const char *what, *where, *type;
-                unsigned long flags;
-                const char *options;
-        } mounts[] = {
-                { "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL },
-                { "sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL },
-                { "devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755" },
-                { "tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755" },
-                { "devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "ptmxmode=0666,mode=0620" },
-        };
+typedef struct ApiMount {
+        const char *what, *where, *type;
+        unsigned long flags;
+        const char *options;
+} ApiMount;
 
-        for (size_t i = 0; i < sizeof(mounts) / sizeof(mounts[0]); i++) {
+static void mount_list(const ApiMount *mounts, size_t n) {
+        for (size_t i = 0; i < n; i++) {
                 (void) mkdir(mounts[i].where, 0755);
                 if (mount(mounts[i].what, mounts[i].where, mounts[i].type, mounts[i].flags, mounts[i].options) < 0 &&
                     errno != EBUSY)
                         say("mounting %s failed: %m, ignoring", mounts[i].where);
         }
+}
+
+/* What finding and opening the agent port needs (and the console, and the
+ * command line): the rest waits until READY is out. */
+static void mount_api_filesystems(void) {
+        static const ApiMount mounts[] = {
+                { "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL },
+                { "sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL },
+                { "devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755" },
+        };
+
+        mount_list(mounts, sizeof(mounts) / sizeof(mounts[0]));
+}
+
+static void mount_runtime_filesystems(void) {
+        static const ApiMount mounts[] = {
+                { "tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755" },
+                { "devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "ptmxmode=0666,mode=0620" },
+        };
+
+        mount_list(mounts, sizeof(mounts) / sizeof(mounts[0]));
         (void) mkdir("/run/nsc", 0755);
 }
 
@@ -852,7 +868,7 @@ static void handle_frame(const AgentFrame *f) {
         }
 }
 
-int main(void) {
+int main(int argc, char **argv) {
         static uint8_t in[AGENT_HEADER_SIZE + AGENT_PAYLOAD_MAX];
         uint64_t boot_usec = now_usec(CLOCK_BOOTTIME), start = now_usec(CLOCK_MONOTONIC);
         size_t in_size = 0;
@@ -862,6 +878,9 @@ int main(void) {
         sigset_t ss;
         int sfd, r;
 
+        /* Bind-mounted into a container to start its process as the image's user. */
+        if (argc > 0 && strcmp(argv[0], USER_HELPER_PATH) == 0)
+                return user_helper_main(argc, argv);
         if (getpid() != 1) {
                 fprintf(stderr, "hostmesh-init must run as PID 1 inside a guest.\n");
                 return 1;
@@ -882,6 +901,36 @@ int main(void) {
         t_mods = now_usec(CLOCK_MONOTONIC) - t_mods;
         phase[AGENT_PHASE_MODULES] = modular ? t_mods : 0;
 
+        sigemptyset(&ss);
+        sigaddset(&ss, SIGCHLD);
+        sigprocmask(SIG_BLOCK, &ss, NULL);
+        sfd = signalfd(-1, &ss, SFD_CLOEXEC | SFD_NONBLOCK);
+
+        uint64_t t_port = now_usec(CLOCK_MONOTONIC);
+        port_fd = open_agent_port();
+        t_port = now_usec(CLOCK_MONOTONIC) - t_port;
+        if (port_fd < 0) {
+                say("no agent port %s: %s; powering off", AGENT_PORT_NAME, strerror(-port_fd));
+                power_off();
+        }
+        phase[AGENT_PHASE_PORT] = t_port;
+
+        /* READY as soon as the port is open: the network, the instance disk
+         * and the containers are set up right after it, before the first
+         * frame from the host is read. The token and every command come
+         * after all of it the same; the host learns that the guest is up
+         * while the guest still works (the network phase in READY is 0 on
+         * this path; the console line below has its time). */
+        uname(&u);
+        uint64_t init_usec = now_usec(CLOCK_MONOTONIC) - start;
+        r = agent_ready_encode(&b, boot_usec, init_usec, u.release, phase);
+        if (r >= 0)
+                r = send_buffer(&b);
+        if (r < 0)
+                say("cannot send READY: %s", strerror(-r));
+
+        mount_runtime_filesystems();
+
         /* A network that does not come up is logged, not fatal: the instance
          * still runs commands, and vmmd keeps this console for whoever looks
          * into why. */
@@ -900,8 +949,8 @@ int main(void) {
                 if (r < 0)
                         say("network: %s failed: %s; running without network", step, strerror(-r));
                 else
-                        /* Said after READY: each byte on the serial console
-                         * is a trap into QEMU, a few ms per line under TCG. */
+                        /* Said last: each byte on the serial console is a
+                         * trap into QEMU, a few ms per line under TCG. */
                         snprintf(net_message, sizeof(net_message),
                             "network: eth0 %s/32 via %s, nameserver %s, search %s; up in %llu us "
                             "(virtio_net %llu us, configuration %llu us, eth0 wait %llu us)",
@@ -910,34 +959,8 @@ int main(void) {
                             (unsigned long long) t_net, (unsigned long long) t_wait);
         }
         write_hosts(networked);
-        phase[AGENT_PHASE_NETWORK] = now_usec(CLOCK_MONOTONIC) - t_net_phase;
+        t_net_phase = now_usec(CLOCK_MONOTONIC) - t_net_phase;
 
-        sigemptyset(&ss);
-        sigaddset(&ss, SIGCHLD);
-        sigprocmask(SIG_BLOCK, &ss, NULL);
-        sfd = signalfd(-1, &ss, SFD_CLOEXEC | SFD_NONBLOCK);
-
-        uint64_t t_port = now_usec(CLOCK_MONOTONIC);
-        port_fd = open_agent_port();
-        t_port = now_usec(CLOCK_MONOTONIC) - t_port;
-        if (port_fd < 0) {
-                say("no agent port %s: %s; powering off", AGENT_PORT_NAME, strerror(-port_fd));
-                power_off();
-        }
-        phase[AGENT_PHASE_PORT] = t_port;
-
-        /* READY as soon as the port is open. The instance disk is mounted
-         * right after, before the first frame from the host is read: the
-         * token and every command come after it all the same, and the host
-         * does not wait for an ext4 mount (and its console line) to learn
-         * that the guest is up. */
-        uname(&u);
-        uint64_t init_usec = now_usec(CLOCK_MONOTONIC) - start;
-        r = agent_ready_encode(&b, boot_usec, init_usec, u.release, phase);
-        if (r >= 0)
-                r = send_buffer(&b);
-        if (r < 0)
-                say("cannot send READY: %s", strerror(-r));
         uint64_t t_disk = now_usec(CLOCK_MONOTONIC);
         if (helper > 0)
                 (void) waitpid(helper, NULL, 0);
@@ -947,12 +970,12 @@ int main(void) {
          * vmmd sends them. */
         if (want_containers)
                 containers_setup(networked ? cmdline_dns : NULL, cmdline_domain, modular);
-        say("ready in %llu us (mounts %llu us, modules %llu us, network %llu us, port %llu us; kernel %llu us); "
-            "disk after READY %llu us",
+        say("ready in %llu us (mounts %llu us, modules %llu us, port %llu us; kernel %llu us); "
+            "after READY: network %llu us, disk %llu us",
             (unsigned long long) init_usec,
             (unsigned long long) phase[AGENT_PHASE_MOUNTS], (unsigned long long) phase[AGENT_PHASE_MODULES],
-            (unsigned long long) phase[AGENT_PHASE_NETWORK], (unsigned long long) phase[AGENT_PHASE_PORT],
-            (unsigned long long) boot_usec, (unsigned long long) t_disk);
+            (unsigned long long) phase[AGENT_PHASE_PORT], (unsigned long long) boot_usec,
+            (unsigned long long) t_net_phase, (unsigned long long) t_disk);
         if (net_message[0])
                 say("%s", net_message);
 

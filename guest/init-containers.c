@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "init-containers.h"
+#include "init-user.h"
 #include "init-util.h"
 
 #define SYSTEM_MOUNT "/run/hostmesh/system"
@@ -599,6 +600,28 @@ static void wait_previous_tasks(void) {
         }
 }
 
+/* The image config's part of `ctr run`'s flags that vmmd did not already
+ * fold into argv and env: the working directory, and for a user other than
+ * root this very binary as the helper that switches to it (init-user.h).
+ * Returns the new count. */
+static size_t image_config_flags(const AgentContainer *c, char **argv, size_t n) {
+        if (c->cwd)
+                argv[n++] = xasprintf("--cwd=%s", c->cwd);
+        if (c->user)
+                argv[n++] = strdup("--mount=type=bind,src=/init,dst=" USER_HELPER_PATH ",options=rbind:ro");
+        return n;
+}
+
+/* What goes before the container's command: the user helper, if any. */
+static size_t image_config_command(const AgentContainer *c, char **argv, size_t n) {
+        if (c->user) {
+                argv[n++] = strdup(USER_HELPER_PATH);
+                argv[n++] = xasprintf("--user=%s", c->user);
+                argv[n++] = strdup("--");
+        }
+        return n;
+}
+
 static Container *container_find(const char *name) {
         for (size_t i = 0; i < CONTAINERS_MAX; i++)
                 if (containers[i].name[0] && strcmp(containers[i].name, name) == 0)
@@ -693,7 +716,7 @@ int containers_prepare(const AgentFrame *f, char ***ret_argv, char **ret_error) 
         envc = 0;
         while (c.env[envc])
                 envc++;
-        argv = calloc(argc + envc + 16, sizeof(char *));
+        argv = calloc(argc + envc + 24, sizeof(char *));
         if (!argv) {
                 r = -ENOMEM;
                 goto out;
@@ -712,6 +735,7 @@ int containers_prepare(const AgentFrame *f, char ***ret_argv, char **ret_error) 
         argv[n++] = strdup("--env=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
         for (size_t i = 0; i < envc; i++)
                 argv[n++] = xasprintf("--env=%s", c.env[i]);
+        n = image_config_flags(&c, argv, n);
         /* Its own proxy's socket where it asked for docker.sock (the path
          * is checked: no ',' or ':' can split ctr's option). */
         if (docker_sock[0])
@@ -720,6 +744,7 @@ int containers_prepare(const AgentFrame *f, char ***ret_argv, char **ret_error) 
         argv[n++] = strdup("--");
         argv[n++] = strdup(root);
         argv[n++] = strdup(c.id);
+        n = image_config_command(&c, argv, n);
         for (size_t i = 0; i < argc; i++)
                 argv[n++] = strdup(c.argv[i]);
         for (size_t i = 0; i < n; i++)

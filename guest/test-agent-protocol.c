@@ -244,8 +244,38 @@ static void test_container_round_trips_and_exec_names_its_container(void **state
         assert_string_equal(d.argv[2], "exit 3");
         assert_null(d.argv[3]);
         assert_string_equal(d.env[0], "A=1");
+        assert_null(d.cwd);
         agent_container_done(&d);
         agent_buffer_done(&b);
+
+        /* The image's WorkingDir trails the environment; a relative one is refused. */
+        c.cwd = "/srv/app";
+        assert_int_equal(agent_container_encode(&b, 9, &c), 0);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(agent_container_decode(&f, &d), 0);
+        assert_string_equal(d.cwd, "/srv/app");
+        agent_container_done(&d);
+        agent_buffer_done(&b);
+        c.cwd = "srv";
+        assert_int_equal(agent_container_encode(&b, 9, &c), -EINVAL);
+        agent_buffer_done(&b);
+        c.cwd = NULL;
+        /* The image's User trails the cwd (empty when there is none). */
+        c.user = "app:staff";
+        assert_int_equal(agent_container_encode(&b, 9, &c), 0);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(agent_container_decode(&f, &d), 0);
+        assert_null(d.cwd);
+        assert_string_equal(d.user, "app:staff");
+        agent_container_done(&d);
+        agent_buffer_done(&b);
+        c.user = "app:staff:x";
+        assert_int_equal(agent_container_encode(&b, 9, &c), -EINVAL);
+        agent_buffer_done(&b);
+        c.user = "../app";
+        assert_int_equal(agent_container_encode(&b, 9, &c), -EINVAL);
+        agent_buffer_done(&b);
+        c.user = NULL;
 
         /* An EXEC naming a container carries it as a trailing string. */
         assert_int_equal(agent_exec_encode_in(&b, 4, argv, NULL, NULL, "web"), 0);
@@ -373,6 +403,20 @@ static void test_container_refuses_bad_names_serials_networks_and_env(void **sta
         frame[23] = '_'; /* "a_b" */
         assert_int_equal(agent_container_decode(&f, &d), 0);
         agent_container_done(&d);
+        {
+                /* The same with a trailing relative cwd "x": refused. */
+                uint8_t with_cwd[sizeof(frame) + 5];
+                memcpy(with_cwd, frame, sizeof(frame));
+                memcpy(with_cwd + sizeof(frame), (const uint8_t[]){ 1, 0, 0, 0, 'x' }, 5);
+                with_cwd[8] = 35;
+                assert_int_equal(agent_frame_decode(with_cwd, sizeof(with_cwd), &f, &used), 1);
+                assert_int_equal(agent_container_decode(&f, &d), -EBADMSG);
+                with_cwd[sizeof(frame) + 4] = '/';
+                assert_int_equal(agent_container_decode(&f, &d), 0);
+                assert_string_equal(d.cwd, "/");
+                agent_container_done(&d);
+                assert_int_equal(agent_frame_decode(frame, sizeof(frame), &f, &used), 1);
+        }
         /* Truncated: the envc is missing. */
         frame[8] = 26;
         assert_int_equal(agent_frame_decode(frame, sizeof(frame) - 4, &f, &used), 1);

@@ -7,9 +7,11 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
@@ -94,6 +96,13 @@ static inline int negative_errno(void) {
 #define USEC_PER_SEC  1000000ULL
 #define USEC_PER_MSEC 1000ULL
 #define NSEC_PER_USEC 1000ULL
+
+/* CLOCK_MONOTONIC in microseconds: for durations. */
+static inline uint64_t monotonic_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
+}
 #define NSEC_PER_SEC  1000000000ULL
 
 /* NULL-terminated string arrays. */
@@ -105,3 +114,9 @@ static inline char **strv_free(char **v) {
         return NULL;
 }
 DEFINE_TRIVIAL_CLEANUP_FUNC(char **, strv_free);
+static inline size_t strv_length(char *const *v) {
+        size_t n = 0;
+        while (v && v[n])
+                n++;
+        return n;
+}

@@ -98,7 +98,7 @@ static int b64_value(char ch) {
         return -1;
 }
 
-static int base64_decode(const char *s, size_t len, uint8_t **ret, size_t *ret_len) {
+int proto_base64_decode(const char *s, size_t len, uint8_t **ret, size_t *ret_len) {
         uint8_t *out;
         size_t o = 0;
         uint32_t acc = 0;
@@ -409,7 +409,7 @@ static int scalar_from_json(Ctx *c, const ProtobufCFieldDescriptor *f, json_t *v
                 ProtobufCBinaryData *b = out;
                 if (!json_is_string(v))
                         return fail(c, "%s: expected a base64 string", path);
-                r = base64_decode(json_string_value(v), json_string_length(v), &b->data, &b->len);
+                r = proto_base64_decode(json_string_value(v), json_string_length(v), &b->data, &b->len);
                 if (r == -EINVAL)
                         return fail(c, "%s: not valid base64", path);
                 return r;
@@ -959,4 +959,118 @@ static bool find_unknown(const ProtobufCMessage *m, const char *const *allowed, 
 bool proto_find_unknown_field(const ProtobufCMessage *m, const char *const *allowed, const char **ret_type,
                               uint32_t *ret_number) {
         return find_unknown(m, allowed, 0, ret_type, ret_number);
+}
+
+/* ---- checking wire bytes against a descriptor ------------------------------ */
+
+/* Protobuf encoding ("Message Structure"): the wire type each field type
+ * travels as; repeated numbers may also come packed (LEN). */
+static int expected_wire_type(const ProtobufCFieldDescriptor *f) {
+        switch (f->type) {
+        case PROTOBUF_C_TYPE_INT32: case PROTOBUF_C_TYPE_INT64: case PROTOBUF_C_TYPE_UINT32:
+        case PROTOBUF_C_TYPE_UINT64: case PROTOBUF_C_TYPE_SINT32: case PROTOBUF_C_TYPE_SINT64:
+        case PROTOBUF_C_TYPE_BOOL: case PROTOBUF_C_TYPE_ENUM:
+                return 0;
+        case PROTOBUF_C_TYPE_FIXED64: case PROTOBUF_C_TYPE_SFIXED64: case PROTOBUF_C_TYPE_DOUBLE:
+                return 1;
+        case PROTOBUF_C_TYPE_FIXED32: case PROTOBUF_C_TYPE_SFIXED32: case PROTOBUF_C_TYPE_FLOAT:
+                return 5;
+        default:
+                return 2;
+        }
+}
+
+static const char *wire_type_name(unsigned wt) {
+        static const char *const names[] = { "a varint", "a fixed64", "length-delimited bytes", "a group start",
+                                             "a group end", "a fixed32", "wire type 6", "wire type 7" };
+        return names[wt & 7];
+}
+
+static int read_varint(const uint8_t *p, size_t len, size_t *pos, uint64_t *ret) {
+        uint64_t v = 0;
+        for (unsigned shift = 0; shift < 64; shift += 7) {
+                if (*pos >= len)
+                        return -EBADMSG;
+                uint8_t b = p[(*pos)++];
+                v |= (uint64_t) (b & 0x7f) << shift;
+                if (!(b & 0x80)) {
+                        *ret = v;
+                        return 0;
+                }
+        }
+        return -EBADMSG;
+}
+
+static int check_message(Ctx *c, const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t len, const char *path) {
+        unsigned counts[128] = {};
+        size_t pos = 0;
+
+        if (++c->depth > DEPTH_MAX)
+                return fail(c, "%s: messages nested too deep", *path ? path : "(top)");
+        while (pos < len) {
+                const ProtobufCFieldDescriptor *f;
+                char name[128], sub[512];
+                uint64_t key, n = 0;
+                unsigned wt, idx = 0;
+                size_t start;
+
+                if (read_varint(p, len, &pos, &key) < 0 || (key >> 3) == 0 || (key >> 3) > 536870911)
+                        return fail(c, "%s: not a valid %s message (a broken field key)", *path ? path : "(top)",
+                                    d->name);
+                wt = (unsigned) (key & 7);
+                f = protobuf_c_message_descriptor_get_field(d, (unsigned) (key >> 3));
+                if (!f)
+                        return fail(c, "%s%sfield %u of %s is not supported by hostmesh; leave it unset", path,
+                                    *path ? ": " : "", (unsigned) (key >> 3), d->name);
+                json_name(f->name, name, sizeof(name));
+                if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+                        size_t k = (size_t) (f - d->fields);
+                        if (k < ELEMENTSOF(counts))
+                                idx = counts[k]++;
+                        snprintf(sub, sizeof(sub), "%s%s%s[%u]", path, *path ? "." : "", name, idx);
+                } else
+                        snprintf(sub, sizeof(sub), "%s%s%s", path, *path ? "." : "", name);
+                if ((int) wt != expected_wire_type(f) &&
+                    !(wt == 2 && f->label == PROTOBUF_C_LABEL_REPEATED && expected_wire_type(f) != 2))
+                        return fail(c, "%s: %s where %s (%s) is expected", sub, wire_type_name(wt),
+                                    wire_type_name((unsigned) expected_wire_type(f)), f->name);
+                start = pos;
+                switch (wt) {
+                case 0:
+                        if (read_varint(p, len, &pos, &n) < 0)
+                                return fail(c, "%s: a truncated varint", sub);
+                        break;
+                case 1:
+                case 5:
+                        if (len - pos < (wt == 1 ? 8U : 4U))
+                                return fail(c, "%s: truncated", sub);
+                        pos += wt == 1 ? 8 : 4;
+                        break;
+                case 2:
+                        if (read_varint(p, len, &pos, &n) < 0 || n > len - pos)
+                                return fail(c, "%s: the length runs past the end of the message", sub);
+                        start = pos;
+                        pos += (size_t) n;
+                        if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
+                                int r = check_message(c, f->descriptor, p + start, (size_t) n, sub);
+                                if (r < 0)
+                                        return r;
+                        }
+                        break;
+                default:
+                        return fail(c, "%s: %s is not used by proto3", sub, wire_type_name(wt));
+                }
+        }
+        c->depth--;
+        return 0;
+}
+
+int proto_binary_check(const ProtobufCMessageDescriptor *d, const uint8_t *data, size_t len, char **ret_error) {
+        Ctx c = {};
+        int r = check_message(&c, d, data, len, "");
+        if (r < 0) {
+                *ret_error = TAKE_PTR(c.error);
+                return r;
+        }
+        return 0;
 }

@@ -23,6 +23,17 @@ int proto_json_to_binary(const ProtobufCMessageDescriptor *d, const char *json, 
 int proto_binary_to_json(const ProtobufCMessageDescriptor *d, const uint8_t *data, size_t len, char **ret,
                          size_t *ret_len);
 
+/* Checks protobuf wire bytes against message type `d` before anything
+ * decodes them: every field number must be one `d` knows and travel in the
+ * wire type its type uses, nested messages included. On -EINVAL,
+ * *ret_error names the field by its JSON path ("containers[0].name"), as
+ * proto_json_to_binary() does for JSON (free()). */
+int proto_binary_check(const ProtobufCMessageDescriptor *d, const uint8_t *data, size_t len, char **ret_error);
+
+/* base64 as the JSON mapping takes it (RFC 4648 §4 or §5, padded or not).
+ * -EINVAL when it is not base64. */
+int proto_base64_decode(const char *s, size_t len, uint8_t **ret, size_t *ret_len);
+
 /* The message tree forms, for callers that hold messages already. */
 int proto_json_to_message(const ProtobufCMessageDescriptor *d, json_t *j, ProtobufCMessage **ret, char **ret_error);
 int proto_message_to_json(const ProtobufCMessage *m, json_t **ret);

@@ -29,14 +29,27 @@ NSC_COMMAND(images_rm, .name = "images rm", .usage = "REF|DIGEST",
 NSC_COMMAND(images_gc, .name = "images gc", .usage = "", .summary = "Collect images no ref and no disk holds",
             .run = verb_gc);
 
+static json_t *strings_to_json(char **l, size_t n) {
+        json_t *a = json_array();
+        for (size_t k = 0; k < n; k++)
+                json_array_append_new(a, json_string(l[k]));
+        return a;
+}
+
 static json_t *image_to_json(const Hostmesh__Disk__V1__ContainerImage *i) {
-        json_t *refs = json_array();
-        for (size_t k = 0; k < i->n_refs; k++)
-                json_array_append_new(refs, json_string(i->refs[k]));
-        return json_pack("{s:s,s:o,s:s,s:s,s:I,s:I,s:i,s:s,s:I,s:i}", "digest", i->digest, "refs", refs, "image",
+        json_t *refs = strings_to_json(i->refs, i->n_refs), *j;
+        j = json_pack("{s:s,s:o,s:s,s:s,s:I,s:I,s:i,s:s,s:I,s:i}", "digest", i->digest, "refs", refs, "image",
                          i->image, "path", i->path, "file_size", (json_int_t) i->file_size, "content_bytes",
                          (json_int_t) i->content_bytes, "layers", (int) i->layers, "source", i->source,
                          "created_unix", (json_int_t) i->created_unix, "disks", (int) i->disks);
+        if (j && i->config)
+                json_object_set_new(j, "config",
+                                    json_pack("{s:o,s:o,s:o,s:s,s:s}", "entrypoint",
+                                              strings_to_json(i->config->entrypoint, i->config->n_entrypoint), "cmd",
+                                              strings_to_json(i->config->cmd, i->config->n_cmd), "env",
+                                              strings_to_json(i->config->env, i->config->n_env), "working_dir",
+                                              i->config->working_dir, "user", i->config->user));
+        return j;
 }
 
 static int args(Nsc *n, const NscCommand *cmd, int argc, char **argv, int want, const char **ret, const char **name) {
@@ -56,21 +69,27 @@ static int args(Nsc *n, const NscCommand *cmd, int argc, char **argv, int want, 
         return 0;
 }
 
-static void print_image(Nsc *n, const Hostmesh__Disk__V1__ContainerImage *im, bool cached) {
+static void print_image(Nsc *n, const Hostmesh__Disk__V1__ContainerImage *im, bool cached, bool coalesced,
+                        int64_t blobs) {
         if (n->json) {
                 json_t *j = image_to_json(im);
                 json_object_set_new(j, "cached", json_boolean(cached));
+                json_object_set_new(j, "coalesced", json_boolean(coalesced));
+                if (blobs >= 0)
+                        json_object_set_new(j, "blobs_fetched", json_integer(blobs));
                 nsc_print_json(j);
         } else
-                printf("%s %s %s%s\n", im->n_refs ? im->refs[0] : "-", im->digest, im->image,
-                       cached ? " (cached)" : "");
+                printf("%s %s %s%s%s\n", im->n_refs ? im->refs[0] : "-", im->digest, im->image,
+                       cached ? " (cached)" : "", coalesced ? " (joined a pull in flight)" : "");
 }
 
-/* Pull and import answer alike: the image, and whether it was cached. */
-static int print_reply_image(Nsc *n, const Hostmesh__Disk__V1__ContainerImage *image, bool cached) {
+/* Pull and import answer alike: the image, whether it was cached, whether
+ * the call waited for another one's pull; blobs fetched (pulls only, else -1). */
+static int print_reply_image(Nsc *n, const Hostmesh__Disk__V1__ContainerImage *image, bool cached, bool coalesced,
+                             int64_t blobs) {
         if (!image)
                 return nsc_fail(n, NSC_EXIT_FAILURE, "INTERNAL", "diskd sent no image.");
-        print_image(n, image, cached);
+        print_image(n, image, cached, coalesced, blobs);
         return 0;
 }
 
@@ -89,7 +108,7 @@ static int verb_pull(Nsc *n, int argc, char **argv) {
                      (ProtobufCMessage **) &resp);
         if (r != 0)
                 return r;
-        r = print_reply_image(n, resp->image, resp->cached);
+        r = print_reply_image(n, resp->image, resp->cached, resp->coalesced, resp->blobs_fetched);
         protobuf_c_message_free_unpacked(&resp->base, NULL);
         return r;
 }
@@ -115,7 +134,7 @@ static int verb_import(Nsc *n, int argc, char **argv) {
                      (ProtobufCMessage **) &resp);
         if (r != 0)
                 return r;
-        r = print_reply_image(n, resp->image, resp->cached);
+        r = print_reply_image(n, resp->image, resp->cached, resp->coalesced, -1);
         protobuf_c_message_free_unpacked(&resp->base, NULL);
         return r;
 }

@@ -8,7 +8,9 @@
 #include <sys/socket.h>
 #include <time.h>
 
-#include "http-server.h"
+#include "http-internal.h"
+
+static const char h2_preface_start[4] = { 'P', 'R', 'I', ' ' };
 
 /* ---- request parsing (RFC 9112) ------------------------------------------ */
 
@@ -317,66 +319,9 @@ const char *http_status_text(int status) {
 
 /* ---- connections ------------------------------------------------------------ */
 
-#define OUT_MAX ((size_t) 4 << 20)
-#define TUNNEL_BUF ((size_t) 64 << 10)
-static const char h2_preface_start[4] = { 'P', 'R', 'I', ' ' };
-
-typedef struct HttpConn HttpConn;
-
-typedef enum ConnState {
-        CONN_HANDSHAKE,     /* TLS handshake, or sniffing the first bytes */
-        CONN_READ,          /* reading a request */
-        CONN_PENDING,       /* the handler has the request */
-        CONN_STREAMING,     /* the handler is sending a chunked response */
-        CONN_TUNNEL,        /* TLS h2: pumping plain bytes to and from the hook's fd */
-} ConnState;
-
-struct HttpExchange {
-        HttpConn *conn;
-        HttpRequest req;
-        void (*on_abort)(HttpExchange *x, void *userdata);
-        void *abort_userdata;
-        bool head_only;
-};
-
-struct HttpConn {
-        HttpServer *server;
-        HttpConn *prev, *next;
-        int fd;
-        SSL *ssl;
-        sd_event_source *io, *timer;
-        ConnState state;
-        char *in;
-        size_t in_len, in_cap;
-        char *out;
-        size_t out_len, out_sent, out_cap;
-        bool close_after;       /* close once the output is sent */
-        bool busy;              /* inside conn_process: frees are deferred */
-        bool dead;              /* to be freed by whoever holds busy */
-        unsigned served;
-        HttpExchange x;
-        /* TLS h2 tunnel */
-        int tunnel_fd;
-        sd_event_source *tunnel_io;
-        char *up, *down;        /* client → hook, hook → client */
-        size_t up_len, down_len;
-};
-
-struct HttpServer {
-        sd_event *event;
-        int fd;
-        sd_event_source *accept_source;
-        SSL_CTX *ssl_ctx;
-        HttpServerOptions opts;
-        HttpHandler handler;
-        void *userdata;
-        HttpConn *conns;
-        unsigned n_conns;
-};
-
 static void conn_process(HttpConn *c);
 
-static void conn_free(HttpConn *c) {
+void conn_free(HttpConn *c) {
         HttpServer *s = c->server;
 
         if (c->busy) {
@@ -394,6 +339,8 @@ static void conn_free(HttpConn *c) {
                         c->busy = false;
                 }
         }
+        if (c->h2)
+                h2_conn_done(c);
         if (c->prev)
                 c->prev->next = c->next;
         else
@@ -416,11 +363,16 @@ static void conn_free(HttpConn *c) {
         free(c);
 }
 
-static void conn_set_events(HttpConn *c, uint32_t events) {
+void conn_set_events(HttpConn *c, uint32_t events) {
+        uint32_t now;
+        /* Setting the same edge-triggered mask again would re-arm it and
+         * report the same bytes once more (sd-event re-registers EPOLLET). */
+        if (sd_event_source_get_io_events(c->io, &now) >= 0 && now == events)
+                return;
         (void) sd_event_source_set_io_events(c->io, events);
 }
 
-static void conn_arm_timer(HttpConn *c, uint64_t usec) {
+void conn_arm_timer(HttpConn *c, uint64_t usec) {
         uint64_t now;
         if (sd_event_now(c->server->event, CLOCK_MONOTONIC, &now) < 0)
                 return;
@@ -429,7 +381,7 @@ static void conn_arm_timer(HttpConn *c, uint64_t usec) {
 }
 
 /* Bytes read, 0 on EOF, -EAGAIN, or an error. */
-static ssize_t conn_read(HttpConn *c, void *buf, size_t len, bool *want_write) {
+ssize_t conn_read(HttpConn *c, void *buf, size_t len, bool *want_write) {
         *want_write = false;
         if (!c->ssl) {
                 ssize_t n = recv(c->fd, buf, len, 0);
@@ -474,7 +426,7 @@ static ssize_t conn_write(HttpConn *c, const void *buf, size_t len) {
         }
 }
 
-static int out_append(HttpConn *c, const void *data, size_t len) {
+int out_append(HttpConn *c, const void *data, size_t len) {
         if (c->out_sent > 0 && c->out_sent == c->out_len)
                 c->out_sent = c->out_len = 0;
         if (c->out_len + len > c->out_cap) {
@@ -492,6 +444,8 @@ static int out_append(HttpConn *c, const void *data, size_t len) {
 
 /* The events a connection waits for in its current state. */
 static uint32_t conn_wanted_events(HttpConn *c) {
+        if (c->state == CONN_H2)
+                return h2_wanted_events(c);
         if (c->out_sent < c->out_len)
                 return EPOLLOUT;
         if (c->state == CONN_PENDING || c->state == CONN_STREAMING)
@@ -500,7 +454,7 @@ static uint32_t conn_wanted_events(HttpConn *c) {
 }
 
 /* Writes what is queued; true when the connection is still usable. */
-static bool conn_flush(HttpConn *c) {
+bool conn_flush(HttpConn *c) {
         while (c->out_sent < c->out_len) {
                 ssize_t n = conn_write(c, c->out + c->out_sent, c->out_len - c->out_sent);
                 if (n == -EAGAIN)
@@ -641,13 +595,14 @@ static int on_tunnel_io(sd_event_source *es, int fd, uint32_t revents, void *use
         return 0;
 }
 
-static void conn_hand_over_h2(HttpConn *c) {
+void conn_hand_over_h2(HttpConn *c) {
         HttpServer *s = c->server;
         int sp[2], r;
 
         (void) sd_event_source_set_enabled(c->timer, SD_EVENT_OFF);
         if (!c->ssl) {
-                /* Plain text: the hook gets the socket itself, nothing was read. */
+                /* Plain text: the hook gets the socket itself; what was
+                 * looked at while sniffing was only peeked at. */
                 int fd = TAKE_FD(c->fd);
                 r = s->opts.h2(fd, fd, s->opts.h2_userdata);
                 if (r < 0)
@@ -664,6 +619,13 @@ static void conn_hand_over_h2(HttpConn *c) {
                 close(sp[1]);
                 return conn_free(c);
         }
+        /* TLS: the bytes read while sniffing go first (they fit: the sniffer
+         * reads at most TUNNEL_BUF). */
+        if (c->in_len > 0) {
+                memcpy(c->up, c->in, MIN(c->in_len, TUNNEL_BUF));
+                c->up_len = MIN(c->in_len, TUNNEL_BUF);
+                c->in_len = 0;
+        }
         c->state = CONN_TUNNEL;
         if (sd_event_add_io(s->event, &c->tunnel_io, c->tunnel_fd, EPOLLIN, on_tunnel_io, c) < 0)
                 return conn_free(c);
@@ -675,6 +637,21 @@ static void conn_hand_over_h2(HttpConn *c) {
 static size_t conn_in_max(HttpServer *s) {
         /* Head, body and the framing of a chunked body (bounded by the parser). */
         return s->opts.limits.head_max + s->opts.limits.body_max + s->opts.limits.body_max / 8 + 65536;
+}
+
+/* An HTTP/2 connection: the hook takes it whole, or nghttp2 serves it here
+ * (after showing the first request to h2_claim, when there is one). */
+static void conn_start_h2(HttpConn *c) {
+        HttpServer *s = c->server;
+
+        if (!s->opts.h2_serve)
+                return conn_hand_over_h2(c);
+        c->state = CONN_H2;
+        if (h2_start(c) < 0)
+                return conn_free(c);
+        if (!conn_flush(c))
+                return;  /* the SETTINGS frame could not be sent: gone */
+        h2_process(c);
 }
 
 static bool conn_handshake(HttpConn *c) {
@@ -698,11 +675,11 @@ static bool conn_handshake(HttpConn *c) {
                         return false;
                 }
                 SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
-                if (s->opts.h2 && alpn_len == 2 && memcmp(alpn, "h2", 2) == 0) {
-                        conn_hand_over_h2(c);
+                if ((s->opts.h2 || s->opts.h2_serve) && alpn_len == 2 && memcmp(alpn, "h2", 2) == 0) {
+                        conn_start_h2(c);
                         return false;
                 }
-        } else if (s->opts.h2) {
+        } else if (s->opts.h2 || s->opts.h2_serve) {
                 /* RFC 9113 §3.4: the preface begins with "PRI ", a method no
                  * HTTP/1.1 request uses; peek so that the hook gets every byte. */
                 char peek[sizeof(h2_preface_start)];
@@ -716,7 +693,7 @@ static bool conn_handshake(HttpConn *c) {
                 if (memcmp(peek, h2_preface_start, (size_t) n) == 0) {
                         if ((size_t) n < sizeof(peek))
                                 return false; /* wait for the rest of "PRI " */
-                        conn_hand_over_h2(c);
+                        conn_start_h2(c);
                         return false;
                 }
         }
@@ -732,6 +709,8 @@ static void conn_process(HttpConn *c) {
                 return;
         if (c->state == CONN_TUNNEL)
                 return tunnel_pump(c);
+        if (c->state == CONN_H2)
+                return h2_process(c);
 
         c->busy = true;
         while (!c->dead && c->state == CONN_READ && c->out_sent == c->out_len) {
@@ -798,6 +777,14 @@ static int on_conn_io(sd_event_source *es, int fd, uint32_t revents, void *userd
         (void) es;
         (void) fd;
 
+        if (c->state == CONN_H2) {
+                if (revents & (EPOLLRDHUP | EPOLLHUP))
+                        h2_peer_done_sending(c);
+                if ((revents & EPOLLOUT) && !conn_flush(c))
+                        return 0;
+                h2_process(c);
+                return 0;
+        }
         if (c->state == CONN_PENDING || c->state == CONN_STREAMING) {
                 if (revents & EPOLLOUT) {
                         (void) conn_flush(c);
@@ -891,7 +878,7 @@ static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outle
                 unsigned l = in[i];
                 if (i + 1 + l > inlen)
                         break;
-                if (s->opts.h2 && l == 2 && memcmp(in + i + 1, "h2", 2) == 0) {
+                if ((s->opts.h2 || s->opts.h2_serve) && l == 2 && memcmp(in + i + 1, "h2", 2) == 0) {
                         *out = in + i + 1;
                         *outlen = 2;
                         return SSL_TLSEXT_ERR_OK;
@@ -991,6 +978,8 @@ int http_exchange_respond(HttpExchange *x, int status, const char *content_type,
         char framing[64];
         int r;
 
+        if (x->h2)
+                return h2_respond(x, status, content_type, headers, body, len);
         if (c->state != CONN_PENDING)
                 return -EINVAL;
         snprintf(framing, sizeof(framing), "Content-Length: %zu\r\n", len);
@@ -1007,6 +996,8 @@ int http_exchange_stream_begin(HttpExchange *x, int status, const char *content_
         HttpConn *c = x->conn;
         int r;
 
+        if (x->h2)
+                return h2_stream_begin(x, status, content_type, headers);
         if (c->state != CONN_PENDING)
                 return -EINVAL;
         r = append_head(c, status, content_type, headers, "Transfer-Encoding: chunked\r\n");
@@ -1021,6 +1012,8 @@ int http_exchange_stream_send(HttpExchange *x, const void *data, size_t len) {
         char size[32];
         int n, r;
 
+        if (x->h2)
+                return h2_stream_send(x, data, len);
         if (c->state != CONN_STREAMING)
                 return -EINVAL;
         if (len == 0)
@@ -1042,6 +1035,8 @@ int http_exchange_stream_end(HttpExchange *x) {
         HttpConn *c = x->conn;
         int r;
 
+        if (x->h2)
+                return h2_stream_end(x);
         if (c->state != CONN_STREAMING)
                 return -EINVAL;
         r = out_append(c, "0\r\n\r\n", 5);

@@ -12,10 +12,15 @@
  *                (chunked); connections are kept alive between requests
  *                (RFC 9112 §9.3) unless either side says otherwise.
  *
- * A server may also be given an HTTP/2 hook: a connection whose first bytes
- * are the HTTP/2 preface (plain text) or whose TLS handshake chose "h2" by
- * ALPN is handed to it as a file descriptor carrying the plain bytes, so
- * one port serves gRPC (HTTP/2) and HTTP/1.1 side by side. */
+ * HTTP/2 (RFC 9113) is recognised by its preface on plain text and by ALPN
+ * "h2" on TLS. A server may serve it itself (h2_serve: nghttp2 turns each
+ * stream into an HttpExchange, so handlers need not know the version), hand
+ * it to a hook as a file descriptor carrying the plain bytes (h2), or both:
+ * with h2_claim, the first request of each HTTP/2 connection is looked at
+ * (head only) and the connection goes to the hook when h2_claim says so —
+ * that is how one port serves gRPC core and Connect over HTTP/2 side by side.
+ * The server's SETTINGS frame is sent before that first request is awaited,
+ * because gRPC clients wait for it before sending any. */
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -46,6 +51,7 @@ typedef struct HttpRequest {
         char *body;                /* NUL-terminated beyond body_len; chunked bodies decoded */
         size_t body_len;
         bool keep_alive;           /* what the client asked for */
+        bool http2;                /* a stream of an HTTP/2 connection (minor_version is then 0) */
         char *storage;             /* owns target, header strings and body */
 } HttpRequest;
 
@@ -85,7 +91,11 @@ typedef struct HttpServerOptions {
         unsigned max_connections;        /* 0 → HTTP_CONNECTIONS_MAX_DEFAULT */
         const char *tls_cert;            /* PEM paths; both or neither */
         const char *tls_key;
-        HttpH2Hook h2;                   /* NULL: HTTP/2 is refused */
+        HttpH2Hook h2;                   /* NULL: HTTP/2 goes to the handler, or is refused */
+        bool h2_serve;                   /* serve HTTP/2 streams to the handler */
+        /* With h2 and h2_serve: true hands the connection whose first
+         * request this is (head only, no body) to h2. */
+        bool (*h2_claim)(const HttpRequest *first, void *userdata);
         void *h2_userdata;
 } HttpServerOptions;
 

@@ -22,6 +22,7 @@
 
 #include "error-util.h"
 #include "disk-containers.h"
+#include "disk-ext4.h"
 #include "disk-image.h"
 #include "disk-oci.h"
 #include "disk-ops.h"
@@ -32,6 +33,15 @@
 #include "log.h"
 
 #define IMAGE_PREFIX "oci-"
+
+/* A caller that asked for an image while a job for it was in flight: it
+ * gets that job's outcome instead of a second fetch and unpack. */
+typedef struct ContainerWaiter {
+        char *ref;                  /* what this caller's image is listed by; NULL: the job's own */
+        ContainerDone done;
+        void *userdata;
+        struct ContainerWaiter *next;
+} ContainerWaiter;
 
 struct ContainerJob {
         Manager *manager;
@@ -46,6 +56,7 @@ struct ContainerJob {
         Registry *registry;
 
         /* Phase 1. */
+        bool resolved;              /* set on the loop when phase 1 is done: digest is final */
         char digest[OCI_DIGEST_MAX];
         OciDocument manifest;       /* OCI layout and registry */
         DockerSave save;            /* docker save archives */
@@ -55,15 +66,28 @@ struct ContainerJob {
         char *image_name, *image_path;
         int64_t intent;
         TarStats stats;
+        uint64_t fetch_usec, unpack_usec, mkfs_usec;   /* where phase 2's time went */
         ImageProbe probe;
         char file_digest[IMAGE_DIGEST_MAX];
+        char *run_config;           /* oci_run_config_to_json() of the image's config */
 
         int r;
         char *error;
         ContainerDone done;
         void *userdata;
+        ContainerWaiter *waiters;
         ContainerJob *next;
 };
+
+static ContainerWaiter *waiters_free(ContainerWaiter *w) {
+        while (w) {
+                ContainerWaiter *next = w->next;
+                free(w->ref);
+                free(w);
+                w = next;
+        }
+        return NULL;
+}
 
 static ContainerJob *job_free(ContainerJob *j) {
         if (!j)
@@ -81,7 +105,9 @@ static ContainerJob *job_free(ContainerJob *j) {
         docker_save_done(&j->save);
         free(j->image_name);
         free(j->image_path);
+        free(j->run_config);
         free(j->error);
+        waiters_free(j->waiters);
         free(j);
         return NULL;
 }
@@ -512,6 +538,9 @@ static void unpack_run(void *data) {
         j->r = config_check(j, &config);
         if (j->r < 0)
                 return;
+        j->r = oci_run_config_to_json(&config.run, &j->run_config);
+        if (j->r < 0)
+                return;
         if (j->docker_save && config.n_diff_ids != n_layers) {
                 j->r = error_set(&j->error, -EINVAL, "%s lists %zu layers but its config %zu.", j->source, n_layers,
                             config.n_diff_ids);
@@ -525,9 +554,12 @@ static void unpack_run(void *data) {
                 _cleanup_close_ int fd = -EBADF;
                 const char *what = NULL;
 
+                uint64_t t0 = monotonic_usec();
                 j->r = layer_open(j, i, &fd, &what);
                 if (j->r < 0)
                         return;
+                uint64_t t1 = monotonic_usec();
+                j->fetch_usec += t1 - t0;
                 /* docker save layers are plain tars: their digest is the
                  * config's diff_id. */
                 if (j->docker_save && (j->r = verify_fd(fd, config.diff_ids[i])) < 0) {
@@ -540,6 +572,7 @@ static void unpack_run(void *data) {
                         return;
                 }
                 j->r = tar_unpack_layer_fd(root, fd, &j->limits, &j->stats, &j->error);
+                j->unpack_usec += monotonic_usec() - t1;
                 if (j->r < 0) {
                         char *inner = TAKE_PTR(j->error);
                         j->r = error_set(&j->error, j->r, "Layer %zu (%s) of %s refused: %s", i, what, j->source,
@@ -548,9 +581,14 @@ static void unpack_run(void *data) {
                         return;
                 }
         }
-        j->r = image_make_ext4(rootfs, j->image_path, 0, &output);
+        uint64_t t2 = monotonic_usec();
+        {
+                _cleanup_free_ char *side = path_join(j->staging, "data");
+                j->r = side ? ext4_image_from_staging(rootfs, side, j->image_path, &output) : -ENOMEM;
+        }
+        j->mkfs_usec = monotonic_usec() - t2;
         if (j->r < 0) {
-                j->r = error_set(&j->error, j->r, "mkfs.ext4 -d of the unpacked image failed: %s",
+                j->r = error_set(&j->error, j->r, "Making the ext4 image of the unpacked tree failed: %s",
                             output ? output : strerror(-j->r));
                 return;
         }
@@ -562,6 +600,37 @@ static void unpack_run(void *data) {
 }
 
 /* ---- the loop's side ---- */
+
+/* Hands the job's outcome to the callers that joined it: on success each
+ * one's ref is pointed at the image, and it hears the record as it is now
+ * (with that ref); on failure it hears the same error. */
+static void waiters_finish(Manager *m, ContainerJob *j, int r) {
+        ContainerWaiter *list = TAKE_PTR(j->waiters);
+
+        for (ContainerWaiter *w = list; w; w = w->next) {
+                _cleanup_(container_record_done) ContainerRecord c = {};
+                _cleanup_free_ char *error = NULL;
+                int k = r;
+
+                if (k >= 0 && w->ref && !streq(w->ref, j->ref)) {
+                        k = store_ref_set(m->store, w->ref, j->digest);
+                        if (k < 0)
+                                (void) error_set(&error, k, "Failed to record ref %s: %s.", w->ref, strerror(-k));
+                }
+                if (k >= 0) {
+                        k = store_container_get(m->store, j->digest, &c);
+                        if (k < 0)
+                                (void) error_set(&error, k, "Cannot read the record of image %s: %s.", j->digest,
+                                                 strerror(-k));
+                }
+                if (k < 0 && r >= 0)
+                        log_warning("%s", error);
+                w->done(k, k >= 0 ? &c : NULL,
+                        (ContainerOutcome){ .coalesced = true },
+                        k < 0 ? (error ?: j->error) : NULL, w->userdata);
+        }
+        waiters_free(list);
+}
 
 static void job_finish(Manager *m, ContainerJob *j, int r, const ContainerRecord *c, bool cached) {
         uint64_t blobs = j->registry ? registry_blobs_fetched(j->registry) : 0;
@@ -579,7 +648,8 @@ static void job_finish(Manager *m, ContainerJob *j, int r, const ContainerRecord
                 free(j->staging);
                 j->staging = NULL;
         }
-        j->done(r, c, cached, blobs, j->error, j->userdata);
+        j->done(r, c, (ContainerOutcome){ .cached = cached, .blobs = blobs }, j->error, j->userdata);
+        waiters_finish(m, j, r);
         job_free(j);
 }
 
@@ -619,6 +689,7 @@ static void unpack_complete(Manager *m, void *data, bool cancelled) {
                         .content_bytes = j->stats.bytes,
                         .layers = j->docker_save ? j->save.n_layers : j->manifest.n_entries,
                         .created = i.created,
+                        .config = j->run_config,
                 };
                 r = store_container_commit(m->store, &i, &c, j->ref, j->intent);
                 if (r < 0)
@@ -630,10 +701,39 @@ static void unpack_complete(Manager *m, void *data, bool cancelled) {
                 return job_finish(m, j, r, NULL, false);
         }
         log_info("%s %s as %s (%s): %" PRIu64 " entries, %" PRIu64 " bytes, %" PRIu64 " whiteouts, %" PRIu64
-                 " opaque directories, %" PRIu64 " device nodes/fifos skipped.",
+                 " opaque directories, %" PRIu64 " device nodes/fifos skipped; fetch %" PRIu64 " ms, unpack %" PRIu64
+                 " ms, mkfs %" PRIu64 " ms.",
                  j->import ? "Imported" : "Pulled", j->source, j->image_name, j->digest, j->stats.entries,
-                 j->stats.bytes, j->stats.whiteouts, j->stats.opaque_dirs, j->stats.skipped_devices);
+                 j->stats.bytes, j->stats.whiteouts, j->stats.opaque_dirs, j->stats.skipped_devices,
+                 j->fetch_usec / 1000, j->unpack_usec / 1000, j->mkfs_usec / 1000);
         finish_with_record(m, j, false);
+}
+
+/* The same image (by digest) is being unpacked by another job: j and the
+ * callers that joined j wait for that job instead of unpacking it again. */
+static void job_join_unpack(Manager *m, ContainerJob *j, ContainerJob *o) {
+        ContainerWaiter *w = calloc(1, sizeof(*w)), **tail;
+
+        if (!w || !(w->ref = strdup(j->ref))) {
+                free(w);
+                return job_finish(m, j, -ENOMEM, NULL, false);
+        }
+        w->done = j->done;
+        w->userdata = j->userdata;
+        /* j's own waiters asked for j's ref: that is what they get listed by. */
+        for (ContainerWaiter *k = j->waiters; k; k = k->next)
+                if (!k->ref && !(k->ref = strdup(j->ref))) {
+                        free(w->ref);
+                        free(w);
+                        return job_finish(m, j, -ENOMEM, NULL, false);
+                }
+        w->next = TAKE_PTR(j->waiters);
+        for (tail = &o->waiters; *tail; tail = &(*tail)->next)
+                ;
+        *tail = w;
+        log_info("%s is image %s, which another call is unpacking: waiting for it.", j->source, j->digest);
+        job_unlink(m, j);
+        job_free(j);
 }
 
 static void resolve_complete(Manager *m, void *data, bool cancelled) {
@@ -648,6 +748,7 @@ static void resolve_complete(Manager *m, void *data, bool cancelled) {
         }
         if (r < 0)
                 return job_finish(m, j, r, NULL, false);
+        j->resolved = true;
         if (!j->ref) {
                 j->ref = strdup(!isempty(j->name) ? j->name : j->digest);
                 if (!j->ref)
@@ -667,11 +768,8 @@ static void resolve_complete(Manager *m, void *data, bool cancelled) {
         if (r != -ENOENT)
                 return job_finish(m, j, r, NULL, false);
         for (ContainerJob *o = m->container_jobs; o; o = o->next)
-                if (o != j && o->intent > 0 && streq(o->digest, j->digest)) {
-                        (void) error_set(&j->error, -EBUSY, "Image %s is being unpacked by another call; ask again when "
-                                    "it returns.", j->digest);
-                        return job_finish(m, j, -EBUSY, NULL, false);
-                }
+                if (o != j && o->resolved && o->intent > 0 && streq(o->digest, j->digest))
+                        return job_join_unpack(m, j, o);
         if (asprintf(&j->image_name, IMAGE_PREFIX "%.32s", j->digest + 7) < 0 ||
             asprintf(&file, "%s.raw", j->image_name) < 0 || !(j->image_path = path_join(m->pool->images_dir, file)))
                 return job_finish(m, j, -ENOMEM, NULL, false);
@@ -730,12 +828,25 @@ int container_pull_async(Manager *m, const char *ref, ContainerDone done, void *
                 return -ENOMEM;
         j->done = done;
         j->userdata = userdata;
+        /* The same reference in flight: wait for it rather than fetch it twice. */
+        for (ContainerJob *o = m->container_jobs; o; o = o->next)
+                if (!o->import && streq(o->source, j->source)) {
+                        ContainerWaiter *w = calloc(1, sizeof(*w)), **tail;
+                        if (!w)
+                                return -ENOMEM;
+                        *w = (ContainerWaiter){ .done = done, .userdata = userdata };
+                        for (tail = &o->waiters; *tail; tail = &(*tail)->next)
+                                ;
+                        *tail = w;
+                        log_debug("%s is being pulled already: waiting for that pull.", j->source);
+                        return 0;
+                }
         /* By digest and known: no need to ask the registry. */
         if (j->oci.digest[0]) {
                 _cleanup_free_ char *digest = NULL;
                 _cleanup_(container_record_done) ContainerRecord c = {};
                 if (store_ref_resolve(m->store, j->ref, &digest) >= 0 && store_container_get(m->store, digest, &c) >= 0) {
-                        done(0, &c, /* cached= */ true, 0, NULL, userdata);
+                        done(0, &c, (ContainerOutcome){ .cached = true }, NULL, userdata);
                         return 0;
                 }
         }
@@ -792,7 +903,7 @@ int container_gc(Manager *m, unsigned *ret_collected, char **ret_error) {
                 bool busy = false;
 
                 for (ContainerJob *j = m->container_jobs; j; j = j->next)
-                        busy = busy || streq(j->digest, list[i].digest);
+                        busy = busy || (j->resolved && streq(j->digest, list[i].digest));
                 if (busy)
                         continue; /* a pull is pointing a ref at it right now */
                 r = store_container_remove_with_intent(m->store, &list[i], &intent);

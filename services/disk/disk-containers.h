@@ -13,13 +13,18 @@
 #include "disk-manager.h"
 #include "disk-store.h"
 
-/* `cached` when the image was there already (nothing fetched or
- * unpacked); `blobs` counts blobs fetched. */
-typedef void (*ContainerDone)(int r, const ContainerRecord *c, bool cached, uint64_t blobs, const char *error,
+typedef struct ContainerOutcome {
+        bool cached;        /* the image was there already: nothing fetched or unpacked */
+        bool coalesced;     /* the call waited for another call's pull of the same image */
+        uint64_t blobs;     /* blobs this call fetched */
+} ContainerOutcome;
+typedef void (*ContainerDone)(int r, const ContainerRecord *c, ContainerOutcome outcome, const char *error,
                               void *userdata);
 
 /* Returns < 0 (with *ret_error) when refused at once; then `done` is not
- * called. Errors: -EINVAL malformed ref, -ENOENT unknown repository/tag,
+ * called. A pull or an import of an image that another call is fetching
+ * or unpacking (the same reference, or the same digest once resolved)
+ * waits for that call and hears its outcome, error included. Errors: -EINVAL malformed ref, -ENOENT unknown repository/tag,
  * -ECONNREFUSED & co. registry down, -ESTALE digest mismatch, -EINVAL or
  * -E2BIG for a refused layer. */
 int container_pull_async(Manager *m, const char *ref, ContainerDone done, void *userdata, char **ret_error);

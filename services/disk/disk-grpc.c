@@ -6,6 +6,7 @@
 #include "disk-containers.h"
 #include "disk-grpc.h"
 #include "disk-manager.h"
+#include "disk-oci.h"
 #include "disk-ops.h"
 #include "hostmesh/disk/v1/disk.pb-c.h"
 #include "log.h"
@@ -239,6 +240,33 @@ static void handle_add_image(RpcCall *c, const ProtobufCMessage *msg, void *user
         }
 }
 
+/* The run config a record keeps, as the proto's ImageConfig; left absent
+ * for records older than the config column (and for one that does not
+ * read back, which only a hand-edited database has). */
+typedef struct ConfigProto {
+        OciRunConfig run;
+        Hostmesh__Disk__V1__ImageConfig msg;
+} ConfigProto;
+
+static void config_proto_done(ConfigProto *c) {
+        oci_run_config_done(&c->run);
+}
+
+static void container_config_to_proto(const ContainerRecord *r, ConfigProto *c, Hostmesh__Disk__V1__ContainerImage *p) {
+        hostmesh__disk__v1__image_config__init(&c->msg);
+        if (isempty(r->config) || oci_run_config_from_json(r->config, &c->run) < 0)
+                return;
+        c->msg.entrypoint = c->run.entrypoint;
+        c->msg.n_entrypoint = strv_length(c->run.entrypoint);
+        c->msg.cmd = c->run.cmd;
+        c->msg.n_cmd = strv_length(c->run.cmd);
+        c->msg.env = c->run.env;
+        c->msg.n_env = strv_length(c->run.env);
+        c->msg.working_dir = c->run.working_dir;
+        c->msg.user = c->run.user;
+        p->config = &c->msg;
+}
+
 static void container_to_proto(Manager *m, const ContainerRecord *r, Hostmesh__Disk__V1__ContainerImage *p) {
         uint64_t users = 0;
 
@@ -263,25 +291,30 @@ typedef struct ContainerCall {
         bool import;
 } ContainerCall;
 
-static void on_container_done(int r, const ContainerRecord *rec, bool cached, uint64_t blobs, const char *error,
+static void on_container_done(int r, const ContainerRecord *rec, ContainerOutcome outcome, const char *error,
                               void *userdata) {
         Hostmesh__Disk__V1__ContainerImage img = HOSTMESH__DISK__V1__CONTAINER_IMAGE__INIT;
+        _cleanup_(config_proto_done) ConfigProto config = {};
         ContainerCall *a = userdata;
 
+        if (r >= 0) {
+                container_to_proto(a->manager, rec, &img);
+                container_config_to_proto(rec, &config, &img);
+        }
         if (r < 0)
                 rpc_call_fail_errno(a->call, r, "%s", error ? error : strerror(-r));
         else if (a->import) {
                 Hostmesh__Disk__V1__ImportImageResponse resp = HOSTMESH__DISK__V1__IMPORT_IMAGE_RESPONSE__INIT;
-                container_to_proto(a->manager, rec, &img);
                 resp.image = &img;
-                resp.cached = cached;
+                resp.cached = outcome.cached;
+                resp.coalesced = outcome.coalesced;
                 rpc_call_reply(a->call, &resp.base);
         } else {
                 Hostmesh__Disk__V1__PullImageResponse resp = HOSTMESH__DISK__V1__PULL_IMAGE_RESPONSE__INIT;
-                container_to_proto(a->manager, rec, &img);
                 resp.image = &img;
-                resp.cached = cached;
-                resp.blobs_fetched = (uint32_t) blobs;
+                resp.cached = outcome.cached;
+                resp.coalesced = outcome.coalesced;
+                resp.blobs_fetched = (uint32_t) outcome.blobs;
                 rpc_call_reply(a->call, &resp.base);
         }
         rpc_call_unref(a->call);

@@ -274,11 +274,131 @@ int oci_layer_type_check(const char *mt) {
         return -EOPNOTSUPP;
 }
 
+void oci_run_config_done(OciRunConfig *c) {
+        strv_free(c->entrypoint);
+        strv_free(c->cmd);
+        strv_free(c->env);
+        free(c->working_dir);
+        free(c->user);
+        *c = (OciRunConfig){};
+}
+
 void oci_config_done(OciConfig *c) {
         for (size_t i = 0; i < c->n_diff_ids; i++)
                 free(c->diff_ids[i]);
         free(c->diff_ids);
+        oci_run_config_done(&c->run);
         *c = (OciConfig){};
+}
+
+static bool string_is_clean(json_t *v) {
+        return json_is_string(v) && strlen(json_string_value(v)) == json_string_length(v);
+}
+
+/* A list of strings, null or absent meaning none. -EINVAL names nothing:
+ * the caller says which key. */
+static int get_strv(json_t *obj, const char *key, bool env, char ***ret) {
+        json_t *a = json_object_get(obj, key), *v;
+        char **l;
+        size_t i;
+
+        if (a && !json_is_null(a) && (!json_is_array(a) || json_array_size(a) > OCI_RUN_STRINGS_MAX))
+                return -EINVAL;
+        l = calloc((a && json_is_array(a) ? json_array_size(a) : 0) + 1, sizeof(char *));
+        if (!l)
+                return -ENOMEM;
+        if (a && json_is_array(a))
+                json_array_foreach(a, i, v) {
+                        const char *t = json_string_value(v);
+                        /* Env entries are NAME=VALUE, the name not empty. */
+                        if (!string_is_clean(v) || (env && (t[0] == '=' || !strchr(t, '=')))) {
+                                strv_free(l);
+                                return -EINVAL;
+                        }
+                        l[i] = strdup(t);
+                        if (!l[i]) {
+                                strv_free(l);
+                                return -ENOMEM;
+                        }
+                }
+        *ret = l;
+        return 0;
+}
+
+static int get_optional_string(json_t *obj, const char *key, char **ret) {
+        json_t *v = json_object_get(obj, key);
+
+        if (v && !json_is_null(v) && !string_is_clean(v))
+                return -EINVAL;
+        *ret = strdup(v && json_is_string(v) ? json_string_value(v) : "");
+        return *ret ? 0 : -ENOMEM;
+}
+
+/* image-spec config.md: "config" may be absent or null; each member too. */
+static int run_config_parse(json_t *o, OciRunConfig *ret, char **ret_error) {
+        _cleanup_(oci_run_config_done) OciRunConfig c = {};
+        static const char *const keys[] = { "Entrypoint", "Cmd", "Env", "WorkingDir", "User" };
+        int r[5];
+
+        if (o && !json_is_null(o) && !json_is_object(o))
+                return error_set(ret_error, -EINVAL, "The image config's \"config\" is not an object.");
+        if (o && !json_is_object(o))
+                o = NULL;
+        r[0] = get_strv(o, keys[0], /* env= */ false, &c.entrypoint);
+        r[1] = get_strv(o, keys[1], /* env= */ false, &c.cmd);
+        r[2] = get_strv(o, keys[2], /* env= */ true, &c.env);
+        r[3] = get_optional_string(o, keys[3], &c.working_dir);
+        r[4] = get_optional_string(o, keys[4], &c.user);
+        for (size_t i = 0; i < ELEMENTSOF(r); i++) {
+                if (r[i] == -ENOMEM)
+                        return -ENOMEM;
+                if (r[i] < 0)
+                        return error_set(ret_error, r[i], "The image config's config.%s is not %s.", keys[i],
+                                         i == 2   ? "a list of NAME=VALUE strings"
+                                         : i < 2  ? "a list of strings"
+                                                  : "a string");
+        }
+        /* The guest hands WorkingDir to the runtime as the process's cwd:
+         * it must be absolute (relative ones mean nothing without a base). */
+        if (c.working_dir[0] && c.working_dir[0] != '/')
+                return error_set(ret_error, -EINVAL, "The image config's config.WorkingDir '%.64s' is not absolute.",
+                                 c.working_dir);
+        *ret = c;
+        c = (OciRunConfig){};
+        return 0;
+}
+
+static json_t *strv_to_json(char *const *l) {
+        json_t *a = json_array();
+
+        for (size_t i = 0; a && l && l[i]; i++)
+                if (json_array_append_new(a, json_string(l[i])) < 0) {
+                        json_decref(a);
+                        return NULL;
+                }
+        return a;
+}
+
+int oci_run_config_to_json(const OciRunConfig *c, char **ret) {
+        _cleanup_(json_decrefp) json_t *o = json_pack("{s:o, s:o, s:o, s:s, s:s}", "Entrypoint",
+                                                      strv_to_json(c->entrypoint), "Cmd", strv_to_json(c->cmd), "Env",
+                                                      strv_to_json(c->env), "WorkingDir", c->working_dir ?: "",
+                                                      "User", c->user ?: "");
+        if (!o)
+                return -ENOMEM;
+        *ret = json_dumps(o, JSON_COMPACT);
+        return *ret ? 0 : -ENOMEM;
+}
+
+int oci_run_config_from_json(const char *text, OciRunConfig *ret) {
+        _cleanup_(json_decrefp) json_t *root = NULL;
+        int r;
+
+        root = text ? json_loads(text, JSON_REJECT_DUPLICATES, NULL) : NULL;
+        if (!json_is_object(root))
+                return -EINVAL;
+        r = run_config_parse(root, ret, NULL);
+        return r == -ENOMEM ? r : r < 0 ? -EINVAL : 0;
 }
 
 int oci_config_parse(const char *text, size_t len, OciConfig *ret, char **ret_error) {
@@ -287,6 +407,7 @@ int oci_config_parse(const char *text, size_t len, OciConfig *ret, char **ret_er
         json_t *ids, *v;
         json_error_t err;
         size_t i;
+        int r;
 
         if (len > OCI_DOCUMENT_MAX)
                 return error_set(ret_error, -E2BIG, "The image config is larger than %u bytes.", OCI_DOCUMENT_MAX);
@@ -313,6 +434,11 @@ int oci_config_parse(const char *text, size_t len, OciConfig *ret, char **ret_er
                         return -ENOMEM;
                 }
                 c.n_diff_ids++;
+        }
+        r = run_config_parse(json_object_get(root, "config"), &c.run, ret_error);
+        if (r < 0) {
+                oci_config_done(&c);
+                return r;
         }
         *ret = c;
         return 0;

@@ -68,13 +68,33 @@ int oci_index_pick(const OciDocument *index, const char *os, const char *archite
  * Docker), -EOPNOTSUPP otherwise (zstd, foreign layers). */
 int oci_layer_type_check(const char *media_type);
 
+/* What a container runs with, from the config's "config" object
+ * (image-spec config.md): Entrypoint, Cmd, Env, WorkingDir, User. The
+ * string lists are NULL-terminated and never NULL; the strings are never
+ * NULL ("" when the image sets none). */
+#define OCI_RUN_STRINGS_MAX 1024    /* entries per list */
+typedef struct OciRunConfig {
+        char **entrypoint;
+        char **cmd;
+        char **env;                 /* NAME=VALUE */
+        char *working_dir;
+        char *user;
+} OciRunConfig;
+
 typedef struct OciConfig {
         char os[32], architecture[32];
         char **diff_ids;            /* rootfs.diff_ids: digests of the uncompressed layers */
         size_t n_diff_ids;
+        OciRunConfig run;
 } OciConfig;
 int oci_config_parse(const char *json, size_t len, OciConfig *ret, char **ret_error);
 void oci_config_done(OciConfig *c);
+
+/* The run config as diskd keeps it (compact JSON with the image-spec's
+ * key names) and back; _from_json refuses what _to_json would not write. */
+int oci_run_config_to_json(const OciRunConfig *c, char **ret);
+int oci_run_config_from_json(const char *json, OciRunConfig *ret);
+void oci_run_config_done(OciRunConfig *c);
 
 /* manifest.json of `docker save`: the first image in it. Paths are
  * relative to the archive and checked to stay inside it. */

@@ -74,12 +74,6 @@ static int disk_id_new(char ret[DISK_ID_LEN + 1]) {
         return 0;
 }
 
-static uint64_t now_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
-}
-
 static bool tenant_allowed_large(Manager *m, const char *tenant) {
         for (char **t = m->config.large_shape_tenants; t && *t; t++)
                 if (streq(*t, "*") || (!isempty(tenant) && streq(*t, tenant)))
@@ -116,7 +110,7 @@ static void record_metrics(Manager *m, const char *backend, uint64_t start) {
         snprintf(labels, sizeof(labels), "backend=\"%s\"", backend);
         metric_observe(metrics_histogram(m->metrics, "hostmesh_disk_create_seconds",
                                          "Time to provision a disk, by backend.", labels),
-                       (double) (now_usec() - start) / 1e6);
+                       (double) (monotonic_usec() - start) / 1e6);
         metric_add(metrics_counter(m->metrics, "hostmesh_disk_created_total", "Disks created, by backend.", labels), 1);
 }
 
@@ -128,7 +122,7 @@ static int create_prepare(Manager *m, const DiskCreateParams *p, CreateJob **ret
         _cleanup_(image_record_done) ImageRecord image = {};
         _cleanup_free_ char *path = NULL, *file = NULL;
         const char *format, *backend, *instance_id = p->instance_id ? p->instance_id : "";
-        uint64_t start = now_usec(), size, physical = 0, virtual_total, count;
+        uint64_t start = monotonic_usec(), size, physical = 0, virtual_total, count;
         _cleanup_(create_job_freep) CreateJob *j = NULL;
         char id[DISK_ID_LEN + 1];
         bool have_base = !isempty(p->base_image);

@@ -40,7 +40,8 @@ static const char schema[] =
         "  source TEXT NOT NULL,"
         "  content_bytes INTEGER NOT NULL,"
         "  layers INTEGER NOT NULL,"
-        "  created INTEGER NOT NULL);"
+        "  created INTEGER NOT NULL,"
+        "  config TEXT NOT NULL DEFAULT '');"
         "CREATE TABLE IF NOT EXISTS container_refs ("
         "  ref TEXT PRIMARY KEY,"
         "  digest TEXT NOT NULL);"
@@ -103,6 +104,14 @@ int store_open(const char *path, Store **ret) {
         rc = sqlite3_exec(s->db, schema, NULL, NULL, NULL);
         if (rc != SQLITE_OK)
                 return sqlite_errno(rc);
+        /* Databases from before the image's run config was kept: the column
+         * is added, and their images read as having no config. */
+        if (sqlite3_exec(s->db, "SELECT config FROM containers LIMIT 0", NULL, NULL, NULL) != SQLITE_OK) {
+                rc = sqlite3_exec(s->db, "ALTER TABLE containers ADD COLUMN config TEXT NOT NULL DEFAULT ''", NULL,
+                                  NULL, NULL);
+                if (rc != SQLITE_OK)
+                        return sqlite_errno(rc);
+        }
         *ret = TAKE_PTR(s);
         return 0;
 }
@@ -555,6 +564,7 @@ void container_record_done(ContainerRecord *c) {
         free(c->image);
         free(c->source);
         free(c->path);
+        free(c->config);
         strv_free(c->refs);
         *c = (ContainerRecord){};
 }
@@ -593,7 +603,7 @@ static int container_refs_load(Store *s, ContainerRecord *c) {
 
 #define CONTAINER_SELECT                                                                                      \
         "SELECT c.digest, c.image, c.source, COALESCE(i.path, ''), COALESCE(i.file_size, 0), c.content_bytes, " \
-        "c.layers, c.created FROM containers c LEFT JOIN images i ON i.name = c.image "
+        "c.layers, c.created, c.config FROM containers c LEFT JOIN images i ON i.name = c.image "
 
 static int container_list_where(Store *s, const char *where, const char *arg, ContainerRecord **ret, size_t *ret_n) {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
@@ -625,9 +635,11 @@ static int container_list_where(Store *s, const char *where, const char *arg, Co
                         .content_bytes = (uint64_t) sqlite3_column_int64(st, 5),
                         .layers = (uint64_t) sqlite3_column_int64(st, 6),
                         .created = sqlite3_column_int64(st, 7),
+                        .config = column_strdup(st, 8),
                 };
                 n++;
-                if (!list[n - 1].digest || !list[n - 1].image || !list[n - 1].source || !list[n - 1].path) {
+                if (!list[n - 1].digest || !list[n - 1].image || !list[n - 1].source || !list[n - 1].path ||
+                    !list[n - 1].config) {
                         container_records_free(list, n);
                         return -ENOMEM;
                 }
@@ -732,8 +744,8 @@ int store_container_commit(Store *s, const ImageRecord *i, const ContainerRecord
         r = image_insert(s, i);
         if (r < 0)
                 return rollback(s, r);
-        r = prepare(s, "INSERT INTO containers (digest, image, source, content_bytes, layers, created) "
-                       "VALUES (?, ?, ?, ?, ?, ?)", &st2);
+        r = prepare(s, "INSERT INTO containers (digest, image, source, content_bytes, layers, created, config) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)", &st2);
         if (r < 0)
                 return rollback(s, r);
         sqlite3_bind_text(st2, 1, c->digest, -1, SQLITE_STATIC);
@@ -742,6 +754,7 @@ int store_container_commit(Store *s, const ImageRecord *i, const ContainerRecord
         sqlite3_bind_int64(st2, 4, (int64_t) c->content_bytes);
         sqlite3_bind_int64(st2, 5, (int64_t) c->layers);
         sqlite3_bind_int64(st2, 6, c->created);
+        sqlite3_bind_text(st2, 7, c->config ?: "", -1, SQLITE_STATIC);
         r = sqlite_errno(sqlite3_step(st2));
         if (r >= 0)
                 r = store_ref_set(s, ref, c->digest);

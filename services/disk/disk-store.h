@@ -47,6 +47,7 @@ typedef struct ContainerRecord {
         uint64_t content_bytes;
         uint64_t layers;
         int64_t created;
+        char *config;       /* the run config as oci_run_config_to_json() wrote it; "" for images older than that */
         char **refs;        /* NULL-terminated */
 } ContainerRecord;
 

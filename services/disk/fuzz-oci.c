@@ -24,8 +24,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 (void) oci_index_pick(&d, "linux", "amd64", &pick);
                 oci_document_done(&d);
         }
-        if (oci_config_parse((const char *) data, size, &c, &error) == 0)
+        if (oci_config_parse((const char *) data, size, &c, &error) == 0) {
+                /* What diskd keeps of a config must read back. */
+                char *json = NULL;
+                OciRunConfig again;
+                if (oci_run_config_to_json(&c.run, &json) == 0) {
+                        if (oci_run_config_from_json(json, &again) < 0)
+                                abort();
+                        oci_run_config_done(&again);
+                        free(json);
+                }
                 oci_config_done(&c);
+        }
+        if (size > 0 && data[0] == '{') {
+                char *t = strndup((const char *) data, size);
+                OciRunConfig r;
+                if (t && oci_run_config_from_json(t, &r) == 0)
+                        oci_run_config_done(&r);
+                free(t);
+        }
         if (docker_save_parse((const char *) data, size, &s, &error) == 0) {
                 for (size_t i = 0; i < s.n_layers; i++)
                         if (s.layers[i][0] == '/')

@@ -130,6 +130,78 @@ static void test_docker_save_paths_stay_inside(void **state) {
         assert_string_equal(e, "manifest.json layer 0 is not a path inside the archive.");
 }
 
+#define CONFIG_HEAD "{\"os\":\"linux\",\"architecture\":\"amd64\",\"rootfs\":{\"diff_ids\":[]}"
+
+static void test_config_run_fields_round_trip(void **state) {
+        static const char text[] = CONFIG_HEAD ",\"config\":{\"Entrypoint\":[\"/bin/app\",\"--serve\"],"
+                                   "\"Cmd\":[\"-v\"],\"Env\":[\"PATH=/bin\",\"GREETING=a=b\"],"
+                                   "\"WorkingDir\":\"/srv\",\"User\":\"1000:1000\"}}";
+        _cleanup_free_ char *json = NULL;
+        OciRunConfig again = {};
+        OciConfig c;
+
+        assert_int_equal(oci_config_parse(text, strlen(text), &c, NULL), 0);
+        assert_string_equal(c.run.entrypoint[0], "/bin/app");
+        assert_string_equal(c.run.entrypoint[1], "--serve");
+        assert_null(c.run.entrypoint[2]);
+        assert_string_equal(c.run.cmd[0], "-v");
+        assert_string_equal(c.run.env[1], "GREETING=a=b");
+        assert_string_equal(c.run.working_dir, "/srv");
+        assert_string_equal(c.run.user, "1000:1000");
+        assert_int_equal(oci_run_config_to_json(&c.run, &json), 0);
+        assert_int_equal(oci_run_config_from_json(json, &again), 0);
+        assert_string_equal(again.entrypoint[1], "--serve");
+        assert_string_equal(again.env[0], "PATH=/bin");
+        assert_string_equal(again.working_dir, "/srv");
+        assert_string_equal(again.user, "1000:1000");
+        oci_run_config_done(&again);
+        oci_config_done(&c);
+}
+
+static void test_config_without_run_fields_reads_as_empty(void **state) {
+        static const char none[] = CONFIG_HEAD "}";
+        static const char nulls[] = CONFIG_HEAD ",\"config\":{\"Entrypoint\":null,\"Cmd\":null,\"Env\":null}}";
+        OciConfig c;
+
+        assert_int_equal(oci_config_parse(none, strlen(none), &c, NULL), 0);
+        assert_non_null(c.run.entrypoint);
+        assert_null(c.run.entrypoint[0]);
+        assert_null(c.run.cmd[0]);
+        assert_string_equal(c.run.working_dir, "");
+        assert_string_equal(c.run.user, "");
+        oci_config_done(&c);
+        assert_int_equal(oci_config_parse(nulls, strlen(nulls), &c, NULL), 0);
+        assert_null(c.run.env[0]);
+        oci_config_done(&c);
+}
+
+static void test_config_run_field_refusals(void **state) {
+        static const char cmd_string[] = CONFIG_HEAD ",\"config\":{\"Cmd\":\"/bin/sh -c true\"}}";
+        static const char env_no_eq[] = CONFIG_HEAD ",\"config\":{\"Env\":[\"PATH\"]}}";
+        static const char env_no_name[] = CONFIG_HEAD ",\"config\":{\"Env\":[\"=x\"]}}";
+        static const char relative_dir[] = CONFIG_HEAD ",\"config\":{\"WorkingDir\":\"srv\"}}";
+        static const char nul_in_arg[] = CONFIG_HEAD ",\"config\":{\"Entrypoint\":[\"/bin/a\\u0000b\"]}}";
+        static const char user_number[] = CONFIG_HEAD ",\"config\":{\"User\":1000}}";
+        _cleanup_free_ char *e = NULL;
+        OciConfig c;
+
+        assert_int_equal(oci_config_parse(cmd_string, strlen(cmd_string), &c, &e), -EINVAL);
+        assert_string_equal(e, "The image config's config.Cmd is not a list of strings.");
+        assert_int_equal(oci_config_parse(env_no_eq, strlen(env_no_eq), &c, &e), -EINVAL);
+        assert_string_equal(e, "The image config's config.Env is not a list of NAME=VALUE strings.");
+        assert_int_equal(oci_config_parse(env_no_name, strlen(env_no_name), &c, &e), -EINVAL);
+        assert_string_equal(e, "The image config's config.Env is not a list of NAME=VALUE strings.");
+        assert_int_equal(oci_config_parse(relative_dir, strlen(relative_dir), &c, &e), -EINVAL);
+        assert_string_equal(e, "The image config's config.WorkingDir 'srv' is not absolute.");
+        /* jansson refuses \u0000 without JSON_ALLOW_NUL: the whole document goes. */
+        assert_int_equal(oci_config_parse(nul_in_arg, strlen(nul_in_arg), &c, &e), -EINVAL);
+        assert_string_equal(e, "The image config is not a JSON object.");
+        assert_int_equal(oci_config_parse(user_number, strlen(user_number), &c, &e), -EINVAL);
+        assert_string_equal(e, "The image config's config.User is not a string.");
+        assert_int_equal(oci_run_config_from_json("[]", &c.run), -EINVAL);
+        assert_int_equal(oci_run_config_from_json("{\"Env\":[\"x\"]}", &c.run), -EINVAL);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_ref_parse_host_port_repo_tag),
@@ -139,6 +211,9 @@ int main(void) {
                 cmocka_unit_test(test_docker_manifest_by_content_type),
                 cmocka_unit_test(test_manifest_refusals),
                 cmocka_unit_test(test_docker_save_paths_stay_inside),
+                cmocka_unit_test(test_config_run_fields_round_trip),
+                cmocka_unit_test(test_config_without_run_fields_reads_as_empty),
+                cmocka_unit_test(test_config_run_field_refusals),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* The Connect request parser, as the gateway runs it on untrusted input:
  * bytes → HTTP/1.1 request → Connect protocol parts → for JSON, the proto3
- * JSON mapping into the method's request type. Whatever succeeds must hold
- * together; every refusal must carry a status, a code and a message. */
+ * JSON mapping into the method's request type, or for binary the check of
+ * the wire bytes against it. The GET form's query is decoded on the way.
+ * Whatever succeeds must hold together; every refusal must carry a status,
+ * a code and a message. */
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -30,8 +32,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 free(message);
         } else {
                 const ProtobufCMethodDescriptor *md = connect_method_find(creq.method);
+                /* The message lies in the body, or for GET in the request's own storage. */
                 if (message || creq.method[0] != '/' ||
-                    creq.message + creq.message_len > (const uint8_t *) req.body + req.body_len)
+                    (!creq.get && creq.message + creq.message_len > (const uint8_t *) req.body + req.body_len) ||
+                    (creq.get && (creq.message != creq.storage || creq.storage[creq.message_len] != 0)))
                         abort();
                 if (md && creq.json) {
                         uint8_t *bin = NULL;
@@ -56,11 +60,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                         free(error);
                         free(bin);
                 } else if (md) {
-                        char *json = NULL;
+                        char *json = NULL, *error = NULL;
                         size_t jlen;
+                        /* The binary check refuses with a message naming where; what it
+                         * accepts has only fields the descriptor knows. */
+                        int r = proto_binary_check(md->input, creq.message, creq.message_len, &error);
+                        if ((r == -EINVAL) != (error != NULL) || (r < 0 && r != -EINVAL))
+                                abort();
+                        free(error);
                         (void) proto_binary_to_json(md->input, creq.message, creq.message_len, &json, &jlen);
                         free(json);
                 }
+                connect_request_done(&creq);
         }
         http_request_done(&req);
         return 0;

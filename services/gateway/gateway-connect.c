@@ -127,6 +127,144 @@ _printf_(3, 4) static int refuse(int status, char **ret_message, const char *fmt
         return status;
 }
 
+const char *const connect_idempotent_methods[] = {
+        "/namespace.cloud.compute.v1beta.ComputeService/DescribeInstance",
+        "/namespace.cloud.compute.v1beta.ComputeService/ListInstances",
+        "/namespace.cloud.compute.v1beta.ComputeService/GetInstanceMetrics",
+        "/namespace.cloud.compute.v1beta.ObservabilityService/FetchInstanceLogs",
+        NULL,
+};
+
+bool connect_method_is_idempotent(const char *method) {
+        for (size_t i = 0; connect_idempotent_methods[i]; i++)
+                if (streq(connect_idempotent_methods[i], method))
+                        return true;
+        return false;
+}
+
+void connect_request_done(ConnectRequest *r) {
+        if (!r)
+                return;
+        free(r->storage);
+        r->storage = NULL;
+        r->message = NULL;
+        r->message_len = 0;
+}
+
+static int hex_digit(char c) {
+        if (c >= '0' && c <= '9')
+                return c - '0';
+        if (c >= 'a' && c <= 'f')
+                return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F')
+                return c - 'A' + 10;
+        return -1;
+}
+
+/* Percent-decoding of one query value (RFC 3986 §2.1; '+' is a space, as
+ * in form encoding). Returns the length, or -EBADMSG. */
+static ssize_t query_unescape(const char *s, size_t len, uint8_t *out) {
+        size_t n = 0;
+        for (size_t i = 0; i < len; i++) {
+                if (s[i] == '%') {
+                        int hi, lo;
+                        if (i + 2 >= len)
+                                return -EBADMSG;
+                        hi = hex_digit(s[i + 1]);
+                        lo = hex_digit(s[i + 2]);
+                        if (hi < 0 || lo < 0)
+                                return -EBADMSG;
+                        out[n++] = (uint8_t) (hi << 4 | lo);
+                        i += 2;
+                } else
+                        out[n++] = s[i] == '+' ? ' ' : (uint8_t) s[i];
+        }
+        return (ssize_t) n;
+}
+
+/* The GET form (Connect spec, "Unary-Get-Request"). */
+static int parse_get_query(const char *query, ConnectRequest *r, RpcCode *ret_code, char **ret_message) {
+        const char *encoding = NULL, *message = NULL, *connect = NULL, *base64 = NULL, *compression = NULL;
+        size_t encoding_len = 0, message_len = 0, connect_len = 0, base64_len = 0, compression_len = 0;
+        ssize_t n;
+
+        for (const char *p = query; *p;) {
+                size_t len = strcspn(p, "&");
+                const char *eq = memchr(p, '=', len);
+                size_t klen = eq ? (size_t) (eq - p) : len;
+                const char *v = eq ? eq + 1 : p + len;
+                size_t vlen = eq ? len - klen - 1 : 0;
+                const char **slot = NULL;
+                size_t *slot_len = NULL;
+
+                if (klen == 8 && memcmp(p, "encoding", 8) == 0)
+                        slot = &encoding, slot_len = &encoding_len;
+                else if (klen == 7 && memcmp(p, "message", 7) == 0)
+                        slot = &message, slot_len = &message_len;
+                else if (klen == 7 && memcmp(p, "connect", 7) == 0)
+                        slot = &connect, slot_len = &connect_len;
+                else if (klen == 6 && memcmp(p, "base64", 6) == 0)
+                        slot = &base64, slot_len = &base64_len;
+                else if (klen == 11 && memcmp(p, "compression", 11) == 0)
+                        slot = &compression, slot_len = &compression_len;
+                if (slot) {
+                        if (*slot)
+                                return refuse(400, ret_message, "The query gives %.*s twice.", (int) klen, p);
+                        *slot = v;
+                        *slot_len = vlen;
+                }
+                p += len;
+                if (*p == '&')
+                        p++;
+        }
+        if (connect && !(connect_len == 2 && memcmp(connect, "v1", 2) == 0))
+                return refuse(400, ret_message, "connect=%.*s is not supported: only connect=v1.",
+                              (int) MIN(connect_len, (size_t) 16), connect);
+        if (!encoding)
+                return refuse(415, ret_message, "A GET call names its codec: encoding=json or encoding=proto.");
+        if (encoding_len == 4 && memcmp(encoding, "json", 4) == 0)
+                r->json = true;
+        else if (!(encoding_len == 5 && memcmp(encoding, "proto", 5) == 0))
+                return refuse(415, ret_message, "encoding=%.*s is not served: json or proto.",
+                              (int) MIN(encoding_len, (size_t) 32), encoding);
+        if (compression && !(compression_len == 8 && memcmp(compression, "identity", 8) == 0)) {
+                *ret_code = RPC_UNIMPLEMENTED;
+                return refuse(501, ret_message, "compression=%.*s is not supported; send the message uncompressed.",
+                              (int) MIN(compression_len, (size_t) 32), compression);
+        }
+        if (base64 && !(base64_len == 1 && (base64[0] == '1' || base64[0] == '0')))
+                return refuse(400, ret_message, "base64 is 1 or absent, not '%.*s'.", (int) MIN(base64_len, (size_t) 16),
+                              base64);
+        r->storage = malloc(message_len + 1);
+        if (!r->storage) {
+                *ret_code = RPC_RESOURCE_EXHAUSTED;
+                return refuse(503, ret_message, "Out of memory.");
+        }
+        n = query_unescape(message ?: "", message_len, r->storage);
+        if (n >= 0 && base64 && base64[0] == '1') {
+                uint8_t *bin = NULL;
+                size_t bin_len = 0;
+                if (proto_base64_decode((const char *) r->storage, (size_t) n, &bin, &bin_len) < 0)
+                        n = -EBADMSG;
+                else {
+                        free(r->storage);
+                        r->storage = bin;  /* room for the NUL: decoding shrinks */
+                        n = (ssize_t) bin_len;
+                }
+        }
+        if (n < 0) {
+                connect_request_done(r);
+                return refuse(400, ret_message, "The message in the query is not %s.",
+                              base64 && base64[0] == '1' ? "percent-encoded base64url" : "percent-encoded");
+        }
+        r->storage[n] = 0;
+        r->message = r->storage;
+        r->message_len = (size_t) n;
+        r->get = true;
+        return 0;
+}
+
+
 /* "application/json; charset=utf-8" → "application/json" */
 static bool media_type_is(const char *value, const char *type) {
         size_t n = strlen(type);
@@ -138,33 +276,77 @@ static bool media_type_is(const char *value, const char *type) {
         return *value == 0 || *value == ';';
 }
 
+bool gateway_connect_is_grpc(const char *content_type) {
+        return strncasecmp(content_type, "application/grpc", 16) == 0 &&
+               (content_type[16] == 0 || content_type[16] == '+' || content_type[16] == ';');
+}
+
+static int timeout_parse(const char *timeout, uint64_t *ret) {
+        uint64_t ms = 0;
+        size_t n;
+
+        if (!timeout)
+                return 0;
+        n = strlen(timeout);
+        if (n == 0 || n > CONNECT_TIMEOUT_DIGITS_MAX || strspn(timeout, "0123456789") != n)
+                return -EINVAL;
+        for (const char *p = timeout; *p; p++)
+                ms = ms * 10 + (uint64_t) (*p - '0');
+        *ret = ms == 0 ? 1 : ms * USEC_PER_MSEC;
+        return 0;
+}
+
 int connect_request_parse(const HttpRequest *req, ConnectRequest *ret, RpcCode *ret_code, char **ret_message) {
         const char *ctype = http_request_header(req, "Content-Type");
         const char *version = http_request_header(req, "Connect-Protocol-Version");
         const char *timeout = http_request_header(req, "Connect-Timeout-Ms");
         const char *encoding;
         ConnectRequest r = {};
-        size_t len = strlen(req->target);
+        const char *query = strchr(req->target, '?');
+        size_t len = query ? (size_t) (query - req->target) : strlen(req->target);
+        bool get = streq(req->method, "GET");
 
         *ret_message = NULL;
         *ret_code = RPC_INVALID_ARGUMENT;
-        if (!streq(req->method, "POST")) {
+        if (!streq(req->method, "POST") && !get) {
                 *ret_code = RPC_UNIMPLEMENTED;
-                return refuse(405, ret_message, "Connect calls are POST requests, not %s.", req->method);
+                return refuse(405, ret_message, "Connect calls are POST requests (or GET for idempotent ones), not %s.",
+                              req->method);
         }
-        /* The path is /<package>.<Service>/<Method>, nothing else. */
-        if (len < 4 || len >= sizeof(r.method) || req->target[0] != '/' || strchr(req->target, '?') ||
-            !strchr(req->target + 1, '/') || strchr(strchr(req->target + 1, '/') + 1, '/')) {
+        /* The path is /<package>.<Service>/<Method>, nothing else (a query only on GET). */
+        if (len < 4 || len >= sizeof(r.method) || req->target[0] != '/' || (query && !get) ||
+            !memchr(req->target + 1, '/', len - 1) ||
+            memchr(strchr(req->target + 1, '/') + 1, '/', (size_t) (req->target + len - strchr(req->target + 1, '/') - 1))) {
                 *ret_code = RPC_UNIMPLEMENTED;
                 return refuse(404, ret_message, "No Connect method at %s: paths are /package.Service/Method.",
                               req->target);
         }
-        for (const char *p = req->target + 1; *p; p++)
+        for (const char *p = req->target + 1; p < req->target + len; p++)
                 if (!isalnum((unsigned char) *p) && *p != '.' && *p != '_' && *p != '/') {
                         *ret_code = RPC_UNIMPLEMENTED;
-                        return refuse(404, ret_message, "No Connect method at %s.", req->target);
+                        return refuse(404, ret_message, "No Connect method at %.*s.", (int) len, req->target);
                 }
-        memcpy(r.method, req->target, len + 1);
+        memcpy(r.method, req->target, len);
+        r.method[len] = 0;
+
+        if (get) {
+                /* Connect spec: GET is for procedures marked side-effect free. */
+                if (!connect_method_is_idempotent(r.method)) {
+                        *ret_code = RPC_UNIMPLEMENTED;
+                        return refuse(405, ret_message,
+                                      "%s is not marked idempotent (NO_SIDE_EFFECTS): call it with POST.", r.method + 1);
+                }
+                int status = parse_get_query(query ? query + 1 : "", &r, ret_code, ret_message);
+                if (status != 0)
+                        return status;
+                if (timeout_parse(http_request_header(req, "Connect-Timeout-Ms"), &r.timeout_usec) < 0) {
+                        connect_request_done(&r);
+                        return refuse(400, ret_message, "Connect-Timeout-Ms must be 1 to 10 digits.");
+                }
+                *ret = r;
+                *ret_code = RPC_OK;
+                return 0;
+        }
 
         if (!ctype)
                 return refuse(415, ret_message, "Missing Content-Type.");
@@ -184,16 +366,8 @@ int connect_request_parse(const HttpRequest *req, ConnectRequest *ret, RpcCode *
         if (version && !streq(version, "1"))
                 return refuse(400, ret_message,
                               "Connect-Protocol-Version %s is not supported: only 1.", version);
-        if (timeout) {
-                uint64_t ms = 0;
-                size_t n = strlen(timeout);
-                if (n == 0 || n > CONNECT_TIMEOUT_DIGITS_MAX || strspn(timeout, "0123456789") != n)
-                        return refuse(400, ret_message,
-                                      "Connect-Timeout-Ms must be 1 to 10 digits, not '%s'.", timeout);
-                for (const char *p = timeout; *p; p++)
-                        ms = ms * 10 + (uint64_t) (*p - '0');
-                r.timeout_usec = ms == 0 ? 1 : ms * USEC_PER_MSEC;
-        }
+        if (timeout_parse(timeout, &r.timeout_usec) < 0)
+                return refuse(400, ret_message, "Connect-Timeout-Ms must be 1 to 10 digits, not '%s'.", timeout);
         /* No compression is offered; identity is always fine. */
         encoding = http_request_header(req, r.streaming ? "Connect-Content-Encoding" : "Content-Encoding");
         if (encoding && strcasecmp(encoding, "identity") != 0) {
@@ -580,6 +754,19 @@ static void call_start(ConnectCall *c, const char *subject, const char *tenant) 
                         msg = NULL;
                 return call_fail(c, RPC_UNIMPLEMENTED, msg ?: "unimplemented");
         }
+        if (!c->creq.json && c->md) {
+                /* Binary requests are checked here, so that a refusal names
+                 * the field the way the JSON path does rather than by number
+                 * (or as "not a valid message") from the backend. */
+                _cleanup_free_ char *error = NULL;
+                r = proto_binary_check(c->md->input, c->request, c->request_len, &error);
+                if (r < 0) {
+                        _cleanup_free_ char *msg = NULL;
+                        if (asprintf(&msg, "Invalid %s: %s", c->md->input->name, error ?: strerror(-r)) < 0)
+                                msg = NULL;
+                        return call_fail(c, RPC_INVALID_ARGUMENT, msg ?: "invalid request");
+                }
+        }
         if (c->creq.json) {
                 _cleanup_free_ char *error = NULL;
                 uint8_t *bin = NULL;
@@ -702,6 +889,18 @@ static void handle(HttpExchange *x, const HttpRequest *req, Manager *m, bool tcp
         RpcCode code;
         int status;
 
+        /* A gRPC call on an HTTP/2 connection whose first request was Connect:
+         * gRPC core never saw this connection, so it cannot serve it. Answer
+         * in gRPC's own terms (a trailers-only response) so that the client
+         * says why; a new connection whose first call is gRPC works. */
+        if (req->http2 && http_request_header(req, "Content-Type") &&
+            gateway_connect_is_grpc(http_request_header(req, "Content-Type"))) {
+                (void) http_exchange_respond(x, 200, "application/grpc",
+                                             "Grpc-Status: 14\r\nGrpc-Message: gRPC calls are served on HTTP/2 "
+                                             "connections that begin with one; this connection carries Connect "
+                                             "calls. Open a new connection for gRPC.\r\n", NULL, 0);
+                return;
+        }
         status = connect_request_parse(req, &creq, &code, &message);
         if (status > 0) {
                 _cleanup_free_ char *body = connect_error_json(code, message);
@@ -722,6 +921,7 @@ static void handle(HttpExchange *x, const HttpRequest *req, Manager *m, bool tcp
          * load balancers and for socket activation checks. */
         if (streq(creq.method, "/grpc.health.v1.Health/Check") && !http_request_header(req, "X-Hostmesh-Part") &&
             !creq.streaming) {
+                connect_request_done(&creq);
                 static const uint8_t serving_proto[] = { 0x08, 0x01 };  /* status (1) = SERVING (1) */
                 static const char serving_json[] = "{\"status\":\"SERVING\"}";
                 (void) http_exchange_respond(x, 200, creq.json ? "application/json" : "application/proto", NULL,
@@ -732,6 +932,7 @@ static void handle(HttpExchange *x, const HttpRequest *req, Manager *m, bool tcp
 
         c = calloc(1, sizeof(*c));
         if (!c) {
+                connect_request_done(&creq);
                 (void) http_exchange_respond(x, 503, "application/json", NULL, "", 0);
                 return;
         }
@@ -740,6 +941,7 @@ static void handle(HttpExchange *x, const HttpRequest *req, Manager *m, bool tcp
         c->x = x;
         c->creq = creq;
         c->creq.message = NULL;
+        c->creq.storage = NULL;
         c->tcp = tcp;
         c->md = connect_method_find(creq.method);
         c->details = grpc_empty_slice();
@@ -747,12 +949,14 @@ static void handle(HttpExchange *x, const HttpRequest *req, Manager *m, bool tcp
         grpc_metadata_array_init(&c->trailing_md);
         c->request = malloc(creq.message_len + 1);
         if (!c->request) {
+                connect_request_done(&creq);
                 call_fail(c, RPC_RESOURCE_EXHAUSTED, "Out of memory.");
                 return call_maybe_free(c);
         }
         memcpy(c->request, creq.message, creq.message_len);
         c->request[creq.message_len] = 0;
         c->request_len = creq.message_len;
+        connect_request_done(&creq);
         metadata_from_headers(c, req);
         http_exchange_on_abort(x, on_abort, c);
 

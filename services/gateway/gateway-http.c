@@ -76,6 +76,14 @@ static int on_local_h2(int fd, int peer_fd, void *userdata) {
         return rpc_server_add_connection(m->server, fd, &peer);
 }
 
+/* The first request of an HTTP/2 connection: gRPC goes to gRPC core with
+ * the whole connection, anything else (Connect) is served by lib/http. */
+static bool claim_grpc(const HttpRequest *first, void *userdata) {
+        const char *ctype = http_request_header(first, "Content-Type");
+        (void) userdata;
+        return ctype && gateway_connect_is_grpc(ctype);
+}
+
 static bool on_local_connection(int fd, const RpcPeer *peer, void *userdata) {
         Manager *m = userdata;
         (void) peer;
@@ -139,6 +147,8 @@ int gateway_listeners_start(Manager *m) {
         HttpServerOptions local = {
                 .limits = { .body_max = 4U << 20 },
                 .h2 = on_local_h2,
+                .h2_serve = true,
+                .h2_claim = claim_grpc,
                 .h2_userdata = m,
         };
         int fd, r;
@@ -170,6 +180,8 @@ int gateway_listeners_start(Manager *m) {
                 .tls_cert = m->config.tls_cert,
                 .tls_key = m->config.tls_key,
                 .h2 = on_tcp_h2,
+                .h2_serve = true,
+                .h2_claim = claim_grpc,
                 .h2_userdata = m,
         };
         r = http_server_new(m->event, fd, &tcp, gateway_connect_handle_tcp, m, &m->tcp_http);

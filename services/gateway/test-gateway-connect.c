@@ -4,9 +4,13 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <stdio.h>
+
 #include "gateway-connect.h"
 
 #define LIST "/namespace.cloud.compute.v1beta.ComputeService/ListInstances"
+#define DESCRIBE "/namespace.cloud.compute.v1beta.ComputeService/DescribeInstance"
+#define DESTROY "/namespace.cloud.compute.v1beta.ComputeService/DestroyInstance"
 
 static HttpRequest request(const char *text, size_t len) {
         HttpRequest req;
@@ -73,7 +77,24 @@ static void expect_refusal(const char *t, size_t len, int status, RpcCode want, 
 
 static void test_refusals(void **state) {
 #define R(text, status, code, words) expect_refusal(text, sizeof(text) - 1, status, code, words)
-        R("GET " LIST " HTTP/1.1\r\nHost: h\r\n\r\n", 405, RPC_UNIMPLEMENTED, "POST");
+        R("PUT " LIST " HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n", 405, RPC_UNIMPLEMENTED, "POST");
+        /* GET (Connect spec, "Unary-Get-Request") */
+        R("GET " LIST " HTTP/1.1\r\nHost: h\r\n\r\n", 415, RPC_INVALID_ARGUMENT, "encoding=json");
+        R("GET " DESTROY "?encoding=json&message=%7B%7D HTTP/1.1\r\nHost: h\r\n\r\n", 405, RPC_UNIMPLEMENTED,
+          "NO_SIDE_EFFECTS");
+        R("GET " LIST "?encoding=json&encoding=proto HTTP/1.1\r\nHost: h\r\n\r\n", 400, RPC_INVALID_ARGUMENT, "twice");
+        R("GET " LIST "?encoding=yaml HTTP/1.1\r\nHost: h\r\n\r\n", 415, RPC_INVALID_ARGUMENT, "yaml");
+        R("GET " LIST "?connect=v2&encoding=json HTTP/1.1\r\nHost: h\r\n\r\n", 400, RPC_INVALID_ARGUMENT, "v2");
+        R("GET " LIST "?encoding=json&compression=gzip HTTP/1.1\r\nHost: h\r\n\r\n", 501, RPC_UNIMPLEMENTED, "gzip");
+        R("GET " LIST "?encoding=json&message=%7 HTTP/1.1\r\nHost: h\r\n\r\n", 400, RPC_INVALID_ARGUMENT,
+          "percent-encoded");
+        R("GET " LIST "?encoding=json&message=%zz HTTP/1.1\r\nHost: h\r\n\r\n", 400, RPC_INVALID_ARGUMENT,
+          "percent-encoded");
+        R("GET " LIST "?encoding=proto&base64=1&message=a%21 HTTP/1.1\r\nHost: h\r\n\r\n", 400, RPC_INVALID_ARGUMENT,
+          "base64url");
+        R("GET " LIST "?encoding=proto&base64=2 HTTP/1.1\r\nHost: h\r\n\r\n", 400, RPC_INVALID_ARGUMENT, "base64");
+        R("POST " LIST "?encoding=json HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n", 404, RPC_UNIMPLEMENTED,
+          "No Connect method");
         R("POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n", 404, RPC_UNIMPLEMENTED, "/package.Service/Method");
         R("POST /a.B/C/D HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n", 404, RPC_UNIMPLEMENTED, "/a.B/C/D");
         R("POST /a.B/C%00 HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n", 404, RPC_UNIMPLEMENTED, "No Connect method");
@@ -100,6 +121,93 @@ static void test_refusals(void **state) {
         R("POST " LIST " HTTP/1.1\r\nHost: h\r\nContent-Type: application/connect+json\r\n"
           "Connect-Content-Encoding: gzip\r\nContent-Length: 0\r\n\r\n", 200, RPC_UNIMPLEMENTED, "gzip");
 #undef R
+}
+
+static void test_get_json_percent_encoded(void **state) {
+        const char *t = "GET " LIST "?connect=v1&encoding=json&message=%7B%22maxEntries%22%3A+%225%22%7D HTTP/1.1\r\n"
+                        "Host: h\r\nConnect-Timeout-Ms: 20\r\n\r\n";
+        ConnectRequest c;
+        RpcCode code;
+        char *msg;
+
+        assert_int_equal(parse(t, strlen(t), &c, &code, &msg), 0);
+        assert_string_equal(c.method, LIST);
+        assert_true(c.get);
+        assert_true(c.json);
+        assert_false(c.streaming);
+        assert_int_equal(c.timeout_usec, 20 * 1000);
+        /* '+' is a space, as in form encoding */
+        assert_int_equal(c.message_len, strlen("{\"maxEntries\": \"5\"}"));
+        assert_memory_equal(c.message, "{\"maxEntries\": \"5\"}", c.message_len);
+        connect_request_done(&c);
+}
+
+static void test_get_proto_base64url_unpadded(void **state) {
+        /* DescribeInstanceRequest{instance_id (1) = "nope"} = 0a 04 6e 6f 70 65 → "CgRub3Bl" */
+        const char *t = "GET " DESCRIBE "?encoding=proto&base64=1&compression=identity&message=CgRub3Bl HTTP/1.1\r\n"
+                        "Host: h\r\n\r\n";
+        ConnectRequest c;
+        RpcCode code;
+        char *msg;
+
+        assert_int_equal(parse(t, strlen(t), &c, &code, &msg), 0);
+        assert_false(c.json);
+        assert_int_equal(c.message_len, 6);
+        assert_memory_equal(c.message, "\x0a\x04nope", 6);
+        connect_request_done(&c);
+        /* An empty message is an empty request. */
+        t = "GET " DESCRIBE "?encoding=proto HTTP/1.1\r\nHost: h\r\n\r\n";
+        assert_int_equal(parse(t, strlen(t), &c, &code, &msg), 0);
+        assert_int_equal(c.message_len, 0);
+        connect_request_done(&c);
+}
+
+/* The list of GET-able methods is the proto's NO_SIDE_EFFECTS methods, no
+ * more, no fewer (protobuf-c keeps no method options, so the gateway holds
+ * a copy). */
+static void test_idempotent_methods_match_the_proto(void **state) {
+        static const char *const files[] = { "namespace/cloud/compute/v1beta/compute.proto",
+                                             "namespace/cloud/iam/v1beta/token.proto" };
+        size_t found = 0, listed = 0;
+
+        for (size_t f = 0; f < ELEMENTSOF(files); f++) {
+                char path[512], package[128] = "", service[128] = "", *text, *p;
+                FILE *fp;
+                long size;
+
+                snprintf(path, sizeof(path), "%s/%s", PROTO_DIR, files[f]);
+                fp = fopen(path, "re");
+                assert_non_null(fp);
+                assert_int_equal(fseek(fp, 0, SEEK_END), 0);
+                size = ftell(fp);
+                rewind(fp);
+                text = calloc(1, (size_t) size + 1);
+                assert_int_equal(fread(text, 1, (size_t) size, fp), (size_t) size);
+                fclose(fp);
+                assert_int_equal(sscanf(strstr(text, "\npackage ") + 9, "%127[^;]", package), 1);
+                for (p = text; (p = strstr(p, "\n")); p++) {
+                        char name[128], method[512];
+                        const char *q = p + 1 + strspn(p + 1, " ");
+                        if (sscanf(q, "service %127[A-Za-z0-9_]", service) == 1)
+                                continue;
+                        if (sscanf(q, "rpc %127[A-Za-z0-9_]", name) != 1)
+                                continue;
+                        /* The rpc's own text runs to its ';' or its '}'. */
+                        const char *end = strpbrk(strchr(q, ')') ? strchr(strchr(q, ')') + 1, ')') : q, ";{");
+                        bool idempotent = end && *end == '{' &&
+                                          strstr(end, "NO_SIDE_EFFECTS") && strstr(end, "NO_SIDE_EFFECTS") < strchr(end, '}');
+                        snprintf(method, sizeof(method), "/%s.%s/%s", package, service, name);
+                        if (idempotent != connect_method_is_idempotent(method))
+                                fail_msg("%s: the proto says %s, the gateway's list does not", method,
+                                         idempotent ? "NO_SIDE_EFFECTS" : "not idempotent");
+                        found += idempotent;
+                }
+                free(text);
+        }
+        for (size_t i = 0; connect_idempotent_methods[i]; i++)
+                listed++;
+        assert_int_equal(found, listed);
+        assert_true(listed >= 2);
 }
 
 static void test_codes_and_error_bodies(void **state) {
@@ -131,6 +239,9 @@ int main(void) {
                 cmocka_unit_test(test_unary_json_with_timeout),
                 cmocka_unit_test(test_streaming_envelope),
                 cmocka_unit_test(test_refusals),
+                cmocka_unit_test(test_get_json_percent_encoded),
+                cmocka_unit_test(test_get_proto_base64url_unpadded),
+                cmocka_unit_test(test_idempotent_methods_match_the_proto),
                 cmocka_unit_test(test_codes_and_error_bodies),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -39,7 +39,7 @@ static void test_microvm_command_line_has_the_fast_boot_flags(void **state) {
         assert_non_null(strstr(s, "-M microvm,x-option-roms=off,rtc=on "));
         assert_non_null(strstr(s, "-accel tcg "));
         assert_non_null(strstr(s, "-nodefaults -no-user-config -nographic"));
-        assert_non_null(strstr(s, "tsc_early_khz=2000000 lpj=8000000"));
+        assert_non_null(strstr(s, "tsc_early_khz=2000000 lpj=8000000 tsc=reliable 8250.nr_uarts=1"));
         assert_non_null(strstr(s, "console=ttyS0 quiet"));
         assert_non_null(strstr(s, "hostmesh.hostname=abc"));
         assert_null(strstr(s, "hostmesh.disk"));
@@ -53,11 +53,27 @@ static void test_microvm_command_line_has_the_fast_boot_flags(void **state) {
         qemu_argv_free(argv);
 }
 
+static void test_host_tsc_rate_is_plausible(void **state) {
+        uint32_t khz = qemu_host_tsc_khz();
+
+        (void) state;
+#if defined(__x86_64__)
+        /* Any x86-64 host this runs on has a TSC between 100 MHz and 10 GHz,
+         * and two readings agree within 10% (a
+         * preempted window reads low, a busy test machine preempts). */
+        uint32_t again = qemu_host_tsc_khz();
+        assert_true(khz >= 100000 && khz <= 10000000);
+        assert_true(again > khz - khz / 10 && again < khz + khz / 10);
+#else
+        assert_int_equal(khz, 0);
+#endif
+}
+
 static void test_pc_with_disk_uses_pci_devices(void **state) {
         QemuConfig c = {
                 .binary = "qemu-system-x86_64", .kernel = "k", .initrd = "i", .machine = "pc", .kvm = true,
                 .vcpus = 4, .memory_mb = 8192, .hostname = "h", .disk_path = "/d/disk.qcow2", .disk_format = "qcow2",
-                .log_path = "l",
+                .log_path = "l", .tsc_khz = 2694138,
         };
         char **argv = NULL;
         char *s;
@@ -66,6 +82,10 @@ static void test_pc_with_disk_uses_pci_devices(void **state) {
         assert_int_equal(qemu_build_argv(&c, &argv), 0);
         s = joined(argv);
         assert_non_null(strstr(s, "-M pc "));
+        /* The measured rate and its delay loop; the TSC is left to KVM's
+         * own judgement. */
+        assert_non_null(strstr(s, "tsc_early_khz=2694138 lpj=10776552 8250.nr_uarts=1"));
+        assert_null(strstr(s, "tsc=reliable"));
         assert_non_null(strstr(s, "-accel kvm -cpu host"));
         assert_non_null(strstr(s, "virtio-serial-pci"));
         assert_non_null(strstr(s, "file=/d/disk.qcow2,format=qcow2"));
@@ -158,6 +178,7 @@ static void test_container_disks_are_found_by_serial_and_the_system_disk_is_read
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_microvm_command_line_has_the_fast_boot_flags),
+                cmocka_unit_test(test_host_tsc_rate_is_plausible),
                 cmocka_unit_test(test_pc_with_disk_uses_pci_devices),
                 cmocka_unit_test(test_container_disks_are_found_by_serial_and_the_system_disk_is_read_only),
                 cmocka_unit_test(test_nic_on_the_passed_tap_fd_with_its_mac),

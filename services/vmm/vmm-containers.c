@@ -9,6 +9,7 @@
 #include <jansson.h>
 
 #include "hostmesh/disk/v1/disk.pb-c.h"
+#include "error-util.h"
 #include "log.h"
 #include "macro.h"
 #include "vmm-agent.h"
@@ -50,6 +51,8 @@ VmmContainer *vmm_container_free_all(VmmContainer *c, size_t n) {
                 free(c[k].image_ref);
                 strv_free(c[k].argv);
                 strv_free(c[k].env);
+                free(c[k].cwd);
+                free(c[k].user);
                 free(c[k].image);
                 free(c[k].docker_sock_path);
                 free(c[k].image_path);
@@ -108,6 +111,106 @@ static void set_status(VmmContainer *c, const char *status) {
                 return;
         free(c->status);
         c->status = s;
+}
+
+/* ---- the image's config ------------------------------------------------------ */
+
+/* Whether env entry a ("NAME=…") sets the variable entry b sets. */
+static bool env_same_name(const char *a, const char *b) {
+        size_t n = strcspn(a, "=");
+        return strncmp(a, b, n) == 0 && b[n] == '=';
+}
+
+static bool user_is_root(const char *user) {
+        return isempty(user) || streq(user, "0") || streq(user, "root") || streq(user, "0:0") ||
+               streq(user, "root:root");
+}
+
+int vmm_container_resolve_process(VmmContainer *c, size_t index, const Hostmesh__Disk__V1__ImageConfig *config,
+                                  char **ret_error) {
+        char *const none[] = { NULL };
+        char *const *entrypoint = config ? config->entrypoint : none, *const *cmd = config ? config->cmd : none,
+                    *const *image_env = config ? config->env : none;
+        size_t n_entrypoint = config ? config->n_entrypoint : 0, n_cmd = config ? config->n_cmd : 0,
+               n_image_env = config ? config->n_env : 0, n_args = strv_length(c->argv),
+               n_req_env = strv_length(c->env);
+        /* image-spec config.md: Cmd is the default arguments to the
+         * entrypoint, replaced by the arguments given at run time. */
+        char *const *tail = n_args > 0 ? c->argv : cmd;
+        size_t n_tail = n_args > 0 ? n_args : n_cmd, total = 0, n_env = 0;
+        _cleanup_(strv_freep) char **argv = NULL, **env = NULL;
+        _cleanup_free_ char *cwd = NULL, *user = NULL;
+
+        if (n_entrypoint + n_tail == 0)
+                return error_set(ret_error, -EINVAL,
+                                 "containers[%zu].args: image %s sets no Entrypoint or Cmd; give the command to run.",
+                                 index, c->image_ref);
+        if (n_entrypoint + n_tail > AGENT_ARGS_MAX || n_image_env + n_req_env > AGENT_ARGS_MAX)
+                return error_set(ret_error, -EINVAL,
+                                 "containers[%zu].args: with image %s's config, more than %d args or variables.", index,
+                                 c->image_ref, AGENT_ARGS_MAX);
+        argv = calloc(n_entrypoint + n_tail + 1, sizeof(char *));
+        env = calloc(n_image_env + n_req_env + 1, sizeof(char *));
+        if (!argv || !env)
+                return -ENOMEM;
+        for (size_t k = 0; k < n_entrypoint + n_tail; k++) {
+                const char *a = k < n_entrypoint ? entrypoint[k] : tail[k - n_entrypoint];
+                if (!(argv[k] = strdup(a ?: "")))
+                        return -ENOMEM;
+                total += strlen(argv[k]) + 4;
+        }
+        /* The image's variables, each replaced by the request's of the same
+         * name, then the request's others in their order. diskd checked
+         * the image's are NAME=VALUE; trust nothing from a sibling all the
+         * same and skip what is not. */
+        for (size_t k = 0; k < n_image_env; k++) {
+                const char *e = image_env[k];
+                if (!e || e[0] == '=' || !strchr(e, '='))
+                        continue;
+                for (size_t l = 0; l < n_req_env; l++)
+                        if (env_same_name(c->env[l], e)) {
+                                e = NULL;
+                                break;
+                        }
+                if (e && !(env[n_env++] = strdup(e)))
+                        return -ENOMEM;
+        }
+        for (size_t l = 0; l < n_req_env; l++)
+                if (!(env[n_env++] = strdup(c->env[l])))
+                        return -ENOMEM;
+        for (size_t k = 0; k < n_env; k++)
+                total += strlen(env[k]) + 4;
+        if (config && !isempty(config->working_dir)) {
+                if (config->working_dir[0] != '/' || strlen(config->working_dir) > 4096)
+                        return error_set(ret_error, -EINVAL, "containers[%zu]: image %s has a WorkingDir that is not an "
+                                         "absolute path.", index, c->image_ref);
+                cwd = strdup(config->working_dir);
+                if (!cwd)
+                        return -ENOMEM;
+                total += strlen(cwd) + 4;
+        }
+        if (config && !user_is_root(config->user)) {
+                if (!agent_user_valid(config->user))
+                        return error_set(ret_error, -EINVAL, "containers[%zu]: image %s has a User the guest does not "
+                                         "take (name, uid, name:group or uid:gid).", index, c->image_ref);
+                user = strdup(config->user);
+                if (!user)
+                        return -ENOMEM;
+                total += strlen(user) + 4;
+        }
+        /* What goes to the guest must fit one agent frame. */
+        if (total > 30 * 1024)
+                return error_set(ret_error, -EINVAL, "containers[%zu]: the command and environment with image %s's "
+                                 "config exceed 30 KiB.", index, c->image_ref);
+        strv_free(c->argv);
+        strv_free(c->env);
+        free(c->cwd);
+        c->argv = TAKE_PTR(argv);
+        c->env = TAKE_PTR(env);
+        c->cwd = TAKE_PTR(cwd);
+        free(c->user);
+        c->user = TAKE_PTR(user);
+        return 0;
 }
 
 /* ---- create: pull, then a disk --------------------------------------------- */
@@ -207,8 +310,20 @@ static void on_image_pulled(int r, const ProtobufCMessage *response, const RpcSt
                 manager_instance_fail(i, "Out of memory");
                 return manager_instance_continue(i);
         }
-        instance_add_event(i, "container %s: image %s (%s%s)", c->name, c->image_ref,
-                           resp->image->digest ?: "", resp->cached ? ", cached" : "");
+        instance_add_event(i, "container %s: image %s (%s%s%s)", c->name, c->image_ref,
+                           resp->image->digest ?: "", resp->cached ? ", cached" : "",
+                           resp->coalesced ? ", joined a pull in flight" : "");
+        {
+                _cleanup_free_ char *error = NULL;
+                r = vmm_container_resolve_process(c, op_index, resp->image->config, &error);
+                if (r < 0) {
+                        free(op);
+                        i->containers_error = RPC_INVALID_ARGUMENT;
+                        set_status(c, "failed");
+                        manager_instance_fail(i, error ?: "Out of memory");
+                        return manager_instance_continue(i);
+                }
+        }
         /* diskd keeps one disk per owner: a container's is "<instance>.<container id>". */
         _cleanup_free_ char *owner = NULL;
         if (asprintf(&owner, "%s.%s", i->id, c->id) < 0) {
@@ -230,14 +345,10 @@ static void on_image_pulled(int r, const ProtobufCMessage *response, const RpcSt
                 return manager_instance_continue(i);
         }
         i->pending_ops++;
-        if (op_index + 1 < i->n_containers)
-                start_pull(m, i, op_index + 1);
 }
 
-/* Pulls one container's image; the next container's pull starts when this
- * one has answered. diskd unpacks an image once and refuses a second pull of
- * the same digest while the first unpacks, so two containers of one image
- * must not ask at once. */
+/* Pulls one container's image. Every container's pull is asked at once:
+ * diskd makes two pulls of one image share a single fetch and unpack. */
 static void start_pull(Manager *m, Instance *i, size_t k) {
         Hostmesh__Disk__V1__PullImageRequest req = HOSTMESH__DISK__V1__PULL_IMAGE_REQUEST__INIT;
         VmmContainer *c = &i->containers[k];
@@ -267,8 +378,8 @@ static void start_pull(Manager *m, Instance *i, size_t k) {
 }
 
 void vmm_containers_prepare(Manager *m, Instance *i) {
-        if (i->n_containers > 0 && i->state == INSTANCE_CREATING)
-                start_pull(m, i, 0);
+        for (size_t k = 0; k < i->n_containers && i->state == INSTANCE_CREATING; k++)
+                start_pull(m, i, k);
 }
 
 void vmm_containers_release(Manager *m, Instance *i) {
@@ -289,7 +400,8 @@ void vmm_containers_start(Instance *i) {
                 VmmContainer *c = &i->containers[k];
                 AgentContainer a = {
                         .id = c->id, .name = c->name, .serial = c->serial, .network = c->network,
-                        .argv = c->argv, .env = c->env, .docker_sock_path = c->docker_sock_path,
+                        .argv = c->argv, .env = c->env, .cwd = c->cwd, .user = c->user,
+                        .docker_sock_path = c->docker_sock_path,
                 };
                 /* The image goes to the guest's dockerd under the reference
                  * the container was asked with, when dockerd can name it so. */

@@ -29,7 +29,9 @@ typedef struct VmmContainer {
         char *id;                 /* "c" + 16 hex: containerd's id, the disk serial's suffix */
         char *name;
         char *image_ref;
-        char **argv, **env;       /* NULL-terminated */
+        char **argv, **env;       /* NULL-terminated: the request's, then (once pulled) the process's */
+        char *cwd;                /* the image's WorkingDir, NULL when it sets none */
+        char *user;               /* the image's User, NULL for root */
         uint32_t network;         /* AgentNetwork */
         char *docker_sock_path;   /* NULL, or where its docker.sock goes (Docker enabled) */
 
@@ -55,6 +57,16 @@ VmmContainer *vmm_container_free_all(VmmContainer *c, size_t n);
  * (NULL-terminated), network. */
 int vmm_container_init(VmmContainer *c, const char *name, const char *image_ref, char *const *argv, size_t n_argv,
                        char *const *env, uint32_t network);
+
+/* The container's process from its image's config (diskd's ImageConfig,
+ * NULL when diskd has none) and the request, the way a container runtime
+ * given the image makes it: argv = Entrypoint + (the request's args, else
+ * Cmd); env = the image's Env with the request's variables over it; cwd =
+ * WorkingDir; user = User unless it names root (the guest switches to it). -EINVAL (*ret_error naming containers[index]) when there is
+ * no command at all or the result is over the agent's limits. */
+typedef struct Hostmesh__Disk__V1__ImageConfig Hostmesh__Disk__V1__ImageConfig;
+int vmm_container_resolve_process(VmmContainer *c, size_t index, const Hostmesh__Disk__V1__ImageConfig *config,
+                                  char **ret_error);
 
 /* The create pipeline's containers step: pull every image, make every
  * disk (i->pending_ops counts the calls). */

@@ -164,7 +164,7 @@ int manager_new(const DaemonArgs *args, Manager **ret) {
         _cleanup_free_ char *kernel = NULL, *initrd = NULL, *system_disk = NULL;
         if (isempty(guest_dir))
                 guest_dir = HOSTMESH_GUEST_DIR;
-        if (asprintf(&kernel, "%s/vmlinux", guest_dir) < 0 || asprintf(&initrd, "%s/initramfs.cpio.gz", guest_dir) < 0 ||
+        if (asprintf(&kernel, "%s/vmlinux", guest_dir) < 0 || asprintf(&initrd, "%s/initramfs.cpio", guest_dir) < 0 ||
             asprintf(&system_disk, "%s/system.img", guest_dir) < 0)
                 return log_error_errno(-ENOMEM, "Out of memory.");
         if (set_default_string(&m->config.qemu, "qemu-system-x86_64") < 0 ||
@@ -951,6 +951,15 @@ static int check_prerequisites(Manager *m, char **ret_error) {
         r = manager_start_accel(m, qemu);
         if (r < 0)
                 return r;
+        if (m->tsc_khz == 0) {
+                /* Once, 8 ms: the guest clock is only as right as this. */
+                m->tsc_khz = qemu_host_tsc_khz();
+                if (m->tsc_khz == 0) {
+                        m->tsc_khz = QEMU_TSC_KHZ_DEFAULT;
+                        log_warning("Cannot measure the host's TSC rate; guests are told %u kHz.", m->tsc_khz);
+                } else
+                        log_debug("Host TSC rate: %u kHz.", m->tsc_khz);
+        }
         if (access(m->config.kernel, R_OK) < 0 || access(m->config.initrd, R_OK) < 0) {
                 if (asprintf(ret_error,
                              "The guest image is missing (%s, %s); build it (target guest-image, with "
@@ -1130,6 +1139,7 @@ static void instance_launch(Instance *i) {
                 .log_path = qlog,
                 .drives = drives,
                 .n_drives = n_drives,
+                .tsc_khz = m->tsc_khz,
         };
         free(i->machine);
         free(i->accel);

@@ -63,6 +63,7 @@ typedef struct Manager {
         BackendMode disk_mode, token_mode, dns_mode;
         char *machine;              /* effective machine: microvm, or pc when QEMU lacks microvm */
         int accel_mode;             /* AccelMode from [vmm] accel */
+        uint32_t tsc_khz;           /* the host's TSC rate, told to every guest; 0 until measured */
         Accel *accel;               /* KVM or TCG, decided once by the probe */
         AccelQemuProbe *accel_probe;
         bool accel_waiting;         /* instances wait for the decision */

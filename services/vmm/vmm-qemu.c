@@ -9,6 +9,10 @@
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <x86intrin.h>
+#endif
 
 #include "macro.h"
 #include "agent-protocol.h"
@@ -80,13 +84,23 @@ int qemu_build_argv(const QemuConfig *c, char ***ret) {
         argv_add(&a, "-initrd");
         argv_add(&a, "%s", c->initrd);
         argv_add(&a, "-append");
-        /* tsc_early_khz: without it ~1 boot in 6 hangs calibrating the TSC
-         * under TCG (DESIGN.md). lpj: the delay loop value the boot CPU
-         * derives from that TSC rate (HZ 250), given so that the secondary
-         * CPUs skip their calibration: ~0.25 s less per boot under TCG
-         * (bench/vmm/RESULTS.md). panic=-1: a guest panic ends the VM. */
-        argv_add(&a, "console=ttyS0 quiet tsc_early_khz=2000000 lpj=8000000 panic=-1 hostmesh.hostname=%s%s%s%s",
-                 c->hostname,
+        /* tsc_early_khz: the TSC rate, so that the guest neither calibrates
+         * it (~1 boot in 6 hung doing so under TCG, DESIGN.md) nor runs its
+         * clock at a wrong rate. lpj: the delay loop value for that rate at
+         * HZ 250, given so that the secondary CPUs skip their calibration
+         * (~0.25 s per boot under TCG, bench/vmm/RESULTS.md).
+         * tsc=reliable, under TCG only: the guest's TSC is the host's
+         * invariant one, but without it the guest sees the vCPUs' TSCs
+         * disagree, marks the TSC unstable and keeps time in 4 ms jiffies
+         * (every guest timing, the boot phases included, then moves in 4 ms
+         * steps). 8250.nr_uarts=1 and pty.legacy_count=0: one serial port
+         * to probe and no legacy ptys to create, ~5% of the kernel's boot
+         * under TCG. panic=-1: a guest panic ends the VM. */
+        uint32_t tsc_khz = c->tsc_khz ?: QEMU_TSC_KHZ_DEFAULT;
+        argv_add(&a,
+                 "console=ttyS0 quiet tsc_early_khz=%" PRIu32 " lpj=%" PRIu64 "%s 8250.nr_uarts=1 pty.legacy_count=0 "
+                 "panic=-1 hostmesh.hostname=%s%s%s%s",
+                 tsc_khz, (uint64_t) tsc_khz * 4, c->kvm ? "" : " tsc=reliable", c->hostname,
                  /* With more disks, the order of virtio-mmio probing decides
                   * which is vda: the guest finds its disk by serial. */
                  !c->disk_path ? "" : c->n_drives > 0 ? " hostmesh.disk=serial:hm-disk" : " hostmesh.disk=vda",
@@ -291,3 +305,35 @@ int qemu_has_machine(const char *binary, const char *machine) {
                         return 1;
         return 0;
 }
+
+#if defined(__x86_64__) || defined(__i386__)
+static uint64_t raw_nsec(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC_RAW, &ts);
+        return (uint64_t) ts.tv_sec * 1000000000ULL + (uint64_t) ts.tv_nsec;
+}
+
+uint32_t qemu_host_tsc_khz(void) {
+        uint64_t best = 0;
+
+        /* Two 4 ms windows, the larger estimate wins: a preemption between
+         * the paired reads only ever shrinks one. */
+        for (int k = 0; k < 2; k++) {
+                uint64_t t0 = raw_nsec(), c0 = __rdtsc();
+                nanosleep(&(struct timespec){ .tv_nsec = 4 * 1000 * 1000 }, NULL);
+                uint64_t c1 = __rdtsc(), t1 = raw_nsec();
+                if (t1 <= t0 || c1 <= c0)
+                        continue;
+                uint64_t khz = (c1 - c0) * 1000000ULL / (t1 - t0);
+                if (khz > best)
+                        best = khz;
+        }
+        /* Outside 100 MHz..10 GHz the reading is not a TSC rate. */
+        return best >= 100000 && best <= 10000000 ? (uint32_t) best : 0;
+}
+#else
+uint32_t qemu_host_tsc_khz(void) {
+        return 0;
+}
+#endif

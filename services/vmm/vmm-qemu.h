@@ -24,7 +24,7 @@ typedef struct QemuDrive {
 typedef struct QemuConfig {
         const char *binary;        /* qemu-system-x86_64 (PATH lookup) or a path */
         const char *kernel;        /* vmlinux */
-        const char *initrd;        /* initramfs.cpio.gz */
+        const char *initrd;        /* initramfs.cpio */
         const char *machine;       /* "microvm" or "pc" */
         bool kvm;                  /* KVM instead of TCG */
         const char *cpu;           /* -cpu model; NULL: host under KVM, max under TCG */
@@ -38,7 +38,16 @@ typedef struct QemuConfig {
         const char *log_path;      /* QEMU's own stdout/stderr */
         const QemuDrive *drives;   /* more virtio-blk disks, found by serial in the guest */
         size_t n_drives;
+        uint32_t tsc_khz;          /* the guest's TSC rate; 0: QEMU_TSC_KHZ_DEFAULT */
 } QemuConfig;
+
+/* Used when the host's TSC rate cannot be measured. */
+#define QEMU_TSC_KHZ_DEFAULT 2000000u
+
+/* The host's TSC rate in kHz, measured against CLOCK_MONOTONIC_RAW over a
+ * few ms: under TCG the guest's TSC is the host's and runs at this rate,
+ * under KVM too unless scaled. 0 where there is no TSC to read. */
+uint32_t qemu_host_tsc_khz(void);
 
 /* fd numbers the sockets get in QEMU. */
 #define QEMU_FD_QMP 3

@@ -10,7 +10,9 @@ each container with containerd. Checked: streams and exit codes, host vs
 bridge networking seen from inside (`ip addr`, DNS through dnsd), two
 containers in one instance (attach, exec into each), image not found,
 registry down, no base-disk reference left after destroy, vmmd killed and
-restarted while a container runs.
+restarted while a container runs; the image's config (Entrypoint, Cmd, Env,
+WorkingDir, User) deciding what runs, and an image with no command refused
+with INVALID_ARGUMENT naming containers[N].args.
 """
 
 import json
@@ -49,7 +51,7 @@ def skip_reason():
     for tool in ("docker-registry", "skopeo", "nft", "ip", "nsenter"):
         if not shutil.which(tool) and not os.path.exists("/usr/sbin/" + tool):
             return tool + " is not installed"
-    for f in ("vmlinux", "initramfs.cpio.gz", "system.img"):
+    for f in ("vmlinux", "initramfs.cpio", "system.img"):
         if not os.path.exists(os.path.join(GUEST, f)):
             return "guest image or system disk not built (%s)" % f
     return None
@@ -59,7 +61,7 @@ def vmm_config():
     return "\n".join([
         "[vmm]",
         "kernel = " + os.path.join(GUEST, "vmlinux"),
-        "initrd = " + os.path.join(GUEST, "initramfs.cpio.gz"),
+        "initrd = " + os.path.join(GUEST, "initramfs.cpio"),
         "system_disk = " + os.path.join(GUEST, "system.img"),
         "boot_timeout = 180s",
         "shutdown_timeout = 3s",
@@ -318,6 +320,65 @@ class ContainersTest(unittest.TestCase):
         self.assertEqual(r.returncode, 4, r.stdout + r.stderr)  # NOT_FOUND
         self.assertIn(REG + "/test/none:1", r.stderr)
         self.assertIn("check the repository and tag", r.stderr)
+
+    def push_layout(self, name, run_config):
+        layout = os.path.join(self.tmp, "layout-" + name)
+        make_oci_layout(layout, name, "1", applets=True, run_config=run_config)
+        ref = REG + "/test/%s:1" % name
+        NetnsPair.run("skopeo", "copy", "--quiet", "--dest-tls-verify=false", "oci:" + layout + ":1",
+                      "docker://" + ref, netns=HOST_NS, timeout=120)
+        return ref
+
+    def test_6_image_config_gives_command_env_and_working_dir(self):
+        ref = self.push_layout("configured", {
+            # $0 is "entry"; the request's args (else Cmd) follow it.
+            "Entrypoint": ["/bin/sh", "-c", 'echo "argv=$0 $*"; echo "env=$GREETING,$IMAGE_ONLY"; pwd; '
+                                            'echo "path=$PATH"', "entry"],
+            "Cmd": ["from-cmd", "two"],
+            "Env": ["PATH=/bin:/opt/tools", "GREETING=from-image", "IMAGE_ONLY=kept"],
+            "WorkingDir": "/srv/work",
+        })
+        r = self.nsc("run", "--image", ref, "--network", "host")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(r.stdout, "argv=entry from-cmd two\nenv=from-image,kept\n/srv/work\npath=/bin:/opt/tools\n")
+        # The request's args replace Cmd (not Entrypoint); its variables
+        # override the image's of the same name and keep the others.
+        r = self.nsc("run", "--image", ref, "--network", "host", "-e", "GREETING=from-request", "--", "a", "b c")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(r.stdout, "argv=entry a b c\nenv=from-request,kept\n/srv/work\npath=/bin:/opt/tools\n")
+
+    def test_6b_image_user_is_who_the_command_runs_as(self):
+        ref = self.push_layout("asuser", {"Entrypoint": ["sh", "-c", 'echo "$(id -u) $(id -g) $(id -G)"'],
+                                          "User": "app"})
+        r = self.nsc("run", "--image", ref, "--network", "host")
+        self.assertEqual((r.returncode, r.stdout), (0, "1000 1001 1001 50\n"), r.stderr)
+        ref = self.push_layout("nouser", {"Cmd": ["true"], "User": "nobody"})
+        r = self.nsc("run", "--image", ref, "--network", "host")
+        self.assertEqual(r.returncode, 126, r.stdout + r.stderr)
+        self.assertIn("cannot run as the image's user 'nobody': no such user in the image's /etc/passwd", r.stderr)
+
+    def test_7_image_without_a_command_needs_args(self):
+        ref = self.push_layout("bare", {"Env": ["A=1"]})
+        create = self.stub("CreateInstance", compute_pb2.CreateInstanceRequest, compute_pb2.DescribeInstanceResponse)
+        wait = self.stub("WaitInstanceSync", compute_pb2.WaitInstanceRequest, compute_pb2.WaitInstanceResponse)
+        shape = compute_pb2.InstanceShape(virtual_cpu=2, memory_megabytes=2048, machine_arch="amd64")
+        resp = create(compute_pb2.CreateInstanceRequest(shape=shape, documented_purpose="no command", containers=[
+            compute_pb2.ContainerRequest(name="ok", image_ref=IMAGE, args=["true"]),
+            compute_pb2.ContainerRequest(name="bare", image_ref=ref)]), timeout=120)
+        iid = resp.metadata.instance_id
+        with self.assertRaises(grpc.RpcError) as cm:
+            wait(compute_pb2.WaitInstanceRequest(instance_id=iid), timeout=300)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT, cm.exception.details())
+        self.assertIn("containers[1].args: image %s sets no Entrypoint or Cmd" % ref, cm.exception.details())
+        self.wait_gone(iid)
+        # No VM was started and no disk holds either image.
+        end = time.time() + 20
+        while any(self.base_image_disks().values()) and time.time() < end:
+            time.sleep(0.5)
+        self.assertEqual(set(self.base_image_disks().values()), {0})
+        # With args it runs.
+        r = self.nsc("run", "--image", ref, "--network", "host", "--", "sh", "-c", 'echo "A=$A"')
+        self.assertEqual((r.returncode, r.stdout), (0, "A=1\n"), r.stderr)
 
     def test_9_registry_down_is_a_clear_error(self):
         self._stop_registry()

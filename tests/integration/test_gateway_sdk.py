@@ -4,7 +4,8 @@ node test in tests/node (node's test runner; connect-es installed with
 `npm ci` from the committed lockfile; descriptors generated from
 proto/namespace by protoc-gen-es and protoc-gen-connect-es at test time)
 drives real micro-VMs over TLS with a tenant's bearer token, through the
-Connect protocol (JSON and binary, HTTP/1.1) and gRPC (HTTP/2)."""
+Connect protocol (JSON and binary, HTTP/1.1 and HTTP/2, GET for idempotent
+calls) and gRPC (HTTP/2), and through Connect over h2c on the unix socket."""
 
 import os
 import shutil
@@ -66,13 +67,14 @@ class Sdk(unittest.TestCase):
             tokens.wake()
             token = tokens.issue(tenant="acme", instance="sdk-client").token
             env = dict(os.environ, HOSTMESH_GATEWAY_URL="https://localhost:%d" % port, HOSTMESH_CA=cert,
-                       HOSTMESH_TOKEN=token, HOSTMESH_GEN=gen)
+                       HOSTMESH_TOKEN=token, HOSTMESH_GEN=gen, HOSTMESH_GATEWAY_SOCKET=mesh.socket("gateway"))
             r = subprocess.run(["node", "--test", "--test-reporter=tap", "sdk.test.mjs"], cwd=NODE_DIR, env=env,
                                capture_output=True, text=True, timeout=1100)
             print(r.stdout[-6000:])
             print(r.stderr[-3000:])
             self.assertEqual(r.returncode, 0, "node test failed")
-            self.assertIn("# pass 6", r.stdout)
+            # 6 transports × (lifecycle, errors) + the idempotency check
+            self.assertIn("# pass 13", r.stdout)
             self.assertIn("# fail 0", r.stdout)
         finally:
             r, lst = mesh.nsc_json("list")

@@ -75,6 +75,9 @@ def layer_tars(marker, applets=False):
         for cmd in busybox_applets() if applets else ("sh", "ls", "cat"):
             add(tf, "bin/" + cmd, kind=tarfile.SYMTYPE, link="busybox")
         add(tf, "etc/motd", marker.encode() + b"\n")
+        if applets:  # accounts for the containers that run as the image's User
+            add(tf, "etc/passwd", b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001:app:/home/app:/bin/sh\n")
+            add(tf, "etc/group", b"root:x:0:\napps:x:1001:\nstaff:x:50:app\n")
         add(tf, "etc/gone", b"hidden by layer 2\n")
         add(tf, "var/cache/old", b"old\n")
         add(tf, "var/cache/sub/older", b"older\n")
@@ -86,16 +89,18 @@ def layer_tars(marker, applets=False):
     return l1.getvalue(), l2.getvalue()
 
 
-def config_json(diff_ids):
+def config_json(diff_ids, run_config=None):
     return json.dumps({"architecture": "amd64", "os": "linux",
-                       "config": {"Cmd": ["/bin/sh"]},
+                       "config": {"Cmd": ["/bin/sh"]} if run_config is None else run_config,
                        "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
 
 
-def make_oci_layout(path, marker, tag, applets=False):
+def make_oci_layout(path, marker, tag, applets=False, run_config=None):
+    """run_config: the config's "config" object (Entrypoint, Cmd, Env,
+    WorkingDir, User); by default Cmd ["/bin/sh"]."""
     l1, l2 = layer_tars(marker, applets) if applets else layer_tars(marker)
     l1gz = gzip.compress(l1, mtime=0)
-    config = config_json([sha(l1), sha(l2)])
+    config = config_json([sha(l1), sha(l2)], run_config)
     manifest = json.dumps({
         "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(config),
@@ -231,6 +236,13 @@ class ImagesTest(unittest.TestCase):
         with open(os.path.join(self.tmp, "registry.log"), "rb") as f:
             return f.read().decode(errors="replace").count("/blobs/sha256:")
 
+    def registry_blob_requests(self):
+        """Blob GETs the registry answered, from its access log (one line per
+        request; the application log adds another line for each)."""
+        with open(os.path.join(self.tmp, "registry.log"), "rb") as f:
+            return sum(1 for line in f.read().decode(errors="replace").splitlines()
+                       if '"GET /v2/' in line and "/blobs/sha256:" in line)
+
     def assert_unpacked(self, path, marker):
         etc = debugfs(path, "ls -p /etc")
         self.assertIn("/motd/", etc)
@@ -273,6 +285,162 @@ class ImagesTest(unittest.TestCase):
         # By digest the registry is not even asked.
         r = self.pull(self.host + "/test/busybox@" + self.digest)
         self.assertTrue(r.cached)
+
+    def push_big_image(self, name, tags, marker):
+        """An image with an 8 MB incompressible layer, pushed under `tags`:
+        its unpack lasts long enough for a second call to arrive meanwhile."""
+        layout = os.path.join(self.tmp, "layout-" + name)
+        big = io.BytesIO()
+        self.big_files = {}
+        with tarfile.open(fileobj=big, mode="w") as tf:
+            add(tf, "data", kind=tarfile.DIRTYPE)
+            # Sizes around the block size and the large-file threshold.
+            for i, size in enumerate((1 << 20, (1 << 20) + 1, 3 * (1 << 20) - 7, 256 << 10, (256 << 10) - 1,
+                                      4096, 1, 2 * (1 << 20), 1 << 20)):
+                self.big_files["data/r%02d" % i] = os.urandom(size)
+                add(tf, "data/r%02d" % i, self.big_files["data/r%02d" % i], mode=0o4750 if i == 0 else 0o644)
+        orig = layer_tars
+        _, l2 = orig(marker)
+        globals()["layer_tars"] = lambda m: (big.getvalue(), l2)
+        try:
+            make_oci_layout(layout, marker, "t")
+        finally:
+            globals()["layer_tars"] = orig
+        for tag in tags:
+            self.push(layout + ":t", "test/%s:%s" % (name, tag))
+        return self.registry_digest("test/" + name, tags[0])
+
+    def assert_big_files(self, image):
+        """Every file of push_big_image() reads back byte for byte, with its
+        mode; the file system checks clean."""
+        dump = os.path.join(self.tmp, "dumped")
+        for path, data in self.big_files.items():
+            if os.path.exists(dump):
+                os.unlink(dump)
+            debugfs(image, "dump /%s %s" % (path, dump))
+            with open(dump, "rb") as f:
+                self.assertEqual(f.read() == data, True, "/%s differs in the image" % path)
+        self.assertIn("04750", debugfs(image, "stat /data/r00").split("Mode:")[1][:12])
+        r = subprocess.run(["e2fsck", "-fn", image], capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+    def pull_together(self, refs):
+        """Pulls refs at once (one thread each); each result is a reply or
+        the RpcError."""
+        barrier = threading.Barrier(len(refs))
+        results = [None] * len(refs)
+
+        def one(k):
+            barrier.wait()
+            try:
+                results[k] = self.pull(refs[k])
+            except grpc.RpcError as e:
+                results[k] = e
+        threads = [threading.Thread(target=one, args=(k,)) for k in range(len(refs))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        return results
+
+    def assert_one_fetch_the_rest_joined(self, results):
+        """One pull fetched; each other one joined it, or, when the machine
+        is so loaded that it started after that pull had finished, found
+        the image cached. Both fetched nothing (the callers check that)."""
+        fetchers = [r for r in results if r.blobs_fetched > 0]
+        self.assertEqual(len(fetchers), 1)
+        self.assertFalse(fetchers[0].coalesced or fetchers[0].cached)
+        others = [r for r in results if r.blobs_fetched == 0]
+        for r in others:
+            self.assertTrue(r.coalesced or r.cached, r)
+        # The barrier releases them together: at least one joined.
+        self.assertTrue(any(r.coalesced for r in others), results)
+
+    def test_2b_concurrent_pulls_of_one_ref_fetch_once(self):
+        digest = self.push_big_image("together", ["1"], "together")
+        ref = self.host + "/test/together:1"
+        before = self.registry_blob_requests()
+        results = self.pull_together([ref, ref, ref])
+        for r in results:
+            self.assertNotIsInstance(r, grpc.RpcError, r.details() if isinstance(r, grpc.RpcError) else "")
+            self.assertEqual(r.image.digest, digest)
+        fetched = sorted(r.blobs_fetched for r in results)
+        self.assertEqual(fetched, [0, 0, 3], "each pull fetched its own blobs")
+        self.assert_one_fetch_the_rest_joined(results)
+        self.assertEqual(len({r.image.image for r in results}), 1)
+        self.assert_big_files(results[0].image.path)
+        time.sleep(0.2)  # the registry writes its access log after replying
+        self.assertEqual(self.registry_blob_requests() - before, 3, "the registry served the blobs more than once")
+        self.call("DeleteImage", pb.DeleteImageRequest(ref=ref), pb.DeleteImageResponse)
+
+    def test_2c_concurrent_pulls_of_one_digest_by_two_tags_unpack_once(self):
+        digest = self.push_big_image("twotags", ["a", "b"], "twotags")
+        refs = [self.host + "/test/twotags:a", self.host + "/test/twotags:b"]
+        results = self.pull_together(refs)
+        for r in results:
+            self.assertNotIsInstance(r, grpc.RpcError, r.details() if isinstance(r, grpc.RpcError) else "")
+            self.assertEqual(r.image.digest, digest)
+        # The one that joined is listed by its own tag as well.
+        self.assertEqual(sorted(r.blobs_fetched for r in results), [0, 3])
+        self.assert_one_fetch_the_rest_joined(results)
+        joined = [r for r in results if r.blobs_fetched == 0][0]
+        self.assertEqual(sorted(joined.image.refs), sorted(refs))
+        res, js = self.mesh.nsc_json("images", "list")
+        [img] = [i for i in js["images"] if i["digest"] == digest]
+        self.assertEqual(sorted(img["refs"]), sorted(refs))
+        for ref in refs:
+            self.call("DeleteImage", pb.DeleteImageRequest(ref=ref), pb.DeleteImageResponse)
+
+    def test_2d_concurrent_nsc_pulls_of_a_missing_tag_fail_alike(self):
+        results = self.pull_together([self.host + "/test/busybox:missing"] * 2)
+        for r in results:
+            self.assertIsInstance(r, grpc.RpcError)
+            self.assertEqual(r.code(), grpc.StatusCode.NOT_FOUND, r.details())
+        self.assertEqual(results[0].details(), results[1].details())
+        # And two nsc processes at once: both succeed, one says it joined.
+        self.push_big_image("bynsc", ["1"], "bynsc")
+        ref = self.host + "/test/bynsc:1"
+        barrier = threading.Barrier(2)
+        out = [None, None]
+
+        def one(k):
+            barrier.wait()
+            out[k] = self.mesh.nsc_json("images", "pull", ref)
+        threads = [threading.Thread(target=one, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        for res, js in out:
+            self.assertEqual(res.returncode, 0, res.stdout + res.stderr)
+        self.assertEqual(sorted(js["blobs_fetched"] for _, js in out), [0, 3])
+        for _, js in out:
+            if js["blobs_fetched"] == 0:
+                self.assertTrue(js["coalesced"] or js["cached"], js)
+        self.call("DeleteImage", pb.DeleteImageRequest(ref=ref), pb.DeleteImageResponse)
+
+    def test_2e_pull_carries_the_image_config(self):
+        r = self.pull(self.host + "/test/busybox:1")
+        self.assertEqual(list(r.image.config.cmd), ["/bin/sh"])
+        self.assertEqual(list(r.image.config.entrypoint), [])
+        self.assertEqual(r.image.config.working_dir, "")
+
+    def test_2f_a_database_from_before_configs_is_upgraded(self):
+        # diskd stopped; its database made like one from before the config
+        # column; diskd started again by the next call.
+        self.pull(self.host + "/test/busybox:1")
+        self.mesh.kill("disk")
+        db = sqlite3.connect(os.path.join(self.mesh.state_dir, "disk", "disk.db"))
+        db.execute("ALTER TABLE containers DROP COLUMN config")
+        db.commit()
+        db.close()
+        self.setUp()
+        r = self.pull(self.host + "/test/busybox:1")
+        self.assertTrue(r.cached)
+        self.assertFalse(r.image.HasField("config"), "an image from before configs has none")
+        db = sqlite3.connect(os.path.join(self.mesh.state_dir, "disk", "disk.db"))
+        self.assertIn("config", [c[1] for c in db.execute("PRAGMA table_info(containers)")])
+        db.close()
 
     def test_3_unknown_tag_is_not_found(self):
         details = self.assert_code(grpc.StatusCode.NOT_FOUND, self.pull, self.host + "/test/busybox:nope")

@@ -76,7 +76,7 @@ def have_everything():
         return "needs root (network namespaces, taps, nftables)"
     if missing:
         return "missing tools: " + " ".join(missing)
-    if not all(os.path.exists(os.path.join(GUEST, f)) for f in ("vmlinux", "initramfs.cpio.gz")):
+    if not all(os.path.exists(os.path.join(GUEST, f)) for f in ("vmlinux", "initramfs.cpio")):
         return "guest image not built (HOSTMESH_BUILD_GUEST=ON)"
     return None
 
@@ -85,7 +85,7 @@ def vmm_config(same_tenant):
     return "\n".join([
         "[vmm]",
         "kernel = " + os.path.join(GUEST, "vmlinux"),
-        "initrd = " + os.path.join(GUEST, "initramfs.cpio.gz"),
+        "initrd = " + os.path.join(GUEST, "initramfs.cpio"),
         "boot_timeout = 120s",
         "shutdown_timeout = 3s",
         "network = yes",

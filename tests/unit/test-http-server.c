@@ -151,11 +151,18 @@ static int h2_hook(int fd, int peer_fd, void *userdata) {
         return 0;
 }
 
-static void live_start(Live *l, uint64_t request_timeout) {
+static bool claim_grpc(const HttpRequest *first, void *userdata) {
+        const char *ctype = http_request_header(first, "content-type");
+        (void) userdata;
+        return ctype && strncmp(ctype, "application/grpc", 16) == 0;
+}
+
+static void live_start_with(Live *l, uint64_t request_timeout, bool h2_serve) {
         struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
         socklen_t len = sizeof(sa);
         HttpServerOptions opts = { .request_timeout_usec = request_timeout, .h2 = h2_hook, .h2_userdata = l,
-                                   .limits = { .body_max = 1024 } };
+                                   .limits = { .body_max = 1024 }, .h2_serve = h2_serve,
+                                   .h2_claim = h2_serve ? claim_grpc : NULL };
         int fd;
 
         *l = (Live){ .h2_fd = -1 };
@@ -167,6 +174,10 @@ static void live_start(Live *l, uint64_t request_timeout) {
         assert_int_equal(getsockname(fd, (struct sockaddr *) &sa, &len), 0);
         l->port = ntohs(sa.sin_port);
         assert_int_equal(http_server_new(l->event, fd, &opts, handler, l, &l->server), 0);
+}
+
+static void live_start(Live *l, uint64_t request_timeout) {
+        live_start_with(l, request_timeout, /* h2_serve= */ false);
 }
 
 static void live_stop(Live *l) {
@@ -330,6 +341,94 @@ static void test_live_http2_preface_goes_to_the_hook(void **state) {
         live_stop(&l);
 }
 
+/* What curl --http2-prior-knowledge sent (tests/fuzz/corpus/http2-server, whose
+ * first byte is the fuzzer's mode and is skipped). */
+static size_t read_seed(const char *name, char *buf, size_t size) {
+        char path[512];
+        FILE *f;
+        size_t n;
+        snprintf(path, sizeof(path), "%s/%s", H2_SEEDS, name);
+        f = fopen(path, "re");
+        assert_non_null(f);
+        n = fread(buf, 1, size, f);
+        fclose(f);
+        assert_true(n > 1 && n < size);
+        memmove(buf, buf + 1, n - 1);
+        return n - 1;
+}
+
+static void test_live_http2_first_request_decides_who_serves(void **state) {
+        char sent[4096], got[4096];
+        size_t n;
+        Live l;
+        int fd;
+
+        live_start_with(&l, 0, /* h2_serve= */ true);
+
+        /* gRPC first: the hook gets the socket with every byte unread, and
+         * the client has heard nothing but our SETTINGS (RFC 9113 §3.4). */
+        n = read_seed("h2-grpc-first-mode1", sent, sizeof(sent));
+        fd = live_connect(&l);
+        (void) sd_event_run(l.event, 10000);
+        assert_int_equal(send(fd, sent, n, 0), (ssize_t) n);
+        for (int i = 0; i < 200 && l.h2_fd < 0; i++)
+                (void) sd_event_run(l.event, 10000);
+        assert_true(l.h2_fd >= 0);
+        assert_int_equal(recv(l.h2_fd, got, n, MSG_WAITALL), (ssize_t) n);
+        assert_memory_equal(got, sent, n);
+        /* 9-byte frame header: length 6, type SETTINGS (4), flags 0, stream 0; then
+         * MAX_CONCURRENT_STREAMS (3) = 100. Nothing else, not even the ACK. */
+        const uint8_t settings[] = { 0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 100 };
+        assert_int_equal(recv(fd, got, sizeof(got), 0), (ssize_t) sizeof(settings));
+        assert_memory_equal(got, settings, sizeof(settings));
+        assert_int_equal(l.handled, 0);
+        close(fd);
+        close(l.h2_fd);
+        l.h2_fd = -1;
+
+        /* Connect first: served here, the handler sees the request as HTTP/2. */
+        n = read_seed("h2-connect-json-mode0", sent, sizeof(sent));
+        fd = live_connect(&l);
+        (void) sd_event_run(l.event, 10000);
+        assert_int_equal(send(fd, sent, n, 0), (ssize_t) n);
+        /* The answer is a HEADERS frame and a DATA frame holding the handler's body. */
+        size_t have = 0;
+        for (int i = 0; i < 300 && !memmem(got, have, "POST /namespace", 15); i++) {
+                ssize_t k;
+                (void) sd_event_run(l.event, 10000);
+                k = recv(fd, got + have, sizeof(got) - have, MSG_DONTWAIT);
+                if (k > 0)
+                        have += (size_t) k;
+        }
+        assert_non_null(memmem(got, have, "POST /namespace.cloud.compute.v1beta.ComputeService/ListInstances 18", 68));
+        assert_int_equal(l.handled, 1);
+        assert_int_equal(l.h2_fd, -1);
+        assert_int_equal(http_server_connections(l.server), 1);
+        close(fd);
+
+        /* The preface and an empty SETTINGS frame, then the client shuts down
+         * its side: peeked bytes hide the EOF, the hang-up must not. */
+        const char half[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\4\0\0\0\0\0";
+        /* (The Connect connection above goes when its client closed it.) */
+        for (int i = 0; i < 100 && http_server_connections(l.server) > 0; i++)
+                (void) sd_event_run(l.event, 10000);
+        assert_int_equal(http_server_connections(l.server), 0);
+        fd = live_connect(&l);
+        assert_int_equal(send(fd, half, sizeof(half) - 1, 0), (ssize_t) sizeof(half) - 1);
+        for (int i = 0; i < 100 && http_server_connections(l.server) == 0; i++)
+                (void) sd_event_run(l.event, 10000);
+        for (int i = 0; i < 20; i++)
+                (void) sd_event_run(l.event, 10000);
+        assert_int_equal(http_server_connections(l.server), 1);  /* waiting for a request */
+        assert_int_equal(shutdown(fd, SHUT_WR), 0);
+        for (int i = 0; i < 100 && http_server_connections(l.server) > 0; i++)
+                (void) sd_event_run(l.event, 10000);
+        assert_int_equal(http_server_connections(l.server), 0);
+        assert_int_equal(l.h2_fd, -1);
+        close(fd);
+        live_stop(&l);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_parse_request_with_headers_and_length_body),
@@ -340,6 +439,7 @@ int main(void) {
                 cmocka_unit_test(test_live_errors_oversize_and_timeout),
                 cmocka_unit_test(test_live_late_answer_and_client_leaving),
                 cmocka_unit_test(test_live_http2_preface_goes_to_the_hook),
+                cmocka_unit_test(test_live_http2_first_request_decides_who_serves),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -155,6 +155,42 @@ static void test_binary_that_does_not_decode_is_refused(void **state) {
                                               &len), -EBADMSG);
 }
 
+static void expect_binary_refusal(const uint8_t *data, size_t len, const char *words) {
+        char *error = NULL;
+        assert_int_equal(proto_binary_check(&COMPUTE(create_instance_request__descriptor), data, len, &error), -EINVAL);
+        assert_non_null(error);
+        if (!strstr(error, words))
+                fail_msg("'%s' does not say '%s'", error, words);
+        free(error);
+}
+
+static void test_binary_check_names_fields_by_json_path(void **state) {
+        char *error = NULL;
+        /* CreateInstanceRequest { shape (1) { virtual_cpu (1) = 2, memory_megabytes (2) = 2048 },
+         * labels (5) [ { name (1) = "a" } ], containers (9) [ { args (3) = "x", environment (4) { "k": "v" } } ] } */
+        const uint8_t good[] = { 0x0a, 0x05, 0x08, 0x02, 0x10, 0x80, 0x10,
+                                 0x2a, 0x03, 0x0a, 0x01, 'a',
+                                 0x4a, 0x0b, 0x1a, 0x01, 'x', 0x22, 0x06, 0x0a, 0x01, 'k', 0x12, 0x01, 'v' };
+        assert_int_equal(proto_binary_check(&COMPUTE(create_instance_request__descriptor), good, sizeof(good), &error), 0);
+        assert_null(error);
+
+        /* shape { virtual_cpu as LEN, empty } */
+        expect_binary_refusal((const uint8_t[]){ 0x0a, 0x02, 0x0a, 0x00 }, 4,
+                              "shape.virtualCpu: length-delimited bytes where a varint (virtual_cpu) is expected");
+        /* labels [ {}, { name as varint } ] */
+        expect_binary_refusal((const uint8_t[]){ 0x2a, 0x00, 0x2a, 0x02, 0x08, 0x01 }, 6, "labels[1].name: a varint");
+        /* field 12 (volumes, not in hostmesh's copy), and field 15 inside containers[0] */
+        expect_binary_refusal((const uint8_t[]){ 0x62, 0x00 }, 2,
+                              "field 12 of namespace.cloud.compute.v1beta.CreateInstanceRequest is not supported");
+        expect_binary_refusal((const uint8_t[]){ 0x4a, 0x02, 0x78, 0x01 }, 4,
+                              "containers[0]: field 15 of namespace.cloud.compute.v1beta.ContainerRequest");
+        /* a length past the end; a truncated varint; a group; field number 0 */
+        expect_binary_refusal((const uint8_t[]){ 0x22, 0x09, 'a' }, 3, "documentedPurpose: the length runs past");
+        expect_binary_refusal((const uint8_t[]){ 0x38, 0x80 }, 2, "interactive: a truncated varint");
+        expect_binary_refusal((const uint8_t[]){ 0x0b }, 1, "shape: a group start where length-delimited");
+        expect_binary_refusal((const uint8_t[]){ 0x00, 0x00 }, 2, "a broken field key");
+}
+
 static void test_unknown_fields_are_found_nested_and_allowed_by_name(void **state) {
         /* CreateInstanceRequest { shape (1) { field 9 = 1 }, field 12 (volumes) = "" } */
         const uint8_t nested[] = { 0x0a, 0x02, 0x48, 0x01, 0x62, 0x00 };
@@ -185,6 +221,7 @@ int main(void) {
                 cmocka_unit_test(test_json_round_trip_int64_bytes_maps_durations),
                 cmocka_unit_test(test_json_refusals_name_the_field),
                 cmocka_unit_test(test_binary_that_does_not_decode_is_refused),
+                cmocka_unit_test(test_binary_check_names_fields_by_json_path),
                 cmocka_unit_test(test_unknown_fields_are_found_nested_and_allowed_by_name),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

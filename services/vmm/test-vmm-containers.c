@@ -1,0 +1,149 @@
+/* SPDX-License-Identifier: MIT */
+/* A container's process from its image's config and the request:
+ * Entrypoint + (args, else Cmd), the image's Env under the request's,
+ * WorkingDir; and the exact refusals. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "hostmesh/disk/v1/disk.pb-c.h"
+#include "macro.h"
+#include "vmm-containers.h"
+
+#define IMAGE "127.0.0.1:5000/test/app:1"
+
+static void container_new(VmmContainer *c, char *const *args, size_t n_args, char *const *env) {
+        assert_int_equal(vmm_container_init(c, "main", IMAGE, args, n_args, env, AGENT_NETWORK_HOST), 0);
+}
+
+static void container_done(VmmContainer *c) {
+        VmmContainer *copy = malloc(sizeof(*c));
+        assert_non_null(copy);
+        *copy = *c;
+        vmm_container_free_all(copy, 1);
+}
+
+static void test_entrypoint_then_cmd_without_args(void **state) {
+        char *entrypoint[] = { "/bin/app", "--serve" }, *cmd[] = { "-v", "x" }, *env[] = { "PATH=/bin", "A=1" };
+        char *no_env[] = { NULL };
+        Hostmesh__Disk__V1__ImageConfig config = HOSTMESH__DISK__V1__IMAGE_CONFIG__INIT;
+        _cleanup_free_ char *error = NULL;
+        VmmContainer c;
+
+        (void) state;
+        config.entrypoint = entrypoint;
+        config.n_entrypoint = 2;
+        config.cmd = cmd;
+        config.n_cmd = 2;
+        config.env = env;
+        config.n_env = 2;
+        config.working_dir = "/srv";
+        container_new(&c, NULL, 0, no_env);
+        assert_int_equal(vmm_container_resolve_process(&c, 0, &config, &error), 0);
+        assert_string_equal(c.argv[0], "/bin/app");
+        assert_string_equal(c.argv[1], "--serve");
+        assert_string_equal(c.argv[2], "-v");
+        assert_string_equal(c.argv[3], "x");
+        assert_null(c.argv[4]);
+        assert_string_equal(c.env[0], "PATH=/bin");
+        assert_string_equal(c.env[1], "A=1");
+        assert_null(c.env[2]);
+        assert_string_equal(c.cwd, "/srv");
+        container_done(&c);
+}
+
+static void test_args_replace_cmd_and_request_env_overrides(void **state) {
+        char *entrypoint[] = { "/bin/app" }, *cmd[] = { "default" }, *env[] = { "A=image", "B=image", "C" };
+        char *args[] = { "mine", "too" }, *req_env[] = { "B=request", "D=request", NULL };
+        Hostmesh__Disk__V1__ImageConfig config = HOSTMESH__DISK__V1__IMAGE_CONFIG__INIT;
+        _cleanup_free_ char *error = NULL;
+        VmmContainer c;
+
+        (void) state;
+        config.entrypoint = entrypoint;
+        config.n_entrypoint = 1;
+        config.cmd = cmd;
+        config.n_cmd = 1;
+        config.env = env;
+        config.n_env = 3;
+        container_new(&c, args, 2, req_env);
+        assert_int_equal(vmm_container_resolve_process(&c, 0, &config, &error), 0);
+        assert_string_equal(c.argv[0], "/bin/app");
+        assert_string_equal(c.argv[1], "mine");
+        assert_string_equal(c.argv[2], "too");
+        assert_null(c.argv[3]);
+        /* The image's A, then the request's B (over the image's) and D; "C"
+         * (no '=') from a sibling that should have refused it is dropped. */
+        assert_string_equal(c.env[0], "A=image");
+        assert_string_equal(c.env[1], "B=request");
+        assert_string_equal(c.env[2], "D=request");
+        assert_null(c.env[3]);
+        assert_null(c.cwd);
+        container_done(&c);
+}
+
+static void test_no_config_uses_the_request_alone(void **state) {
+        char *args[] = { "sh", "-c", "true" }, *req_env[] = { "K=v", NULL };
+        _cleanup_free_ char *error = NULL;
+        VmmContainer c;
+
+        (void) state;
+        container_new(&c, args, 3, req_env);
+        assert_int_equal(vmm_container_resolve_process(&c, 0, NULL, &error), 0);
+        assert_string_equal(c.argv[2], "true");
+        assert_string_equal(c.env[0], "K=v");
+        container_done(&c);
+}
+
+static void test_refusals_name_the_container(void **state) {
+        char *env[] = { NULL }, *cmd[] = { "/bin/sh" };
+        Hostmesh__Disk__V1__ImageConfig config = HOSTMESH__DISK__V1__IMAGE_CONFIG__INIT;
+        char *error = NULL;
+        VmmContainer c;
+
+        (void) state;
+        container_new(&c, NULL, 0, env);
+        assert_int_equal(vmm_container_resolve_process(&c, 2, &config, &error), -EINVAL);
+        assert_string_equal(error, "containers[2].args: image " IMAGE " sets no Entrypoint or Cmd; give the "
+                                   "command to run.");
+        free(error);
+        error = NULL;
+        config.cmd = cmd;
+        config.n_cmd = 1;
+        config.working_dir = "relative";
+        assert_int_equal(vmm_container_resolve_process(&c, 1, &config, &error), -EINVAL);
+        assert_string_equal(error, "containers[1]: image " IMAGE " has a WorkingDir that is not an absolute path.");
+        free(error);
+        error = NULL;
+        /* 40 KiB of variables from the image: over one agent frame. */
+        char *big = malloc(41 * 1024), *many[] = { big };
+        assert_non_null(big);
+        memset(big, 'x', 41 * 1024 - 1);
+        big[0] = 'V';
+        big[1] = '=';
+        big[41 * 1024 - 1] = '\0';
+        config.working_dir = "";
+        config.env = many;
+        config.n_env = 1;
+        assert_int_equal(vmm_container_resolve_process(&c, 0, &config, &error), -EINVAL);
+        assert_string_equal(error, "containers[0]: the command and environment with image " IMAGE "'s config exceed "
+                                   "30 KiB.");
+        free(error);
+        free(big);
+        /* Refused calls leave the request as it was. */
+        assert_null(c.argv[0]);
+        container_done(&c);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_entrypoint_then_cmd_without_args),
+                cmocka_unit_test(test_args_replace_cmd_and_request_env_overrides),
+                cmocka_unit_test(test_no_config_uses_the_request_alone),
+                cmocka_unit_test(test_refusals_name_the_container),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
