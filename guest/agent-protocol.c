@@ -160,7 +160,9 @@ int agent_get_u32(AgentReader *r, uint32_t *ret) {
 }
 
 int agent_get_u64(AgentReader *r, uint64_t *ret) {
-        uint32_t lo, hi;
+        /* Both are set below (8 bytes are there); initialized all the same,
+         * since GCC cannot always see that once inlined. */
+        uint32_t lo = 0, hi = 0;
 
         if (r->left < 8)
                 return -EBADMSG;
