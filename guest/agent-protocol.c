@@ -160,7 +160,9 @@ int agent_get_u32(AgentReader *r, uint32_t *ret) {
 }
 
 int agent_get_u64(AgentReader *r, uint64_t *ret) {
-        uint32_t lo, hi;
+        /* Both are set below (8 bytes are there); initialized all the same,
+         * since GCC cannot always see that once inlined. */
+        uint32_t lo = 0, hi = 0;
 
         if (r->left < 8)
                 return -EBADMSG;
@@ -440,6 +442,40 @@ static bool serial_valid(const char *s) {
         return true;
 }
 
+bool agent_docker_sock_path_valid(const char *s) {
+        size_t n = s ? strlen(s) : 0;
+
+        if (n < 2 || n > 255 || s[0] != '/')
+                return false;
+        for (const char *p = s; *p; p++)
+                if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+                      *p == '.' || *p == '_' || *p == '-' || *p == '/'))
+                        return false;
+        /* Component by component: none empty (no "//", no trailing '/'), none "." or "..". */
+        for (const char *p = s + 1;;) {
+                const char *e = strchr(p, '/');
+                size_t len = e ? (size_t) (e - p) : strlen(p);
+
+                if (len == 0 || (len == 1 && p[0] == '.') || (len == 2 && p[0] == '.' && p[1] == '.'))
+                        return false;
+                if (!e)
+                        return true;
+                p = e + 1;
+        }
+}
+
+bool agent_image_ref_valid(const char *s) {
+        size_t n = s ? strlen(s) : 0;
+
+        if (n == 0 || n > 255 || s[0] == '-')
+                return false;
+        for (; *s; s++)
+                if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+                      *s == '.' || *s == '_' || *s == '-' || *s == '/' || *s == ':' || *s == '@'))
+                        return false;
+        return true;
+}
+
 static bool env_valid(char *const *env) {
         for (char *const *i = env; i && *i; i++)
                 if (!strchr(*i, '=') || **i == '=')
@@ -469,6 +505,10 @@ int agent_container_encode(AgentBuffer *b, uint32_t id, const AgentContainer *c)
             !serial_valid(c->serial) || (c->network != AGENT_NETWORK_BRIDGE && c->network != AGENT_NETWORK_HOST) ||
             argc > AGENT_ARGS_MAX || envc > AGENT_ARGS_MAX || !env_valid(c->env))
                 return -EINVAL;
+        if (c->docker_sock_path &&
+            (!agent_docker_sock_path_valid(c->docker_sock_path) ||
+             (c->image_serial && !serial_valid(c->image_serial)) || (c->image_ref && !agent_image_ref_valid(c->image_ref))))
+                return -EINVAL;
         start = agent_frame_begin(b, AGENT_CONTAINER, id);
         agent_put_string(b, c->id);
         agent_put_string(b, c->name);
@@ -480,15 +520,20 @@ int agent_container_encode(AgentBuffer *b, uint32_t id, const AgentContainer *c)
         agent_put_u32(b, (uint32_t) envc);
         for (size_t i = 0; i < envc; i++)
                 agent_put_string(b, c->env[i]);
-        if ((c->cwd && *c->cwd) || c->user) {
+        if ((c->cwd && *c->cwd) || c->user || c->docker_sock_path) {
                 if (c->cwd && *c->cwd && c->cwd[0] != '/')
                         return -EINVAL;
                 agent_put_string(b, c->cwd ? c->cwd : "");
         }
-        if (c->user) {
-                if (!agent_user_valid(c->user))
+        if (c->user || c->docker_sock_path) {
+                if (c->user && !agent_user_valid(c->user))
                         return -EINVAL;
-                agent_put_string(b, c->user);
+                agent_put_string(b, c->user ? c->user : "");
+        }
+        if (c->docker_sock_path) {
+                agent_put_string(b, c->docker_sock_path);
+                agent_put_string(b, c->image_serial ?: "");
+                agent_put_string(b, c->image_ref ?: "");
         }
         return agent_frame_end(b, start);
 }
@@ -514,9 +559,34 @@ int agent_container_decode(const AgentFrame *f, AgentContainer *ret) {
         }
         if (r.left > 0 && (k = agent_get_string(&r, &c.user)) < 0)
                 goto fail;
+        /* Empty: root (sent by a host that has a Docker part to send). */
+        if (c.user && !*c.user) {
+                free(c.user);
+                c.user = NULL;
+        }
         if ((c.cwd && c.cwd[0] != '/') || (c.user && !agent_user_valid(c.user))) {
                 k = -EBADMSG;
                 goto fail;
+        }
+        if (r.left > 0) {
+                /* Docker enabled: all three strings, the socket path valid,
+                 * the others empty or valid. */
+                if ((k = agent_get_string(&r, &c.docker_sock_path)) < 0 ||
+                    (k = agent_get_string(&r, &c.image_serial)) < 0 || (k = agent_get_string(&r, &c.image_ref)) < 0)
+                        goto fail;
+                if (!c.image_serial[0]) {
+                        free(c.image_serial);
+                        c.image_serial = NULL;
+                }
+                if (!c.image_ref[0]) {
+                        free(c.image_ref);
+                        c.image_ref = NULL;
+                }
+                if (!agent_docker_sock_path_valid(c.docker_sock_path) || (c.image_serial && !serial_valid(c.image_serial)) ||
+                    (c.image_ref && !agent_image_ref_valid(c.image_ref))) {
+                        k = -EBADMSG;
+                        goto fail;
+                }
         }
         if (r.left != 0 || !agent_container_name_valid(c.id) || !agent_container_name_valid(c.name) ||
             !serial_valid(c.serial) || (c.network != AGENT_NETWORK_BRIDGE && c.network != AGENT_NETWORK_HOST) ||
@@ -539,5 +609,8 @@ void agent_container_done(AgentContainer *c) {
         strv_free(c->env);
         free(c->cwd);
         free(c->user);
+        free(c->docker_sock_path);
+        free(c->image_serial);
+        free(c->image_ref);
         *c = (AgentContainer){};
 }

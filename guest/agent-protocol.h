@@ -145,7 +145,12 @@ int agent_string_decode(const AgentFrame *f, char **ret);
  *   str id, str name, str disk serial (virtio-blk serial of its root file
  *   system disk), u32 network (AgentNetwork), u32 argc, str×argc, u32 envc,
  *   str×envc[, str cwd (absolute; empty: the runtime's default)[, str user
- *   (the image's User, not root; see init-user.h)]] */
+ *   (the image's User, not root; see init-user.h; empty: root)[, then for a
+ *   container with Docker enabled only: str docker socket path (absolute,
+ *   inside the container), str serial of the read-only disk holding its
+ *   image (empty: none), str the image reference to give that image in
+ *   dockerd]]]. Older hosts send fewer; a host sending the Docker part sends
+ *   cwd and user first, empty when unset. */
 typedef enum AgentNetwork {
         AGENT_NETWORK_BRIDGE = 1,  /* its own netns on a bridge in the guest, NAT'ed out */
         AGENT_NETWORK_HOST = 2,    /* the guest's netns */
@@ -163,6 +168,9 @@ typedef struct AgentContainer {
         char **env;
         char *cwd;     /* the image's WorkingDir; NULL for the runtime's default */
         char *user;    /* the image's User; NULL for root */
+        char *docker_sock_path;   /* NULL: no Docker in this container */
+        char *image_serial;       /* NULL or the serial of its image's read-only disk */
+        char *image_ref;          /* NULL or what dockerd lists that image as */
 } AgentContainer;
 
 int agent_container_encode(AgentBuffer *b, uint32_t id, const AgentContainer *c);
@@ -173,3 +181,9 @@ bool agent_container_name_valid(const char *s);
 /* An image's User as the guest takes it: "name", "uid", "name:group",
  * "uid:gid" (and mixes), [A-Za-z0-9._-], at most 256 bytes. */
 bool agent_user_valid(const char *s);
+/* An absolute path of at most 255 bytes of [A-Za-z0-9._/-], without empty,
+ * "." or ".." components: where a Docker socket goes inside a container. */
+bool agent_docker_sock_path_valid(const char *s);
+/* An image reference as dockerd names images: 1 to 255 bytes of
+ * [A-Za-z0-9._/:@-], not starting with '-'. */
+bool agent_image_ref_valid(const char *s);

@@ -793,6 +793,7 @@ static void reap_children(void) {
 
                 if (pid <= 0)
                         return;
+                containers_child_exited(pid, status);
                 for (size_t i = 0; i < COMMANDS_MAX; i++) {
                         Command *c = &commands[i];
 

@@ -30,6 +30,18 @@
 #define CTR "/usr/bin/ctr"
 #define TASKS_DIR "/run/containerd/io.containerd.runtime.v2.task/default"
 #define PREVIOUS_TASK_WAIT_USEC (15 * 1000 * 1000ULL)
+/* Docker in the guest: one dockerd for the instance, on the guest's
+ * containerd (its containers in namespace "moby"), reached by nothing but
+ * the per-container proxies; each proxy listens on DOCKER_DIR/<id>.sock,
+ * which is bind-mounted into its container. */
+#define DOCKER_DIR "/run/hostmesh/docker"
+#define DOCKER_ENGINE_SOCKET DOCKER_DIR "/engine.sock"
+#define DOCKER_PROXY "/hostmesh/dockerproxy-guest"
+#define DOCKER_CLI "/usr/bin/docker"
+#define DOCKER_WAIT_USEC (120ULL * 1000000ULL)
+#define DOCKER_PROXY_WAIT_USEC (10ULL * 1000000ULL)
+#define IMAGES_DIR "/run/hostmesh/images"
+#define GUEST_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 /* 10.89.0.0/24 inside the guest: the instance pool is 10.x on the host side
  * too, but the bridge never leaves the guest (its traffic is masqueraded to
@@ -44,9 +56,11 @@ typedef struct Container {
         char name[AGENT_CONTAINER_NAME_MAX + 1];
 } Container;
 
+static char *xasprintf(const char *format, ...) __attribute__((format(printf, 1, 2)));
+
 static Container containers[CONTAINERS_MAX];
 static bool system_ready;
-static pid_t containerd_pid, modules_pid;
+static pid_t containerd_pid, modules_pid, dockerd_pid;
 static char nameserver[64], domain[256];
 
 bool containers_requested(void) {
@@ -229,16 +243,243 @@ void containers_setup(const char *ns, const char *search, bool modular) {
             (unsigned long long) (t1 - t0), (unsigned long long) (t2 - t1), (int) containerd_pid);
 }
 
-static bool containerd_up(void) {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX, .sun_path = CONTAINERD_SOCKET };
+static bool socket_answers(const char *path) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
         int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         bool ok;
 
         if (fd < 0)
                 return false;
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
         ok = connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0;
         close(fd);
         return ok;
+}
+
+static bool containerd_up(void) {
+        return socket_answers(CONTAINERD_SOCKET);
+}
+
+/* Waits until path accepts connections, or pid exits, or the time is up:
+ * 0, -ECHILD, -ETIMEDOUT. */
+static int wait_socket(const char *path, pid_t pid, uint64_t timeout_usec) {
+        uint64_t deadline = now_usec(CLOCK_MONOTONIC) + timeout_usec;
+
+        while (!socket_answers(path)) {
+                if (pid > 0 && waitpid(pid, NULL, WNOHANG) == pid)
+                        return -ECHILD;
+                if (now_usec(CLOCK_MONOTONIC) > deadline)
+                        return -ETIMEDOUT;
+                nanosleep(&(struct timespec){ .tv_nsec = 20 * 1000 * 1000 }, NULL);
+        }
+        return 0;
+}
+
+/* Runs argv (absolute path) with its output in log and waits for it: its
+ * exit status, or a negative errno. Only while a container is prepared,
+ * like the other waits there. */
+static int run_and_wait(char *const *argv, const char *log_path) {
+        int status;
+        pid_t pid = fork();
+
+        if (pid < 0)
+                return -errno;
+        if (pid == 0) {
+                sigset_t ss;
+                int log = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+                char *const envp[] = { GUEST_PATH, "HOME=/root", NULL };
+
+                sigemptyset(&ss);
+                sigprocmask(SIG_SETMASK, &ss, NULL);
+                if (log >= 0) {
+                        dup2(log, STDOUT_FILENO);
+                        dup2(log, STDERR_FILENO);
+                }
+                execve(argv[0], argv, envp);
+                _exit(127);
+        }
+        if (waitpid(pid, &status, 0) != pid)
+                return -errno;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* dockerd on the guest's containerd. Its data goes on the instance disk
+ * when there is one (a RAM-backed root is small), else in the guest's
+ * tmpfs root; the storage driver is dockerd's own pick (overlay2 on both).
+ * DOCKER_RAMDISK: the guest's root is the initramfs, which pivot_root(2)
+ * refuses, so its containers are started without it (as ours are, with
+ * ctr --no-pivot); the micro-VM is the isolation boundary. cgroups: v2,
+ * cgroupfs (there is no systemd), under /sys/fs/cgroup/docker. */
+static pid_t start_dockerd(void) {
+        struct stat st_disk, st_mnt;
+        bool on_disk = stat("/mnt/disk", &st_disk) == 0 && stat("/mnt", &st_mnt) == 0 && st_disk.st_dev != st_mnt.st_dev;
+        pid_t pid;
+
+        (void) mkdir_p(DOCKER_DIR, 0700);
+        pid = fork();
+        if (pid == 0) {
+                sigset_t ss;
+                int log = open("/run/dockerd.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+                char *const envp[] = { GUEST_PATH, "DOCKER_RAMDISK=1", "HOME=/root", NULL };
+
+                sigemptyset(&ss);
+                sigprocmask(SIG_SETMASK, &ss, NULL);
+                setsid();
+                if (log >= 0) {
+                        dup2(log, STDOUT_FILENO);
+                        dup2(log, STDERR_FILENO);
+                }
+                execle("/usr/sbin/dockerd", "dockerd", "--host=unix://" DOCKER_ENGINE_SOCKET,
+                       "--containerd=" CONTAINERD_SOCKET, on_disk ? "--data-root=/mnt/disk/docker" : "--data-root=/var/lib/docker",
+                       "--exec-root=/run/docker", "--pidfile=/run/docker.pid",
+                       "--exec-opt=native.cgroupdriver=cgroupfs", "--log-level=warn", (char *) NULL, envp);
+                _exit(127);
+        }
+        if (pid > 0)
+                say("containers: dockerd started (pid %d, data on %s)", (int) pid,
+                    on_disk ? "the instance disk" : "the guest's memory");
+        return pid;
+}
+
+/* dockerd is supervised: when it exits (killed, crashed), it is started
+ * again, at most DOCKERD_RESTARTS_MAX times per instance; the proxies
+ * answer 502 "The Docker engine is not reachable." meanwhile. */
+#define DOCKERD_RESTARTS_MAX 10
+
+void containers_child_exited(pid_t pid, int status) {
+        static unsigned restarts;
+
+        if (pid <= 0 || pid != dockerd_pid)
+                return;
+        dockerd_pid = 0;
+        if (restarts >= DOCKERD_RESTARTS_MAX) {
+                say("containers: dockerd exited (status %d) for the %u. time; not starting it again", status,
+                    restarts + 1);
+                return;
+        }
+        restarts++;
+        say("containers: dockerd exited (status %d); starting it again", status);
+        dockerd_pid = start_dockerd();
+        if (dockerd_pid < 0)
+                dockerd_pid = 0;
+}
+
+/* The instance's dockerd, started by the first container that asks for
+ * Docker and awaited by every one (a container's command may use
+ * docker.sock as soon as it starts). 0 or a negative errno with *ret_error. */
+static int ensure_dockerd(char **ret_error) {
+        static bool logged;
+        uint64_t t0 = now_usec(CLOCK_MONOTONIC);
+        int r;
+
+        if (dockerd_pid > 0 && waitpid(dockerd_pid, NULL, WNOHANG) == dockerd_pid)
+                dockerd_pid = 0;
+        if (dockerd_pid <= 0) {
+                dockerd_pid = start_dockerd();
+                if (dockerd_pid < 0) {
+                        r = -errno;
+                        dockerd_pid = 0;
+                        *ret_error = xasprintf("cannot start dockerd: %s", strerror(-r));
+                        return r;
+                }
+        }
+        r = wait_socket(DOCKER_ENGINE_SOCKET, dockerd_pid, DOCKER_WAIT_USEC);
+        if (r < 0) {
+                if (r == -ECHILD)
+                        dockerd_pid = 0;
+                *ret_error = xasprintf("dockerd did not start (%s); see /run/dockerd.log in the guest",
+                                       r == -ETIMEDOUT ? "no answer in 120 s" : "it exited");
+                return r;
+        }
+        if (!logged) {
+                logged = true;
+                say("containers: dockerd answered after %llu us more", (unsigned long long) (now_usec(CLOCK_MONOTONIC) - t0));
+        }
+        return 0;
+}
+
+/* The image a Docker container was created with, into the instance's
+ * dockerd under the reference it was asked by: its read-only disk (the
+ * unpacked image diskd made, attached by vmmd) is mounted and imported
+ * as one layer. Images thus never reach the guest over the network. Done
+ * once per reference (dockerd keeps it on the instance disk). */
+static int import_image(const char *id, const char *serial, const char *ref, char **ret_error) {
+        char dev[64], dir[256], script[1024];
+        uint64_t t0 = now_usec(CLOCK_MONOTONIC);
+        int r;
+
+        r = containers_find_disk(serial, dev, sizeof(dev));
+        if (r < 0) {
+                *ret_error = xasprintf("no image disk with serial %s", serial);
+                return r;
+        }
+        snprintf(dir, sizeof(dir), IMAGES_DIR "/%s", id);
+        r = mkdir_p(dir, 0755);
+        if (r < 0) {
+                *ret_error = xasprintf("cannot create %s: %s", dir, strerror(-r));
+                return r;
+        }
+        if (mount(dev, dir, "ext4", MS_RDONLY | MS_NOATIME | MS_NODEV | MS_NOSUID, "noload") < 0 && errno != EBUSY) {
+                r = -errno;
+                *ret_error = xasprintf("cannot mount the image disk %s: %s", dev, strerror(errno));
+                return r;
+        }
+        /* ref and dir are checked ([A-Za-z0-9._/:@-], no quote can occur). */
+        snprintf(script, sizeof(script),
+                 DOCKER_CLI " -H unix://" DOCKER_ENGINE_SOCKET " image inspect '%s' >/dev/null 2>&1 && exit 0; "
+                 "/bin/tar -C '%s' -c . | " DOCKER_CLI " -H unix://" DOCKER_ENGINE_SOCKET " import - '%s' >/dev/null",
+                 ref, dir, ref);
+        char *const argv[] = { "/bin/sh", "-c", script, NULL };
+        r = run_and_wait(argv, "/run/dockerd.log");
+        (void) umount2(dir, MNT_DETACH);
+        if (r != 0) {
+                *ret_error = xasprintf("importing image %s into dockerd failed (exit %d); see /run/dockerd.log", ref, r);
+                return r < 0 ? r : -EIO;
+        }
+        say("containers: image %s in dockerd after %llu us", ref, (unsigned long long) (now_usec(CLOCK_MONOTONIC) - t0));
+        return 0;
+}
+
+/* The container's own proxy, listening on DOCKER_DIR/<id>.sock before its
+ * container starts (the socket file is bind-mounted into it). */
+static int start_docker_proxy(const char *id, const char *root, char *sock, size_t size, char **ret_error) {
+        char log_path[256];
+        pid_t pid;
+        int r;
+
+        snprintf(sock, size, DOCKER_DIR "/%s.sock", id);
+        snprintf(log_path, sizeof(log_path), DOCKER_DIR "/%s.log", id);
+        if (socket_answers(sock))
+                return 0; /* started for this container already */
+        pid = fork();
+        if (pid < 0) {
+                r = -errno;
+                *ret_error = xasprintf("cannot start the Docker proxy: %s", strerror(-r));
+                return r;
+        }
+        if (pid == 0) {
+                sigset_t ss;
+                int log = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+                char *const envp[] = { GUEST_PATH, NULL };
+
+                sigemptyset(&ss);
+                sigprocmask(SIG_SETMASK, &ss, NULL);
+                setsid();
+                if (log >= 0) {
+                        dup2(log, STDOUT_FILENO);
+                        dup2(log, STDERR_FILENO);
+                }
+                execle(DOCKER_PROXY, "dockerproxy-guest", "--engine", DOCKER_ENGINE_SOCKET, "--listen", sock, "--root",
+                       root, "--id", id, (char *) NULL, envp);
+                _exit(127);
+        }
+        r = wait_socket(sock, pid, DOCKER_PROXY_WAIT_USEC);
+        if (r < 0) {
+                *ret_error = xasprintf("the Docker proxy did not start (%s); see %s in the guest",
+                                       r == -ETIMEDOUT ? "no answer in 10 s" : "it exited", log_path);
+                return r;
+        }
+        return 0;
 }
 
 /* containerd takes a second or more to start under TCG; the first
@@ -453,6 +694,20 @@ int containers_prepare(const AgentFrame *f, char ***ret_argv, char **ret_error) 
                                        r == -ETIMEDOUT ? "no answer in 60 s" : "it exited");
                 goto out;
         }
+        char docker_sock[256] = "";
+        if (c.docker_sock_path) {
+                r = ensure_dockerd(ret_error);
+                if (r < 0)
+                        goto out;
+                if (c.image_serial && c.image_ref) {
+                        r = import_image(c.id, c.image_serial, c.image_ref, ret_error);
+                        if (r < 0)
+                                goto out;
+                }
+                r = start_docker_proxy(c.id, root, docker_sock, sizeof(docker_sock), ret_error);
+                if (r < 0)
+                        goto out;
+        }
         wait_previous_tasks();
 
         argc = 0;
@@ -481,6 +736,11 @@ int containers_prepare(const AgentFrame *f, char ***ret_argv, char **ret_error) 
         for (size_t i = 0; i < envc; i++)
                 argv[n++] = xasprintf("--env=%s", c.env[i]);
         n = image_config_flags(&c, argv, n);
+        /* Its own proxy's socket where it asked for docker.sock (the path
+         * is checked: no ',' or ':' can split ctr's option). */
+        if (docker_sock[0])
+                argv[n++] = xasprintf("--mount=type=bind,src=%s,dst=%s,options=rbind:rw", docker_sock,
+                                      c.docker_sock_path);
         argv[n++] = strdup("--");
         argv[n++] = strdup(root);
         argv[n++] = strdup(c.id);

@@ -12,6 +12,7 @@
  * cgroups are v2 only (/sys/fs/cgroup), owned by containerd. */
 
 #include <stdbool.h>
+#include <sys/types.h>
 
 #include "agent-protocol.h"
 
@@ -42,5 +43,8 @@ int containers_prepare(const AgentFrame *f, char ***ret_argv, char **ret_error);
  * container. */
 int containers_exec_argv(const char *name, uint32_t exec_id, char *const *argv, char *const *env, const char *cwd,
                          char ***ret_argv);
+
+/* PID 1 reaped a child: dockerd's exit starts it again (bounded). */
+void containers_child_exited(pid_t pid, int status);
 
 void containers_strv_free(char **l);

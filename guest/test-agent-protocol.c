@@ -293,6 +293,81 @@ static void test_container_round_trips_and_exec_names_its_container(void **state
         agent_buffer_done(&b);
 }
 
+static void test_container_with_docker_round_trips_and_refuses_bad_socket_paths(void **state) {
+        char *argv[] = { "docker", "ps", NULL };
+        AgentContainer c = { .id = "c1a2", .name = "web", .serial = "hm-c1a2", .network = AGENT_NETWORK_BRIDGE,
+                             .argv = argv, .docker_sock_path = "/var/run/docker.sock", .image_serial = "hi-c1a2",
+                             .image_ref = "127.0.0.1:5000/test/box:1" },
+                       d = {};
+        AgentBuffer b = {};
+        AgentFrame f;
+        size_t used;
+
+        (void) state;
+        assert_int_equal(agent_container_encode(&b, 3, &c), 0);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(agent_container_decode(&f, &d), 0);
+        assert_string_equal(d.docker_sock_path, "/var/run/docker.sock");
+        assert_string_equal(d.image_serial, "hi-c1a2");
+        assert_string_equal(d.image_ref, "127.0.0.1:5000/test/box:1");
+        agent_container_done(&d);
+        agent_buffer_done(&b);
+
+        /* Docker without an image disk: the empty strings decode as none. */
+        c.image_serial = c.image_ref = NULL;
+        assert_int_equal(agent_container_encode(&b, 3, &c), 0);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(agent_container_decode(&f, &d), 0);
+        assert_string_equal(d.docker_sock_path, "/var/run/docker.sock");
+        assert_null(d.image_serial);
+        assert_null(d.image_ref);
+        agent_container_done(&d);
+        agent_buffer_done(&b);
+
+        /* Without Docker nothing trails the environment. */
+        c.docker_sock_path = NULL;
+        assert_int_equal(agent_container_encode(&b, 3, &c), 0);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(agent_container_decode(&f, &d), 0);
+        assert_null(d.docker_sock_path);
+        agent_container_done(&d);
+        agent_buffer_done(&b);
+
+        static const char *const bad[] = { "relative/docker.sock", "/", "/var//run/docker.sock", "/var/run/",
+                                           "/var/../etc/docker.sock", "/var/./run", "/var/run/docker sock",
+                                           "/var/run/a,b", "/var/run/a:b" };
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                assert_false(agent_docker_sock_path_valid(bad[i]));
+                c.docker_sock_path = (char *) bad[i];
+                assert_int_equal(agent_container_encode(&b, 3, &c), -EINVAL);
+        }
+        /* A host that sends a climbing path or a cut-off Docker part:
+         * refused by the guest too. */
+        c.docker_sock_path = "/var/run/docker.sock";
+        c.image_serial = "hi-c1a2";
+        c.image_ref = "box:1";
+        assert_int_equal(agent_container_encode(&b, 3, &c), 0);
+        uint8_t *p = memmem(b.data, b.size, "/var/run/docker.sock", 20);
+        assert_non_null(p);
+        memcpy(p, "/var/../docker..sock", 20); /* same length, now with a ".." component */
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(agent_container_decode(&f, &d), -EBADMSG);
+        agent_buffer_done(&b);
+        assert_int_equal(agent_container_encode(&b, 3, &c), 0);
+        /* Drop the last string (the image reference, 4 + 5 bytes): fix the length field. */
+        b.size -= 9;
+        uint32_t len = (uint32_t) (b.size - AGENT_HEADER_SIZE);
+        memcpy(b.data + 8, &len, 4);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_true(agent_container_decode(&f, &d) < 0);
+        agent_buffer_done(&b);
+        assert_true(agent_docker_sock_path_valid("/run/my.docker/d_1-x.sock"));
+        assert_false(agent_image_ref_valid("-rm"));
+        assert_false(agent_image_ref_valid("box; rm -rf /"));
+        assert_true(agent_image_ref_valid("host:5000/a/b@sha256:00ff"));
+        agent_buffer_done(&b);
+}
+
 static void test_container_refuses_bad_names_serials_networks_and_env(void **state) {
         char *bad_env[] = { "=x", NULL };
         AgentContainer c = { .id = "c1", .name = "web", .serial = "hm-ctr-0", .network = AGENT_NETWORK_BRIDGE };
@@ -362,6 +437,7 @@ int main(void) {
                 cmocka_unit_test(test_ready_refuses_phase_count_that_does_not_match_payload),
                 cmocka_unit_test(test_container_round_trips_and_exec_names_its_container),
                 cmocka_unit_test(test_container_refuses_bad_names_serials_networks_and_env),
+                cmocka_unit_test(test_container_with_docker_round_trips_and_refuses_bad_socket_paths),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -146,6 +146,7 @@ typedef struct CreateArgs {
         const char *image;
         const char *container_name;
         int network;              /* ContainerRequest.Network; 0: unset */
+        bool enable_docker;       /* docker.sock at /var/run/docker.sock, served by the guest's proxy */
         char **args;
         size_t n_args;
         char **env;
@@ -210,6 +211,8 @@ static int create_instance(Nsc *n, const NscCommand *cmd, const CreateArgs *a, c
                 cr.args = a->args;
                 cr.n_args = a->n_args;
                 cr.network = a->network;
+                if (a->enable_docker)
+                        cr.docker_sock_path = (char *) "/var/run/docker.sock";
                 for (size_t k = 0; k < a->n_env && k < ENV_MAX; k++) {
                         const char *eq = strchr(a->env[k], '=');
                         vars[k] = (Namespace__Cloud__Compute__V1beta__EnvironmentVariable)
@@ -487,6 +490,23 @@ static int verb_describe(Nsc *n, int argc, char **argv) {
                 if (!isempty(d->tap))
                         json_object_set_new(o, "network", json_pack("{s:s, s:s, s:s}", "tap", d->tap, "mac", d->mac,
                                                                     "gateway", d->gateway));
+                /* The containers' state and Docker socket, matched to the
+                 * public answer's list by id. */
+                json_t *cs = json_object_get(o, "containers");
+                for (size_t k = 0; json_is_array(cs) && k < d->n_containers; k++) {
+                        size_t l;
+                        json_t *c;
+                        json_array_foreach(cs, l, c) {
+                                if (!streq(json_string_value(json_object_get(c, "id")) ?: "", d->containers[k]->id))
+                                        continue;
+                                json_object_set_new(c, "image", json_string(d->containers[k]->image_ref));
+                                json_object_set_new(c, "status", json_string(d->containers[k]->status));
+                                json_object_set_new(c, "docker", json_boolean(!isempty(d->containers[k]->docker_sock_path)));
+                                if (!isempty(d->containers[k]->docker_sock_path))
+                                        json_object_set_new(c, "docker_sock_path",
+                                                            json_string(d->containers[k]->docker_sock_path));
+                        }
+                }
                 if (d->n_events > 0) {
                         json_t *events = json_array();
                         for (size_t k = 0; k < d->n_events; k++)
@@ -860,9 +880,8 @@ static int verb_run(Nsc *n, int argc, char **argv) {
                                 return nsc_usage(n, cmd, "Invalid --network '%s'; use bridge or host.", optarg);
                         break;
                 case 'D':
-                        return nsc_fail(n, NSC_EXIT_USAGE, "UNIMPLEMENTED",
-                                        "--enable_docker: Docker inside an instance is not available on this host "
-                                        "yet; run without it.");
+                        a.enable_docker = true;
+                        break;
                 case 'p':
                         return nsc_fail(n, NSC_EXIT_USAGE, "UNIMPLEMENTED",
                                         "-p/--publish: exporting container ports is not available on this host yet; "
@@ -876,8 +895,8 @@ static int verb_run(Nsc *n, int argc, char **argv) {
                 return nsc_usage(n, cmd, "Unexpected argument '%s'; the command goes after '--'.", argv[optind]);
         if (!a.image && dd + 1 >= argc)
                 return nsc_usage(n, cmd, "Give the command after '--' (or an image with --image).");
-        if (!a.image && (a.container_name || a.network))
-                return nsc_usage(n, cmd, "--name and --network need --image.");
+        if (!a.image && (a.container_name || a.network || a.enable_docker))
+                return nsc_usage(n, cmd, "--name, --network and --enable_docker need --image.");
         if (a.image) {
                 /* The command becomes the container's; its environment too. */
                 a.args = dd + 1 < argc ? argv + dd + 1 : NULL;

@@ -1602,6 +1602,10 @@ int docker_decide_request(const DockerCaller *c, const char *method, const char 
                         return deny(d, 403, "image-import", "Importing images (fromSrc) can replace any name on the engine; pull or build instead.");
                 if (isempty(from))
                         return deny(d, 400, "invalid-query", "Pulling needs fromImage.");
+                if (c->policy && c->policy->refuse_pull)
+                        return deny(d, 403, "image-pull",
+                                    "Pulling images is not available inside an instance: images never reach it over "
+                                    "the network; use the images the instance was created with.");
                 d->rule = "images";
                 return 0;
         }

@@ -29,6 +29,9 @@ typedef struct DockerPolicy {
         bool allow_sysctls;
         bool allow_privileged_exec;
         bool see_all_containers;
+        /* Inside an instance: images come from the host only, so a pull
+         * (which would reach a registry over the network) is refused. */
+        bool refuse_pull;
 } DockerPolicy;
 
 typedef struct DockerCaller {

@@ -480,6 +480,19 @@ static void test_images_and_volumes_of_others(void **state) {
         assert_int_equal(docker_decide_request(&caller, "POST", "/images/create", "fromImage=busybox&tag=latest", &d), 0);
         assert_int_equal(d.status, 0);
         docker_decision_done(&d);
+        /* Inside an instance pulls are refused, imports still are, with their own words. */
+        DockerPolicy no_pull = { .refuse_pull = true };
+        DockerCaller in_instance = caller;
+        in_instance.policy = &no_pull;
+        assert_int_equal(docker_decide_request(&in_instance, "POST", "/images/create", "fromImage=busybox&tag=latest", &d), 0);
+        assert_int_equal(d.status, 403);
+        assert_string_equal(d.rule, "image-pull");
+        assert_non_null(strstr(d.message, "never reach it over the network"));
+        docker_decision_done(&d);
+        assert_int_equal(docker_decide_request(&in_instance, "POST", "/images/create", "fromSrc=-&repo=busybox", &d), 0);
+        assert_int_equal(d.status, 403);
+        assert_string_equal(d.rule, "image-import");
+        docker_decision_done(&d);
 
         /* Volumes by name: the records answer without asking. */
         assert_int_equal(docker_decide_request(&caller, "DELETE", "/volumes/theirs", "", &d), 0);

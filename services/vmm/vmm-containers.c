@@ -54,6 +54,8 @@ VmmContainer *vmm_container_free_all(VmmContainer *c, size_t n) {
                 free(c[k].cwd);
                 free(c[k].user);
                 free(c[k].image);
+                free(c[k].docker_sock_path);
+                free(c[k].image_path);
                 free(c[k].disk_id);
                 free(c[k].disk_path);
                 free(c[k].disk_format);
@@ -77,6 +79,7 @@ int vmm_container_init(VmmContainer *c, const char *name, const char *image_ref,
                 snprintf(id + 1 + 2 * k, 3, "%02x", raw[k]);
         /* "hm-" + 17 characters: within virtio-blk's 20 bytes. */
         snprintf(c->serial, sizeof(c->serial), "hm-%s", id);
+        snprintf(c->image_serial, sizeof(c->image_serial), "hi-%s", id);
         c->id = strdup(id);
         c->name = strdup(name);
         c->image_ref = strdup(image_ref);
@@ -297,7 +300,12 @@ static void on_image_pulled(int r, const ProtobufCMessage *response, const RpcSt
                 return manager_instance_continue(i);
         }
         c->image = strdup(resp->image->image);
-        if (!c->image) {
+        /* Docker: its image goes to the guest's dockerd from this file
+         * (read-only). diskd's answer is checked like any other input. */
+        if (c->docker_sock_path && !isempty(resp->image->path) && resp->image->path[0] == '/' &&
+            strlen(resp->image->path) < 4096 && !strchr(resp->image->path, ','))
+                c->image_path = strdup(resp->image->path);
+        if (!c->image || (c->docker_sock_path && !isempty(resp->image->path) && !c->image_path)) {
                 free(op);
                 manager_instance_fail(i, "Out of memory");
                 return manager_instance_continue(i);
@@ -393,7 +401,14 @@ void vmm_containers_start(Instance *i) {
                 AgentContainer a = {
                         .id = c->id, .name = c->name, .serial = c->serial, .network = c->network,
                         .argv = c->argv, .env = c->env, .cwd = c->cwd, .user = c->user,
+                        .docker_sock_path = c->docker_sock_path,
                 };
+                /* The image goes to the guest's dockerd under the reference
+                 * the container was asked with, when dockerd can name it so. */
+                if (c->docker_sock_path && c->image_path && agent_image_ref_valid(c->image_ref)) {
+                        a.image_serial = c->image_serial;
+                        a.image_ref = c->image_ref;
+                }
                 AgentBuffer b = {};
                 int r;
 
@@ -483,12 +498,13 @@ char *vmm_containers_to_json(const Instance *i) {
         for (size_t k = 0; k < i->n_containers; k++) {
                 const VmmContainer *c = &i->containers[k];
                 json_array_append_new(
-                        a, json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:s?, s:s?, s:s, s:I, s:I, s:s?, s:b, s:I}", "id",
-                                     c->id, "name", c->name, "image_ref", c->image_ref, "image", c->image, "disk_id",
-                                     c->disk_id, "disk_path", c->disk_path, "disk_format", c->disk_format, "serial",
-                                     c->serial, "network", (json_int_t) c->network, "exec_id",
+                        a, json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:s?, s:s?, s:s, s:I, s:I, s:s?, s:b, s:I, s:s?, s:s?}",
+                                     "id", c->id, "name", c->name, "image_ref", c->image_ref, "image", c->image,
+                                     "disk_id", c->disk_id, "disk_path", c->disk_path, "disk_format", c->disk_format,
+                                     "serial", c->serial, "network", (json_int_t) c->network, "exec_id",
                                      (json_int_t) c->exec_id, "status", c->status, "exited", c->exited, "exit_code",
-                                     (json_int_t) c->exit_code));
+                                     (json_int_t) c->exit_code, "docker_sock_path", c->docker_sock_path,
+                                     "image_path", c->image_path));
         }
         s = json_dumps(a, JSON_COMPACT);
         json_decref(a);
@@ -533,6 +549,8 @@ int vmm_containers_from_json(Instance *i, const char *text) {
                 r = r ?: dup_field(o, "disk_path", &c->disk_path);
                 r = r ?: dup_field(o, "disk_format", &c->disk_format);
                 r = r ?: dup_field(o, "status", &c->status);
+                r = r ?: dup_field(o, "docker_sock_path", &c->docker_sock_path);
+                r = r ?: dup_field(o, "image_path", &c->image_path);
                 if (r < 0)
                         break;
                 if (!c->id || !c->name || !c->image_ref) {

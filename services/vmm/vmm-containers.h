@@ -33,10 +33,16 @@ typedef struct VmmContainer {
         char *cwd;                /* the image's WorkingDir, NULL when it sets none */
         char *user;               /* the image's User, NULL for root */
         uint32_t network;         /* AgentNetwork */
+        char *docker_sock_path;   /* NULL, or where its docker.sock goes (Docker enabled) */
 
         char *image;              /* diskd's base image name once pulled */
         char *disk_id, *disk_path, *disk_format;
         char serial[AGENT_DISK_SERIAL_MAX + 1];
+        /* Docker enabled: the image's base disk (diskd's ext4 file), attached
+         * read-only so that the guest's dockerd gets the image without the
+         * network, and the serial it is found by ("hi-" + id). */
+        char *image_path;
+        char image_serial[AGENT_DISK_SERIAL_MAX + 1];
         uint32_t exec_id;         /* the main task's command id; 0 until started */
         char *status;             /* "pending", "running", "exited N", "failed: why" */
         bool exited;

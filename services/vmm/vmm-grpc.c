@@ -229,9 +229,7 @@ static int parse_containers(RpcCall *c, const Namespace__Cloud__Compute__V1beta_
                 size_t n_env = 0, total = 0;
                 uint32_t network;
 
-                if (!isempty(cr->docker_sock_path))
-                        unsupported = "docker_sock_path (Docker inside an instance is not available yet)";
-                else if (!isempty(cr->nsc_state_path))
+                if (!isempty(cr->nsc_state_path))
                         unsupported = "nsc_state_path";
                 else if (cr->n_export_ports > 0)
                         unsupported = "export_ports";
@@ -331,7 +329,18 @@ static int parse_containers(RpcCall *c, const Namespace__Cloud__Compute__V1beta_
                         rpc_call_fail(c, RPC_INVALID_ARGUMENT, "containers[%zu]: args and environment exceed 30 KiB.", k);
                         goto fail;
                 }
+                /* Docker in the container: the guest's proxy serves its
+                 * socket there; the path goes on ctr's command line. */
+                if (!isempty(cr->docker_sock_path) && !agent_docker_sock_path_valid(cr->docker_sock_path)) {
+                        rpc_call_fail(c, RPC_INVALID_ARGUMENT,
+                                      "containers[%zu].docker_sock_path: an absolute path of at most 255 bytes of "
+                                      "[A-Za-z0-9._/-], without empty, '.' or '..' components.", k);
+                        goto fail;
+                }
                 r = vmm_container_init(&list[k], cname, cr->image_ref, cr->args, cr->n_args, env, network);
+                if (r >= 0 && !isempty(cr->docker_sock_path) &&
+                    !(list[k].docker_sock_path = strdup(cr->docker_sock_path)))
+                        r = -ENOMEM;
                 if (r < 0) {
                         rpc_call_fail_errno(c, r, "Cannot set up the container");
                         goto fail;
@@ -1134,6 +1143,20 @@ static void handle_details(RpcCall *c, const ProtobufCMessage *request, void *us
         d.accelerator_reason = i->accel_reason ?: (char *) "";
         d.events = i->events;
         d.n_events = i->n_events;
+        /* Containers: at most CONTAINERS_PER_INSTANCE_MAX, on the stack. */
+        Hostmesh__Vmm__V1__ContainerDetails cd[CONTAINERS_PER_INSTANCE_MAX], *cdp[CONTAINERS_PER_INSTANCE_MAX];
+        for (size_t k = 0; k < i->n_containers && k < CONTAINERS_PER_INSTANCE_MAX; k++) {
+                const VmmContainer *vc = &i->containers[k];
+                cd[k] = (Hostmesh__Vmm__V1__ContainerDetails) HOSTMESH__VMM__V1__CONTAINER_DETAILS__INIT;
+                cd[k].id = vc->id;
+                cd[k].name = vc->name;
+                cd[k].image_ref = vc->image_ref;
+                cd[k].status = vc->status ?: (char *) "";
+                cd[k].docker_sock_path = vc->docker_sock_path ?: (char *) "";
+                cdp[k] = &cd[k];
+                d.n_containers = k + 1;
+        }
+        d.containers = cdp;
         rpc_call_reply(c, &d.base);
 }
 

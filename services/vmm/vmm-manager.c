@@ -1094,9 +1094,11 @@ static void instance_launch(Instance *i) {
                         return manager_instance_fail(i, "Out of memory");
                 vmm_net_mac(i, mac);
         }
-        /* Containers: the system disk (read-only, shared by all instances)
-         * and one copy-on-write disk per container. */
-        QemuDrive drives[CONTAINERS_PER_INSTANCE_MAX + 1];
+        /* Containers: the system disk (read-only, shared by all instances),
+         * one copy-on-write disk per container, and for a container with
+         * Docker its image's base disk (read-only: the guest's dockerd
+         * imports the image from it). */
+        QemuDrive drives[2 * CONTAINERS_PER_INSTANCE_MAX + 1];
         size_t n_drives = 0;
         if (i->n_containers > 0) {
                 char *with = NULL;
@@ -1109,6 +1111,12 @@ static void instance_launch(Instance *i) {
                         drives[n_drives++] = (QemuDrive){ .path = i->containers[k].disk_path,
                                                           .format = i->containers[k].disk_format,
                                                           .serial = i->containers[k].serial };
+                for (size_t k = 0; k < i->n_containers; k++)
+                        if (i->containers[k].docker_sock_path && i->containers[k].image_path)
+                                drives[n_drives++] = (QemuDrive){ .path = i->containers[k].image_path,
+                                                                  .format = "raw",
+                                                                  .serial = i->containers[k].image_serial,
+                                                                  .read_only = true };
                 if (asprintf(&with, "%s%shostmesh.containers=1", net_cmdline ?: "", net_cmdline ? " " : "") < 0)
                         return manager_instance_fail(i, "Out of memory");
                 free(net_cmdline);

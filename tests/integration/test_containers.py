@@ -304,7 +304,7 @@ class ContainersTest(unittest.TestCase):
         shape = compute_pb2.InstanceShape(virtual_cpu=2, memory_megabytes=2048)
         for cr, words in (
                 (compute_pb2.ContainerRequest(name="a", image_ref=IMAGE, privileged=True), "containers[0].privileged"),
-                (compute_pb2.ContainerRequest(name="a", image_ref=IMAGE, docker_sock_path="/var/run/docker.sock"),
+                (compute_pb2.ContainerRequest(name="a", image_ref=IMAGE, docker_sock_path="/var/run/../docker.sock"),
                  "containers[0].docker_sock_path"),
                 (compute_pb2.ContainerRequest(name="a", image_ref=IMAGE, export_ports=[b"\x10\x50"]),
                  "containers[0].export_ports"),
