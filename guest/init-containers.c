@@ -150,26 +150,11 @@ static int bind_system(void) {
         "\"io.containerd.internal.v1.tracing\", \"io.containerd.internal.v1.opt\"]\n"
 
 static pid_t start_containerd(void) {
-        pid_t pid = fork();
+        /* The shim finds runc (/usr/sbin) and itself through PATH. */
+        char *const envp[] = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL };
+        char *const argv[] = { "containerd", "--config", "/etc/containerd/config.toml", "--log-level", "warn", NULL };
 
-        if (pid == 0) {
-                sigset_t ss;
-                int log = open("/run/containerd.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-
-                sigemptyset(&ss);
-                sigprocmask(SIG_SETMASK, &ss, NULL);
-                setsid();
-                if (log >= 0) {
-                        dup2(log, STDOUT_FILENO);
-                        dup2(log, STDERR_FILENO);
-                }
-                /* The shim finds runc (/usr/sbin) and itself through PATH. */
-                char *const envp[] = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL };
-                execle("/usr/bin/containerd", "containerd", "--config", "/etc/containerd/config.toml", "--log-level",
-                       "warn", (char *) NULL, envp);
-                _exit(127);
-        }
-        return pid;
+        return spawn_daemon("/run/containerd.log", "/usr/bin/containerd", argv, envp);
 }
 
 void containers_setup(const char *ns, const char *search, bool modular) {
@@ -316,25 +301,12 @@ static pid_t start_dockerd(void) {
         pid_t pid;
 
         (void) mkdir_p(DOCKER_DIR, 0700);
-        pid = fork();
-        if (pid == 0) {
-                sigset_t ss;
-                int log = open("/run/dockerd.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-                char *const envp[] = { GUEST_PATH, "DOCKER_RAMDISK=1", "HOME=/root", NULL };
-
-                sigemptyset(&ss);
-                sigprocmask(SIG_SETMASK, &ss, NULL);
-                setsid();
-                if (log >= 0) {
-                        dup2(log, STDOUT_FILENO);
-                        dup2(log, STDERR_FILENO);
-                }
-                execle("/usr/sbin/dockerd", "dockerd", "--host=unix://" DOCKER_ENGINE_SOCKET,
-                       "--containerd=" CONTAINERD_SOCKET, on_disk ? "--data-root=/mnt/disk/docker" : "--data-root=/var/lib/docker",
-                       "--exec-root=/run/docker", "--pidfile=/run/docker.pid",
-                       "--exec-opt=native.cgroupdriver=cgroupfs", "--log-level=warn", (char *) NULL, envp);
-                _exit(127);
-        }
+        char *const envp[] = { GUEST_PATH, "DOCKER_RAMDISK=1", "HOME=/root", NULL };
+        char *const argv[] = { "dockerd", "--host=unix://" DOCKER_ENGINE_SOCKET, "--containerd=" CONTAINERD_SOCKET,
+                               on_disk ? "--data-root=/mnt/disk/docker" : "--data-root=/var/lib/docker",
+                               "--exec-root=/run/docker", "--pidfile=/run/docker.pid",
+                               "--exec-opt=native.cgroupdriver=cgroupfs", "--log-level=warn", NULL };
+        pid = spawn_daemon("/run/dockerd.log", "/usr/sbin/dockerd", argv, envp);
         if (pid > 0)
                 say("containers: dockerd started (pid %d, data on %s)", (int) pid,
                     on_disk ? "the instance disk" : "the guest's memory");
@@ -451,27 +423,14 @@ static int start_docker_proxy(const char *id, const char *root, char *sock, size
         snprintf(log_path, sizeof(log_path), DOCKER_DIR "/%s.log", id);
         if (socket_answers(sock))
                 return 0; /* started for this container already */
-        pid = fork();
+        char *const envp[] = { GUEST_PATH, NULL };
+        char *const argv[] = { "dockerproxy-guest", "--engine", DOCKER_ENGINE_SOCKET, "--listen", sock, "--root",
+                               (char *) root, "--id", (char *) id, NULL };
+        pid = spawn_daemon(log_path, DOCKER_PROXY, argv, envp);
         if (pid < 0) {
-                r = -errno;
+                r = (int) pid;
                 *ret_error = xasprintf("cannot start the Docker proxy: %s", strerror(-r));
                 return r;
-        }
-        if (pid == 0) {
-                sigset_t ss;
-                int log = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-                char *const envp[] = { GUEST_PATH, NULL };
-
-                sigemptyset(&ss);
-                sigprocmask(SIG_SETMASK, &ss, NULL);
-                setsid();
-                if (log >= 0) {
-                        dup2(log, STDOUT_FILENO);
-                        dup2(log, STDERR_FILENO);
-                }
-                execle(DOCKER_PROXY, "dockerproxy-guest", "--engine", DOCKER_ENGINE_SOCKET, "--listen", sock, "--root",
-                       root, "--id", id, (char *) NULL, envp);
-                _exit(127);
         }
         r = wait_socket(sock, pid, DOCKER_PROXY_WAIT_USEC);
         if (r < 0) {

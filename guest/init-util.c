@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -110,4 +111,26 @@ int sysfs_find_by_attr(const char *dir, const char *prefix, const char *attr, co
         }
         closedir(d);
         return r;
+}
+
+pid_t spawn_daemon(const char *log_path, const char *path, char *const argv[], char *const envp[]) {
+        pid_t pid = fork();
+
+        if (pid < 0)
+                return -errno;
+        if (pid == 0) {
+                sigset_t ss;
+                int log = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+
+                sigemptyset(&ss);
+                sigprocmask(SIG_SETMASK, &ss, NULL);
+                setsid();
+                if (log >= 0) {
+                        dup2(log, STDOUT_FILENO);
+                        dup2(log, STDERR_FILENO);
+                }
+                execve(path, argv, envp);
+                _exit(127);
+        }
+        return pid;
 }

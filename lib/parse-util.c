@@ -33,6 +33,16 @@ static int parse_digits(const char **p, uint64_t *ret) {
         return 0;
 }
 
+int unhexchar(char c) {
+        if (c >= '0' && c <= '9')
+                return c - '0';
+        if (c >= 'a' && c <= 'f')
+                return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F')
+                return c - 'A' + 10;
+        return -1;
+}
+
 int safe_atou64(const char *s, uint64_t *ret) {
         uint64_t v;
         int r;

@@ -8,6 +8,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* The value of one hex digit (either case), or -1. */
+int unhexchar(char c);
+
 int safe_atou64(const char *s, uint64_t *ret);
 int safe_atou32(const char *s, uint32_t *ret);
 int safe_atoi64(const char *s, int64_t *ret);

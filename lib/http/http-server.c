@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "parse-util.h"
 #include "http-internal.h"
 
 static const char h2_preface_start[4] = { 'P', 'R', 'I', ' ' };
@@ -68,16 +69,6 @@ static int parse_content_length(const char *v, uint64_t *ret) {
         return 0;
 }
 
-static int hex_value(char c) {
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
-
 /* Decodes a chunked body starting at buf (RFC 9112 §7.1) into out (NULL:
  * only measure). Returns the encoded length, -EAGAIN, -EBADMSG or -EFBIG. */
 static ssize_t chunked_decode(const char *buf, size_t len, size_t body_max, size_t line_max, char *out,
@@ -90,10 +81,10 @@ static ssize_t chunked_decode(const char *buf, size_t len, size_t body_max, size
                 const char *eol;
 
                 /* chunk-size [ chunk-ext ] CRLF */
-                while (pos < len && hex_value(buf[pos]) >= 0) {
+                while (pos < len && unhexchar(buf[pos]) >= 0) {
                         if (++digits > 15)
                                 return -EBADMSG;
-                        size = size * 16 + (uint64_t) hex_value(buf[pos]);
+                        size = size * 16 + (uint64_t) unhexchar(buf[pos]);
                         pos++;
                 }
                 if (pos == len)

@@ -11,6 +11,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 
+#include "parse-util.h"
 #include "gateway-auth.h"
 #include "gateway-bearer.h"
 #include "gateway-connect.h"
@@ -151,16 +152,6 @@ void connect_request_done(ConnectRequest *r) {
         r->message_len = 0;
 }
 
-static int hex_digit(char c) {
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
-
 /* Percent-decoding of one query value (RFC 3986 §2.1; '+' is a space, as
  * in form encoding). Returns the length, or -EBADMSG. */
 static ssize_t query_unescape(const char *s, size_t len, uint8_t *out) {
@@ -170,8 +161,8 @@ static ssize_t query_unescape(const char *s, size_t len, uint8_t *out) {
                         int hi, lo;
                         if (i + 2 >= len)
                                 return -EBADMSG;
-                        hi = hex_digit(s[i + 1]);
-                        lo = hex_digit(s[i + 2]);
+                        hi = unhexchar(s[i + 1]);
+                        lo = unhexchar(s[i + 2]);
                         if (hi < 0 || lo < 0)
                                 return -EBADMSG;
                         out[n++] = (uint8_t) (hi << 4 | lo);

@@ -12,6 +12,17 @@
 #include "macro.h"
 #include "parse-util.h"
 
+static void test_unhexchar_both_cases_and_nothing_else(void **state) {
+        (void) state;
+        assert_int_equal(unhexchar('0'), 0);
+        assert_int_equal(unhexchar('9'), 9);
+        assert_int_equal(unhexchar('a'), 10);
+        assert_int_equal(unhexchar('F'), 15);
+        for (const char *c = "gG/:@` x-"; *c; c++)
+                assert_int_equal(unhexchar(*c), -1);
+        assert_int_equal(unhexchar('\0'), -1);
+}
+
 static void test_safe_atou64_accepts_full_range(void **state) {
         uint64_t v;
 
@@ -263,6 +274,7 @@ static void test_parse_ipv4_prefix_networks_only(void **state) {
 
 int main(void) {
         const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_unhexchar_both_cases_and_nothing_else),
                 cmocka_unit_test(test_safe_atou64_accepts_full_range),
                 cmocka_unit_test(test_safe_atou64_refuses_overflow_and_garbage),
                 cmocka_unit_test(test_safe_atou32_and_signed),
