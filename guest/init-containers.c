@@ -154,7 +154,7 @@ static pid_t start_containerd(void) {
         char *const envp[] = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL };
         char *const argv[] = { "containerd", "--config", "/etc/containerd/config.toml", "--log-level", "warn", NULL };
 
-        return spawn_daemon("/run/containerd.log", "/usr/bin/containerd", argv, envp);
+        return spawn_logged("/run/containerd.log", "/usr/bin/containerd", argv, envp);
 }
 
 void containers_setup(const char *ns, const char *search, bool modular) {
@@ -264,25 +264,12 @@ static int wait_socket(const char *path, pid_t pid, uint64_t timeout_usec) {
  * exit status, or a negative errno. Only while a container is prepared,
  * like the other waits there. */
 static int run_and_wait(char *const *argv, const char *log_path) {
+        char *const envp[] = { GUEST_PATH, "HOME=/root", NULL };
+        pid_t pid = spawn_logged(log_path, argv[0], argv, envp);
         int status;
-        pid_t pid = fork();
 
         if (pid < 0)
-                return -errno;
-        if (pid == 0) {
-                sigset_t ss;
-                int log = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-                char *const envp[] = { GUEST_PATH, "HOME=/root", NULL };
-
-                sigemptyset(&ss);
-                sigprocmask(SIG_SETMASK, &ss, NULL);
-                if (log >= 0) {
-                        dup2(log, STDOUT_FILENO);
-                        dup2(log, STDERR_FILENO);
-                }
-                execve(argv[0], argv, envp);
-                _exit(127);
-        }
+                return (int) pid;
         if (waitpid(pid, &status, 0) != pid)
                 return -errno;
         return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -306,7 +293,7 @@ static pid_t start_dockerd(void) {
                                on_disk ? "--data-root=/mnt/disk/docker" : "--data-root=/var/lib/docker",
                                "--exec-root=/run/docker", "--pidfile=/run/docker.pid",
                                "--exec-opt=native.cgroupdriver=cgroupfs", "--log-level=warn", NULL };
-        pid = spawn_daemon("/run/dockerd.log", "/usr/sbin/dockerd", argv, envp);
+        pid = spawn_logged("/run/dockerd.log", "/usr/sbin/dockerd", argv, envp);
         if (pid > 0)
                 say("containers: dockerd started (pid %d, data on %s)", (int) pid,
                     on_disk ? "the instance disk" : "the guest's memory");
@@ -426,7 +413,7 @@ static int start_docker_proxy(const char *id, const char *root, char *sock, size
         char *const envp[] = { GUEST_PATH, NULL };
         char *const argv[] = { "dockerproxy-guest", "--engine", DOCKER_ENGINE_SOCKET, "--listen", sock, "--root",
                                (char *) root, "--id", (char *) id, NULL };
-        pid = spawn_daemon(log_path, DOCKER_PROXY, argv, envp);
+        pid = spawn_logged(log_path, DOCKER_PROXY, argv, envp);
         if (pid < 0) {
                 r = (int) pid;
                 *ret_error = xasprintf("cannot start the Docker proxy: %s", strerror(-r));

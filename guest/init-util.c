@@ -113,7 +113,7 @@ int sysfs_find_by_attr(const char *dir, const char *prefix, const char *attr, co
         return r;
 }
 
-pid_t spawn_daemon(const char *log_path, const char *path, char *const argv[], char *const envp[]) {
+pid_t spawn_logged(const char *log_path, const char *path, char *const argv[], char *const envp[]) {
         pid_t pid = fork();
 
         if (pid < 0)

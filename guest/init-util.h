@@ -31,8 +31,8 @@ int mkdir_p(const char *path, mode_t mode);
 int sysfs_find_by_attr(const char *dir, const char *prefix, const char *attr, const char *value, char *ret,
                        size_t size);
 
-/* Forks and execs path with argv and envp as a daemon of init's: signals
+/* Forks and execs path with argv and envp as a child of init's: signals
  * unblocked, its own session, stdout and stderr appended to log_path (0600;
  * the console's when that cannot be opened). The child's pid, or a negative
  * errno when fork fails; an exec that fails exits 127. */
-pid_t spawn_daemon(const char *log_path, const char *path, char *const argv[], char *const envp[]);
+pid_t spawn_logged(const char *log_path, const char *path, char *const argv[], char *const envp[]);
