@@ -498,6 +498,20 @@ bool agent_user_valid(const char *s) {
         return colons <= 1;
 }
 
+/* At most AGENT_PORTS_MAX ports, each non-zero, none twice. */
+static bool ports_valid(const uint16_t *ports, uint32_t n) {
+        if (n > AGENT_PORTS_MAX)
+                return false;
+        for (uint32_t i = 0; i < n; i++) {
+                if (ports[i] == 0)
+                        return false;
+                for (uint32_t j = 0; j < i; j++)
+                        if (ports[j] == ports[i])
+                                return false;
+        }
+        return true;
+}
+
 int agent_container_encode(AgentBuffer *b, uint32_t id, const AgentContainer *c) {
         size_t argc = strv_length(c->argv), envc = strv_length(c->env), start;
 
@@ -520,20 +534,27 @@ int agent_container_encode(AgentBuffer *b, uint32_t id, const AgentContainer *c)
         agent_put_u32(b, (uint32_t) envc);
         for (size_t i = 0; i < envc; i++)
                 agent_put_string(b, c->env[i]);
-        if ((c->cwd && *c->cwd) || c->user || c->docker_sock_path) {
+        if (!ports_valid(c->ports, c->n_ports))
+                return -EINVAL;
+        if ((c->cwd && *c->cwd) || c->user || c->docker_sock_path || c->n_ports > 0) {
                 if (c->cwd && *c->cwd && c->cwd[0] != '/')
                         return -EINVAL;
                 agent_put_string(b, c->cwd ? c->cwd : "");
         }
-        if (c->user || c->docker_sock_path) {
+        if (c->user || c->docker_sock_path || c->n_ports > 0) {
                 if (c->user && !agent_user_valid(c->user))
                         return -EINVAL;
                 agent_put_string(b, c->user ? c->user : "");
         }
-        if (c->docker_sock_path) {
-                agent_put_string(b, c->docker_sock_path);
-                agent_put_string(b, c->image_serial ?: "");
-                agent_put_string(b, c->image_ref ?: "");
+        if (c->docker_sock_path || c->n_ports > 0) {
+                agent_put_string(b, c->docker_sock_path ?: "");
+                agent_put_string(b, c->docker_sock_path && c->image_serial ? c->image_serial : "");
+                agent_put_string(b, c->docker_sock_path && c->image_ref ? c->image_ref : "");
+        }
+        if (c->n_ports > 0) {
+                agent_put_u32(b, c->n_ports);
+                for (uint32_t i = 0; i < c->n_ports; i++)
+                        agent_put_u32(b, c->ports[i]);
         }
         return agent_frame_end(b, start);
 }
@@ -582,8 +603,42 @@ int agent_container_decode(const AgentFrame *f, AgentContainer *ret) {
                         free(c.image_ref);
                         c.image_ref = NULL;
                 }
-                if (!agent_docker_sock_path_valid(c.docker_sock_path) || (c.image_serial && !serial_valid(c.image_serial)) ||
+                /* All empty: no Docker (a host that has ports to send). */
+                if (!c.docker_sock_path[0]) {
+                        free(c.docker_sock_path);
+                        c.docker_sock_path = NULL;
+                        if (c.image_serial || c.image_ref) {
+                                k = -EBADMSG;
+                                goto fail;
+                        }
+                }
+                if ((c.docker_sock_path && !agent_docker_sock_path_valid(c.docker_sock_path)) ||
+                    (c.image_serial && !serial_valid(c.image_serial)) ||
                     (c.image_ref && !agent_image_ref_valid(c.image_ref))) {
+                        k = -EBADMSG;
+                        goto fail;
+                }
+        }
+        if (r.left > 0) {
+                uint32_t n, port;
+
+                if ((k = agent_get_u32(&r, &n)) < 0)
+                        goto fail;
+                if (n == 0 || n > AGENT_PORTS_MAX) {
+                        k = -EBADMSG;
+                        goto fail;
+                }
+                for (uint32_t i = 0; i < n; i++) {
+                        if ((k = agent_get_u32(&r, &port)) < 0)
+                                goto fail;
+                        if (port == 0 || port > 65535) {
+                                k = -EBADMSG;
+                                goto fail;
+                        }
+                        c.ports[i] = (uint16_t) port;
+                }
+                c.n_ports = n;
+                if (!ports_valid(c.ports, c.n_ports)) {
                         k = -EBADMSG;
                         goto fail;
                 }

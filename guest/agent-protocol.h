@@ -149,8 +149,10 @@ int agent_string_decode(const AgentFrame *f, char **ret);
  *   container with Docker enabled only: str docker socket path (absolute,
  *   inside the container), str serial of the read-only disk holding its
  *   image (empty: none), str the image reference to give that image in
- *   dockerd]]]. Older hosts send fewer; a host sending the Docker part sends
- *   cwd and user first, empty when unset. */
+ *   dockerd (all three empty: no Docker)[, u32 n, u32×n exported TCP ports
+ *   (1..65535, distinct, at most AGENT_PORTS_MAX)]]]]. Older hosts send
+ *   fewer; a host sending a later part sends the ones before it, empty when
+ *   unset. */
 typedef enum AgentNetwork {
         AGENT_NETWORK_BRIDGE = 1,  /* its own netns on a bridge in the guest, NAT'ed out */
         AGENT_NETWORK_HOST = 2,    /* the guest's netns */
@@ -158,6 +160,7 @@ typedef enum AgentNetwork {
 
 #define AGENT_CONTAINER_NAME_MAX 63
 #define AGENT_DISK_SERIAL_MAX 20   /* virtio-blk serials are at most 20 bytes */
+#define AGENT_PORTS_MAX 16         /* exported ports per container */
 
 typedef struct AgentContainer {
         char *id;      /* [a-z0-9], containerd's container id */
@@ -171,6 +174,11 @@ typedef struct AgentContainer {
         char *docker_sock_path;   /* NULL: no Docker in this container */
         char *image_serial;       /* NULL or the serial of its image's read-only disk */
         char *image_ref;          /* NULL or what dockerd lists that image as */
+        /* TCP ports the host forwards to: on a BRIDGE container the guest
+         * forwards its own port to the container's (same number); on HOST
+         * they are the guest's already. */
+        uint32_t n_ports;
+        uint16_t ports[AGENT_PORTS_MAX];
 } AgentContainer;
 
 int agent_container_encode(AgentBuffer *b, uint32_t id, const AgentContainer *c);

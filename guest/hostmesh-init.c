@@ -980,13 +980,16 @@ int main(int argc, char **argv) {
                 say("%s", net_message);
 
         for (;;) {
-                struct pollfd p[2 + 2 * COMMANDS_MAX];
-                Command *owner[2 + 2 * COMMANDS_MAX];
+                struct pollfd p[3 + 2 * COMMANDS_MAX];
+                Command *owner[3 + 2 * COMMANDS_MAX];
                 size_t n = 0;
 
                 p[n] = (struct pollfd){ .fd = host_away ? -1 : port_fd, .events = POLLIN };
                 owner[n++] = NULL;
                 p[n] = (struct pollfd){ .fd = sfd, .events = POLLIN };
+                owner[n++] = NULL;
+                /* -1 (ignored by poll) until a container exports ports. */
+                p[n] = (struct pollfd){ .fd = containers_ports_fd(), .events = POLLIN };
                 owner[n++] = NULL;
                 for (size_t i = 0; i < COMMANDS_MAX; i++) {
                         if (!commands[i].used)
@@ -1012,7 +1015,9 @@ int main(int argc, char **argv) {
                                 ;
                         reap_children();
                 }
-                for (size_t i = 2; i < n; i++) {
+                if (p[2].revents & POLLIN)
+                        containers_ports_event();
+                for (size_t i = 3; i < n; i++) {
                         Command *c = owner[i];
 
                         if (!p[i].revents)

@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <sys/inotify.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -51,9 +53,25 @@
         "\"bridge\":\"hm-br0\",\"isGateway\":true,\"ipMasq\":true,\"ipam\":{\"type\":\"host-local\"," \
         "\"ranges\":[[{\"subnet\":\"10.89.0.0/24\"}]],\"routes\":[{\"dst\":\"0.0.0.0/0\"}]}}]}\n"
 
+/* Exported ports of BRIDGE containers: host-local (the CNI IPAM plugin)
+ * records each address it leases as a file named for the address in this
+ * directory, holding the container's id ("default-<id>", as ctr names it
+ * to CNI) on its first line. An inotify watch on it tells hostmesh-init
+ * the container's address as soon as it is leased, before the bridge
+ * plugin has finished and long before the task runs; the guest's port is
+ * then forwarded to the container's by a DNAT rule (iptables-nft, from the
+ * system disk, as CNI's masquerade already is). */
+#define CNI_LEASES_DIR "/var/lib/cni/networks/hostmesh"
+#define IPTABLES_RESTORE "/usr/sbin/iptables-restore"
+#define PORTS_CHAIN "HOSTMESH-PORTS"
+#define PORTS_LOG "/run/hostmesh-ports.log"
+
 typedef struct Container {
         char id[AGENT_CONTAINER_NAME_MAX + 1];
         char name[AGENT_CONTAINER_NAME_MAX + 1];
+        uint16_t ports[AGENT_PORTS_MAX];  /* BRIDGE only: to forward from the guest's eth0 */
+        uint32_t n_ports;
+        bool forwarded;
 } Container;
 
 static char *xasprintf(const char *format, ...) __attribute__((format(printf, 1, 2)));
@@ -62,6 +80,8 @@ static Container containers[CONTAINERS_MAX];
 static bool system_ready;
 static pid_t containerd_pid, modules_pid, dockerd_pid;
 static char nameserver[64], domain[256];
+static int leases_fd = -1;
+static bool ports_chain_made;
 
 bool containers_requested(void) {
         char buf[4096];
@@ -568,6 +588,110 @@ static size_t image_config_command(const AgentContainer *c, char **argv, size_t 
         return n;
 }
 
+/* ---- exported ports ---------------------------------------------------- */
+
+int containers_ports_fd(void) {
+        return leases_fd;
+}
+
+static int watch_leases(void) {
+        int fd, r;
+
+        if (leases_fd >= 0)
+                return 0;
+        r = mkdir_p(CNI_LEASES_DIR, 0755);
+        if (r < 0)
+                return r;
+        fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        if (inotify_add_watch(fd, CNI_LEASES_DIR, IN_CLOSE_WRITE | IN_MOVED_TO) < 0) {
+                r = -errno;
+                close(fd);
+                return r;
+        }
+        leases_fd = fd;
+        return 0;
+}
+
+/* The DNAT rules of one container, in one iptables-restore transaction
+ * (with the chain and its jumps the first time). */
+static int forward_ports(Container *c, const char *address) {
+        char path[128], rules[4096];
+        size_t n = 0;
+        int r;
+
+#define RULE(...) n += (size_t) snprintf(rules + n, n < sizeof(rules) ? sizeof(rules) - n : 0, __VA_ARGS__)
+        RULE("*nat\n");
+        if (!ports_chain_made)
+                RULE(":" PORTS_CHAIN " - [0:0]\n-A PREROUTING -i eth0 -j " PORTS_CHAIN "\n");
+        for (uint32_t i = 0; i < c->n_ports; i++)
+                RULE("-A " PORTS_CHAIN " -p tcp --dport %u -j DNAT --to-destination %s:%u\n", c->ports[i], address,
+                     c->ports[i]);
+        RULE("COMMIT\n");
+        /* dockerd, when the instance has Docker, sets FORWARD's policy to
+         * DROP: let the forwarded connections (both ways) through. */
+        if (!ports_chain_made)
+                RULE("*filter\n-I FORWARD -m conntrack --ctstate DNAT -j ACCEPT\nCOMMIT\n");
+#undef RULE
+        if (n >= sizeof(rules))
+                return -E2BIG;
+        snprintf(path, sizeof(path), "/run/hostmesh/ports-%s.rules", c->id);
+        r = write_text(path, rules);
+        if (r < 0)
+                return r;
+        char *argv[] = { IPTABLES_RESTORE, "--noflush", path, NULL };
+        r = run_and_wait(argv, PORTS_LOG);
+        if (r != 0)
+                return r < 0 ? r : -EIO;
+        ports_chain_made = true;
+        return 0;
+}
+
+void containers_ports_event(void) {
+        char events[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+        DIR *d;
+        struct dirent *de;
+
+        /* Which file changed does not matter: every lease is looked at. */
+        while (read(leases_fd, events, sizeof(events)) > 0)
+                ;
+        d = opendir(CNI_LEASES_DIR);
+        if (!d)
+                return;
+        while ((de = readdir(d))) {
+                struct in_addr a;
+                char path[300], line[256];
+
+                if (inet_pton(AF_INET, de->d_name, &a) != 1)
+                        continue; /* "lock", "last_reserved_ip.0" */
+                snprintf(path, sizeof(path), CNI_LEASES_DIR "/%s", de->d_name);
+                if (read_text(path, line, sizeof(line)) <= 0)
+                        continue;
+                line[strcspn(line, "\r\n")] = 0;
+                for (size_t i = 0; i < CONTAINERS_MAX; i++) {
+                        Container *c = &containers[i];
+                        size_t nl = strlen(line), ni = strlen(c->id);
+
+                        if (!c->name[0] || c->n_ports == 0 || c->forwarded)
+                                continue;
+                        /* "default-<id>": the namespace, '-', the id. */
+                        if (!(nl > ni && line[nl - ni - 1] == '-' && strcmp(line + nl - ni, c->id) == 0) &&
+                            strcmp(line, c->id) != 0)
+                                continue;
+                        c->forwarded = true;
+                        int r = forward_ports(c, de->d_name);
+                        if (r < 0)
+                                say("containers: cannot forward the ports of %s to %s: %s (see " PORTS_LOG ")",
+                                    c->name, de->d_name, strerror(-r));
+                        else
+                                say("containers: %u port(s) of the guest forwarded to %s (%s)", c->n_ports, c->name,
+                                    de->d_name);
+                }
+        }
+        closedir(d);
+}
+
 static Container *container_find(const char *name) {
         for (size_t i = 0; i < CONTAINERS_MAX; i++)
                 if (containers[i].name[0] && strcmp(containers[i].name, name) == 0)
@@ -654,6 +778,15 @@ int containers_prepare(const AgentFrame *f, char ***ret_argv, char **ret_error) 
                 if (r < 0)
                         goto out;
         }
+        if (c.network == AGENT_NETWORK_BRIDGE && c.n_ports > 0) {
+                /* Before ctr runs: its address lease must not be missed. */
+                r = watch_leases();
+                if (r < 0) {
+                        *ret_error = xasprintf("cannot watch CNI's address leases in %s: %s", CNI_LEASES_DIR,
+                                               strerror(-r));
+                        goto out;
+                }
+        }
         wait_previous_tasks();
 
         argc = 0;
@@ -701,6 +834,11 @@ int containers_prepare(const AgentFrame *f, char ***ret_argv, char **ret_error) 
                 }
         snprintf(slot->id, sizeof(slot->id), "%s", c.id);
         snprintf(slot->name, sizeof(slot->name), "%s", c.name);
+        /* HOST: the ports are the guest's own; nothing to forward. */
+        if (c.network == AGENT_NETWORK_BRIDGE) {
+                memcpy(slot->ports, c.ports, sizeof(slot->ports));
+                slot->n_ports = c.n_ports;
+        }
         *ret_argv = argv;
         r = 0;
 out:

@@ -44,6 +44,12 @@ int containers_prepare(const AgentFrame *f, char ***ret_argv, char **ret_error);
 int containers_exec_argv(const char *name, uint32_t exec_id, char *const *argv, char *const *env, const char *cwd,
                          char ***ret_argv);
 
+/* Exported ports of BRIDGE containers: an fd to poll (-1 while no
+ * container has any), and what to do when it is readable (forward the
+ * guest's ports to the containers whose addresses were just leased). */
+int containers_ports_fd(void);
+void containers_ports_event(void);
+
 /* PID 1 reaped a child: dockerd's exit starts it again (bounded). */
 void containers_child_exited(pid_t pid, int status);
 

@@ -423,6 +423,82 @@ static void test_container_refuses_bad_names_serials_networks_and_env(void **sta
         assert_int_equal(agent_container_decode(&f, &d), -EBADMSG);
 }
 
+static void test_container_ports_trail_the_docker_part_and_are_checked(void **state) {
+        char *argv[] = { "httpd", "-f", NULL };
+        AgentContainer c = { .id = "c1a2", .name = "web", .serial = "hm-c1a2", .network = AGENT_NETWORK_BRIDGE,
+                             .argv = argv, .n_ports = 2, .ports = { 8080, 443 } },
+                       d = {};
+        AgentBuffer b = {};
+        AgentFrame f;
+        size_t used;
+
+        (void) state;
+        /* Ports without Docker: cwd, user and an empty Docker part go first. */
+        assert_int_equal(agent_container_encode(&b, 5, &c), 0);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(agent_container_decode(&f, &d), 0);
+        assert_null(d.cwd);
+        assert_null(d.user);
+        assert_null(d.docker_sock_path);
+        assert_null(d.image_serial);
+        assert_int_equal(d.n_ports, 2);
+        assert_int_equal(d.ports[0], 8080);
+        assert_int_equal(d.ports[1], 443);
+        agent_container_done(&d);
+        /* The last 12 bytes: u32 n=2, u32 8080, u32 443. */
+        assert_memory_equal(b.data + b.size - 12, ((const uint8_t[]){ 2, 0, 0, 0, 0x90, 0x1f, 0, 0, 0xbb, 1, 0, 0 }),
+                            12);
+
+        /* A port of 0 or above 65535 (patched on the wire), a count of 0 or
+         * above the maximum, a port twice: all refused. */
+        b.data[b.size - 4] = 0;
+        b.data[b.size - 3] = 0;
+        assert_int_equal(agent_container_decode(&f, &d), -EBADMSG);
+        b.data[b.size - 2] = 1; /* 65536 */
+        assert_int_equal(agent_container_decode(&f, &d), -EBADMSG);
+        memcpy(b.data + b.size - 4, (const uint8_t[]){ 0x90, 0x1f, 0, 0 }, 4); /* 8080 twice */
+        assert_int_equal(agent_container_decode(&f, &d), -EBADMSG);
+        b.data[b.size - 12] = 0;
+        assert_int_equal(agent_container_decode(&f, &d), -EBADMSG);
+        b.data[b.size - 12] = AGENT_PORTS_MAX + 1;
+        assert_int_equal(agent_container_decode(&f, &d), -EBADMSG);
+        b.data[b.size - 12] = 3; /* one port more than the payload holds */
+        assert_int_equal(agent_container_decode(&f, &d), -EBADMSG);
+        agent_buffer_done(&b);
+
+        /* With Docker: its part, then the ports. */
+        c.docker_sock_path = "/var/run/docker.sock";
+        c.image_serial = "hi-c1a2";
+        c.image_ref = "box:1";
+        assert_int_equal(agent_container_encode(&b, 5, &c), 0);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(agent_container_decode(&f, &d), 0);
+        assert_string_equal(d.docker_sock_path, "/var/run/docker.sock");
+        assert_string_equal(d.image_ref, "box:1");
+        assert_int_equal(d.n_ports, 2);
+        agent_container_done(&d);
+        agent_buffer_done(&b);
+
+        /* The encoder refuses what the decoder would. */
+        c.ports[1] = 8080;
+        assert_int_equal(agent_container_encode(&b, 5, &c), -EINVAL);
+        c.ports[1] = 0;
+        assert_int_equal(agent_container_encode(&b, 5, &c), -EINVAL);
+        c.ports[1] = 1;
+        c.n_ports = AGENT_PORTS_MAX + 1;
+        assert_int_equal(agent_container_encode(&b, 5, &c), -EINVAL);
+        agent_buffer_done(&b);
+
+        /* No Docker: the part is three empty strings (its path, image disk
+         * serial and reference), then the count. */
+        c.docker_sock_path = NULL;
+        c.n_ports = 1;
+        assert_int_equal(agent_container_encode(&b, 5, &c), 0);
+        uint8_t *p = memmem(b.data, b.size, (const uint8_t[]){ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0 }, 16);
+        assert_non_null(p);
+        agent_buffer_done(&b);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_exec_round_trips_argv_env_and_cwd),
@@ -438,6 +514,7 @@ int main(void) {
                 cmocka_unit_test(test_container_round_trips_and_exec_names_its_container),
                 cmocka_unit_test(test_container_refuses_bad_names_serials_networks_and_env),
                 cmocka_unit_test(test_container_with_docker_round_trips_and_refuses_bad_socket_paths),
+                cmocka_unit_test(test_container_ports_trail_the_docker_part_and_are_checked),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,6 +17,7 @@
 #define COMMAND "/namespace.cloud.compute.v1beta.CommandService/"
 #define LABELS_MAX 64
 #define ENV_MAX 1024
+#define PORTS_MAX 16 /* exported ports per container, as vmmd takes them */
 
 typedef Namespace__Cloud__Compute__V1beta__InstanceMetadata InstanceMetadata;
 
@@ -151,7 +152,52 @@ typedef struct CreateArgs {
         size_t n_args;
         char **env;
         size_t n_env;
+        /* -p PORT[/tcp|/http]: exported ports of that container. */
+        int32_t ports[PORTS_MAX];
+        int ports_proto[PORTS_MAX];
+        size_t n_ports;
 } CreateArgs;
+
+/* -p 8080, -p 8080/tcp, -p 8080/http (forwarded as TCP all the same). */
+static int parse_publish(Nsc *n, const NscCommand *cmd, const char *s, CreateArgs *a) {
+        const char *slash = strchr(s, '/');
+        _cleanup_free_ char *num = strndup(s, slash ? (size_t) (slash - s) : strlen(s));
+        uint64_t port;
+
+        if (!num)
+                return nsc_fail(n, NSC_EXIT_FAILURE, "INTERNAL", "Out of memory.");
+        if (parse_range_u64(num, 1, 65535, &port) < 0 || (slash && !streq(slash, "/tcp") && !streq(slash, "/http")))
+                return nsc_usage(n, cmd, "Invalid -p '%s'; use -p PORT or -p PORT/tcp (1 to 65535).", s);
+        if (a->n_ports >= PORTS_MAX)
+                return nsc_usage(n, cmd, "At most %d ports.", PORTS_MAX);
+        for (size_t k = 0; k < a->n_ports; k++)
+                if (a->ports[k] == (int32_t) port)
+                        return nsc_usage(n, cmd, "Port %" PRIu64 " is given twice.", port);
+        a->ports[a->n_ports] = (int32_t) port;
+        a->ports_proto[a->n_ports] = slash && streq(slash, "/http")
+                                             ? NAMESPACE__CLOUD__COMPUTE__V1BETA__CONTAINER_PORT__PROTO__HTTP
+                                             : NAMESPACE__CLOUD__COMPUTE__V1BETA__CONTAINER_PORT__PROTO__TCP;
+        a->n_ports++;
+        return 0;
+}
+
+static const char *port_proto_name(int proto) {
+        return proto == NAMESPACE__CLOUD__COMPUTE__V1BETA__CONTAINER_PORT__PROTO__HTTP ? "http" : "tcp";
+}
+
+/* The exported ports of a container as JSON: [{container_port, exported_port, endpoint, proto}]. */
+static json_t *exported_ports_json(const Namespace__Cloud__Compute__V1beta__AllocatedContainer *c) {
+        json_t *a = json_array();
+
+        for (size_t k = 0; a && k < c->n_exported_port; k++) {
+                const Namespace__Cloud__Compute__V1beta__AllocatedContainer__ExportedContainerPort *p =
+                        c->exported_port[k];
+                json_array_append_new(a, json_pack("{s:i, s:i, s:s, s:s}", "container_port", (int) p->container_port,
+                                                   "exported_port", (int) p->exported_port, "endpoint",
+                                                   p->endpoint ?: "", "proto", port_proto_name(p->proto)));
+        }
+        return a;
+}
 
 static int parse_label(Nsc *n, const NscCommand *cmd, const char *s, CreateArgs *a) {
         const char *eq = strchr(s, '=');
@@ -205,6 +251,7 @@ static int create_instance(Nsc *n, const NscCommand *cmd, const CreateArgs *a, c
                 NAMESPACE__CLOUD__COMPUTE__V1BETA__CONTAINER_REQUEST__INIT;
         Namespace__Cloud__Compute__V1beta__ContainerRequest *crp = &cr;
         Namespace__Cloud__Compute__V1beta__EnvironmentVariable vars[ENV_MAX], *var_ptrs[ENV_MAX];
+        Namespace__Cloud__Compute__V1beta__ContainerPort ports[PORTS_MAX], *port_ptrs[PORTS_MAX];
         if (a->image) {
                 cr.name = (char *) (a->container_name ?: "main");
                 cr.image_ref = (char *) a->image;
@@ -223,6 +270,15 @@ static int create_instance(Nsc *n, const NscCommand *cmd, const CreateArgs *a, c
                 }
                 cr.env_vars = var_ptrs;
                 cr.n_env_vars = a->n_env;
+                for (size_t k = 0; k < a->n_ports; k++) {
+                        ports[k] = (Namespace__Cloud__Compute__V1beta__ContainerPort)
+                                NAMESPACE__CLOUD__COMPUTE__V1BETA__CONTAINER_PORT__INIT;
+                        ports[k].container_port = a->ports[k];
+                        ports[k].proto = (Namespace__Cloud__Compute__V1beta__ContainerPort__Proto) a->ports_proto[k];
+                        port_ptrs[k] = &ports[k];
+                }
+                cr.export_ports = port_ptrs;
+                cr.n_export_ports = a->n_ports;
                 req.containers = &crp;
                 req.n_containers = 1;
         }
@@ -442,8 +498,9 @@ static int verb_describe(Nsc *n, int argc, char **argv) {
         if (resp->n_containers > 0) {
                 json_t *cs = json_array();
                 for (size_t k = 0; k < resp->n_containers; k++)
-                        json_array_append_new(cs, json_pack("{s:s, s:s}", "id", resp->containers[k]->id ?: "", "name",
-                                                            resp->containers[k]->name ?: ""));
+                        json_array_append_new(cs, json_pack("{s:s, s:s, s:o}", "id", resp->containers[k]->id ?: "",
+                                                            "name", resp->containers[k]->name ?: "", "ports",
+                                                            exported_ports_json(resp->containers[k])));
                 json_object_set_new(o, "containers", cs);
         }
         /* vmmd's own extras; older servers may not have them. */
@@ -809,6 +866,25 @@ static int verb_exec(Nsc *n, int argc, char **argv) {
 
 static const NscCommand *cmd_run_ptr(void);
 
+/* Where the ports of nsc run -p are reachable: a line each on stderr
+ * ("port 8080 → 127.0.0.1:20001"), and the list for -o json. */
+static json_t *show_published(Nsc *n, const char *id) {
+        Namespace__Cloud__Compute__V1beta__DescribeInstanceResponse *resp = NULL;
+        json_t *ports;
+
+        if (describe(n, id, &resp) != 0)
+                return NULL;
+        ports = resp->n_containers > 0 ? exported_ports_json(resp->containers[0]) : json_array();
+        for (size_t k = 0; k < resp->n_containers; k++)
+                for (size_t l = 0; l < resp->containers[k]->n_exported_port; l++) {
+                        const Namespace__Cloud__Compute__V1beta__AllocatedContainer__ExportedContainerPort *p =
+                                resp->containers[k]->exported_port[l];
+                        fprintf(stderr, "nsc: port %d \u2192 %s\n", (int) p->container_port, p->endpoint ?: "");
+                }
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+        return ports;
+}
+
 static int verb_run(Nsc *n, int argc, char **argv) {
         static const struct option options[] = {
                 { "machine_type", required_argument, NULL, 'm' },
@@ -883,9 +959,10 @@ static int verb_run(Nsc *n, int argc, char **argv) {
                         a.enable_docker = true;
                         break;
                 case 'p':
-                        return nsc_fail(n, NSC_EXIT_USAGE, "UNIMPLEMENTED",
-                                        "-p/--publish: exporting container ports is not available on this host yet; "
-                                        "reach the container from another instance over its address instead.");
+                        r = parse_publish(n, cmd, optarg, &a);
+                        if (r != 0)
+                                return r;
+                        break;
                 case 'o':
                         break;
                 default:
@@ -895,8 +972,8 @@ static int verb_run(Nsc *n, int argc, char **argv) {
                 return nsc_usage(n, cmd, "Unexpected argument '%s'; the command goes after '--'.", argv[optind]);
         if (!a.image && dd + 1 >= argc)
                 return nsc_usage(n, cmd, "Give the command after '--' (or an image with --image).");
-        if (!a.image && (a.container_name || a.network || a.enable_docker))
-                return nsc_usage(n, cmd, "--name, --network and --enable_docker need --image.");
+        if (!a.image && (a.container_name || a.network || a.enable_docker || a.n_ports > 0))
+                return nsc_usage(n, cmd, "--name, --network, --enable_docker and -p need --image.");
         if (a.image) {
                 /* The command becomes the container's; its environment too. */
                 a.args = dd + 1 < argc ? argv + dd + 1 : NULL;
@@ -919,6 +996,9 @@ static int verb_run(Nsc *n, int argc, char **argv) {
                         (void) destroy_instance(n, id, "nsc run: the instance did not start");
                 return r;
         }
+        json_t *published = NULL;
+        if (a.n_ports > 0)
+                published = show_published(n, id);
         if (a.image)
                 /* Attach to the container's main task: its output so far, then the rest. */
                 code = exec_command(n, id, a.container_name ?: "main", NULL, 0, NULL, 0, &out);
@@ -934,8 +1014,11 @@ static int verb_run(Nsc *n, int argc, char **argv) {
                 json_object_set_new(out, "kept", json_boolean(keep));
                 if (a.image)
                         json_object_set_new(out, "image", json_string(a.image));
+                if (published)
+                        json_object_set_new(out, "ports", TAKE_PTR(published));
                 nsc_print_json(out);
         }
+        json_decref(published);
         return code;
 }
 
@@ -954,7 +1037,8 @@ NSC_COMMAND(logs, .name = "logs", .usage = "ID [-f]", .summary = "Show an instan
 NSC_COMMAND(exec, .name = "exec", .usage = "ID [--container NAME] -- CMD [ARGS...]",
             .summary = "Run a command in an instance; exits with its code", .run = verb_exec);
 NSC_COMMAND(run, .name = "run",
-            .usage = "[--image REF [--name N] [--network bridge|host]] [--machine_type CPUxGB] [-e K=V]... [--keep] "
+            .usage = "[--image REF [--name N] [--network bridge|host] [-p PORT[/tcp]]...] [--machine_type CPUxGB] "
+                     "[-e K=V]... [--keep] "
                      "[--duration D] -- CMD [ARGS...]",
             .summary = "Create an instance, run a command in it, destroy it", .run = verb_run);
 

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <arpa/inet.h>
 #include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 #include "vmm-containers.h"
 #include "vmm-grpc.h"
 #include "vmm-manager.h"
+#include "vmm-ports.h"
 
 /* A pull fetches and unpacks layers: minutes for a big image on a slow
  * registry, never the 10 s of the other backend calls. */
@@ -61,6 +63,8 @@ VmmContainer *vmm_container_free_all(VmmContainer *c, size_t n) {
                 free(c[k].disk_format);
                 free(c[k].status);
                 free(c[k].pending);
+                for (size_t l = 0; l < c[k].n_ports; l++)
+                        c[k].ports[l].forward = port_forward_free(c[k].ports[l].forward);
         }
         free(c);
         return NULL;
@@ -403,6 +407,8 @@ void vmm_containers_start(Instance *i) {
                         .argv = c->argv, .env = c->env, .cwd = c->cwd, .user = c->user,
                         .docker_sock_path = c->docker_sock_path,
                 };
+                for (size_t l = 0; l < c->n_ports; l++)
+                        a.ports[a.n_ports++] = c->ports[l].container_port;
                 /* The image goes to the guest's dockerd under the reference
                  * the container was asked with, when dockerd can name it so. */
                 if (c->docker_sock_path && c->image_path && agent_image_ref_valid(c->image_ref)) {
@@ -487,6 +493,113 @@ int vmm_container_replay(VmmContainer *c, RpcCall *call) {
         return 0;
 }
 
+/* ---- exported ports ---------------------------------------------------------- */
+
+size_t vmm_containers_count_ports(const Instance *i) {
+        size_t n = 0;
+
+        for (size_t k = 0; k < i->n_containers; k++)
+                n += i->containers[k].n_ports;
+        return n;
+}
+
+int vmm_containers_allocate_ports(Manager *m, Instance *i, char **ret_error) {
+        for (size_t k = 0; k < i->n_containers; k++)
+                for (size_t l = 0; l < i->containers[k].n_ports; l++) {
+                        VmmPort *p = &i->containers[k].ports[l];
+                        int r = port_pool_allocate(m->export_pool, &p->host_port);
+                        if (r < 0) {
+                                p->host_port = 0;
+                                vmm_containers_close_ports(m, i, /* release= */ true);
+                                if (asprintf(ret_error, "No host port left for containers[%zu].export_ports[%zu]: "
+                                             "[vmm] export_ports = %s is used up; destroy instances or widen it",
+                                             k, l, m->config.export_ports) < 0)
+                                        *ret_error = NULL;
+                                return r;
+                        }
+                }
+        return 0;
+}
+
+/* Listens on p->host_port; a port some other program holds is swapped for
+ * another of the range (not at a restart: the port was told already). */
+static int open_port(Manager *m, Instance *i, VmmContainer *c, VmmPort *p, struct in_addr target, bool restart) {
+        uint16_t busy[16];
+        size_t n_busy = 0;
+        int r;
+
+        for (;;) {
+                r = port_forward_new(m->event, m->export_addr, p->host_port, target, p->container_port, &p->forward);
+                if (r != -EADDRINUSE || restart || n_busy == ELEMENTSOF(busy))
+                        break;
+                log_struct(LOG_WARNING, r, FIELDS(i->log_field),
+                           "Instance %s: host port %u for container %s is taken by another program, trying another.",
+                           i->id, p->host_port, c->name);
+                busy[n_busy++] = p->host_port; /* kept out of the range until we are done */
+                r = port_pool_allocate(m->export_pool, &p->host_port);
+                if (r < 0) {
+                        p->host_port = 0;
+                        break;
+                }
+        }
+        for (size_t b = 0; b < n_busy; b++)
+                port_pool_release(m->export_pool, busy[b]);
+        return r;
+}
+
+int vmm_containers_open_ports(Manager *m, Instance *i, bool restart) {
+        struct in_addr target;
+        int r = 0;
+
+        if (vmm_containers_count_ports(i) == 0)
+                return 0;
+        if (!i->address || inet_pton(AF_INET, i->address, &target) != 1 || !m->export_pool)
+                return -ENETUNREACH;
+        for (size_t k = 0; k < i->n_containers; k++) {
+                VmmContainer *c = &i->containers[k];
+                for (size_t l = 0; l < c->n_ports; l++) {
+                        VmmPort *p = &c->ports[l];
+                        if (p->forward || p->host_port == 0)
+                                continue;
+                        if (restart) {
+                                int q = port_pool_reserve(m->export_pool, p->host_port);
+                                if (q < 0) {
+                                        log_struct(LOG_WARNING, q, FIELDS(i->log_field),
+                                                   "Instance %s: stored host port %u of container %s is outside "
+                                                   "[vmm] export_ports or taken twice: %m, not forwarding it",
+                                                   i->id, p->host_port, c->name);
+                                        r = r ?: q;
+                                        continue;
+                                }
+                        }
+                        int q = open_port(m, i, c, p, target, restart);
+                        if (q < 0) {
+                                log_struct(LOG_ERR, q, FIELDS(i->log_field),
+                                           "Instance %s: cannot listen on %s:%u for container %s port %u: %m", i->id,
+                                           m->config.export_address, p->host_port, c->name, p->container_port);
+                                r = r ?: q;
+                                continue;
+                        }
+                        log_struct(LOG_INFO, 0, FIELDS(i->log_field), "Instance %s: %s:%u forwards to %s:%u (container %s).",
+                                   i->id, m->config.export_address, p->host_port, i->address, p->container_port,
+                                   c->name);
+                }
+        }
+        return r;
+}
+
+void vmm_containers_close_ports(Manager *m, Instance *i, bool release) {
+        for (size_t k = 0; k < i->n_containers; k++)
+                for (size_t l = 0; l < i->containers[k].n_ports; l++) {
+                        VmmPort *p = &i->containers[k].ports[l];
+                        p->forward = port_forward_free(p->forward);
+                        if (release && p->host_port != 0) {
+                                port_pool_release(m->export_pool, p->host_port);
+                                p->host_port = 0;
+                        }
+                }
+}
+
 /* ---- persistence ------------------------------------------------------------ */
 
 char *vmm_containers_to_json(const Instance *i) {
@@ -497,14 +610,20 @@ char *vmm_containers_to_json(const Instance *i) {
                 return NULL;
         for (size_t k = 0; k < i->n_containers; k++) {
                 const VmmContainer *c = &i->containers[k];
+                json_t *ports = json_array();
+                for (size_t l = 0; ports && l < c->n_ports; l++)
+                        json_array_append_new(ports, json_pack("{s:I, s:I, s:I}", "container_port",
+                                                               (json_int_t) c->ports[l].container_port, "host_port",
+                                                               (json_int_t) c->ports[l].host_port, "proto",
+                                                               (json_int_t) c->ports[l].proto));
                 json_array_append_new(
-                        a, json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:s?, s:s?, s:s, s:I, s:I, s:s?, s:b, s:I, s:s?, s:s?}",
+                        a, json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:s?, s:s?, s:s, s:I, s:I, s:s?, s:b, s:I, s:s?, s:s?, s:o*}",
                                      "id", c->id, "name", c->name, "image_ref", c->image_ref, "image", c->image,
                                      "disk_id", c->disk_id, "disk_path", c->disk_path, "disk_format", c->disk_format,
                                      "serial", c->serial, "network", (json_int_t) c->network, "exec_id",
                                      (json_int_t) c->exec_id, "status", c->status, "exited", c->exited, "exit_code",
                                      (json_int_t) c->exit_code, "docker_sock_path", c->docker_sock_path,
-                                     "image_path", c->image_path));
+                                     "image_path", c->image_path, "ports", ports));
         }
         s = json_dumps(a, JSON_COMPACT);
         json_decref(a);
@@ -565,6 +684,19 @@ int vmm_containers_from_json(Instance *i, const char *text) {
                         i->next_exec_id = c->exec_id + 1;
                 c->exited = json_is_true(json_object_get(o, "exited"));
                 c->exit_code = (int32_t) json_integer_value(json_object_get(o, "exit_code"));
+                json_t *ports = json_object_get(o, "ports"), *po;
+                size_t l;
+                json_array_foreach(ports, l, po) {
+                        json_int_t cp = json_integer_value(json_object_get(po, "container_port")),
+                                   hp = json_integer_value(json_object_get(po, "host_port")),
+                                   proto = json_integer_value(json_object_get(po, "proto"));
+                        /* What is stored is checked like a request. */
+                        if (c->n_ports >= CONTAINER_PORTS_MAX || cp < 1 || cp > 65535 || hp < 0 || hp > 65535 ||
+                            proto < 0 || proto > 2)
+                                continue;
+                        c->ports[c->n_ports++] = (VmmPort){ .container_port = (uint16_t) cp,
+                                                            .host_port = (uint16_t) hp, .proto = (uint32_t) proto };
+                }
                 c->argv = calloc(1, sizeof(char *));
                 c->env = calloc(1, sizeof(char *));
                 if (!c->argv || !c->env) {

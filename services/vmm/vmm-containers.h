@@ -19,6 +19,18 @@
 
 #define CONTAINERS_PER_INSTANCE_MAX 8
 #define CONTAINER_OUTPUT_MAX (1024 * 1024)
+#define CONTAINER_PORTS_MAX AGENT_PORTS_MAX
+
+typedef struct PortForward PortForward;
+
+/* An exported port (ContainerRequest.export_ports): the container's TCP
+ * port, reachable on the host at [vmm] export_address:host_port. */
+typedef struct VmmPort {
+        uint16_t container_port;
+        uint16_t host_port;       /* from [vmm] export_ports; 0 once given back */
+        uint32_t proto;           /* ContainerPort.Proto as asked (HTTP or TCP, both forwarded as TCP) */
+        PortForward *forward;     /* NULL until the instance has its address, and once it is gone */
+} VmmPort;
 
 typedef struct Manager Manager;
 typedef struct Instance Instance;
@@ -50,6 +62,8 @@ typedef struct VmmContainer {
         uint8_t *pending;         /* output before an attach: [u8 stream][u32 len][bytes]... */
         size_t pending_size;
         bool pending_truncated;
+        VmmPort ports[CONTAINER_PORTS_MAX];
+        size_t n_ports;
 } VmmContainer;
 
 VmmContainer *vmm_container_free_all(VmmContainer *c, size_t n);
@@ -84,6 +98,17 @@ void vmm_container_on_exit(Instance *i, VmmContainer *c, int32_t code);
 void vmm_container_on_state(Instance *i, VmmContainer *c, const char *state);
 /* Replays what the main task wrote so far to the stream of call c. */
 int vmm_container_replay(VmmContainer *c, RpcCall *call);
+
+/* Exported ports. _allocate takes a host port from the range for each
+ * (at create: -ENOSPC when the range is used up, *ret_error says which
+ * key to widen); _open listens on each and forwards to the instance's
+ * address (after its network is set up, and again after a vmmd restart,
+ * which takes the stored ports back); _close stops listening and ends
+ * every connection, and with release gives the host ports back. */
+int vmm_containers_allocate_ports(Manager *m, Instance *i, char **ret_error);
+int vmm_containers_open_ports(Manager *m, Instance *i, bool restart);
+void vmm_containers_close_ports(Manager *m, Instance *i, bool release);
+size_t vmm_containers_count_ports(const Instance *i);
 
 /* What vmmd keeps across its restarts (the store's containers column):
  * names, ids, disks, the main task's command id and state. */

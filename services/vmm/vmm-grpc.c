@@ -92,6 +92,12 @@ static void fail_with(RpcCall *c, int r, char *error, const char *fallback) {
 }
 
 
+typedef Namespace__Cloud__Compute__V1beta__AllocatedContainer__ExportedContainerPort ExportedPort;
+
+static const char *instance_export_address(const Instance *i) {
+        return i->manager->config.export_address;
+}
+
 static int reply_describe(RpcCall *c, Instance *i) {
         Namespace__Cloud__Compute__V1beta__DescribeInstanceResponse resp =
                 NAMESPACE__CLOUD__COMPUTE__V1BETA__DESCRIBE_INSTANCE_RESPONSE__INIT;
@@ -103,11 +109,30 @@ static int reply_describe(RpcCall *c, Instance *i) {
         metadata_fill(s, i);
         resp.metadata = &s->md;
         Namespace__Cloud__Compute__V1beta__AllocatedContainer ac[CONTAINERS_PER_INSTANCE_MAX], *acp[CONTAINERS_PER_INSTANCE_MAX];
+        ExportedPort ep[CONTAINERS_PER_INSTANCE_MAX][CONTAINER_PORTS_MAX], *epp[CONTAINERS_PER_INSTANCE_MAX][CONTAINER_PORTS_MAX];
+        char endpoints[CONTAINERS_PER_INSTANCE_MAX][CONTAINER_PORTS_MAX][INET_ADDRSTRLEN + 8];
         for (size_t k = 0; k < i->n_containers && k < CONTAINERS_PER_INSTANCE_MAX; k++) {
+                const VmmContainer *vc = &i->containers[k];
                 ac[k] = (Namespace__Cloud__Compute__V1beta__AllocatedContainer)
                         NAMESPACE__CLOUD__COMPUTE__V1BETA__ALLOCATED_CONTAINER__INIT;
-                ac[k].id = i->containers[k].id;
-                ac[k].name = i->containers[k].name;
+                ac[k].id = vc->id;
+                ac[k].name = vc->name;
+                /* Ports given back (the instance is gone) are not listed. */
+                for (size_t l = 0; l < vc->n_ports; l++) {
+                        size_t n = ac[k].n_exported_port;
+                        if (vc->ports[l].host_port == 0)
+                                continue;
+                        ep[k][n] = (ExportedPort) NAMESPACE__CLOUD__COMPUTE__V1BETA__ALLOCATED_CONTAINER__EXPORTED_CONTAINER_PORT__INIT;
+                        ep[k][n].proto = (Namespace__Cloud__Compute__V1beta__ContainerPort__Proto) vc->ports[l].proto;
+                        ep[k][n].container_port = vc->ports[l].container_port;
+                        ep[k][n].exported_port = vc->ports[l].host_port;
+                        snprintf(endpoints[k][n], sizeof(endpoints[k][n]), "%s:%u", instance_export_address(i),
+                                 vc->ports[l].host_port);
+                        ep[k][n].endpoint = endpoints[k][n];
+                        epp[k][n] = &ep[k][n];
+                        ac[k].n_exported_port++;
+                }
+                ac[k].exported_port = epp[k];
                 acp[k] = &ac[k];
         }
         resp.n_containers = MIN(i->n_containers, (size_t) CONTAINERS_PER_INSTANCE_MAX);
@@ -206,6 +231,65 @@ static Instance *find_or_fail(Manager *m, RpcCall *c, const char *id) {
         return i;
 }
 
+/* ContainerRequest.export_ports of containers[k]. The containers of an
+ * instance share the guest's ports (a BRIDGE container's is forwarded from
+ * the guest's port of the same number), so a port is refused when any
+ * container before it (list[0..k-1], already parsed) exports it too. */
+static int parse_export_ports(RpcCall *c, const VmmContainer *list, size_t k,
+                              const Namespace__Cloud__Compute__V1beta__ContainerRequest *cr) {
+        if (cr->n_export_ports > CONTAINER_PORTS_MAX) {
+                rpc_call_fail(c, RPC_INVALID_ARGUMENT, "containers[%zu].export_ports: at most %d per container.", k,
+                              CONTAINER_PORTS_MAX);
+                return -EINVAL;
+        }
+        for (size_t l = 0; l < cr->n_export_ports; l++) {
+                const Namespace__Cloud__Compute__V1beta__ContainerPort *p = cr->export_ports[l];
+
+                /* HTTP/1.1 passes through a TCP forward unchanged; routing
+                 * by match rules would need an HTTP proxy hostmesh lacks. */
+                if (p->proto != NAMESPACE__CLOUD__COMPUTE__V1BETA__CONTAINER_PORT__PROTO__TCP &&
+                    p->proto != NAMESPACE__CLOUD__COMPUTE__V1BETA__CONTAINER_PORT__PROTO__HTTP) {
+                        rpc_call_fail(c, RPC_INVALID_ARGUMENT, "containers[%zu].export_ports[%zu].proto: TCP or HTTP.",
+                                      k, l);
+                        return -EINVAL;
+                }
+                if (p->container_port < 1 || p->container_port > 65535) {
+                        rpc_call_fail(c, RPC_INVALID_ARGUMENT,
+                                      "containers[%zu].export_ports[%zu].container_port: 1 to 65535, not %d.", k, l,
+                                      (int) p->container_port);
+                        return -EINVAL;
+                }
+                if (p->n_http_match_rule > 0) {
+                        rpc_call_fail(c, RPC_INVALID_ARGUMENT,
+                                      "containers[%zu].export_ports[%zu].http_match_rule is not supported here: ports "
+                                      "are forwarded as TCP.", k, l);
+                        return -EINVAL;
+                }
+                if (p->name && strlen(p->name) > 63) {
+                        rpc_call_fail(c, RPC_INVALID_ARGUMENT, "containers[%zu].export_ports[%zu].name: at most 63 bytes.",
+                                      k, l);
+                        return -EINVAL;
+                }
+                for (size_t o = 0; o < l; o++)
+                        if (cr->export_ports[o]->container_port == p->container_port) {
+                                rpc_call_fail(c, RPC_INVALID_ARGUMENT,
+                                              "containers[%zu].export_ports[%zu].container_port %d is exported twice.",
+                                              k, l, (int) p->container_port);
+                                return -EINVAL;
+                        }
+                for (size_t o = 0; o < k; o++)
+                        for (size_t q = 0; q < list[o].n_ports; q++)
+                                if (list[o].ports[q].container_port == p->container_port) {
+                                        rpc_call_fail(c, RPC_INVALID_ARGUMENT,
+                                                      "containers[%zu].export_ports[%zu].container_port %d is exported "
+                                                      "by containers[%zu] too (they share the guest's ports).",
+                                                      k, l, (int) p->container_port, o);
+                                        return -EINVAL;
+                                }
+        }
+        return 0;
+}
+
 /* CreateInstanceRequest.containers, checked field by field; what hostmesh
  * does not implement is refused by name, never ignored. */
 static int parse_containers(RpcCall *c, const Namespace__Cloud__Compute__V1beta__CreateInstanceRequest *req,
@@ -231,8 +315,6 @@ static int parse_containers(RpcCall *c, const Namespace__Cloud__Compute__V1beta_
 
                 if (!isempty(cr->nsc_state_path))
                         unsupported = "nsc_state_path";
-                else if (cr->n_export_ports > 0)
-                        unsupported = "export_ports";
                 else if (cr->experimental.len > 0)
                         unsupported = "experimental";
                 else if (cr->n_volumes > 0)
@@ -337,6 +419,8 @@ static int parse_containers(RpcCall *c, const Namespace__Cloud__Compute__V1beta_
                                       "[A-Za-z0-9._/-], without empty, '.' or '..' components.", k);
                         goto fail;
                 }
+                if (parse_export_ports(c, list, k, cr) < 0)
+                        goto fail;
                 r = vmm_container_init(&list[k], cname, cr->image_ref, cr->args, cr->n_args, env, network);
                 if (r >= 0 && !isempty(cr->docker_sock_path) &&
                     !(list[k].docker_sock_path = strdup(cr->docker_sock_path)))
@@ -345,6 +429,11 @@ static int parse_containers(RpcCall *c, const Namespace__Cloud__Compute__V1beta_
                         rpc_call_fail_errno(c, r, "Cannot set up the container");
                         goto fail;
                 }
+                for (size_t l = 0; l < cr->n_export_ports; l++)
+                        list[k].ports[list[k].n_ports++] = (VmmPort){
+                                .container_port = (uint16_t) cr->export_ports[l]->container_port,
+                                .proto = (uint32_t) cr->export_ports[l]->proto,
+                        };
         }
         *ret = list;
         return 0;

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -23,6 +24,7 @@
 #include "vmm-log.h"
 #include "vmm-manager.h"
 #include "vmm-net.h"
+#include "vmm-ports.h"
 #include "vmm-qemu.h"
 #include "vmm-qmp.h"
 #include "vmm-store.h"
@@ -86,12 +88,36 @@ static const ConfigItem config_table[] = {
                     "Instance names <id>.<dns_zone> in dnsd: required, optional or off"),
         CONFIG_ITEM("vmm", "dns_zone", config_type_string, VmmConfig, dns_zone,
                     "Zone of instance names (one of dnsd's local_zones)"),
+        CONFIG_ITEM("vmm", "export_address", config_type_string, VmmConfig, export_address,
+                    "IPv4 address exported container ports listen on"),
+        CONFIG_ITEM("vmm", "export_ports", config_type_string, VmmConfig, export_ports,
+                    "Host ports for exported container ports: FIRST-LAST"),
 };
 
 static uint64_t now_usec(clockid_t clock) {
         struct timespec ts;
         clock_gettime(clock, &ts);
         return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
+}
+
+/* [vmm] export_address and export_ports ("FIRST-LAST"). */
+static int parse_export_config(Manager *m) {
+        const char *ports = m->config.export_ports, *dash = strchr(ports, '-');
+        _cleanup_free_ char *first = NULL;
+        uint64_t a, b;
+        int r;
+
+        if (inet_pton(AF_INET, m->config.export_address, &m->export_addr) != 1)
+                return log_error_errno(-EINVAL, "[vmm] export_address = %s: expected an IPv4 address.",
+                                       m->config.export_address);
+        if (!dash || !(first = strndup(ports, (size_t) (dash - ports))) ||
+            parse_range_u64(first, 1, 65535, &a) < 0 || parse_range_u64(dash + 1, 1, 65535, &b) < 0 || a > b)
+                return log_error_errno(-EINVAL, "[vmm] export_ports = %s: expected FIRST-LAST, 1 <= FIRST <= LAST "
+                                       "<= 65535.", ports);
+        r = port_pool_new((uint16_t) a, (uint16_t) b, &m->export_pool);
+        if (r < 0)
+                return log_error_errno(r, "[vmm] export_ports: %m");
+        return 0;
 }
 
 static int parse_backend_mode(const char *key, const char *s, BackendMode *ret) {
@@ -181,7 +207,9 @@ int manager_new(const DaemonArgs *args, Manager **ret) {
             set_default_string(&m->config.network_pool, "10.88.0.0/16") < 0 ||
             set_default_string(&m->config.network_helper, "") < 0 ||
             set_default_string(&m->config.dns, "optional") < 0 ||
-            set_default_string(&m->config.dns_zone, "hostmesh.internal") < 0)
+            set_default_string(&m->config.dns_zone, "hostmesh.internal") < 0 ||
+            set_default_string(&m->config.export_address, "127.0.0.1") < 0 ||
+            set_default_string(&m->config.export_ports, "20000-20999") < 0)
                 return log_error_errno(-ENOMEM, "Out of memory.");
         if (!streq(m->config.machine, "microvm") && !streq(m->config.machine, "pc"))
                 return log_error_errno(-EINVAL, "[vmm] machine = %s: expected microvm or pc.", m->config.machine);
@@ -203,6 +231,9 @@ int manager_new(const DaemonArgs *args, Manager **ret) {
                 return log_error_errno(-EINVAL, "[vmm] dns_zone = %s: expected a DNS name (letters, digits, '-', '.').",
                                        m->config.dns_zone);
         r = vmm_net_configure(m);
+        if (r < 0)
+                return r;
+        r = parse_export_config(m);
         if (r < 0)
                 return r;
         if (m->config.boot_timeout_usec == 0 || m->config.default_duration_usec == 0)
@@ -241,6 +272,7 @@ Manager *manager_free(Manager *m) {
         accel_free(m->accel);
         accel_qemu_probe_free(m->accel_probe);
         vmm_net_stop(m);
+        m->export_pool = port_pool_free(m->export_pool);
         store_free(m->store);
         rpc_client_free(m->disk_client);
         rpc_client_free(m->identity_client);
@@ -429,6 +461,7 @@ static void instance_end_followers(Instance *i) {
 /* Drops vmmd's side of a VM: connections and watches. The VM itself is
  * not touched (this also runs when vmmd exits). */
 static void instance_release_vm(Instance *i) {
+        vmm_containers_close_ports(i->manager, i, /* release= */ false);
         i->qmp = qmp_client_free(i->qmp);
         i->agent = agent_conn_free(i->agent);
         i->console_source = sd_event_source_disable_unref(i->console_source);
@@ -468,6 +501,7 @@ static void instance_release_backends(Instance *i) {
                 i->disk_id = NULL;
         }
         vmm_containers_release(i->manager, i);
+        vmm_containers_close_ports(i->manager, i, /* release= */ true);
         if (i->token_subject) {
                 compose_revoke_token(i->manager, i->id, i->token_subject);
                 free(i->token_subject);
@@ -1017,6 +1051,16 @@ void manager_instance_continue(Instance *i) {
                                 reason = NULL;
                         return manager_instance_fail(i, reason ?: "Cannot set up the instance's network");
                 }
+                /* Listening before the guest is up: a connection that comes
+                 * too early is closed at once (nothing answers yet). */
+                r = vmm_containers_open_ports(m, i, /* restart= */ false);
+                if (r < 0) {
+                        if (asprintf(&reason, "Cannot listen for the exported ports on %s: %s",
+                                     m->config.export_address, strerror(-r)) < 0)
+                                reason = NULL;
+                        return manager_instance_fail(i, reason ?: "Cannot listen for the exported ports");
+                }
+                instance_save(i);
         }
         if (m->dns_mode != BACKEND_OFF && i->tap && !(i->create_flags & CREATE_DNS_DONE)) {
                 i->create_flags |= CREATE_DNS_DONE;
@@ -1225,6 +1269,13 @@ static void manager_forget_old(Manager *m) {
         }
 }
 
+/* Frees an instance that never made it into the list, giving its host
+ * ports back. */
+static void instance_discard(Manager *m, Instance *i) {
+        vmm_containers_close_ports(m, i, /* release= */ true);
+        instance_free(i);
+}
+
 int manager_create_instance(Manager *m, const CreateParams *p, Instance **ret, char **ret_error) {
         uint64_t t0 = now_usec(CLOCK_MONOTONIC), now = now_usec(CLOCK_REALTIME);
         _cleanup_free_ char *id = NULL;
@@ -1268,11 +1319,25 @@ int manager_create_instance(Manager *m, const CreateParams *p, Instance **ret, c
                 i->containers = TAKE_PTR(*p->containers);
                 i->n_containers = p->n_containers;
         }
+        if (vmm_containers_count_ports(i) > 0) {
+                /* Ports reach the guest over instance networking only. */
+                if (!m->nethelper) {
+                        instance_free(i);
+                        *ret_error = strdup("containers[].export_ports need instance networking: set [vmm] network = "
+                                            "yes in vmmd's configuration");
+                        return -ENOPKG;
+                }
+                r = vmm_containers_allocate_ports(m, i, ret_error);
+                if (r < 0) {
+                        instance_free(i);
+                        return r;
+                }
+        }
         if ((p->purpose && !(i->purpose = strdup(p->purpose))) || (p->creator && !(i->creator = strdup(p->creator))) ||
             copy_labels(i, p) < 0 || !(i->tenant = strdup(p->tenant ?: m->config.tenant)) ||
             !(i->dir = path_join(m->state_dir, "instances")) ||
             asprintf(&i->run_dir, "%s/%s", m->run_dir, id) < 0) {
-                instance_free(i);
+                instance_discard(m, i);
                 return -ENOMEM;
         }
         {
@@ -1281,7 +1346,7 @@ int manager_create_instance(Manager *m, const CreateParams *p, Instance **ret, c
                 i->dir = d;
         }
         if (!i->dir) {
-                instance_free(i);
+                instance_discard(m, i);
                 return -ENOMEM;
         }
         r = mkdir_p(i->dir, 0750);
@@ -1290,7 +1355,7 @@ int manager_create_instance(Manager *m, const CreateParams *p, Instance **ret, c
         if (r >= 0)
                 r = manager_add_instance(m, i);
         if (r < 0) {
-                instance_free(i);
+                instance_discard(m, i);
                 return r;
         }
         r = instance_arm_deadline(i);
@@ -1667,6 +1732,9 @@ static void instance_reattach(Instance *i) {
         }
         (void) qmp_client_execute(i->qmp, "query-status", NULL, NULL);
         (void) instance_arm_deadline(i);
+        /* The ports told to clients stay the same: listen on them again. */
+        if (i->address && i->state != INSTANCE_DESTROYING)
+                (void) vmm_containers_open_ports(m, i, /* restart= */ true);
         if (i->state == INSTANCE_CREATING || i->state == INSTANCE_PENDING) {
                 /* Booting when vmmd went away: the guest's READY is still to
                  * come (its write blocks until we connect). No token now,

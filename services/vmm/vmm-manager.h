@@ -47,9 +47,12 @@ typedef struct VmmConfig {
         char *dns;                  /* names in dnsd: off | optional | required */
         char *dns_zone;
         char *system_disk;          /* guest system disk for instances with containers */
+        char *export_address;       /* where exported container ports listen on the host */
+        char *export_ports;         /* "FIRST-LAST": the host ports they get */
 } VmmConfig;
 
 typedef struct NetHelper NetHelper;
+typedef struct PortPool PortPool;
 
 typedef struct Store Store;
 typedef struct Accel Accel;
@@ -79,6 +82,8 @@ typedef struct Manager {
         struct in_addr net_pool, net_gateway;
         unsigned net_prefixlen;
         uint32_t net_pool_size;     /* usable addresses, gateway included */
+        struct in_addr export_addr; /* [vmm] export_address */
+        PortPool *export_pool;      /* [vmm] export_ports */
 } Manager;
 
 int manager_new(const DaemonArgs *args, Manager **ret);
