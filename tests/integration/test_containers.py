@@ -306,8 +306,9 @@ class ContainersTest(unittest.TestCase):
                 (compute_pb2.ContainerRequest(name="a", image_ref=IMAGE, privileged=True), "containers[0].privileged"),
                 (compute_pb2.ContainerRequest(name="a", image_ref=IMAGE, docker_sock_path="/var/run/../docker.sock"),
                  "containers[0].docker_sock_path"),
-                (compute_pb2.ContainerRequest(name="a", image_ref=IMAGE, export_ports=[b"\x10\x50"]),
-                 "containers[0].export_ports"),
+                (compute_pb2.ContainerRequest(name="a", image_ref=IMAGE, export_ports=[
+                    compute_pb2.ContainerPort(container_port=0, proto=compute_pb2.ContainerPort.TCP)]),
+                 "containers[0].export_ports[0].container_port"),
                 (compute_pb2.ContainerRequest(name="../x", image_ref=IMAGE), "containers[0].name"),
                 (compute_pb2.ContainerRequest(name="a"), "containers[0].image_ref")):
             with self.assertRaises(grpc.RpcError) as cm:
