@@ -250,6 +250,16 @@ class PortsTest(unittest.TestCase):
         d = describe(compute_pb2.DescribeInstanceRequest(instance_id=iid), timeout=30)
         self.assertEqual(len(d.containers[0].exported_port), 0)
 
+    def test_4_nsc_run_json_lists_the_ports(self):
+        r, js = self.nsc_json("run", "--image", IMAGE, "-p", "9090", "-p", "9091/http", "--", "sh", "-c", "echo done")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(js["stdout"], "done\n")
+        self.assertEqual([(p["container_port"], p["proto"]) for p in js["ports"]], [(9090, "tcp"), (9091, "http")])
+        for p in js["ports"]:
+            self.assertIn(p["exported_port"], range(21000, 21003))
+            self.assertEqual(p["endpoint"], "127.0.0.1:%d" % p["exported_port"])
+        self.assertNotEqual(js["ports"][0]["exported_port"], js["ports"][1]["exported_port"])
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -527,6 +527,17 @@ class VmmBadInputTest(unittest.TestCase):
             r = m.nsc("run", "--machine_type", "2x4")
             self.assertEqual(r.returncode, 2)
 
+    def test_exported_ports_without_instance_networking_say_what_to_set(self):
+        # Refused at create, before any image is pulled: nothing listens
+        # on the registry named here.
+        with Mesh(configs={"vmm": vmm_config()}) as m:
+            r, out = nsc_json(m, "run", "--image", "127.0.0.1:9/none/x:1", "-p", "8080", "--", "true")
+            self.assertEqual(r.returncode, 6, r.stdout + r.stderr)
+            self.assertEqual(out["error"]["code"], "FAILED_PRECONDITION")
+            self.assertIn("[vmm] network = yes", out["error"]["message"])
+            r, lst = nsc_json(m, "list", "--all")
+            self.assertEqual(lst, [])
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
