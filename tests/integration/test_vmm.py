@@ -494,7 +494,10 @@ class VmmBadInputTest(unittest.TestCase):
                 return subprocess.run([vmmd, "--config", f.name, "--check-config"], capture_output=True, text=True)
 
         for text, error in (("[vmm]\ndisk = sometimes\n", "expected required, optional or off"),
-                            ("[vmm]\naccel = fast\n", "[vmm] accel = fast: expected auto, kvm or tcg")):
+                            ("[vmm]\naccel = fast\n", "[vmm] accel = fast: expected auto, kvm or tcg"),
+                            ("[vmm]\nexport_ports = 30-20\n", "[vmm] export_ports = 30-20: expected FIRST-LAST"),
+                            ("[vmm]\nexport_ports = 0-20\n", "[vmm] export_ports = 0-20: expected FIRST-LAST"),
+                            ("[vmm]\nexport_address = ::1\n", "[vmm] export_address = ::1: expected an IPv4")):
             bad = check(text)
             self.assertNotEqual(bad.returncode, 0, text)
             self.assertIn(error, bad.stderr)
