@@ -12,6 +12,7 @@
 #include "hostmesh/disk/v1/disk.pb-c.h"
 #include "macro.h"
 #include "vmm-containers.h"
+#include "vmm-instance.h"
 
 #define IMAGE "127.0.0.1:5000/test/app:1"
 
@@ -138,9 +139,57 @@ static void test_refusals_name_the_container(void **state) {
         container_done(&c);
 }
 
+/* Exported ports go into the store with the containers and come back; what
+ * is stored is checked again (a port 0 or above 65535, an unknown proto
+ * are dropped, not trusted). */
+static void test_ports_are_stored_and_loaded_back_checked(void **state) {
+        char *args[] = { "httpd" }, *env[] = { NULL };
+        Instance i = {}, j = {};
+        VmmContainer *c = calloc(1, sizeof(*c));
+        _cleanup_free_ char *text = NULL;
+
+        (void) state;
+        assert_non_null(c);
+        container_new(c, args, 1, env);
+        c->ports[0] = (VmmPort){ .container_port = 8080, .host_port = 20001, .proto = 2 };
+        c->ports[1] = (VmmPort){ .container_port = 443, .host_port = 20002, .proto = 1 };
+        c->n_ports = 2;
+        i.containers = c;
+        i.n_containers = 1;
+        text = vmm_containers_to_json(&i);
+        assert_non_null(text);
+        assert_int_equal(vmm_containers_from_json(&j, text), 0);
+        assert_int_equal(j.n_containers, 1);
+        assert_int_equal(j.containers[0].n_ports, 2);
+        assert_int_equal(j.containers[0].ports[0].container_port, 8080);
+        assert_int_equal(j.containers[0].ports[0].host_port, 20001);
+        assert_int_equal(j.containers[0].ports[0].proto, 2);
+        assert_int_equal(j.containers[0].ports[1].container_port, 443);
+        assert_int_equal(j.containers[0].ports[1].host_port, 20002);
+        assert_null(j.containers[0].ports[0].forward);
+        assert_int_equal(vmm_containers_count_ports(&j), 2);
+        j.containers = vmm_container_free_all(j.containers, j.n_containers);
+        j.n_containers = 0;
+
+        static const char hostile[] =
+                "[{\"id\":\"c1\",\"name\":\"main\",\"image_ref\":\"r\",\"ports\":["
+                "{\"container_port\":0,\"host_port\":20000,\"proto\":2},"
+                "{\"container_port\":70000,\"host_port\":20000,\"proto\":2},"
+                "{\"container_port\":80,\"host_port\":90000,\"proto\":2},"
+                "{\"container_port\":80,\"host_port\":20000,\"proto\":9},"
+                "{\"container_port\":\"80\"},"
+                "{\"container_port\":81,\"host_port\":20003,\"proto\":1}]}]";
+        assert_int_equal(vmm_containers_from_json(&j, hostile), 0);
+        assert_int_equal(j.containers[0].n_ports, 1);
+        assert_int_equal(j.containers[0].ports[0].container_port, 81);
+        vmm_container_free_all(j.containers, j.n_containers);
+        vmm_container_free_all(c, 1);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_entrypoint_then_cmd_without_args),
+                cmocka_unit_test(test_ports_are_stored_and_loaded_back_checked),
                 cmocka_unit_test(test_args_replace_cmd_and_request_env_overrides),
                 cmocka_unit_test(test_no_config_uses_the_request_alone),
                 cmocka_unit_test(test_refusals_name_the_container),
