@@ -973,7 +973,7 @@ static int verb_run(Nsc *n, int argc, char **argv) {
         if (!a.image && dd + 1 >= argc)
                 return nsc_usage(n, cmd, "Give the command after '--' (or an image with --image).");
         if (!a.image && (a.container_name || a.network || a.enable_docker || a.n_ports > 0))
-                return nsc_usage(n, cmd, "--name, --network, --enable_docker and -p need --image.");
+                return nsc_usage(n, cmd, "--name, --network, -p and --enable_docker need --image.");
         if (a.image) {
                 /* The command becomes the container's; its environment too. */
                 a.args = dd + 1 < argc ? argv + dd + 1 : NULL;
