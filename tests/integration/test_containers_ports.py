@@ -7,7 +7,8 @@ Checked: a BRIDGE container's busybox httpd reached from the host at the
 endpoint vmmd reports (through vmmd's forwarder, the instance network and
 the guest's DNAT to the container), twice, again after vmmd is killed and
 started (same port), and refused once the instance is destroyed; the same
-for a HOST container created over gRPC; `nsc describe` listing the ports;
+for a HOST container created over gRPC, whose killed server leaves vmmd
+closing each connection at once; `nsc describe` listing the ports;
 bad requests refused with INVALID_ARGUMENT naming the field, and a range
 too small refused with RESOURCE_EXHAUSTED.
 """
@@ -38,6 +39,16 @@ PORTS = "21000-21002"  # three host ports: a fourth is RESOURCE_EXHAUSTED
 CLIENT = r"""
 import socket, sys, time
 mode, port = sys.argv[1], int(sys.argv[2])
+if mode == "closed":
+    # Accepted (vmmd listens) but closed without a byte: nothing behind it.
+    s = socket.create_connection(("127.0.0.1", port), 5)
+    s.settimeout(30)
+    try:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        data = s.recv(100)
+    except (ConnectionResetError, BrokenPipeError):
+        data = b""
+    sys.exit(0 if data == b"" else 1)
 if mode == "refused":
     try:
         socket.create_connection(("127.0.0.1", port), 5).close()
@@ -241,6 +252,21 @@ class PortsTest(unittest.TestCase):
         self.assertIn("hello-from-host", self.fetch(ports[0].exported_port, "hello-from-host"))
         describe = self.stub("DescribeInstance", compute_pb2.DescribeInstanceRequest,
                              compute_pb2.DescribeInstanceResponse)
+        d = describe(compute_pb2.DescribeInstanceRequest(instance_id=iid), timeout=30)
+        self.assertEqual(d.containers[0].exported_port[0].exported_port, ports[0].exported_port)
+        # The server killed: vmmd still accepts, and closes each connection
+        # at once (the guest refuses); vmmd itself goes on.
+        r = self.nsc("exec", iid, "--", "ctr", "-n", "default", "tasks", "kill", "-s", "SIGKILL",
+                     resp.containers[0].id)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        end = time.time() + 60
+        while time.time() < end:
+            r = NetnsPair.run(sys.executable, "-c", CLIENT, "closed", str(ports[0].exported_port), netns=HOST_NS,
+                              check=False)
+            if r.returncode == 0:
+                break
+            time.sleep(0.5)
+        self.assertEqual(r.returncode, 0, "the connection still got an answer after the server was killed")
         d = describe(compute_pb2.DescribeInstanceRequest(instance_id=iid), timeout=30)
         self.assertEqual(d.containers[0].exported_port[0].exported_port, ports[0].exported_port)
         self.nsc("destroy", iid)
