@@ -91,15 +91,29 @@ static void mount_list(const ApiMount *mounts, size_t n) {
         }
 }
 
-/* What finding and opening the agent port needs (and the console, and the
- * command line): the rest waits until READY is out. */
+/* What opening the agent port needs: its device node. */
+static void mount_dev(void) {
+        static const ApiMount mounts[] = {
+                { "devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755" },
+        };
+
+        mount_list(mounts, sizeof(mounts) / sizeof(mounts[0]));
+}
+
+/* /proc and /sys: the console, the command line, the module loader and a
+ * port found by its name need them. On the kernel of our own they wait
+ * until READY is out. */
+static bool api_mounted;
+
 static void mount_api_filesystems(void) {
         static const ApiMount mounts[] = {
                 { "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL },
                 { "sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL },
-                { "devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755" },
         };
 
+        if (api_mounted)
+                return;
+        api_mounted = true;
         mount_list(mounts, sizeof(mounts) / sizeof(mounts[0]));
 }
 
@@ -145,6 +159,20 @@ static void parse_cmdline(void) {
                 cmdline_key(w, "hostmesh.dns", cmdline_dns, sizeof(cmdline_dns));
                 cmdline_key(w, "hostmesh.domain", cmdline_domain, sizeof(cmdline_domain));
         }
+}
+
+/* /proc and /sys, the console, the command line, the hostname. */
+static void early_setup(void) {
+        static bool done;
+
+        if (done)
+                return;
+        done = true;
+        mount_api_filesystems();
+        setup_console();
+        parse_cmdline();
+        if (cmdline_hostname[0])
+                (void) sethostname(cmdline_hostname, strlen(cmdline_hostname));
 }
 
 static bool have_pci_devices(void) {
@@ -304,18 +332,55 @@ static bool have_modules(void) {
         return stat("/lib/modules/modules.order", &st) >= 0 && st.st_size > 0;
 }
 
+/* The one virtio-serial port node in /dev (vport<device>p<port>): its name
+ * in ret. 0; -ENOENT when there is none yet, -EEXIST when there are several. */
+static int find_only_port_node(char *ret, size_t size) {
+        DIR *d = opendir("/dev");
+        struct dirent *de;
+        int r = -ENOENT;
+
+        if (!d)
+                return -errno;
+        while ((de = readdir(d)))
+                if (strncmp(de->d_name, "vport", 5) == 0) {
+                        if (r == 0 || strlen(de->d_name) >= size) {
+                                r = -EEXIST;
+                                break;
+                        }
+                        strcpy(ret, de->d_name);
+                        r = 0;
+                }
+        closedir(d);
+        return r;
+}
+
 /* Opens the agent's virtio-serial port. Without udev there is no
- * /dev/virtio-ports/<name> link: find the port by the name the host gave it
- * in sysfs, and create the device node from sysfs if devtmpfs has not yet. */
+ * /dev/virtio-ports/<name> link. vmmd gives the guest one virtio-serial
+ * device with one port, the agent's: when /dev holds exactly one port node,
+ * that is it, found without /sys (the fast path READY waits for). Otherwise
+ * find the port by the name the host gave it in sysfs, and create the
+ * device node from sysfs if devtmpfs has not yet. */
 static int open_agent_port(void) {
         uint64_t deadline = now_usec(CLOCK_MONOTONIC) + 10 * 1000000ULL;
+        uint64_t by_name_after = now_usec(CLOCK_MONOTONIC) + 50 * 1000ULL;
 
         for (;;) {
                 char port[65], path[300], dev[32];
                 unsigned ma, mi;
-                int fd = -ENODEV;
+                int fd = -ENODEV, r;
 
-                if (sysfs_find_by_attr("/sys/class/virtio-ports", "", "name", AGENT_PORT_NAME, port,
+                r = find_only_port_node(port, sizeof(port));
+                if (r == 0) {
+                        snprintf(path, sizeof(path), "/dev/%s", port);
+                        fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY);
+                        if (fd >= 0)
+                                return fd;
+                }
+                /* Several ports, or none for a while: by name. */
+                if (r != -ENOENT || now_usec(CLOCK_MONOTONIC) > by_name_after)
+                        mount_api_filesystems();
+                if (api_mounted &&
+                    sysfs_find_by_attr("/sys/class/virtio-ports", "", "name", AGENT_PORT_NAME, port,
                                        sizeof(port)) >= 0) {
                         snprintf(path, sizeof(path), "/dev/%s", port);
                         fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY);
@@ -887,15 +952,18 @@ int main(int argc, char **argv) {
         }
         uint64_t phase[_AGENT_PHASE_MAX] = {};
         char net_message[512] = "";
-        mount_api_filesystems();
-        setup_console();
-        parse_cmdline();
-        if (cmdline_hostname[0])
-                (void) sethostname(cmdline_hostname, strlen(cmdline_hostname));
+        /* Before READY only what opening the port needs: /dev. The module
+         * loader of Debian's kernel needs the command line and /sys too. */
+        mount_dev();
         bool modular = have_modules();
+        if (modular)
+                early_setup();
         phase[AGENT_PHASE_MOUNTS] = now_usec(CLOCK_MONOTONIC) - start;
-        bool want_net = cmdline_ip[0] != 0;
-        bool want_containers = containers_requested();
+        bool want_net = false, want_containers = false;
+        if (modular) {
+                want_net = cmdline_ip[0] != 0;
+                want_containers = containers_requested();
+        }
         uint64_t t_mods = now_usec(CLOCK_MONOTONIC);
         pid_t helper = modular ? load_modules(/* want_disk= */ cmdline_disk[0] != 0 || want_containers, want_net) : 0;
         t_mods = now_usec(CLOCK_MONOTONIC) - t_mods;
@@ -910,6 +978,7 @@ int main(int argc, char **argv) {
         port_fd = open_agent_port();
         t_port = now_usec(CLOCK_MONOTONIC) - t_port;
         if (port_fd < 0) {
+                early_setup();
                 say("no agent port %s: %s; powering off", AGENT_PORT_NAME, strerror(-port_fd));
                 power_off();
         }
@@ -926,6 +995,11 @@ int main(int argc, char **argv) {
         r = agent_ready_encode(&b, boot_usec, init_usec, u.release, phase);
         if (r >= 0)
                 r = send_buffer(&b);
+        if (!modular) {
+                early_setup();
+                want_net = cmdline_ip[0] != 0;
+                want_containers = containers_requested();
+        }
         if (r < 0)
                 say("cannot send READY: %s", strerror(-r));
 

@@ -44,7 +44,9 @@ static void test_microvm_command_line_has_the_fast_boot_flags(void **state) {
         assert_non_null(strstr(s, "hostmesh.hostname=abc"));
         assert_null(strstr(s, "hostmesh.disk"));
         assert_non_null(strstr(s, "-smp 2 -m 4096M"));
-        assert_non_null(strstr(s, "virtio-serial-device"));
+        /* One port besides the reserved port 0: 4 virtqueues, not 64. */
+        assert_non_null(strstr(s, "virtio-serial-device,max_ports=2"));
+        assert_non_null(strstr(s, "random.trust_cpu=on"));
         assert_non_null(strstr(s, "socket,id=qmp,fd=3,server=on,wait=off"));
         assert_non_null(strstr(s, "virtserialport,chardev=agent,name=org.hostmesh.agent.0"));
         assert_null(strstr(s, "virtio-blk"));
@@ -87,7 +89,7 @@ static void test_pc_with_disk_uses_pci_devices(void **state) {
         assert_non_null(strstr(s, "tsc_early_khz=2694138 lpj=10776552 8250.nr_uarts=1"));
         assert_null(strstr(s, "tsc=reliable"));
         assert_non_null(strstr(s, "-accel kvm -cpu host"));
-        assert_non_null(strstr(s, "virtio-serial-pci"));
+        assert_non_null(strstr(s, "virtio-serial-pci,max_ports=2"));
         assert_non_null(strstr(s, "file=/d/disk.qcow2,format=qcow2"));
         assert_non_null(strstr(s, "virtio-blk-pci,drive=disk0"));
         assert_non_null(strstr(s, "hostmesh.disk=vda"));

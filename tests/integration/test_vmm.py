@@ -11,6 +11,8 @@ import json
 import os
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -419,6 +421,68 @@ class VmmBootTimeoutTest(unittest.TestCase):
                 for i in lst or []:
                     reaper.note(m, i["instance_id"])
                 reaper.reap()
+
+
+@unittest.skipUnless(have_guest_image(), "guest image not built (HOSTMESH_BUILD_GUEST=ON)")
+class GuestAgentPortTest(unittest.TestCase):
+    def test_guest_finds_its_agent_port_by_name_among_several(self):
+        # hostmesh-init takes the one virtio-serial port node in /dev as the
+        # agent's (vmmd's guests have one); with another port in front of
+        # it, init must find the agent's by name in sysfs and say READY
+        # there, not on the first port it sees.
+        tmp = tempfile.mkdtemp(prefix="hostmesh-ports-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        agent, other = os.path.join(tmp, "agent.sock"), os.path.join(tmp, "other.sock")
+        argv = ["qemu-system-x86_64", "-M", "microvm,x-option-roms=off,rtc=on", "-accel", "tcg", "-cpu", "max",
+                "-smp", "2", "-m", "1024M", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+                "-kernel", os.path.join(GUEST, "vmlinux"), "-initrd", os.path.join(GUEST, "initramfs.cpio"),
+                "-append", "console=ttyS0 tsc_early_khz=2000000 lpj=8000000 tsc=reliable panic=-1 "
+                           "hostmesh.hostname=ports",
+                "-serial", "file:" + os.path.join(tmp, "console.log"),
+                "-device", "virtio-serial-device,max_ports=3",
+                "-chardev", "socket,id=other,path=%s,server=on,wait=off" % other,
+                "-device", "virtserialport,chardev=other,name=org.example.other",
+                "-chardev", "socket,id=agent,path=%s,server=on,wait=off" % agent,
+                "-device", "virtserialport,chardev=agent,name=org.hostmesh.agent.0"]
+        qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+
+        def stop():
+            if qemu.poll() is None:
+                os.kill(qemu.pid, signal.SIGKILL)
+                qemu.wait()
+        self.addCleanup(stop)
+        socks = {}
+        for name, path in (("agent", agent), ("other", other)):
+            deadline = time.time() + 30
+            while True:
+                s = socket.socket(socket.AF_UNIX)
+                try:
+                    s.connect(path)
+                    break
+                except OSError:
+                    s.close()
+                    self.assertIsNone(qemu.poll(), "QEMU exited")
+                    self.assertLess(time.time(), deadline, "no %s socket" % name)
+                    time.sleep(0.01)
+            self.addCleanup(s.close)
+            socks[name] = s
+        socks["agent"].settimeout(120)
+        hdr = b""
+        while len(hdr) < 12:
+            chunk = socks["agent"].recv(12 - len(hdr))
+            self.assertTrue(chunk, "the guest closed the agent port before READY")
+            hdr += chunk
+        # "HM", version 1, frame type 1: READY.
+        self.assertEqual(hdr[:4], b"HM\x01\x01")
+        socks["other"].settimeout(0.5)
+        try:
+            self.assertEqual(socks["other"].recv(64), b"", "the guest wrote to the other port")
+        except socket.timeout:
+            pass
+        # POWEROFF: the guest goes down cleanly.
+        socks["agent"].sendall(b"HM\x01\x09" + struct.pack("<II", 0, 0))
+        self.assertEqual(qemu.wait(timeout=60), 0)
 
 
 @unittest.skipUnless(have_guest_image(), "guest image not built (HOSTMESH_BUILD_GUEST=ON)")
