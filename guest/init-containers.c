@@ -28,6 +28,11 @@
 #define CONTAINERD_WAIT_USEC (60ULL * 1000000ULL)
 #define CONTAINERS_MAX 16
 #define CTR "/usr/bin/ctr"
+/* The OCI runtime of the instance's own containers (namespace "default";
+ * dockerd keeps runc for its own): crun does in C what runc does in Go, and
+ * each of create, start and delete is a new process. Under TCG a Go start
+ * costs hundreds of milliseconds; see guest/README.md. */
+#define OCI_RUNTIME "/usr/bin/crun"
 #define TASKS_DIR "/run/containerd/io.containerd.runtime.v2.task/default"
 #define PREVIOUS_TASK_WAIT_USEC (15 * 1000 * 1000ULL)
 /* Docker in the guest: one dockerd for the instance, on the guest's
@@ -561,8 +566,16 @@ static size_t image_config_flags(const AgentContainer *c, char **argv, size_t n)
 /* What goes before the container's command: the user helper, if any. */
 static size_t image_config_command(const AgentContainer *c, char **argv, size_t n) {
         if (c->user) {
+                bool has_home = false;
+                for (size_t i = 0; c->env[i]; i++)
+                        if (strncmp(c->env[i], "HOME=", 5) == 0)
+                                has_home = true;
                 argv[n++] = strdup(USER_HELPER_PATH);
                 argv[n++] = xasprintf("--user=%s", c->user);
+                /* runc set HOME for root, the user it started; the image's
+                 * user gets its own unless the image or request set one. */
+                if (!has_home)
+                        argv[n++] = strdup("--home");
                 argv[n++] = strdup("--");
         }
         return n;
@@ -672,9 +685,10 @@ int containers_prepare(const AgentFrame *f, char ***ret_argv, char **ret_error) 
         argv[n++] = strdup("run");
         argv[n++] = strdup("--rootfs");
         /* The guest's root is the initramfs (rootfs), which pivot_root(2)
-         * refuses: runc moves the container's root and chroots instead.
+         * refuses: the runtime moves the container's root and chroots instead.
          * The micro-VM, not this, is the isolation boundary. */
         argv[n++] = strdup("--no-pivot");
+        argv[n++] = strdup("--runc-binary=" OCI_RUNTIME);
         argv[n++] = strdup(c.network == AGENT_NETWORK_HOST ? "--net-host" : "--cni");
         /* Without an image config (ctr run --rootfs), nothing sets PATH:
          * the usual one first, the request's variables after (and over it). */
