@@ -331,7 +331,7 @@ class ContainersDockerTest(unittest.TestCase):
         # a's proxy killed: hostmesh-init starts it again on the same
         # socket, and what a made is still a's (its records were kept).
         kill = ("for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null | "
-                "grep -q '^dockerproxy-guest .*--id %s ' && kill -9 ${p#/proc/} && echo killed; done" % ids[0])
+                "grep -q '^dockerproxy-guest .*--id %s ' && kill -9 ${p#/proc/} && echo killed; done; true" % ids[0])
         r = self.nsc("exec", iid, "--", "sh", "-c", kill)
         self.assertEqual((r.returncode, r.stdout), (0, "killed\n"), r.stderr)
         end = time.time() + 60
