@@ -29,10 +29,10 @@
 #define CONTAINERD_WAIT_USEC (60ULL * 1000000ULL)
 #define CONTAINERS_MAX 16
 #define CTR "/usr/bin/ctr"
-/* The OCI runtime of the instance's own containers (namespace "default";
- * dockerd keeps runc for its own): crun does in C what runc does in Go, and
- * each of create, start and delete is a new process. Under TCG a Go start
- * costs hundreds of milliseconds; see guest/README.md. */
+/* The OCI runtime of the guest's containers, ours (namespace "default") and
+ * dockerd's ("moby"): crun does in C what runc does in Go, and each of
+ * create, start and delete is a new process. Under TCG a Go start costs
+ * hundreds of milliseconds; see guest/README.md. */
 #define OCI_RUNTIME "/usr/bin/crun"
 #define TASKS_DIR "/run/containerd/io.containerd.runtime.v2.task/default"
 #define PREVIOUS_TASK_WAIT_USEC (15 * 1000 * 1000ULL)
@@ -295,7 +295,8 @@ static int run_and_wait(char *const *argv, const char *log_path) {
  * DOCKER_RAMDISK: the guest's root is the initramfs, which pivot_root(2)
  * refuses, so its containers are started without it (as ours are, with
  * ctr --no-pivot); the micro-VM is the isolation boundary. cgroups: v2,
- * cgroupfs (there is no systemd), under /sys/fs/cgroup/docker. */
+ * cgroupfs (there is no systemd), under /sys/fs/cgroup/docker. Its
+ * runtime is crun too (see OCI_RUNTIME). */
 static pid_t start_dockerd(void) {
         struct stat st_disk, st_mnt;
         bool on_disk = stat("/mnt/disk", &st_disk) == 0 && stat("/mnt", &st_mnt) == 0 && st_disk.st_dev != st_mnt.st_dev;
@@ -306,7 +307,8 @@ static pid_t start_dockerd(void) {
         char *const argv[] = { "dockerd", "--host=unix://" DOCKER_ENGINE_SOCKET, "--containerd=" CONTAINERD_SOCKET,
                                on_disk ? "--data-root=/mnt/disk/docker" : "--data-root=/var/lib/docker",
                                "--exec-root=/run/docker", "--pidfile=/run/docker.pid",
-                               "--exec-opt=native.cgroupdriver=cgroupfs", "--log-level=warn", NULL };
+                               "--exec-opt=native.cgroupdriver=cgroupfs", "--add-runtime=crun=" OCI_RUNTIME,
+                               "--default-runtime=crun", "--log-level=warn", NULL };
         pid = spawn_logged("/run/dockerd.log", "/usr/sbin/dockerd", argv, envp);
         if (pid > 0)
                 say("containers: dockerd started (pid %d, data on %s)", (int) pid,
