@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,11 @@
 #define CONTAINERD_WAIT_USEC (60ULL * 1000000ULL)
 #define CONTAINERS_MAX 16
 #define CTR "/usr/bin/ctr"
+/* The OCI runtime of the guest's containers, ours (namespace "default") and
+ * dockerd's ("moby"): crun does in C what runc does in Go, and each of
+ * create, start and delete is a new process. Under TCG a Go start costs
+ * hundreds of milliseconds; see guest/README.md. */
+#define OCI_RUNTIME "/usr/bin/crun"
 #define TASKS_DIR "/run/containerd/io.containerd.runtime.v2.task/default"
 #define PREVIOUS_TASK_WAIT_USEC (15 * 1000 * 1000ULL)
 /* Docker in the guest: one dockerd for the instance, on the guest's
@@ -72,6 +78,14 @@ typedef struct Container {
         uint16_t ports[AGENT_PORTS_MAX];  /* BRIDGE only: to forward from the guest's eth0 */
         uint32_t n_ports;
         bool forwarded;
+        /* Its Docker proxy, when it asked for Docker: the listening socket
+         * is init's (so a restarted proxy serves the same socket file the
+         * container has bind-mounted), the process is supervised. */
+        bool proxy_listening;
+        int proxy_fd;
+        pid_t proxy_pid;
+        unsigned proxy_restarts;
+        char root[256];
 } Container;
 
 static char *xasprintf(const char *format, ...) __attribute__((format(printf, 1, 2)));
@@ -301,7 +315,8 @@ static int run_and_wait(char *const *argv, const char *log_path) {
  * DOCKER_RAMDISK: the guest's root is the initramfs, which pivot_root(2)
  * refuses, so its containers are started without it (as ours are, with
  * ctr --no-pivot); the micro-VM is the isolation boundary. cgroups: v2,
- * cgroupfs (there is no systemd), under /sys/fs/cgroup/docker. */
+ * cgroupfs (there is no systemd), under /sys/fs/cgroup/docker. Its
+ * runtime is crun too (see OCI_RUNTIME). */
 static pid_t start_dockerd(void) {
         struct stat st_disk, st_mnt;
         bool on_disk = stat("/mnt/disk", &st_disk) == 0 && stat("/mnt", &st_mnt) == 0 && st_disk.st_dev != st_mnt.st_dev;
@@ -312,7 +327,8 @@ static pid_t start_dockerd(void) {
         char *const argv[] = { "dockerd", "--host=unix://" DOCKER_ENGINE_SOCKET, "--containerd=" CONTAINERD_SOCKET,
                                on_disk ? "--data-root=/mnt/disk/docker" : "--data-root=/var/lib/docker",
                                "--exec-root=/run/docker", "--pidfile=/run/docker.pid",
-                               "--exec-opt=native.cgroupdriver=cgroupfs", "--log-level=warn", NULL };
+                               "--exec-opt=native.cgroupdriver=cgroupfs", "--add-runtime=crun=" OCI_RUNTIME,
+                               "--default-runtime=crun", "--log-level=warn", NULL };
         pid = spawn_logged("/run/dockerd.log", "/usr/sbin/dockerd", argv, envp);
         if (pid > 0)
                 say("containers: dockerd started (pid %d, data on %s)", (int) pid,
@@ -325,10 +341,36 @@ static pid_t start_dockerd(void) {
  * answer 502 "The Docker engine is not reachable." meanwhile. */
 #define DOCKERD_RESTARTS_MAX 10
 
+static pid_t spawn_docker_proxy(const Container *c);
+
+/* A Docker proxy is supervised the same way, per container: it serves the
+ * same listening socket again, with the records it kept. */
+#define PROXY_RESTARTS_MAX 10
+
+static void proxy_exited(Container *c, int status) {
+        c->proxy_pid = 0;
+        if (c->proxy_restarts >= PROXY_RESTARTS_MAX) {
+                say("containers: the Docker proxy of %s exited (status %d) for the %u. time; not starting it again",
+                    c->id, status, c->proxy_restarts + 1);
+                return;
+        }
+        c->proxy_restarts++;
+        say("containers: the Docker proxy of %s exited (status %d); starting it again", c->id, status);
+        pid_t pid = spawn_docker_proxy(c);
+        c->proxy_pid = pid > 0 ? pid : 0;
+}
+
 void containers_child_exited(pid_t pid, int status) {
         static unsigned restarts;
 
-        if (pid <= 0 || pid != dockerd_pid)
+        if (pid <= 0)
+                return;
+        for (size_t i = 0; i < CONTAINERS_MAX; i++)
+                if (containers[i].proxy_pid == pid) {
+                        proxy_exited(&containers[i], status);
+                        return;
+                }
+        if (pid != dockerd_pid)
                 return;
         dockerd_pid = 0;
         if (restarts >= DOCKERD_RESTARTS_MAX) {
@@ -419,32 +461,83 @@ static int import_image(const char *id, const char *serial, const char *ref, cha
         return 0;
 }
 
+/* A listening socket at path, accessible to every user (the container's
+ * processes run as any; where the socket is bind-mounted is the access
+ * control). The fd, or a negative errno. */
+static int listen_unix(const char *path) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        int fd, r;
+
+        if (strlen(path) >= sizeof(sa.sun_path))
+                return -ENAMETOOLONG;
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        strcpy(sa.sun_path, path);
+        (void) unlink(path);
+        if (bind(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0 || chmod(path, 0666) < 0 || listen(fd, SOMAXCONN) < 0) {
+                r = -errno;
+                close(fd);
+                return r;
+        }
+        return fd;
+}
+
+/* Starts (or starts again) the proxy of c on its socket, with its records
+ * kept in DOCKER_DIR/<id>.json (what the container made through Docker
+ * stays its own when the proxy restarts). */
+static pid_t spawn_docker_proxy(const Container *c) {
+        char log_path[256], state[256], listen[256];
+
+        snprintf(log_path, sizeof(log_path), DOCKER_DIR "/%s.log", c->id);
+        snprintf(state, sizeof(state), "--state=" DOCKER_DIR "/%s.json", c->id);
+        snprintf(listen, sizeof(listen), "--listen=" DOCKER_DIR "/%s.sock", c->id);
+        char *const envp[] = { GUEST_PATH, NULL };
+        char *const argv[] = { "dockerproxy-guest", "--engine", DOCKER_ENGINE_SOCKET, listen, "--listen-fd=3",
+                               "--root", (char *) c->root, "--id", (char *) c->id, state, NULL };
+        return spawn_logged_fd(log_path, DOCKER_PROXY, argv, envp, c->proxy_fd);
+}
+
 /* The container's own proxy, listening on DOCKER_DIR/<id>.sock before its
  * container starts (the socket file is bind-mounted into it). */
-static int start_docker_proxy(const char *id, const char *root, char *sock, size_t size, char **ret_error) {
-        char log_path[256];
+static int start_docker_proxy(Container *c, const char *id, const char *root, char *sock, size_t size,
+                              char **ret_error) {
         pid_t pid;
         int r;
 
         snprintf(sock, size, DOCKER_DIR "/%s.sock", id);
-        snprintf(log_path, sizeof(log_path), DOCKER_DIR "/%s.log", id);
-        if (socket_answers(sock))
-                return 0; /* started for this container already */
-        char *const envp[] = { GUEST_PATH, NULL };
-        char *const argv[] = { "dockerproxy-guest", "--engine", DOCKER_ENGINE_SOCKET, "--listen", sock, "--root",
-                               (char *) root, "--id", (char *) id, NULL };
-        pid = spawn_logged(log_path, DOCKER_PROXY, argv, envp);
+        if (c->proxy_listening && strcmp(c->id, id) == 0) {
+                if (c->proxy_pid > 0)
+                        return 0; /* started for this container already */
+        } else if (c->proxy_listening) {
+                /* The slot of a container whose set-up failed after its
+                 * proxy started: that proxy goes. */
+                if (c->proxy_pid > 0)
+                        (void) kill(c->proxy_pid, SIGTERM);
+                c->proxy_pid = 0;
+                close(c->proxy_fd);
+                c->proxy_listening = false;
+        }
+        snprintf(c->id, sizeof(c->id), "%s", id);
+        snprintf(c->root, sizeof(c->root), "%s", root);
+        c->proxy_restarts = 0;
+        if (!c->proxy_listening) {
+                r = listen_unix(sock);
+                if (r < 0) {
+                        *ret_error = xasprintf("cannot listen on %s for the Docker proxy: %s", sock, strerror(-r));
+                        return r;
+                }
+                c->proxy_fd = r;
+                c->proxy_listening = true;
+        }
+        pid = spawn_docker_proxy(c);
         if (pid < 0) {
                 r = (int) pid;
                 *ret_error = xasprintf("cannot start the Docker proxy: %s", strerror(-r));
                 return r;
         }
-        r = wait_socket(sock, pid, DOCKER_PROXY_WAIT_USEC);
-        if (r < 0) {
-                *ret_error = xasprintf("the Docker proxy did not start (%s); see %s in the guest",
-                                       r == -ETIMEDOUT ? "no answer in 10 s" : "it exited", log_path);
-                return r;
-        }
+        c->proxy_pid = pid;
+        say("containers: Docker proxy of %s started (pid %d)", id, (int) pid);
         return 0;
 }
 
@@ -581,8 +674,16 @@ static size_t image_config_flags(const AgentContainer *c, char **argv, size_t n)
 /* What goes before the container's command: the user helper, if any. */
 static size_t image_config_command(const AgentContainer *c, char **argv, size_t n) {
         if (c->user) {
+                bool has_home = false;
+                for (size_t i = 0; c->env[i]; i++)
+                        if (strncmp(c->env[i], "HOME=", 5) == 0)
+                                has_home = true;
                 argv[n++] = strdup(USER_HELPER_PATH);
                 argv[n++] = xasprintf("--user=%s", c->user);
+                /* runc set HOME for root, the user it started; the image's
+                 * user gets its own unless the image or request set one. */
+                if (!has_home)
+                        argv[n++] = strdup("--home");
                 argv[n++] = strdup("--");
         }
         return n;
@@ -774,7 +875,7 @@ int containers_prepare(const AgentFrame *f, char ***ret_argv, char **ret_error) 
                         if (r < 0)
                                 goto out;
                 }
-                r = start_docker_proxy(c.id, root, docker_sock, sizeof(docker_sock), ret_error);
+                r = start_docker_proxy(slot, c.id, root, docker_sock, sizeof(docker_sock), ret_error);
                 if (r < 0)
                         goto out;
         }
@@ -805,9 +906,10 @@ int containers_prepare(const AgentFrame *f, char ***ret_argv, char **ret_error) 
         argv[n++] = strdup("run");
         argv[n++] = strdup("--rootfs");
         /* The guest's root is the initramfs (rootfs), which pivot_root(2)
-         * refuses: runc moves the container's root and chroots instead.
+         * refuses: the runtime moves the container's root and chroots instead.
          * The micro-VM, not this, is the isolation boundary. */
         argv[n++] = strdup("--no-pivot");
+        argv[n++] = strdup("--runc-binary=" OCI_RUNTIME);
         argv[n++] = strdup(c.network == AGENT_NETWORK_HOST ? "--net-host" : "--cni");
         /* Without an image config (ctr run --rootfs), nothing sets PATH:
          * the usual one first, the request's variables after (and over it). */

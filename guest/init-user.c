@@ -74,6 +74,8 @@ typedef struct Lookup {
         unsigned long found_id, found_gid;
         const char *found_name;
         size_t found_name_len;
+        const char *found_home;
+        size_t found_home_len;
 } Lookup;
 
 /* passwd: name:password:uid:gid:gecos:home:shell */
@@ -92,6 +94,8 @@ static bool passwd_match(const char *line, const char *end, void *userdata) {
         l->found_gid = g;
         l->found_name = name;
         l->found_name_len = nn;
+        if (!field(line, end, 5, &l->found_home, &l->found_home_len))
+                l->found_home_len = 0;
         return true;
 }
 
@@ -157,6 +161,10 @@ int user_resolve(const char *spec, const char *passwd, const char *group, UserId
         if (each_line(passwd, 4, passwd_match, &u)) {
                 ids.uid = (uid_t) u.found_id;
                 ids.gid = (gid_t) u.found_gid;
+                /* An absolute home that fits; anything else is "/", as for
+                 * a user not in passwd. */
+                if (u.found_home_len > 0 && u.found_home[0] == '/' && u.found_home_len < sizeof(ids.home))
+                        memcpy(ids.home, u.found_home, u.found_home_len);
         } else if (u.numeric)
                 ids.uid = (uid_t) u.id;     /* gid 0, as runc does */
         else {
@@ -178,6 +186,8 @@ int user_resolve(const char *spec, const char *passwd, const char *group, UserId
                 Members m = { .user = u.found_name, .user_len = u.found_name_len, .ids = &ids };
                 (void) each_line(group, 4, group_lists_user, &m);
         }
+        if (!ids.home[0])
+                strcpy(ids.home, "/");
         *ret = ids;
         return 0;
 }
@@ -208,13 +218,20 @@ static char *read_account_file(const char *path) {
 int user_helper_main(int argc, char **argv) {
         const char *spec = NULL, *error = NULL;
         char *passwd, *group;
+        bool set_home = false;
         UserIds ids;
-        int r;
+        int k = 2, r;
 
-        if (argc >= 4 && strncmp(argv[1], "--user=", 7) == 0 && strcmp(argv[2], "--") == 0)
-                spec = argv[1] + 7;
+        if (argc >= 4 && strncmp(argv[1], "--user=", 7) == 0) {
+                if (strcmp(argv[k], "--home") == 0) {
+                        set_home = true;
+                        k++;
+                }
+                if (k + 1 < argc && strcmp(argv[k], "--") == 0)
+                        spec = argv[1] + 7;
+        }
         if (!spec) {
-                fprintf(stderr, "hostmesh: usage: %s --user=SPEC -- COMMAND...\n", USER_HELPER_PATH);
+                fprintf(stderr, "hostmesh: usage: %s --user=SPEC [--home] -- COMMAND...\n", USER_HELPER_PATH);
                 return 126;
         }
         passwd = read_account_file("/etc/passwd");
@@ -236,7 +253,11 @@ int user_helper_main(int argc, char **argv) {
                         (unsigned) ids.uid, (unsigned) ids.gid, strerror(errno));
                 return 126;
         }
-        execvp(argv[3], argv + 3);
-        fprintf(stderr, "hostmesh: cannot run %s: %s\n", argv[3], strerror(errno));
+        if (set_home && setenv("HOME", ids.home, 1) < 0) {
+                fprintf(stderr, "hostmesh: cannot set HOME: %s\n", strerror(errno));
+                return 126;
+        }
+        execvp(argv[k + 1], argv + k + 1);
+        fprintf(stderr, "hostmesh: cannot run %s: %s\n", argv[k + 1], strerror(errno));
         return errno == ENOENT ? 127 : 126;
 }

@@ -114,6 +114,10 @@ int sysfs_find_by_attr(const char *dir, const char *prefix, const char *attr, co
 }
 
 pid_t spawn_logged(const char *log_path, const char *path, char *const argv[], char *const envp[]) {
+        return spawn_logged_fd(log_path, path, argv, envp, -1);
+}
+
+pid_t spawn_logged_fd(const char *log_path, const char *path, char *const argv[], char *const envp[], int pass_fd) {
         pid_t pid = fork();
 
         if (pid < 0)
@@ -129,6 +133,9 @@ pid_t spawn_logged(const char *log_path, const char *path, char *const argv[], c
                         dup2(log, STDOUT_FILENO);
                         dup2(log, STDERR_FILENO);
                 }
+                /* dup2 clears close-on-exec; the same fd number needs it cleared by hand. */
+                if (pass_fd >= 0 && (pass_fd == 3 ? fcntl(3, F_SETFD, 0) : dup2(pass_fd, 3)) < 0)
+                        _exit(127);
                 execve(path, argv, envp);
                 _exit(127);
         }

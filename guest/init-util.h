@@ -36,3 +36,5 @@ int sysfs_find_by_attr(const char *dir, const char *prefix, const char *attr, co
  * the console's when that cannot be opened). The child's pid, or a negative
  * errno when fork fails; an exec that fails exits 127. */
 pid_t spawn_logged(const char *log_path, const char *path, char *const argv[], char *const envp[]);
+/* The same, with pass_fd (>= 0) given to the child as its fd 3. */
+pid_t spawn_logged_fd(const char *log_path, const char *path, char *const argv[], char *const envp[], int pass_fd);

@@ -16,6 +16,7 @@ static const char passwd[] =
         "root:x:0:0:root:/root:/bin/sh\n"
         "broken line without fields\n"
         "bad:x:notanumber:1:::\n"
+        "rel:x:2000:2000::home/rel:/bin/sh\n"   /* a relative home is "/" */
         "app:x:1000:1001:App:/home/app:/bin/sh\n"
         "big:x:2147483648:1:::\n"              /* over INT32_MAX: skipped */
         "web:x:33:33::/var/www:/usr/sbin/nologin"; /* no final newline */
@@ -37,20 +38,25 @@ static void test_names_and_numbers(void **state) {
         assert_int_equal(ids.n_groups, 2);
         assert_int_equal(ids.groups[0], 50);
         assert_int_equal(ids.groups[1], 29);
+        assert_string_equal(ids.home, "/home/app");
         /* A uid in passwd is that user (and its groups). */
         assert_int_equal(user_resolve("33", passwd, group, &ids, &error), 0);
         assert_int_equal(ids.gid, 33);
         assert_int_equal(ids.n_groups, 2);
+        assert_string_equal(ids.home, "/var/www");
         /* A uid not in passwd: gid 0, no groups. */
         assert_int_equal(user_resolve("4242", passwd, group, &ids, &error), 0);
         assert_int_equal(ids.uid, 4242);
         assert_int_equal(ids.gid, 0);
         assert_int_equal(ids.n_groups, 0);
+        assert_string_equal(ids.home, "/");  /* not in passwd: "/", as runc */
         /* user:group sets the primary group and no supplementary ones. */
         assert_int_equal(user_resolve("app:staff", passwd, group, &ids, &error), 0);
         assert_int_equal(ids.uid, 1000);
         assert_int_equal(ids.gid, 50);
         assert_int_equal(ids.n_groups, 0);
+        assert_int_equal(user_resolve("rel", passwd, group, &ids, &error), 0);
+        assert_string_equal(ids.home, "/");
         assert_int_equal(user_resolve("1000:1000", "", "", &ids, &error), 0);
         assert_int_equal(ids.uid, 1000);
         assert_int_equal(ids.gid, 1000);

@@ -8,17 +8,23 @@
  * is that container, whose root is --root (the guest's mount of its root
  * file system), so `-v /mydata:/x` reaches dockerd as <root>/mydata.
  *
- * The records of what the container made live in this process's memory:
- * the instance, and this process, end with the container's instance. */
+ * The records of what the container made are kept in --state (written
+ * whole on every change, renamed into place), so that a proxy started
+ * again by hostmesh-init (which owns the listening socket, passed as
+ * --listen-fd, so the file bind-mounted into the container stays the one
+ * served) still lets the container use what it made. */
 
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <systemd/sd-event.h>
+#include <unistd.h>
 
 #include "dockerproxy-owned.h"
+#include "fs-util.h"
 #include "dockerproxy-proxy.h"
 #include "dockerproxy-translate.h"
 #include "log.h"
@@ -28,7 +34,49 @@ typedef struct GuestProxy {
         DockerPolicy policy;   /* deny by default: every allow_* false */
         DockerCaller caller;
         OwnedSet *owned;
+        const char *state;     /* NULL: records in memory only */
 } GuestProxy;
+
+/* The records, from the state file a previous run of this proxy wrote
+ * (none yet: nothing owned). */
+static int guest_load(GuestProxy *g) {
+        json_error_t error;
+        json_t *j;
+        int r;
+
+        if (!g->state)
+                return 0;
+        j = json_load_file(g->state, 0, &error);
+        if (!j) {
+                if (access(g->state, F_OK) < 0 && errno == ENOENT)
+                        return 0;
+                return log_error_errno(-EBADMSG, "Cannot read the records in %s: %s (line %d)", g->state, error.text,
+                                       error.line);
+        }
+        r = owned_set_from_json(g->owned, j);
+        json_decref(j);
+        if (r < 0)
+                return log_error_errno(r, "Cannot read the records in %s: %m", g->state);
+        log_info("Records of container %s read from %s.", g->caller.id, g->state);
+        return 0;
+}
+
+static int guest_save(GuestProxy *g) {
+        json_t *j;
+        char *text;
+        int r;
+
+        if (!g->state)
+                return 0;
+        j = owned_set_to_json(g->owned);
+        text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        json_decref(j);
+        if (!text)
+                return -ENOMEM;
+        r = write_file_atomic(g->state, text, strlen(text), 0600);
+        free(text);
+        return r;
+}
 
 /* One caller per process, so no ancestors: what it made is its own. */
 static void guest_on_record(void *userdata, const DockerCaller *caller, OwnedKind kind, const char *id, bool add) {
@@ -36,19 +84,30 @@ static void guest_on_record(void *userdata, const DockerCaller *caller, OwnedKin
         int r;
 
         (void) caller;
-        if (!add) {
-                (void) owned_set_remove(g->owned, kind, id);
-                return;
+        if (!add)
+                r = owned_set_remove(g->owned, kind, id);
+        else {
+                r = owned_set_add(g->owned, kind, id);
+                if (r < 0) {
+                        log_warning_errno(r, "Cannot record %s %s for container %s, it will not be able to use it: %m",
+                                          owned_kind_to_string(kind), id, g->caller.id);
+                        return;
+                }
         }
-        r = owned_set_add(g->owned, kind, id);
         if (r < 0)
-                log_warning_errno(r, "Cannot record %s %s for container %s, it will not be able to use it: %m",
-                                  owned_kind_to_string(kind), id, g->caller.id);
+                return;
+        r = guest_save(g);
+        if (r < 0)
+                log_warning_errno(r, "Cannot write the records of container %s to %s (a restarted proxy will not "
+                                     "know of %s %s): %m", g->caller.id, g->state, owned_kind_to_string(kind), id);
 }
 
 static void usage(FILE *f) {
-        fprintf(f, "usage: hostmesh-dockerproxy-guest --engine SOCKET --listen SOCKET --root DIR --id ID\n"
-                   "Serves one container's Docker socket in front of the guest's dockerd.\n");
+        fprintf(f, "usage: hostmesh-dockerproxy-guest --engine SOCKET --listen SOCKET [--listen-fd FD] --root DIR --id ID\n"
+                   "                                  [--state FILE]\n"
+                   "Serves one container's Docker socket in front of the guest's dockerd.\n"
+                   "  --listen-fd FD  serve this listening socket (bound at SOCKET) rather than binding SOCKET\n"
+                   "  --state FILE    keep the records of what the container made in FILE\n");
 }
 
 int main(int argc, char **argv) {
@@ -57,6 +116,8 @@ int main(int argc, char **argv) {
                 { "listen", required_argument, NULL, 'l' },
                 { "root", required_argument, NULL, 'r' },
                 { "id", required_argument, NULL, 'i' },
+                { "listen-fd", required_argument, NULL, 'f' },
+                { "state", required_argument, NULL, 's' },
                 { "help", no_argument, NULL, 'h' },
                 {},
         };
@@ -67,7 +128,7 @@ int main(int argc, char **argv) {
          * from the host (the ones it was created with are in dockerd). */
         GuestProxy g = { .policy.refuse_pull = true };
         sigset_t ss;
-        int c, r;
+        int c, r, listen_fd = -1;
 
         log_setup("hostmesh-dockerproxy-guest");
         while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
@@ -76,11 +137,22 @@ int main(int argc, char **argv) {
                 case 'l': listen = optarg; break;
                 case 'r': root = optarg; break;
                 case 'i': id = optarg; break;
+                case 's': g.state = optarg; break;
+                case 'f': {
+                        char *end;
+                        long v = strtol(optarg, &end, 10);
+                        if (*optarg == '\0' || *end || v < 3 || v > 1024) {
+                                fprintf(stderr, "--listen-fd: not a file descriptor number: %s\n", optarg);
+                                return EXIT_FAILURE;
+                        }
+                        listen_fd = (int) v;
+                        break;
+                }
                 case 'h': usage(stdout); return EXIT_SUCCESS;
                 default: usage(stderr); return EXIT_FAILURE;
                 }
         if (optind != argc || !engine || !listen || !root || !id || root[0] != '/' || listen[0] != '/' ||
-            engine[0] != '/') {
+            engine[0] != '/' || (g.state && g.state[0] != '/')) {
                 usage(stderr);
                 return EXIT_FAILURE;
         }
@@ -89,6 +161,9 @@ int main(int argc, char **argv) {
         if (r < 0)
                 return log_error_errno(r, "Out of memory"), EXIT_FAILURE;
         g.caller = (DockerCaller){ .id = id, .root = root, .policy = &g.policy, .owned = g.owned };
+        /* Unreadable records: the container starts over owning nothing
+         * (it can use less, never more); the error is in the log. */
+        (void) guest_load(&g);
 
         sigemptyset(&ss);
         sigaddset(&ss, SIGTERM);
@@ -109,7 +184,7 @@ int main(int argc, char **argv) {
                 .on_record = guest_on_record,
                 .userdata = &g,
         };
-        r = proxy_new(&ctx, &g.caller, listen, -1, &proxy);
+        r = proxy_new(&ctx, &g.caller, listen, listen_fd, &proxy);
         if (r < 0)
                 return log_error_errno(r, "Failed to listen on %s for container %s: %m", listen, id), EXIT_FAILURE;
         log_info("Serving container %s on %s (root %s, engine %s).", id, listen, root, engine);

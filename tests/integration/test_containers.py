@@ -349,10 +349,14 @@ class ContainersTest(unittest.TestCase):
         self.assertEqual(r.stdout, "argv=entry a b c\nenv=from-request,kept\n/srv/work\npath=/bin:/opt/tools\n")
 
     def test_6b_image_user_is_who_the_command_runs_as(self):
-        ref = self.push_layout("asuser", {"Entrypoint": ["sh", "-c", 'echo "$(id -u) $(id -g) $(id -G)"'],
+        ref = self.push_layout("asuser", {"Entrypoint": ["sh", "-c", 'echo "$(id -u) $(id -g) $(id -G) $HOME"'],
                                           "User": "app"})
         r = self.nsc("run", "--image", ref, "--network", "host")
-        self.assertEqual((r.returncode, r.stdout), (0, "1000 1001 1001 50\n"), r.stderr)
+        # HOME is the user's, from the image's /etc/passwd (not root's).
+        self.assertEqual((r.returncode, r.stdout), (0, "1000 1001 1001 50 /home/app\n"), r.stderr)
+        # A HOME the request (or the image) sets stays.
+        r = self.nsc("run", "--image", ref, "--network", "host", "-e", "HOME=/srv")
+        self.assertEqual((r.returncode, r.stdout), (0, "1000 1001 1001 50 /srv\n"), r.stderr)
         ref = self.push_layout("nouser", {"Cmd": ["true"], "User": "nobody"})
         r = self.nsc("run", "--image", ref, "--network", "host")
         self.assertEqual(r.returncode, 126, r.stdout + r.stderr)

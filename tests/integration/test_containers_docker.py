@@ -12,7 +12,8 @@ acceptance example (a bind mount of the container's own /mydata seen by a
 container it starts), the container it starts is a sibling in containerd's
 namespace moby, escapes refused with test_dockerproxy's words, the image
 reaching the guest's dockerd from its disk and pulls refused (no image
-reaches the guest over the network), dockerd killed and started again, two
+reaches the guest over the network), dockerd killed and started again, a
+container's proxy killed and started again with its records, two
 containers with Docker in one instance as two callers (neither sees, names
 nor binds the other's things), nsc describe, and `nsc run --enable_docker`.
 """
@@ -327,6 +328,25 @@ class ContainersDockerTest(unittest.TestCase):
         self.assertNotIn("mine", r.stdout)
         r = run("a", "docker exec a-own cat /x/f")
         self.assertEqual((r.returncode, r.stdout), (0, "mine\n"), r.stderr)
+        # a's proxy killed: hostmesh-init starts it again on the same
+        # socket, and what a made is still a's (its records were kept).
+        kill = ("for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null | "
+                "grep -q '^dockerproxy-guest .*--id %s ' && kill -9 ${p#/proc/} && echo killed; done; true" % ids[0])
+        r = self.nsc("exec", iid, "--", "sh", "-c", kill)
+        self.assertEqual((r.returncode, r.stdout), (0, "killed\n"), r.stderr)
+        end = time.time() + 60
+        while time.time() < end:
+            r = run("a", "docker ps --format '{{.Names}}'")
+            if r.returncode == 0:
+                break
+            time.sleep(1)
+        self.assertEqual((r.returncode, r.stdout), (0, "a-own\n"), r.stderr)
+        r = run("a", "docker exec a-own cat /x/f")
+        self.assertEqual((r.returncode, r.stdout), (0, "mine\n"), r.stderr)
+        self.assertIn("Docker proxy of %s exited" % ids[0], self.nsc("logs", iid).stdout)
+        # b still sees nothing of a's.
+        r = run("b", "docker ps -a --format '{{.Names}}'")
+        self.assertEqual((r.returncode, r.stdout), (0, ""), r.stderr)
         # Both talk to one dockerd: one moby namespace holds a's container.
         r = self.nsc("exec", iid, "--", "ctr", "-n", "moby", "containers", "ls", "-q")
         self.assertEqual(r.stdout.split(), [a_own])
