@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "init-containers.h"
+#include "init-pull.h"
 #include "init-user.h"
 #include "init-util.h"
 
@@ -401,7 +402,8 @@ static int import_image(const char *id, const char *serial, const char *ref, cha
 
 /* The container's own proxy, listening on DOCKER_DIR/<id>.sock before its
  * container starts (the socket file is bind-mounted into it). */
-static int start_docker_proxy(const char *id, const char *root, char *sock, size_t size, char **ret_error) {
+static int start_docker_proxy(const char *id, const char *root, bool pulls, char *sock, size_t size,
+                              char **ret_error) {
         char log_path[256];
         pid_t pid;
         int r;
@@ -411,8 +413,10 @@ static int start_docker_proxy(const char *id, const char *root, char *sock, size
         if (socket_answers(sock))
                 return 0; /* started for this container already */
         char *const envp[] = { GUEST_PATH, NULL };
+        /* With --pull-socket the proxy answers docker pull through us (and
+         * the host); without it, pulls are refused as before. */
         char *const argv[] = { "dockerproxy-guest", "--engine", DOCKER_ENGINE_SOCKET, "--listen", sock, "--root",
-                               (char *) root, "--id", (char *) id, NULL };
+                               (char *) root, "--id", (char *) id, pulls ? "--pull-socket" : NULL, PULL_SOCKET, NULL };
         pid = spawn_logged(log_path, DOCKER_PROXY, argv, envp);
         if (pid < 0) {
                 r = (int) pid;
@@ -650,7 +654,16 @@ int containers_prepare(const AgentFrame *f, char ***ret_argv, char **ret_error) 
                         if (r < 0)
                                 goto out;
                 }
-                r = start_docker_proxy(c.id, root, docker_sock, sizeof(docker_sock), ret_error);
+                /* Pulls only from a host that answers them (an older vmmd
+                 * would end the channel at a frame it does not know). */
+                bool pulls = false;
+                if (c.features & AGENT_FEATURE_IMAGE_PULL) {
+                        r = pull_listen();
+                        if (r < 0)
+                                say("containers: cannot listen on %s, pulls stay refused: %s", PULL_SOCKET, strerror(-r));
+                        pulls = r >= 0;
+                }
+                r = start_docker_proxy(c.id, root, pulls, docker_sock, sizeof(docker_sock), ret_error);
                 if (r < 0)
                         goto out;
         }
