@@ -178,6 +178,9 @@ static void on_pulled(int r, const ProtobufCMessage *response, const RpcStatus *
         i->pending_ops--;
         p->asking = false;
         if (p->orphaned || i->state != INSTANCE_RUNNING || !i->agent) {
+                /* An orphan left the list already (vmm_pull_release_all). */
+                if (!p->orphaned)
+                        pull_unlink(i, p);
                 pull_free(p);
                 return manager_instance_continue(i);
         }
