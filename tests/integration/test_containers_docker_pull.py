@@ -117,7 +117,8 @@ class DockerPullInsideTest(unittest.TestCase):
         self.assertIn("Pulling %s through the host" % IMAGE_B, r.stdout)
         self.assertIn("Downloaded newer image for %s" % IMAGE_B, r.stdout)
         print("docker pull %s inside the instance: %.2f s (nsc exec round trip included)" % (IMAGE_B, took))
-        r = self.in_container(iid, "docker run --rm %s cat /etc/motd" % IMAGE_B)
+        # (B's Entrypoint is sh -c: the command is one script.)
+        r = self.in_container(iid, "docker run --rm %s 'cat /etc/motd'" % IMAGE_B)
         self.assertEqual((r.returncode, r.stdout), (0, MARKER_B + "\n"), r.stderr)
         # B's config came with it: Entrypoint, Cmd, Env (quotes and $ kept), WorkingDir.
         r = self.in_container(iid, "docker run --rm %s" % IMAGE_B)
