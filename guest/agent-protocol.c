@@ -10,6 +10,7 @@ static const char *const frame_type_names[_AGENT_TYPE_MAX] = {
         [AGENT_EXEC] = "EXEC",         [AGENT_STDOUT] = "STDOUT", [AGENT_STDERR] = "STDERR",
         [AGENT_EXIT] = "EXIT",         [AGENT_SIGNAL] = "SIGNAL", [AGENT_POWEROFF] = "POWEROFF",
         [AGENT_CONTAINER] = "CONTAINER", [AGENT_CONTAINER_STATE] = "CONTAINER_STATE",
+        [AGENT_IMAGE_PULL] = "IMAGE_PULL", [AGENT_IMAGE_DATA] = "IMAGE_DATA", [AGENT_IMAGE_END] = "IMAGE_END",
 };
 
 const char *agent_frame_type_to_string(uint8_t type) {
@@ -550,6 +551,7 @@ int agent_container_encode(AgentBuffer *b, uint32_t id, const AgentContainer *c)
                 agent_put_string(b, c->docker_sock_path ?: "");
                 agent_put_string(b, c->docker_sock_path && c->image_serial ? c->image_serial : "");
                 agent_put_string(b, c->docker_sock_path && c->image_ref ? c->image_ref : "");
+                agent_put_u32(b, c->features);
         }
         if (c->n_ports > 0) {
                 agent_put_u32(b, c->n_ports);
@@ -618,6 +620,10 @@ int agent_container_decode(const AgentFrame *f, AgentContainer *ret) {
                         k = -EBADMSG;
                         goto fail;
                 }
+                /* The host's features trail: an older host sends none.
+                 * Bits not known here are kept and ignored. */
+                if (r.left > 0 && (k = agent_get_u32(&r, &c.features)) < 0)
+                        goto fail;
         }
         if (r.left > 0) {
                 uint32_t n, port;
@@ -668,4 +674,127 @@ void agent_container_done(AgentContainer *c) {
         free(c->image_serial);
         free(c->image_ref);
         *c = (AgentContainer){};
+}
+
+int agent_image_pull_encode(AgentBuffer *b, uint32_t id, const char *ref) {
+        if (id == 0 || !agent_image_ref_valid(ref))
+                return -EINVAL;
+        return agent_string_encode(b, AGENT_IMAGE_PULL, id, ref);
+}
+
+int agent_image_pull_decode(const AgentFrame *f, char **ret_ref) {
+        char *ref = NULL;
+        int k;
+
+        if (f->type != AGENT_IMAGE_PULL || f->id == 0)
+                return -EBADMSG;
+        /* A reference is at most 255 bytes: anything longer is refused
+         * before it is copied. */
+        if (f->length > 4 + 255)
+                return -EBADMSG;
+        k = agent_string_decode(f, &ref);
+        if (k < 0)
+                return k;
+        /* Well framed, but not a reference: the host answers it (INVALID)
+         * rather than ending the channel. */
+        if (!agent_image_ref_valid(ref)) {
+                free(ref);
+                return -EINVAL;
+        }
+        *ret_ref = ref;
+        return 0;
+}
+
+int agent_image_data_encode(AgentBuffer *b, uint32_t id, uint64_t offset, const void *data, size_t n) {
+        const uint8_t *p = data;
+
+        if (n > UINT64_MAX - offset)
+                return -EINVAL;
+        while (n > 0) {
+                size_t chunk = n < AGENT_PAYLOAD_MAX - 8 ? n : AGENT_PAYLOAD_MAX - 8;
+                size_t start = agent_frame_begin(b, AGENT_IMAGE_DATA, id);
+                int r;
+
+                agent_put_u64(b, offset);
+                agent_put_bytes(b, p, chunk);
+                r = agent_frame_end(b, start);
+                if (r < 0)
+                        return r;
+                p += chunk;
+                offset += chunk;
+                n -= chunk;
+        }
+        return 0;
+}
+
+int agent_image_data_decode(const AgentFrame *f, uint64_t *ret_offset, const uint8_t **ret_data, size_t *ret_size) {
+        AgentReader r = { f->payload, f->length };
+        uint64_t offset;
+        int k;
+
+        if (f->type != AGENT_IMAGE_DATA || f->id == 0)
+                return -EBADMSG;
+        k = agent_get_u64(&r, &offset);
+        if (k < 0)
+                return k;
+        if (r.left > UINT64_MAX - offset)
+                return -EBADMSG;
+        *ret_offset = offset;
+        *ret_data = r.p;
+        *ret_size = r.left;
+        return 0;
+}
+
+int agent_image_end_encode(AgentBuffer *b, uint32_t id, const AgentImageEnd *e) {
+        size_t n = strv_length(e->changes), start;
+
+        if (id == 0 || e->status >= _AGENT_PULL_STATUS_MAX || n > AGENT_IMAGE_CHANGES_MAX ||
+            (e->status != AGENT_PULL_OK && (n > 0 || e->size > 0)))
+                return -EINVAL;
+        start = agent_frame_begin(b, AGENT_IMAGE_END, id);
+        agent_put_u32(b, e->status);
+        agent_put_string(b, e->message ?: "");
+        agent_put_u64(b, e->size);
+        agent_put_u32(b, (uint32_t) n);
+        for (size_t i = 0; i < n; i++)
+                agent_put_string(b, e->changes[i]);
+        return agent_frame_end(b, start);
+}
+
+int agent_image_end_decode(const AgentFrame *f, AgentImageEnd *ret) {
+        AgentReader r = { f->payload, f->length };
+        AgentImageEnd e = {};
+        int k;
+
+        if (f->type != AGENT_IMAGE_END || f->id == 0)
+                return -EBADMSG;
+        if ((k = agent_get_u32(&r, &e.status)) < 0 || (k = agent_get_string(&r, &e.message)) < 0 ||
+            (k = agent_get_u64(&r, &e.size)) < 0 || (k = get_strv(&r, /* need_one= */ false, &e.changes)) < 0)
+                goto fail;
+        if (r.left != 0 || e.status >= _AGENT_PULL_STATUS_MAX || strv_length(e.changes) > AGENT_IMAGE_CHANGES_MAX ||
+            (e.status != AGENT_PULL_OK && (e.size > 0 || e.changes[0]))) {
+                k = -EBADMSG;
+                goto fail;
+        }
+        *ret = e;
+        return 0;
+fail:
+        agent_image_end_done(&e);
+        return k;
+}
+
+void agent_image_end_done(AgentImageEnd *e) {
+        free(e->message);
+        strv_free(e->changes);
+        *e = (AgentImageEnd){};
+}
+
+const char *agent_pull_status_to_string(uint32_t status) {
+        static const char *const names[_AGENT_PULL_STATUS_MAX] = {
+                [AGENT_PULL_OK] = "ok",           [AGENT_PULL_INVALID] = "invalid",
+                [AGENT_PULL_NOT_FOUND] = "not-found", [AGENT_PULL_DENIED] = "denied",
+                [AGENT_PULL_UNAVAILABLE] = "unavailable", [AGENT_PULL_BUSY] = "busy",
+                [AGENT_PULL_FAILED] = "failed",
+        };
+        return status < _AGENT_PULL_STATUS_MAX ? names[status] : "unknown";
 }

@@ -44,6 +44,9 @@ typedef enum AgentFrameType {
         AGENT_POWEROFF = 9,    /* host→guest: no payload */
         AGENT_CONTAINER = 10,  /* host→guest (id of its main task): see AgentContainer */
         AGENT_CONTAINER_STATE = 11, /* guest→host (id of the main task): str "running" or "failed: why" */
+        AGENT_IMAGE_PULL = 12, /* guest→host (pull id): str image reference; see AgentImageEnd */
+        AGENT_IMAGE_DATA = 13, /* host→guest (pull id): u64 offset, then raw bytes to the payload's end */
+        AGENT_IMAGE_END = 14,  /* host→guest (pull id): see AgentImageEnd */
         _AGENT_TYPE_MAX,
 } AgentFrameType;
 
@@ -149,8 +152,9 @@ int agent_string_decode(const AgentFrame *f, char **ret);
  *   container with Docker enabled only: str docker socket path (absolute,
  *   inside the container), str serial of the read-only disk holding its
  *   image (empty: none), str the image reference to give that image in
- *   dockerd (all three empty: no Docker)[, u32 n, u32×n exported TCP ports
- *   (1..65535, distinct, at most AGENT_PORTS_MAX)]]]]. Older hosts send
+ *   dockerd (all three empty: no Docker)[, u32 features (AgentFeature bits
+ *   of the host)[, u32 n, u32×n exported TCP ports (1..65535, distinct, at
+ *   most AGENT_PORTS_MAX)]]]]]. Older hosts send
  *   fewer; a host sending a later part sends the ones before it, empty when
  *   unset. */
 typedef enum AgentNetwork {
@@ -174,6 +178,7 @@ typedef struct AgentContainer {
         char *docker_sock_path;   /* NULL: no Docker in this container */
         char *image_serial;       /* NULL or the serial of its image's read-only disk */
         char *image_ref;          /* NULL or what dockerd lists that image as */
+        uint32_t features;        /* AgentFeature bits the host supports (0 from older hosts) */
         /* TCP ports the host forwards to: on a BRIDGE container the guest
          * forwards its own port to the container's (same number); on HOST
          * they are the guest's already. */
@@ -184,6 +189,14 @@ typedef struct AgentContainer {
 int agent_container_encode(AgentBuffer *b, uint32_t id, const AgentContainer *c);
 int agent_container_decode(const AgentFrame *f, AgentContainer *ret);
 void agent_container_done(AgentContainer *c);
+/* What a host can do beyond the frames every host knows. A guest uses a
+ * feature only when the host announced it: an older vmmd ends the
+ * connection at a frame type it does not know. Sent in AGENT_CONTAINER
+ * frames after the Docker part (absent from older hosts). */
+typedef enum AgentFeature {
+        AGENT_FEATURE_IMAGE_PULL = 1U << 0, /* answers AGENT_IMAGE_PULL */
+} AgentFeature;
+
 /* Names and ids as the guest uses them in paths and on ctr's command line. */
 bool agent_container_name_valid(const char *s);
 /* An image's User as the guest takes it: "name", "uid", "name:group",
@@ -195,3 +208,52 @@ bool agent_docker_sock_path_valid(const char *s);
 /* An image reference as dockerd names images: 1 to 255 bytes of
  * [A-Za-z0-9._/:@-], not starting with '-'. */
 bool agent_image_ref_valid(const char *s);
+
+/* Images named inside the instance (docker pull, docker run of a missing
+ * image) come from the host's diskd over this channel, never over the
+ * network. The guest asks with AGENT_IMAGE_PULL under an id of its choice
+ * (non-zero, at most AGENT_IMAGE_PULLS_MAX in flight; vmmd refuses more),
+ * naming a reference agent_image_ref_valid() accepts. The host answers
+ * with AGENT_IMAGE_DATA frames, the image as diskd unpacked it (its
+ * read-only ext4 file; holes are not sent, so the guest writes a sparse
+ * file), then one AGENT_IMAGE_END:
+ *   u32 status (AgentPullStatus), str message (for a person; empty on
+ *   success), u64 size of the file, u32 n, str×n Dockerfile instructions
+ *   that give the image its config ("ENTRYPOINT [...]", "CMD [...]",
+ *   "ENV K=\"V\"", "WORKDIR /d", "USER u"), as `docker import --change`
+ *   takes them.
+ * A failed pull sends END only (size 0, no instructions). */
+#define AGENT_IMAGE_PULLS_MAX 2
+#define AGENT_IMAGE_CHANGES_MAX 256
+
+typedef enum AgentPullStatus {
+        AGENT_PULL_OK = 0,
+        AGENT_PULL_INVALID = 1,      /* the reference is malformed */
+        AGENT_PULL_NOT_FOUND = 2,    /* no such repository or tag */
+        AGENT_PULL_DENIED = 3,       /* the registry is not allowed by the host's policy */
+        AGENT_PULL_UNAVAILABLE = 4,  /* the registry (or diskd) did not answer */
+        AGENT_PULL_BUSY = 5,         /* too many pulls in flight */
+        AGENT_PULL_FAILED = 6,       /* anything else; the message says what */
+        _AGENT_PULL_STATUS_MAX,
+} AgentPullStatus;
+
+typedef struct AgentImageEnd {
+        uint32_t status;
+        char *message;
+        uint64_t size;
+        char **changes;  /* NULL-terminated */
+} AgentImageEnd;
+
+int agent_image_pull_encode(AgentBuffer *b, uint32_t id, const char *ref);
+/* The reference, checked with agent_image_ref_valid(): -EINVAL for a
+ * well-formed frame naming something else, -EBADMSG for a malformed one
+ * (or a string above 255 bytes). */
+int agent_image_pull_decode(const AgentFrame *f, char **ret_ref);
+/* Appends DATA frames for n bytes at offset (split at AGENT_PAYLOAD_MAX). */
+int agent_image_data_encode(AgentBuffer *b, uint32_t id, uint64_t offset, const void *data, size_t n);
+/* Points into the frame: *ret_data stays valid as long as the frame. */
+int agent_image_data_decode(const AgentFrame *f, uint64_t *ret_offset, const uint8_t **ret_data, size_t *ret_size);
+int agent_image_end_encode(AgentBuffer *b, uint32_t id, const AgentImageEnd *e);
+int agent_image_end_decode(const AgentFrame *f, AgentImageEnd *ret);
+void agent_image_end_done(AgentImageEnd *e);
+const char *agent_pull_status_to_string(uint32_t status);

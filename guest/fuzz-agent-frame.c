@@ -23,6 +23,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 AgentContainer c = {};
                 if (agent_container_decode(&f, &c) >= 0)
                         agent_container_done(&c);
+                char *ref = NULL;
+                if (agent_image_pull_decode(&f, &ref) >= 0)
+                        free(ref);
+                uint64_t offset;
+                const uint8_t *bytes;
+                size_t n;
+                (void) agent_image_data_decode(&f, &offset, &bytes, &n);
+                AgentImageEnd end = {};
+                if (agent_image_end_decode(&f, &end) >= 0)
+                        agent_image_end_done(&end);
                 int32_t v;
                 (void) agent_int_decode(&f, &v);
                 char *s = NULL;

@@ -49,6 +49,7 @@
 
 #include "agent-protocol.h"
 #include "init-containers.h"
+#include "init-pull.h"
 #include "init-user.h"
 #include "init-util.h"
 
@@ -859,6 +860,7 @@ static void reap_children(void) {
                 if (pid <= 0)
                         return;
                 containers_child_exited(pid, status);
+                pull_child_exited(pid, status);
                 for (size_t i = 0; i < COMMANDS_MAX; i++) {
                         Command *c = &commands[i];
 
@@ -926,6 +928,10 @@ static void handle_frame(const AgentFrame *f) {
                         kill(-c->pid, sig);
                 break;
         }
+        case AGENT_IMAGE_DATA:
+        case AGENT_IMAGE_END:
+                pull_on_frame(f);
+                break;
         case AGENT_POWEROFF:
                 power_off();
         default:
@@ -1004,6 +1010,7 @@ int main(int argc, char **argv) {
                 say("cannot send READY: %s", strerror(-r));
 
         mount_runtime_filesystems();
+        pull_set_sender(send_buffer);
 
         /* A network that does not come up is logged, not fatal: the instance
          * still runs commands, and vmmd keeps this console for whoever looks
@@ -1054,9 +1061,9 @@ int main(int argc, char **argv) {
                 say("%s", net_message);
 
         for (;;) {
-                struct pollfd p[3 + 2 * COMMANDS_MAX];
+                struct pollfd p[3 + 2 * COMMANDS_MAX + PULL_POLL_MAX];
                 Command *owner[3 + 2 * COMMANDS_MAX];
-                size_t n = 0;
+                size_t n = 0, n_pull;
 
                 p[n] = (struct pollfd){ .fd = host_away ? -1 : port_fd, .events = POLLIN };
                 owner[n++] = NULL;
@@ -1077,9 +1084,11 @@ int main(int argc, char **argv) {
                                 owner[n++] = &commands[i];
                         }
                 }
+                /* The Docker proxies' pull requests, last. */
+                n_pull = pull_poll_fds(p + n);
                 /* While vmmd is away (restarting), the port reports a hang-up
                  * on every poll: look again every 50 ms instead of spinning. */
-                if (poll(p, n, host_away ? 50 : -1) < 0 && errno != EINTR)
+                if (poll(p, n + n_pull, host_away ? 50 : -1) < 0 && errno != EINTR)
                         continue;
                 host_away = false;
 
@@ -1102,6 +1111,7 @@ int main(int argc, char **argv) {
                                 (void) forward_output(c, &c->err_fd, AGENT_STDERR);
                 }
                 drain_and_finish();
+                pull_on_poll(p + n, n_pull);
 
                 if (p[0].revents & POLLIN) {
                         ssize_t k = read(port_fd, in + in_size, sizeof(in) - in_size);

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "init-containers.h"
+#include "init-pull.h"
 #include "init-user.h"
 #include "init-util.h"
 
@@ -85,6 +86,7 @@ typedef struct Container {
         int proxy_fd;
         pid_t proxy_pid;
         unsigned proxy_restarts;
+        bool pulls;                 /* its proxy answers pulls (the host can) */
         char root[256];
 } Container;
 
@@ -493,14 +495,17 @@ static pid_t spawn_docker_proxy(const Container *c) {
         snprintf(state, sizeof(state), "--state=" DOCKER_DIR "/%s.json", c->id);
         snprintf(listen, sizeof(listen), "--listen=" DOCKER_DIR "/%s.sock", c->id);
         char *const envp[] = { GUEST_PATH, NULL };
+        /* With --pull-socket the proxy answers docker pull through us (and
+         * the host); without it, pulls are refused as before. */
         char *const argv[] = { "dockerproxy-guest", "--engine", DOCKER_ENGINE_SOCKET, listen, "--listen-fd=3",
-                               "--root", (char *) c->root, "--id", (char *) c->id, state, NULL };
+                               "--root", (char *) c->root, "--id", (char *) c->id, state,
+                               c->pulls ? "--pull-socket" : NULL, PULL_SOCKET, NULL };
         return spawn_logged_fd(log_path, DOCKER_PROXY, argv, envp, c->proxy_fd);
 }
 
 /* The container's own proxy, listening on DOCKER_DIR/<id>.sock before its
  * container starts (the socket file is bind-mounted into it). */
-static int start_docker_proxy(Container *c, const char *id, const char *root, char *sock, size_t size,
+static int start_docker_proxy(Container *c, const char *id, const char *root, bool pulls, char *sock, size_t size,
                               char **ret_error) {
         pid_t pid;
         int r;
@@ -521,6 +526,7 @@ static int start_docker_proxy(Container *c, const char *id, const char *root, ch
         snprintf(c->id, sizeof(c->id), "%s", id);
         snprintf(c->root, sizeof(c->root), "%s", root);
         c->proxy_restarts = 0;
+        c->pulls = pulls;
         if (!c->proxy_listening) {
                 r = listen_unix(sock);
                 if (r < 0) {
@@ -875,7 +881,16 @@ int containers_prepare(const AgentFrame *f, char ***ret_argv, char **ret_error) 
                         if (r < 0)
                                 goto out;
                 }
-                r = start_docker_proxy(slot, c.id, root, docker_sock, sizeof(docker_sock), ret_error);
+                /* Pulls only from a host that answers them (an older vmmd
+                 * would end the channel at a frame it does not know). */
+                bool pulls = false;
+                if (c.features & AGENT_FEATURE_IMAGE_PULL) {
+                        r = pull_listen();
+                        if (r < 0)
+                                say("containers: cannot listen on %s, pulls stay refused: %s", PULL_SOCKET, strerror(-r));
+                        pulls = r >= 0;
+                }
+                r = start_docker_proxy(slot, c.id, root, pulls, docker_sock, sizeof(docker_sock), ret_error);
                 if (r < 0)
                         goto out;
         }

@@ -423,6 +423,193 @@ static void test_container_refuses_bad_names_serials_networks_and_env(void **sta
         assert_int_equal(agent_container_decode(&f, &d), -EBADMSG);
 }
 
+static void test_image_pull_round_trips_and_refuses_bad_refs(void **state) {
+        AgentBuffer b = {};
+        AgentFrame f;
+        size_t used;
+        char *ref = NULL;
+
+        (void) state;
+        assert_int_equal(agent_image_pull_encode(&b, 5, "127.0.0.1:5000/test/b:2"), 0);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(f.type, AGENT_IMAGE_PULL);
+        assert_int_equal(f.id, 5);
+        assert_int_equal(agent_image_pull_decode(&f, &ref), 0);
+        assert_string_equal(ref, "127.0.0.1:5000/test/b:2");
+        free(ref);
+        agent_buffer_done(&b);
+
+        /* The encoder refuses what the decoder would. */
+        assert_int_equal(agent_image_pull_encode(&b, 0, "busybox"), -EINVAL);
+        assert_int_equal(agent_image_pull_encode(&b, 1, "-busybox"), -EINVAL);
+        assert_int_equal(agent_image_pull_encode(&b, 1, "busy box"), -EINVAL);
+        agent_buffer_done(&b);
+
+        /* A hostile guest: quotes (answered, not fatal), id 0, a 300-byte reference. */
+        assert_int_equal(agent_string_encode(&b, AGENT_IMAGE_PULL, 5, "a'; rm -rf /"), 0);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(agent_image_pull_decode(&f, &ref), -EINVAL);
+        agent_buffer_done(&b);
+        assert_int_equal(agent_string_encode(&b, AGENT_IMAGE_PULL, 0, "busybox"), 0);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(agent_image_pull_decode(&f, &ref), -EBADMSG);
+        agent_buffer_done(&b);
+        char long_ref[301];
+        memset(long_ref, 'a', 300);
+        long_ref[300] = 0;
+        assert_int_equal(agent_string_encode(&b, AGENT_IMAGE_PULL, 5, long_ref), 0);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(agent_image_pull_decode(&f, &ref), -EBADMSG);
+        agent_buffer_done(&b);
+        /* A string length that claims more than the payload holds. */
+        assert_int_equal(agent_int_encode(&b, AGENT_IMAGE_PULL, 5, 200), 0);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(agent_image_pull_decode(&f, &ref), -EBADMSG);
+        agent_buffer_done(&b);
+}
+
+static void test_image_data_splits_at_frame_size_and_keeps_offsets(void **state) {
+        size_t n = 3 * AGENT_PAYLOAD_MAX;
+        uint8_t *data = malloc(n);
+        AgentBuffer b = {};
+        size_t pos = 0, total = 0, frames = 0;
+        uint64_t expect = 1ULL << 33; /* above 4 GiB: the offset is a u64 */
+
+        (void) state;
+        assert_non_null(data);
+        for (size_t i = 0; i < n; i++)
+                data[i] = (uint8_t) (i * 7);
+        assert_int_equal(agent_image_data_encode(&b, 9, expect, data, n), 0);
+        while (pos < b.size) {
+                AgentFrame f;
+                size_t used, size;
+                uint64_t offset;
+                const uint8_t *p;
+
+                assert_int_equal(agent_frame_decode(b.data + pos, b.size - pos, &f, &used), 1);
+                assert_int_equal(f.type, AGENT_IMAGE_DATA);
+                assert_int_equal(f.id, 9);
+                assert_true(f.length <= AGENT_PAYLOAD_MAX);
+                assert_int_equal(agent_image_data_decode(&f, &offset, &p, &size), 0);
+                assert_true(offset == expect);
+                assert_memory_equal(p, data + (offset - (1ULL << 33)), size);
+                expect += size;
+                total += size;
+                pos += used;
+                frames++;
+        }
+        assert_int_equal(total, n);
+        assert_int_equal(frames, 4);
+        agent_buffer_done(&b);
+        free(data);
+
+        /* Shorter than an offset; an offset that would wrap around. */
+        AgentFrame f;
+        size_t used, size;
+        uint64_t offset;
+        const uint8_t *p;
+        size_t start = agent_frame_begin(&b, AGENT_IMAGE_DATA, 9);
+        agent_put_u32(&b, 1);
+        assert_int_equal(agent_frame_end(&b, start), 0);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(agent_image_data_decode(&f, &offset, &p, &size), -EBADMSG);
+        agent_buffer_done(&b);
+        start = agent_frame_begin(&b, AGENT_IMAGE_DATA, 9);
+        agent_put_u64(&b, UINT64_MAX - 1);
+        agent_put_bytes(&b, "xyz", 3);
+        assert_int_equal(agent_frame_end(&b, start), 0);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(agent_image_data_decode(&f, &offset, &p, &size), -EBADMSG);
+        agent_buffer_done(&b);
+}
+
+static void test_image_end_round_trips_and_failures_carry_no_image(void **state) {
+        char *changes[] = { "CMD [\"sh\"]", "ENV PATH=\"/bin\"", "WORKDIR /srv", NULL };
+        AgentImageEnd e = { .status = AGENT_PULL_OK, .size = 4194304, .changes = changes }, d = {};
+        AgentBuffer b = {};
+        AgentFrame f;
+        size_t used;
+
+        (void) state;
+        assert_int_equal(agent_image_end_encode(&b, 4, &e), 0);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(agent_image_end_decode(&f, &d), 0);
+        assert_int_equal(d.status, AGENT_PULL_OK);
+        assert_string_equal(d.message, "");
+        assert_true(d.size == 4194304);
+        assert_string_equal(d.changes[0], "CMD [\"sh\"]");
+        assert_string_equal(d.changes[2], "WORKDIR /srv");
+        assert_null(d.changes[3]);
+        agent_image_end_done(&d);
+        agent_buffer_done(&b);
+
+        e = (AgentImageEnd){ .status = AGENT_PULL_NOT_FOUND, .message = "repository or tag not found" };
+        assert_int_equal(agent_image_end_encode(&b, 4, &e), 0);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(agent_image_end_decode(&f, &d), 0);
+        assert_int_equal(d.status, AGENT_PULL_NOT_FOUND);
+        assert_string_equal(d.message, "repository or tag not found");
+        assert_null(d.changes[0]);
+        assert_string_equal(agent_pull_status_to_string(d.status), "not-found");
+        agent_image_end_done(&d);
+        agent_buffer_done(&b);
+
+        /* A failure with an image attached, an unknown status: refused both ways. */
+        e = (AgentImageEnd){ .status = AGENT_PULL_FAILED, .size = 1 };
+        assert_int_equal(agent_image_end_encode(&b, 4, &e), -EINVAL);
+        e = (AgentImageEnd){ .status = _AGENT_PULL_STATUS_MAX };
+        assert_int_equal(agent_image_end_encode(&b, 4, &e), -EINVAL);
+        agent_buffer_done(&b);
+        size_t start = agent_frame_begin(&b, AGENT_IMAGE_END, 4);
+        agent_put_u32(&b, AGENT_PULL_DENIED); /* status */
+        agent_put_string(&b, "no");           /* message */
+        agent_put_u64(&b, 10);                /* size: not 0 on a failure */
+        agent_put_u32(&b, 0);                 /* no changes */
+        assert_int_equal(agent_frame_end(&b, start), 0);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(agent_image_end_decode(&f, &d), -EBADMSG);
+        agent_buffer_done(&b);
+        start = agent_frame_begin(&b, AGENT_IMAGE_END, 4);
+        agent_put_u32(&b, 99);                /* status out of range */
+        agent_put_string(&b, "");
+        agent_put_u64(&b, 0);
+        agent_put_u32(&b, 0);
+        assert_int_equal(agent_frame_end(&b, start), 0);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(agent_image_end_decode(&f, &d), -EBADMSG);
+        agent_buffer_done(&b);
+}
+
+static void test_container_features_trail_the_docker_part_and_older_hosts_send_none(void **state) {
+        char *argv[] = { "docker", "ps", NULL };
+        AgentContainer c = { .id = "c1a2", .name = "web", .serial = "hm-c1a2", .network = AGENT_NETWORK_BRIDGE,
+                             .argv = argv, .docker_sock_path = "/var/run/docker.sock",
+                             .features = AGENT_FEATURE_IMAGE_PULL | (1U << 7) },
+                       d = {};
+        AgentBuffer b = {};
+        AgentFrame f;
+        size_t used;
+
+        (void) state;
+        assert_int_equal(agent_container_encode(&b, 3, &c), 0);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(agent_container_decode(&f, &d), 0);
+        /* A bit this guest does not know is kept, and harmless. */
+        assert_int_equal(d.features, AGENT_FEATURE_IMAGE_PULL | (1U << 7));
+        agent_container_done(&d);
+
+        /* The same frame without its last 4 bytes is what an older host sent. */
+        b.size -= 4;
+        b.data[8] = (uint8_t) (b.size - AGENT_HEADER_SIZE);
+        b.data[9] = (uint8_t) ((b.size - AGENT_HEADER_SIZE) >> 8);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(agent_container_decode(&f, &d), 0);
+        assert_int_equal(d.features, 0);
+        assert_string_equal(d.docker_sock_path, "/var/run/docker.sock");
+        agent_container_done(&d);
+        agent_buffer_done(&b);
+}
+
 static void test_container_ports_trail_the_docker_part_and_are_checked(void **state) {
         char *argv[] = { "httpd", "-f", NULL };
         AgentContainer c = { .id = "c1a2", .name = "web", .serial = "hm-c1a2", .network = AGENT_NETWORK_BRIDGE,
@@ -490,12 +677,14 @@ static void test_container_ports_trail_the_docker_part_and_are_checked(void **st
         agent_buffer_done(&b);
 
         /* No Docker: the part is three empty strings (its path, image disk
-         * serial and reference), then the count. */
+         * serial and reference), the host's features (none here), then the
+         * count and the port (8080), at the frame's end. */
         c.docker_sock_path = NULL;
         c.n_ports = 1;
         assert_int_equal(agent_container_encode(&b, 5, &c), 0);
-        uint8_t *p = memmem(b.data, b.size, (const uint8_t[]){ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0 }, 16);
-        assert_non_null(p);
+        assert_memory_equal(b.data + b.size - 24,
+                            ((const uint8_t[]){ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0x90, 0x1f, 0, 0 }),
+                            24);
         agent_buffer_done(&b);
 }
 
@@ -514,6 +703,10 @@ int main(void) {
                 cmocka_unit_test(test_container_round_trips_and_exec_names_its_container),
                 cmocka_unit_test(test_container_refuses_bad_names_serials_networks_and_env),
                 cmocka_unit_test(test_container_with_docker_round_trips_and_refuses_bad_socket_paths),
+                cmocka_unit_test(test_image_pull_round_trips_and_refuses_bad_refs),
+                cmocka_unit_test(test_image_data_splits_at_frame_size_and_keeps_offsets),
+                cmocka_unit_test(test_image_end_round_trips_and_failures_carry_no_image),
+                cmocka_unit_test(test_container_features_trail_the_docker_part_and_older_hosts_send_none),
                 cmocka_unit_test(test_container_ports_trail_the_docker_part_and_are_checked),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -166,6 +166,10 @@ struct Conn {
         Splice down;             /* upstream → client */
         Splice up;               /* client → upstream */
         bool closing;            /* free once cout is flushed */
+
+        int pfd;                 /* a pull answered through the host: init's pull socket */
+        sd_event_source *psrc;
+        Buf pin;
 };
 
 static void conn_free(Conn *c);
@@ -721,6 +725,90 @@ static void conn_judge_body(Conn *c) {
         conn_checks_next(c);
 }
 
+/* ---- pulls answered through the host --------------------------------------- */
+
+#define PULL_ANSWER_MAX 2048
+
+static void conn_pull_finish(Conn *c, unsigned status, const char *message) {
+        _cleanup_free_ char *lines = NULL;
+
+        c->psrc = sd_event_source_disable_unref(c->psrc);
+        c->pfd = safe_close(c->pfd);
+        if (status == 0)
+                log_info("Container %s pulled %s through the host.", c->proxy->caller->id, c->dec.pull_ref);
+        else
+                log_notice("Container %s: pull of %s through the host failed (%u): %s", c->proxy->caller->id,
+                           c->dec.pull_ref, status, message);
+        if (docker_pull_result(c->dec.pull_ref, status, message, &lines) < 0 ||
+            buf_append(&c->cout, lines, strlen(lines), SIZE_MAX) < 0)
+                return conn_free(c);
+        c->closing = true;
+        conn_pump(c);
+}
+
+/* init answers one line, "<status> <message>", then closes. */
+static int on_pull_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Conn *c = userdata;
+        bool eof = false;
+        char *nl;
+        int r;
+
+        (void) s;
+        (void) revents;
+        r = fill(fd, &c->pin, &eof);
+        nl = buf_len(&c->pin) > 0 ? memchr(buf_head(&c->pin), '\n', buf_len(&c->pin)) : NULL;
+        if (!nl && r >= 0 && !eof && buf_space(&c->pin) > 0)
+                return 0;
+        if (!nl) {
+                conn_pull_finish(c, 6, "the instance's init ended the pull without an answer");
+                return 0;
+        }
+        *nl = 0;
+        char *end = NULL;
+        unsigned long status = strtoul(buf_head(&c->pin), &end, 10);
+        if (end == buf_head(&c->pin) || status > 255 || (*end != ' ' && *end != 0)) {
+                conn_pull_finish(c, 6, "the instance's init answered something else");
+                return 0;
+        }
+        conn_pull_finish(c, (unsigned) status, *end ? end + 1 : "");
+        return 0;
+}
+
+/* Answers the pull itself: asks hostmesh-init (which asks the host), and
+ * streams the Engine API's progress lines to the client meanwhile. */
+static void conn_pull_start(Conn *c) {
+        static const char head[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n";
+        _cleanup_free_ char *request = NULL, *first = NULL;
+        int r;
+
+        if (!c->proxy->ctx.pull_socket)
+                return conn_reply_error(c, 403, "image-pull", "Pulling images is not available here.");
+        c->pfd = connect_unix(c->proxy->ctx.pull_socket);
+        if (c->pfd < 0) {
+                log_warning_errno(c->pfd, "Cannot reach the pull socket %s: %m", c->proxy->ctx.pull_socket);
+                return conn_reply_error(c, 502, "image-pull-host",
+                                        "The instance cannot pull through the host right now (its init does not answer).");
+        }
+        if (asprintf(&request, "%s\n", c->dec.pull_ref) < 0 || docker_pull_started(c->dec.pull_ref, &first) < 0)
+                return conn_free(c);
+        /* One short line into an empty socket buffer: it goes at once. */
+        if (send(c->pfd, request, strlen(request), MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t) strlen(request))
+                return conn_reply_error(c, 502, "image-pull-host", "The instance's init did not take the pull request.");
+        r = buf_ensure(&c->pin, PULL_ANSWER_MAX);
+        if (r >= 0)
+                r = sd_event_add_io(c->proxy->ctx.event, &c->psrc, c->pfd, EPOLLIN, on_pull_io, c);
+        if (r < 0 || buf_append(&c->cout, head, sizeof(head) - 1, SIZE_MAX) < 0 ||
+            buf_append(&c->cout, first, strlen(first), SIZE_MAX) < 0)
+                return conn_free(c);
+        audit(c, true, 0, c->dec.rule, NULL);
+        /* The request is answered here: whatever else the client sends is
+         * dropped, and the connection ends with the stream. */
+        c->req_state = REQ_LINGER;
+        c->resp_state = RESP_IDLE;
+        c->ufd = safe_close(c->ufd);
+        c->usrc = sd_event_source_disable_unref(c->usrc);
+}
+
 /* Returns false while the head is incomplete (nothing happened), true
  * otherwise; may free the connection. */
 static bool conn_handle_head(Conn *c) {
@@ -762,6 +850,8 @@ static bool conn_handle_head(Conn *c) {
                 return conn_free(c), true;
         if (c->dec.status)
                 return conn_reply_error(c, c->dec.status, c->dec.rule, c->dec.message), true;
+        if (c->dec.pull_ref)
+                return conn_pull_start(c), true;
 
         if (c->dec.needs_body) {
                 if (c->req->body == HTTP_BODY_LENGTH && c->req->content_length > DOCKER_BODY_MAX)
@@ -1227,6 +1317,9 @@ static void conn_free(Conn *c) {
                 c->next->prev = c->prev;
         p->n_conns--;
         probe_free(c->probe);
+        sd_event_source_disable_unref(c->psrc);
+        safe_close(c->pfd);
+        buf_done(&c->pin);
         sd_event_source_disable_unref(c->csrc);
         sd_event_source_disable_unref(c->usrc);
         sd_event_source_disable_unref(c->timer);
@@ -1295,6 +1388,7 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                 c->id = ++p->next_conn_id;
                 c->cfd = cfd;
                 c->ufd = -EBADF;
+                c->pfd = -EBADF;
                 c->down.pipe[0] = c->down.pipe[1] = c->up.pipe[0] = c->up.pipe[1] = -EBADF;
                 c->next = p->conns;
                 if (p->conns)

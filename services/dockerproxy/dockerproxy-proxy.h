@@ -27,6 +27,9 @@ typedef struct ProxyContext {
         unsigned max_connections;      /* per socket */
         uint64_t idle_timeout_usec;    /* between requests; 0: the default */
         ProxyRecordFunc on_record;     /* may be NULL */
+        /* Inside an instance: hostmesh-init's pull socket (guest/init-pull.h),
+         * for decisions with pull_ref; NULL elsewhere. */
+        const char *pull_socket;
         void *userdata;
 } ProxyContext;
 

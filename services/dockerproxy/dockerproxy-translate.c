@@ -27,6 +27,7 @@ void docker_decision_done(DockerDecision *d) {
         for (size_t i = 0; i < d->n_records; i++)
                 free(d->records[i].id);
         free(d->records);
+        free(d->pull_ref);
         *d = (DockerDecision){};
 }
 
@@ -93,6 +94,95 @@ static bool image_name_is_valid(const char *s) {
 
 static bool owns(const DockerCaller *c, OwnedKind kind, const char *id) {
         return (kind == OWNED_CONTAINER && c->policy->see_all_containers) || owned_set_has(c->owned, kind, id);
+}
+
+static int deny(DockerDecision *d, unsigned status, const char *rule, const char *fmt, ...) _printf_(4, 5);
+
+/* docker pull sends fromImage=NAME&tag=TAG (docker run of a missing image
+ * too). The reference is checked and normalized here, so that a malformed
+ * one is refused before anything leaves the instance. */
+static int decide_pull_via_host(const char *query, const char *from, DockerDecision *d) {
+        _cleanup_free_ char *tag = NULL, *joined = NULL, *ref = NULL;
+        int r;
+
+        if (http_query_get(query, "tag", &tag) < 0)
+                return deny(d, 400, "invalid-query", "The query string is malformed.");
+        if (!isempty(tag) && (strchr(tag, ':') || strchr(tag, '@')))
+                return deny(d, 400, "invalid-reference",
+                            "Pulling by digest is not available inside an instance; name a tag (%s).", from);
+        if (strchr(from, '@'))
+                return deny(d, 400, "invalid-reference",
+                            "Pulling by digest is not available inside an instance; name a tag (%s).", from);
+        if (!isempty(tag) && asprintf(&joined, "%s:%s", from, tag) < 0)
+                return -ENOMEM;
+        r = docker_image_ref_normalize(joined ?: from, &ref);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0 || strlen(ref) > 255)
+                return deny(d, 400, "invalid-reference", "invalid reference format: %s is not an image reference.",
+                            joined ?: from);
+        d->rule = "image-pull-host";
+        d->pull_ref = TAKE_PTR(ref);
+        return 0;
+}
+
+static int json_line(json_t *j, char **ret) {
+        char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        json_decref(j);
+        if (!s)
+                return -ENOMEM;
+        *ret = s;
+        return 0;
+}
+
+int docker_pull_started(const char *ref, char **ret_line) {
+        _cleanup_free_ char *status = NULL, *line = NULL;
+
+        if (asprintf(&status, "Pulling %s through the host (images never come over the instance's network)", ref) < 0)
+                return -ENOMEM;
+        if (json_line(json_pack("{s:s}", "status", status), &line) < 0 || asprintf(ret_line, "%s\n", line) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+int docker_pull_result(const char *ref, unsigned status, const char *message, char **ret_lines) {
+        _cleanup_free_ char *text = NULL, *registry = NULL, *line = NULL, *done = NULL;
+        const char *slash = strchr(ref, '/');
+        const char *m = isempty(message) ? "no details" : message;
+        int n;
+
+        registry = slash ? strndup(ref, (size_t) (slash - ref)) : strdup("docker.io");
+        if (!registry)
+                return -ENOMEM;
+        /* The numbers are AgentPullStatus (guest/agent-protocol.h). */
+        switch (status) {
+        case 0:
+                if (asprintf(&done, "Status: Downloaded newer image for %s", ref) < 0 ||
+                    json_line(json_pack("{s:s}", "status", done), &line) < 0 || asprintf(ret_lines, "%s\n", line) < 0)
+                        return -ENOMEM;
+                return 0;
+        case 1:
+                n = asprintf(&text, "invalid reference format: %s (%s)", ref, m);
+                break;
+        case 2:
+                n = asprintf(&text, "%s: repository or tag not found in %s (%s); check the name and tag", ref, registry, m);
+                break;
+        case 3:
+                n = asprintf(&text, "%s: refused by the host's registry policy: %s", ref, m);
+                break;
+        case 4:
+                n = asprintf(&text, "%s: registry %s is not reachable from the host (%s); is it up?", ref, registry, m);
+                break;
+        case 5:
+                n = asprintf(&text, "%s: %s", ref, m);
+                break;
+        default:
+                n = asprintf(&text, "pulling %s through the host failed: %s", ref, m);
+        }
+        if (n < 0 || json_line(json_pack("{s:{s:s},s:s}", "errorDetail", "message", text, "error", text), &line) < 0 ||
+            asprintf(ret_lines, "%s\n", line) < 0)
+                return -ENOMEM;
+        return 0;
 }
 
 _printf_(4, 5) static int deny(DockerDecision *d, unsigned status, const char *rule, const char *fmt, ...) {
@@ -1602,6 +1692,8 @@ int docker_decide_request(const DockerCaller *c, const char *method, const char 
                         return deny(d, 403, "image-import", "Importing images (fromSrc) can replace any name on the engine; pull or build instead.");
                 if (isempty(from))
                         return deny(d, 400, "invalid-query", "Pulling needs fromImage.");
+                if (c->policy && c->policy->pull_via_host)
+                        return decide_pull_via_host(query, from, d);
                 if (c->policy && c->policy->refuse_pull)
                         return deny(d, 403, "image-pull",
                                     "Pulling images is not available inside an instance: images never reach it over "

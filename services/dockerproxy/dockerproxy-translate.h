@@ -32,6 +32,11 @@ typedef struct DockerPolicy {
         /* Inside an instance: images come from the host only, so a pull
          * (which would reach a registry over the network) is refused. */
         bool refuse_pull;
+        /* Inside an instance whose host answers pulls: the proxy answers
+         * POST /images/create?fromImage= itself, with the image fetched by
+         * the host (diskd) and loaded into the engine without the network.
+         * Wins over refuse_pull; imports (fromSrc) stay refused. */
+        bool pull_via_host;
 } DockerPolicy;
 
 typedef struct DockerCaller {
@@ -82,6 +87,7 @@ typedef struct DockerDecision {
         OwnedKind forget_path;    /* forget path_id after a 2xx answer (deletes), or OWNED_NONE */
         DockerRecord *records;  /* applied after a 2xx answer */
         size_t n_records;
+        char *pull_ref;         /* answered by the proxy: pull this (normalized) reference through the host */
 } DockerDecision;
 
 void docker_decision_done(DockerDecision *d);
@@ -116,6 +122,14 @@ int docker_path_with_id(const char *path, const char *id, char **ret_path);
  * ("ubuntu" → "docker.io/library/ubuntu:latest"); -EINVAL when it is not one,
  * or when it could also be read as an image id (bare hex). */
 int docker_image_ref_normalize(const char *ref, char **ret);
+/* The end of a pull answered through the host, as the Engine API's
+ * progress stream (JSON lines): the status line of success, or an error
+ * line ({"errorDetail":{"message":M},"error":M}) whose message says what
+ * to do. status is an AgentPullStatus, message the host's words. */
+int docker_pull_result(const char *ref, unsigned status, const char *message, char **ret_lines);
+/* The stream's first line, sent as soon as the pull is asked for. */
+int docker_pull_started(const char *ref, char **ret_line);
+
 /* Before a start or restart, from the container's inspect response: every
  * bind source must still lie in the caller's root and contain no symlink
  * (the root is the caller's to change between create and start). Sets

@@ -104,10 +104,11 @@ static void guest_on_record(void *userdata, const DockerCaller *caller, OwnedKin
 
 static void usage(FILE *f) {
         fprintf(f, "usage: hostmesh-dockerproxy-guest --engine SOCKET --listen SOCKET [--listen-fd FD] --root DIR --id ID\n"
-                   "                                  [--state FILE]\n"
+                   "                                  [--state FILE] [--pull-socket SOCKET]\n"
                    "Serves one container's Docker socket in front of the guest's dockerd.\n"
-                   "  --listen-fd FD  serve this listening socket (bound at SOCKET) rather than binding SOCKET\n"
-                   "  --state FILE    keep the records of what the container made in FILE\n");
+                   "  --listen-fd FD        serve this listening socket (bound at SOCKET) rather than binding SOCKET\n"
+                   "  --state FILE          keep the records of what the container made in FILE\n"
+                   "  --pull-socket SOCKET  answer pulls through hostmesh-init on SOCKET (and the host's diskd)\n");
 }
 
 int main(int argc, char **argv) {
@@ -118,14 +119,17 @@ int main(int argc, char **argv) {
                 { "id", required_argument, NULL, 'i' },
                 { "listen-fd", required_argument, NULL, 'f' },
                 { "state", required_argument, NULL, 's' },
+                { "pull-socket", required_argument, NULL, 'p' },
                 { "help", no_argument, NULL, 'h' },
                 {},
         };
         _cleanup_(sd_event_unrefp) sd_event *event = NULL;
         _cleanup_(proxy_freep) Proxy *proxy = NULL;
-        const char *engine = NULL, *listen = NULL, *root = NULL, *id = NULL;
-        /* Deny by default; and no pulls: images reach an instance only
-         * from the host (the ones it was created with are in dockerd). */
+        const char *engine = NULL, *listen = NULL, *root = NULL, *id = NULL, *pull_socket = NULL;
+        /* Deny by default; and no pulls over the network: images reach an
+         * instance only from the host (the ones it was created with are in
+         * dockerd; with --pull-socket, others come through hostmesh-init
+         * and the host's diskd). */
         GuestProxy g = { .policy.refuse_pull = true };
         sigset_t ss;
         int c, r, listen_fd = -1;
@@ -148,15 +152,17 @@ int main(int argc, char **argv) {
                         listen_fd = (int) v;
                         break;
                 }
+                case 'p': pull_socket = optarg; break;
                 case 'h': usage(stdout); return EXIT_SUCCESS;
                 default: usage(stderr); return EXIT_FAILURE;
                 }
         if (optind != argc || !engine || !listen || !root || !id || root[0] != '/' || listen[0] != '/' ||
-            engine[0] != '/' || (g.state && g.state[0] != '/')) {
+            engine[0] != '/' || (g.state && g.state[0] != '/') || (pull_socket && pull_socket[0] != '/')) {
                 usage(stderr);
                 return EXIT_FAILURE;
         }
 
+        g.policy.pull_via_host = pull_socket != NULL;
         r = owned_set_new(&g.owned);
         if (r < 0)
                 return log_error_errno(r, "Out of memory"), EXIT_FAILURE;
@@ -183,6 +189,7 @@ int main(int argc, char **argv) {
                 .upstream = engine,
                 .on_record = guest_on_record,
                 .userdata = &g,
+                .pull_socket = pull_socket,
         };
         r = proxy_new(&ctx, &g.caller, listen, listen_fd, &proxy);
         if (r < 0)

@@ -18,13 +18,16 @@
 #include "dockerproxy-proxy.h"
 
 static char dir[] = "/tmp/test-dockerproxy-proxy-XXXXXX";
-static char engine_path[128], proxy_path[128];
+static char engine_path[128], proxy_path[128], pull_path[128];
+static pthread_mutex_t pulls_lock = PTHREAD_MUTEX_INITIALIZER;
+static char pulls_seen[4096];
 static pthread_mutex_t seen_lock = PTHREAD_MUTEX_INITIALIZER;
 static char seen[1 << 16];
 static size_t seen_len;
 static atomic_bool stop;
 static pthread_t engine_thread, loop_thread;
-static DockerPolicy policy = {};
+/* As in an instance whose host answers pulls (hostmesh-dockerproxy-guest --pull-socket). */
+static DockerPolicy policy = { .refuse_pull = true, .pull_via_host = true };
 static DockerCaller caller = { .id = "t", .root = "/", .policy = &policy };
 static OwnedSet *owned;
 static pthread_mutex_t records_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -201,6 +204,44 @@ static void *engine_main(void *arg) {
         return NULL;
 }
 
+/* hostmesh-init's pull socket: one line in, one line out. A reference
+ * naming "missing" is not found, "dies" gets no answer at all. */
+static void *pull_main(void *arg) {
+        int lfd = (int) (intptr_t) arg;
+        for (;;) {
+                char line[600];
+                size_t len = 0;
+                int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+                if (fd < 0)
+                        break;
+                while (len < sizeof(line) - 1) {
+                        ssize_t n = read(fd, line + len, sizeof(line) - 1 - len);
+                        if (n <= 0)
+                                break;
+                        len += (size_t) n;
+                        if (memchr(line, '\n', len))
+                                break;
+                }
+                line[len] = '\0';
+                pthread_mutex_lock(&pulls_lock);
+                snprintf(pulls_seen + strlen(pulls_seen), sizeof(pulls_seen) - strlen(pulls_seen), "%s", line);
+                pthread_mutex_unlock(&pulls_lock);
+                const char *answer = strstr(line, "missing") ? "2 manifest unknown\n" : strstr(line, "dies") ? "" : "0 \n";
+                if (write(fd, answer, strlen(answer)) < 0)
+                        break;
+                close(fd);
+        }
+        return NULL;
+}
+
+static bool pulls_have(const char *s) {
+        bool r;
+        pthread_mutex_lock(&pulls_lock);
+        r = strstr(pulls_seen, s) != NULL;
+        pthread_mutex_unlock(&pulls_lock);
+        return r;
+}
+
 static void *loop_main(void *arg) {
         sd_event *e = NULL;
         Proxy *p = NULL;
@@ -208,7 +249,7 @@ static void *loop_main(void *arg) {
 
         (void) arg;
         assert_int_equal(sd_event_new(&e), 0);
-        ctx = (ProxyContext){ .event = e, .upstream = engine_path, .on_record = on_record };
+        ctx = (ProxyContext){ .event = e, .upstream = engine_path, .on_record = on_record, .pull_socket = pull_path };
         /* "mine" is in the caller's records; "theirs" carries the caller's
          * owner label too, which decides nothing. */
         assert_int_equal(owned_set_new(&owned), 0);
@@ -231,6 +272,11 @@ static int setup(void **state) {
         assert_non_null(mkdtemp(dir));
         snprintf(engine_path, sizeof(engine_path), "%s/engine.sock", dir);
         snprintf(proxy_path, sizeof(proxy_path), "%s/proxy.sock", dir);
+        snprintf(pull_path, sizeof(pull_path), "%s/pull.sock", dir);
+        lfd = unix_socket(pull_path, true);
+        pthread_t pull_thread;
+        pthread_create(&pull_thread, NULL, pull_main, (void *) (intptr_t) lfd);
+        pthread_detach(pull_thread);
         lfd = unix_socket(engine_path, true);
         pthread_create(&engine_thread, NULL, engine_main, (void *) (intptr_t) lfd);
         pthread_detach(engine_thread);
@@ -418,6 +464,47 @@ static void test_checked_bodies_are_bounded_and_expect_continue_is_answered(void
         free(out);
 }
 
+/* A pull inside an instance is answered by the proxy with init's answer
+ * as the Engine API's progress stream; the engine never sees it, and a
+ * malformed reference never reaches init. */
+static void test_pull_is_answered_through_the_host_and_never_reaches_the_engine(void **state) {
+        const char *ok = "POST /v1.41/images/create?fromImage=127.0.0.1%3A5000%2Ftest%2Fb&tag=2 HTTP/1.1\r\nHost: d\r\n"
+                         "Content-Length: 0\r\n\r\n";
+        const char *missing = "POST /v1.41/images/create?fromImage=127.0.0.1%3A5000%2Ftest%2Fb&tag=missing HTTP/1.1\r\n"
+                              "Host: d\r\n\r\n";
+        const char *dies = "POST /images/create?fromImage=127.0.0.1%3A5000%2Fdies&tag=1 HTTP/1.1\r\nHost: d\r\n\r\n";
+        const char *bad = "POST /images/create?fromImage=Not%20A%20Name&tag=1 HTTP/1.1\r\nHost: d\r\n\r\n";
+        char *out;
+
+        (void) state;
+        seen_reset();
+        out = exchange(ok, strlen(ok), NULL);
+        assert_non_null(strstr(out, "HTTP/1.1 200 OK\r\n"));
+        assert_non_null(strstr(out, "Connection: close\r\n"));
+        assert_non_null(strstr(out, "{\"status\":\"Pulling 127.0.0.1:5000/test/b:2 through the host"));
+        assert_non_null(strstr(out, "{\"status\":\"Status: Downloaded newer image for 127.0.0.1:5000/test/b:2\"}\n"));
+        assert_true(pulls_have("127.0.0.1:5000/test/b:2\n"));
+        free(out);
+
+        out = exchange(missing, strlen(missing), NULL);
+        assert_non_null(strstr(out, "HTTP/1.1 200 OK\r\n"));
+        assert_non_null(strstr(out, "{\"errorDetail\":{\"message\":\"127.0.0.1:5000/test/b:missing: repository or tag "
+                                    "not found in 127.0.0.1:5000 (manifest unknown); check the name and tag\"}"));
+        free(out);
+
+        out = exchange(dies, strlen(dies), NULL);
+        assert_non_null(strstr(out, "the instance's init ended the pull without an answer"));
+        free(out);
+
+        out = exchange(bad, strlen(bad), NULL);
+        assert_non_null(strstr(out, "HTTP/1.1 400 Bad Request\r\n"));
+        assert_non_null(strstr(out, "invalid reference format"));
+        assert_false(pulls_have("Not"));
+        free(out);
+        /* None of them reached the engine. */
+        assert_false(seen_has("/images/create"));
+}
+
 static void test_large_streamed_body_survives_backpressure(void **state) {
         const size_t chunks = 96, chunk = 65536;
         const char *head = "POST /v1.41/build?t=big HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
@@ -453,6 +540,7 @@ int main(void) {
                 cmocka_unit_test(test_refusals_answer_json_and_close),
                 cmocka_unit_test(test_checked_bodies_are_bounded_and_expect_continue_is_answered),
                 cmocka_unit_test(test_large_streamed_body_survives_backpressure),
+                cmocka_unit_test(test_pull_is_answered_through_the_host_and_never_reaches_the_engine),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -437,6 +437,70 @@ static void test_volume_options_allow_list(void **state) {
         assert_denied("{\"HostConfig\":{\"VolumeDriver\":\"convoy\"}}", 403, "volume-driver-opts", "VolumeDriver");
 }
 
+/* Inside an instance whose host answers pulls, the proxy answers a pull
+ * itself: the reference is checked and normalized first (a malformed one
+ * never leaves the guest); imports and digests stay refused. */
+static void test_pull_inside_instance_is_answered_through_the_host(void **state) {
+        DockerPolicy via_host = { .refuse_pull = true, .pull_via_host = true };
+        DockerCaller c = { .id = "c1", .root = "/", .policy = &via_host };
+        DockerDecision d = {};
+        (void) state;
+
+        assert_int_equal(docker_decide_request(&c, "POST", "/images/create", "fromImage=127.0.0.1%3A5000%2Ftest%2Fb&tag=2", &d), 0);
+        assert_int_equal(d.status, 0);
+        assert_string_equal(d.rule, "image-pull-host");
+        assert_string_equal(d.pull_ref, "127.0.0.1:5000/test/b:2");
+        docker_decision_done(&d);
+        /* docker run of a missing image sends the same; no tag means latest. */
+        assert_int_equal(docker_decide_request(&c, "POST", "/images/create", "fromImage=busybox", &d), 0);
+        assert_int_equal(d.status, 0);
+        assert_string_equal(d.pull_ref, "docker.io/library/busybox:latest");
+        docker_decision_done(&d);
+
+        assert_int_equal(docker_decide_request(&c, "POST", "/images/create", "fromImage=Bad%20Name&tag=1", &d), 0);
+        assert_int_equal(d.status, 400);
+        assert_string_equal(d.rule, "invalid-reference");
+        assert_null(d.pull_ref);
+        assert_non_null(strstr(d.message, "invalid reference format"));
+        docker_decision_done(&d);
+        assert_int_equal(docker_decide_request(&c, "POST", "/images/create", "fromImage=busybox&tag=-x", &d), 0);
+        assert_int_equal(d.status, 400);
+        docker_decision_done(&d);
+        assert_int_equal(docker_decide_request(&c, "POST", "/images/create",
+                                               "fromImage=busybox&tag=sha256%3A0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", &d), 0);
+        assert_int_equal(d.status, 400);
+        assert_non_null(strstr(d.message, "digest"));
+        docker_decision_done(&d);
+        assert_int_equal(docker_decide_request(&c, "POST", "/images/create", "fromSrc=-&repo=busybox", &d), 0);
+        assert_int_equal(d.status, 403);
+        assert_string_equal(d.rule, "image-import");
+        assert_null(d.pull_ref);
+        docker_decision_done(&d);
+        assert_int_equal(docker_decide_request(&c, "POST", "/images/create", "fromSrc=http%3A%2F%2F10.0.0.1%2Fx.tar&repo=x", &d), 0);
+        assert_int_equal(d.status, 403);
+        docker_decision_done(&d);
+}
+
+/* The end of the progress stream: success, or an error line the docker
+ * CLI prints and exits 1 on, saying what to do. */
+static void test_pull_result_lines(void **state) {
+        _cleanup_free_ char *ok = NULL, *missing = NULL, *down = NULL, *denied = NULL, *start = NULL;
+        (void) state;
+
+        assert_int_equal(docker_pull_started("127.0.0.1:5000/test/b:2", &start), 0);
+        assert_non_null(strstr(start, "{\"status\":\"Pulling 127.0.0.1:5000/test/b:2 through the host"));
+        assert_true(start[strlen(start) - 1] == '\n');
+        assert_int_equal(docker_pull_result("127.0.0.1:5000/test/b:2", 0, "", &ok), 0);
+        assert_string_equal(ok, "{\"status\":\"Status: Downloaded newer image for 127.0.0.1:5000/test/b:2\"}\n");
+        assert_int_equal(docker_pull_result("127.0.0.1:5000/test/b:9", 2, "manifest unknown", &missing), 0);
+        assert_non_null(strstr(missing, "{\"errorDetail\":{\"message\":\"127.0.0.1:5000/test/b:9: repository or tag not found in 127.0.0.1:5000"));
+        assert_non_null(strstr(missing, "\"error\":\"127.0.0.1:5000/test/b:9: repository or tag not found"));
+        assert_int_equal(docker_pull_result("127.0.0.1:5999/x:1", 4, "connection refused", &down), 0);
+        assert_non_null(strstr(down, "registry 127.0.0.1:5999 is not reachable from the host (connection refused); is it up?"));
+        assert_int_equal(docker_pull_result("10.1.2.3:5000/x:1", 3, "plain HTTP only to loopback", &denied), 0);
+        assert_non_null(strstr(denied, "refused by the host's registry policy: plain HTTP only to loopback"));
+}
+
 static void test_images_and_volumes_of_others(void **state) {
         DockerDecision d = {};
         _cleanup_free_ char *n = NULL;
@@ -554,6 +618,8 @@ int main(void) {
                 cmocka_unit_test(test_images_with_reserved_labels_make_no_containers),
                 cmocka_unit_test(test_volume_options_allow_list),
                 cmocka_unit_test(test_images_and_volumes_of_others),
+                cmocka_unit_test(test_pull_inside_instance_is_answered_through_the_host),
+                cmocka_unit_test(test_pull_result_lines),
                 cmocka_unit_test(test_start_rechecks_bind_sources),
         };
         return cmocka_run_group_tests(tests, setup, teardown);

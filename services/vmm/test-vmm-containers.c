@@ -2,6 +2,7 @@
 /* A container's process from its image's config and the request:
  * Entrypoint + (args, else Cmd), the image's Env under the request's,
  * WorkingDir; and the exact refusals. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +14,7 @@
 #include "macro.h"
 #include "vmm-containers.h"
 #include "vmm-instance.h"
+#include "vmm-pull.h"
 
 #define IMAGE "127.0.0.1:5000/test/app:1"
 
@@ -186,6 +188,53 @@ static void test_ports_are_stored_and_loaded_back_checked(void **state) {
         vmm_container_free_all(c, 1);
 }
 
+/* An image pulled from inside gets its config as `docker import --change`
+ * instructions: exec form for Entrypoint and Cmd, quoted Env values whose
+ * quotes, backslashes and $ survive the builder's parsing. */
+static void test_pull_config_becomes_import_changes(void **state) {
+        char *entrypoint[] = { "/bin/sh", "-c" }, *cmd[] = { "echo \"hi\"" },
+             *env[] = { "PATH=/usr/bin:/bin", "GREETING=say \"$HOME\" \\o/" };
+        Hostmesh__Disk__V1__ImageConfig config = HOSTMESH__DISK__V1__IMAGE_CONFIG__INIT;
+        _cleanup_(strv_freep) char **l = NULL;
+
+        (void) state;
+        config.n_entrypoint = 2;
+        config.entrypoint = entrypoint;
+        config.n_cmd = 1;
+        config.cmd = cmd;
+        config.n_env = 2;
+        config.env = env;
+        config.working_dir = "/srv/my app";
+        config.user = "1000:1000";
+        assert_int_equal(vmm_pull_config_changes(&config, &l), 0);
+        assert_string_equal(l[0], "ENTRYPOINT [\"/bin/sh\",\"-c\"]");
+        assert_string_equal(l[1], "CMD [\"echo \\\"hi\\\"\"]");
+        assert_string_equal(l[2], "ENV PATH=\"/usr/bin:/bin\"");
+        assert_string_equal(l[3], "ENV GREETING=\"say \\\"\\$HOME\\\" \\\\o/\"");
+        assert_string_equal(l[4], "WORKDIR /srv/my app");
+        assert_string_equal(l[5], "USER 1000:1000");
+        assert_null(l[6]);
+        l = strv_free(l);
+
+        /* No config: no instructions. */
+        assert_int_equal(vmm_pull_config_changes(NULL, &l), 0);
+        assert_null(l[0]);
+        l = strv_free(l);
+
+        /* A newline would start a second instruction: refused. */
+        char *bad_env[] = { "A=1\nUSER root" };
+        config.env = bad_env;
+        config.n_env = 1;
+        assert_int_equal(vmm_pull_config_changes(&config, &l), -EINVAL);
+        config.env = env;
+        config.n_env = 2;
+        config.working_dir = "/srv/$HOME";
+        assert_int_equal(vmm_pull_config_changes(&config, &l), -EINVAL);
+        config.working_dir = "";
+        config.user = "root;rm";
+        assert_int_equal(vmm_pull_config_changes(&config, &l), -EINVAL);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_entrypoint_then_cmd_without_args),
@@ -193,6 +242,7 @@ int main(void) {
                 cmocka_unit_test(test_args_replace_cmd_and_request_env_overrides),
                 cmocka_unit_test(test_no_config_uses_the_request_alone),
                 cmocka_unit_test(test_refusals_name_the_container),
+                cmocka_unit_test(test_pull_config_becomes_import_changes),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,6 +16,7 @@ struct AgentConn {
         size_t out_size;
         const AgentCallbacks *cb;
         void *userdata;
+        bool above_low_water;   /* tell cb->writable when the queue drains */
 };
 
 static void agent_close(AgentConn *a, int error) {
@@ -68,6 +69,18 @@ static bool agent_dispatch(AgentConn *a, const AgentFrame *f) {
                 if (r >= 0 && a->cb->exit)
                         a->cb->exit(a, f->id, v, a->userdata);
                 break;
+        case AGENT_IMAGE_PULL: {
+                char *ref = NULL;
+                /* A malformed frame ends the channel like any other; a
+                 * well-formed one naming no reference is answered. */
+                r = agent_image_pull_decode(f, &ref);
+                if (r == -EINVAL)
+                        r = 0;
+                if (r >= 0 && a->cb->image_pull)
+                        a->cb->image_pull(a, f->id, ref, a->userdata);
+                free(ref);
+                break;
+        }
         case AGENT_CONTAINER_STATE: {
                 char *state = NULL;
                 r = agent_string_decode(f, &state);
@@ -100,6 +113,15 @@ static int agent_on_io(sd_event_source *s, int fd, uint32_t revents, void *userd
                 if (r < 0) {
                         agent_close(a, r);
                         return 0;
+                }
+                /* Only from here, never from agent_conn_send(): a bulk
+                 * sender refilling from inside its own send would recurse. */
+                if (a->above_low_water && a->out_size < AGENT_CONN_LOW_WATER) {
+                        a->above_low_water = false;
+                        if (a->cb->writable)
+                                a->cb->writable(a, a->userdata);
+                        if (a->fd < 0)
+                                return 0;
                 }
         }
         if (!(revents & (EPOLLIN | EPOLLHUP | EPOLLERR)))
@@ -176,6 +198,7 @@ AgentConn *agent_conn_free(AgentConn *a) {
 
 int agent_conn_send(AgentConn *a, const AgentBuffer *b) {
         uint8_t *o;
+        int r;
 
         if (!a || a->fd < 0)
                 return -ENOTCONN;
@@ -189,5 +212,12 @@ int agent_conn_send(AgentConn *a, const AgentBuffer *b) {
         a->out = o;
         memcpy(a->out + a->out_size, b->data, b->size);
         a->out_size += b->size;
-        return agent_flush(a);
+        r = agent_flush(a);
+        if (a->out_size >= AGENT_CONN_LOW_WATER)
+                a->above_low_water = true;
+        return r;
+}
+
+size_t agent_conn_queued(const AgentConn *a) {
+        return a && a->fd >= 0 ? a->out_size : 0;
 }

@@ -21,6 +21,12 @@ typedef struct AgentCallbacks {
         void (*exit)(AgentConn *a, uint32_t id, int32_t code, void *userdata);
         /* A container's main task (by its command id): "running" or "failed: why". */
         void (*container_state)(AgentConn *a, uint32_t id, const char *state, void *userdata);
+        /* The guest asks for an image (AGENT_IMAGE_PULL): ref is NULL when
+         * the frame was well formed but named no valid reference. */
+        void (*image_pull)(AgentConn *a, uint32_t id, const char *ref, void *userdata);
+        /* The write queue fell below AGENT_CONN_LOW_WATER after being above
+         * it: bulk senders (image data) may queue more. */
+        void (*writable)(AgentConn *a, void *userdata);
         /* The connection is gone (QEMU exited, or a malformed frame). */
         void (*disconnected)(AgentConn *a, int error, void *userdata);
 } AgentCallbacks;
@@ -29,3 +35,8 @@ int agent_conn_connect(sd_event *e, const char *path, const AgentCallbacks *cb, 
 AgentConn *agent_conn_free(AgentConn *a);
 /* Queues an encoded frame (or several) for the guest. */
 int agent_conn_send(AgentConn *a, const AgentBuffer *b);
+/* Bytes queued for the guest and not written yet. Bulk senders keep this
+ * below a bound of their own, so that the frames of commands and
+ * containers queued after theirs wait behind at most that much. */
+#define AGENT_CONN_LOW_WATER (64 * 1024)
+size_t agent_conn_queued(const AgentConn *a);

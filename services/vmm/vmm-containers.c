@@ -406,6 +406,8 @@ void vmm_containers_start(Instance *i) {
                         .id = c->id, .name = c->name, .serial = c->serial, .network = c->network,
                         .argv = c->argv, .env = c->env, .cwd = c->cwd, .user = c->user,
                         .docker_sock_path = c->docker_sock_path,
+                        /* Images named inside come through vmm-pull.c. */
+                        .features = c->docker_sock_path ? AGENT_FEATURE_IMAGE_PULL : 0,
                 };
                 for (size_t l = 0; l < c->n_ports; l++)
                         a.ports[a.n_ports++] = c->ports[l].container_port;

@@ -136,6 +136,7 @@ typedef struct Instance {
         VmmContainer *containers; /* CreateInstanceRequest.containers (vmm-containers.h) */
         size_t n_containers;
         int containers_error;     /* RpcCode of a failed pull, for the waiters' status */
+        struct VmmPull *pulls;    /* images the guest asked for (vmm-pull.h) */
 
         Waiter *waiters;
         Exec *execs;

@@ -25,6 +25,7 @@
 #include "vmm-manager.h"
 #include "vmm-net.h"
 #include "vmm-ports.h"
+#include "vmm-pull.h"
 #include "vmm-qemu.h"
 #include "vmm-qmp.h"
 #include "vmm-store.h"
@@ -463,6 +464,7 @@ static void instance_end_followers(Instance *i) {
 static void instance_release_vm(Instance *i) {
         vmm_containers_close_ports(i->manager, i, /* release= */ false);
         i->qmp = qmp_client_free(i->qmp);
+        vmm_pull_release_all(i);
         i->agent = agent_conn_free(i->agent);
         i->console_source = sd_event_source_disable_unref(i->console_source);
         i->console_fd = safe_close(i->console_fd);
@@ -579,6 +581,7 @@ static int on_qemu_exit(sd_event_source *s, int fd, uint32_t revents, void *user
         i->pidfd = safe_close(i->pidfd);
         i->pid = 0;
         i->qmp = qmp_client_free(i->qmp);
+        vmm_pull_release_all(i);
         i->agent = agent_conn_free(i->agent);
         i->shutdown_timer = sd_event_source_disable_unref(i->shutdown_timer);
         i->boot_timer = sd_event_source_disable_unref(i->boot_timer);
@@ -796,6 +799,7 @@ static void agent_on_disconnected(AgentConn *a, int error, void *userdata) {
         (void) a;
         log_struct(LOG_DEBUG, error, FIELDS(i->log_field), "Instance %s: agent channel closed: %m", i->id);
         instance_fail_execs(i, RPC_UNAVAILABLE, "The guest agent channel closed; the instance is going away.");
+        vmm_pull_release_all(i);
         /* Freed later, outside of its own callback. */
 }
 
@@ -808,12 +812,24 @@ static void agent_on_container_state(AgentConn *a, uint32_t id, const char *stat
                 vmm_container_on_state(i, c, state);
 }
 
+static void agent_on_image_pull(AgentConn *a, uint32_t id, const char *ref, void *userdata) {
+        (void) a;
+        vmm_pull_request(userdata, id, ref);
+}
+
+static void agent_on_writable(AgentConn *a, void *userdata) {
+        (void) a;
+        vmm_pull_on_writable(userdata);
+}
+
 static const AgentCallbacks agent_callbacks = {
         .ready = agent_on_ready,
         .token_ack = agent_on_token_ack,
         .output = agent_on_output,
         .exit = agent_on_exit,
         .container_state = agent_on_container_state,
+        .image_pull = agent_on_image_pull,
+        .writable = agent_on_writable,
         .disconnected = agent_on_disconnected,
 };
 
