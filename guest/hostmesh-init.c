@@ -1118,8 +1118,10 @@ int main(int argc, char **argv) {
 
                         if (k > 0)
                                 in_size += (size_t) k;
-                        else if (k == 0)
+                        else if (k == 0) {
                                 host_away = true;
+                                pull_host_gone();
+                        }
                         for (;;) {
                                 AgentFrame f;
                                 size_t used;
@@ -1139,7 +1141,9 @@ int main(int argc, char **argv) {
                                 memmove(in, in + used, in_size - used);
                                 in_size -= used;
                         }
-                } else if (p[0].revents & (POLLHUP | POLLERR))
+                } else if (p[0].revents & (POLLHUP | POLLERR)) {
                         host_away = true;
+                        pull_host_gone();
+                }
         }
 }

@@ -306,6 +306,15 @@ static void pull_import(Pull *p, const AgentImageEnd *e) {
         p->state = PULL_IMPORTING;
 }
 
+void pull_host_gone(void) {
+        for (size_t i = 0; i < PULL_CLIENTS_MAX; i++)
+                if (pulls[i].state == PULL_FETCHING) {
+                        say("pull: %s: the host went away before answering", pulls[i].ref);
+                        pull_answer(&pulls[i], AGENT_PULL_UNAVAILABLE,
+                                    "the host's vmm went away during the pull (it restarts on its own); pull again");
+                }
+}
+
 void pull_on_frame(const AgentFrame *f) {
         Pull *p = pull_by_id(f->id);
 

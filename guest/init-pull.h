@@ -36,5 +36,10 @@ size_t pull_poll_fds(struct pollfd *p);
 void pull_on_poll(const struct pollfd *p, size_t n);
 /* AGENT_IMAGE_DATA and AGENT_IMAGE_END frames. */
 void pull_on_frame(const AgentFrame *f);
+/* The host's end of the channel closed (vmmd stopped or restarted): a
+ * restarted vmmd knows nothing of the pulls the old one was answering, so
+ * every pull waiting for the host is answered "unavailable" now rather
+ * than never. Pulls already importing go on. */
+void pull_host_gone(void);
 /* PID 1 reaped a child: an import may have ended. */
 void pull_child_exited(pid_t pid, int status);

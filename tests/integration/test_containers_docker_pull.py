@@ -15,6 +15,7 @@ instance serves every assertion (a Docker-enabled boot under TCG is slow).
 
 import json
 import os
+import signal
 import sys
 import time
 import unittest
@@ -153,6 +154,42 @@ class DockerPullInsideTest(unittest.TestCase):
         # The instance still runs commands alongside (the channel was shared).
         r = self.in_container(iid, "echo still-here")
         self.assertEqual((r.returncode, r.stdout), (0, "still-here\n"), r.stderr)
+
+        # vmmd killed while a pull waits for the host (diskd held stopped,
+        # so vmmd is still asking): the restarted vmmd knows nothing of it,
+        # and the client gets an error saying so instead of waiting forever.
+        disk_pid = self.mesh.kill("disk", signal.SIGSTOP)
+        try:
+            r = self.in_container(iid, "(docker pull %s/test/pulled:held > /tmp/held.log 2>&1; "
+                                       "echo $? > /tmp/held.rc) </dev/null >/dev/null 2>&1 &" % tc.REG)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            # The request has left the guest once its file exists (made
+            # just before the frame is sent).
+            end = time.time() + 120
+            while time.time() < end:
+                r = self.nsc("exec", iid, "--", "sh", "-c",
+                             "ls /mnt/disk/hostmesh-pulls /var/lib/hostmesh-pulls 2>/dev/null | grep -c img",
+                             timeout=60)
+                if r.stdout.strip() not in ("", "0"):
+                    break
+                time.sleep(0.5)
+            self.assertNotIn(r.stdout.strip(), ("", "0"), "the held pull never reached hostmesh-init")
+            time.sleep(1)
+            self.mesh.kill("vmm")
+            end = time.time() + 180
+            while time.time() < end:
+                r = self.in_container(iid, "cat /tmp/held.rc /tmp/held.log 2>/dev/null", timeout=60)
+                if r.returncode == 0 and r.stdout.strip():
+                    break
+                time.sleep(1)
+        finally:
+            os.kill(disk_pid, signal.SIGCONT)
+        rc = r.stdout.split("\n", 1)[0].strip()
+        self.assertNotIn(rc, ("", "0"), r.stdout + r.stderr)
+        self.assertIn("the host's vmm went away during the pull", r.stdout)
+        # The instance, and its pulls, carry on with the new vmmd.
+        r = self.in_container(iid, "docker image inspect %s >/dev/null && echo kept" % IMAGE_B)
+        self.assertEqual((r.returncode, r.stdout), (0, "kept\n"), r.stderr)
         self.nsc("destroy", iid)
 
 
