@@ -48,7 +48,6 @@
 #define DOCKER_PROXY "/hostmesh/dockerproxy-guest"
 #define DOCKER_CLI "/usr/bin/docker"
 #define DOCKER_WAIT_USEC (120ULL * 1000000ULL)
-#define DOCKER_PROXY_WAIT_USEC (10ULL * 1000000ULL)
 #define IMAGES_DIR "/run/hostmesh/images"
 #define GUEST_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

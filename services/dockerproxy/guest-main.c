@@ -50,8 +50,8 @@ static int guest_load(GuestProxy *g) {
         if (!j) {
                 if (access(g->state, F_OK) < 0 && errno == ENOENT)
                         return 0;
-                return log_error_errno(-EBADMSG, "Cannot read the records in %s: %s (line %d)", g->state, error.text,
-                                       error.line);
+                return log_error_errno(-EBADMSG, "Cannot read the records in %s: %s (line %d); the container starts "
+                                       "over owning nothing it made before", g->state, error.text, error.line);
         }
         r = owned_set_from_json(g->owned, j);
         json_decref(j);
