@@ -39,7 +39,7 @@ static void test_microvm_command_line_has_the_fast_boot_flags(void **state) {
         assert_non_null(strstr(s, "-M microvm,x-option-roms=off,rtc=on "));
         assert_non_null(strstr(s, "-accel tcg "));
         assert_non_null(strstr(s, "-nodefaults -no-user-config -nographic"));
-        assert_non_null(strstr(s, "tsc_early_khz=2000000 lpj=8000000 tsc=reliable 8250.nr_uarts=1"));
+        assert_non_null(strstr(s, "tsc_early_khz=2000000 lpj=8000000 tsc=reliable lapic_timer_khz=1000000 8250.nr_uarts=1"));
         assert_non_null(strstr(s, "console=ttyS0 quiet"));
         assert_non_null(strstr(s, "hostmesh.hostname=abc"));
         assert_null(strstr(s, "hostmesh.disk"));
@@ -88,6 +88,7 @@ static void test_pc_with_disk_uses_pci_devices(void **state) {
          * own judgement. */
         assert_non_null(strstr(s, "tsc_early_khz=2694138 lpj=10776552 8250.nr_uarts=1"));
         assert_null(strstr(s, "tsc=reliable"));
+        assert_null(strstr(s, "lapic_timer_khz"));
         assert_non_null(strstr(s, "-accel kvm -cpu host"));
         assert_non_null(strstr(s, "virtio-serial-pci,max_ports=2"));
         assert_non_null(strstr(s, "file=/d/disk.qcow2,format=qcow2"));

@@ -93,7 +93,11 @@ int qemu_build_argv(const QemuConfig *c, char ***ret) {
          * invariant one, but without it the guest sees the vCPUs' TSCs
          * disagree, marks the TSC unstable and keeps time in 4 ms jiffies
          * (every guest timing, the boot phases included, then moves in 4 ms
-         * steps). 8250.nr_uarts=1 and pty.legacy_count=0: one serial port
+         * steps). lapic_timer_khz, under TCG only: QEMU's emulated local
+         * APIC counts at 1 GHz but says so nowhere, and the guest would
+         * spend 100 ms measuring it (guest/kernel-patches/; under KVM the
+         * TSC deadline timer needs no measuring, and Debian's kernel
+         * ignores the option). 8250.nr_uarts=1 and pty.legacy_count=0: one serial port
          * to probe and no legacy ptys to create, ~5% of the kernel's boot
          * under TCG. random.trust_cpu=on: the random pool is seeded from
          * RDRAND at once (QEMU's RDRAND is the host's getrandom under TCG,
@@ -104,7 +108,7 @@ int qemu_build_argv(const QemuConfig *c, char ***ret) {
         argv_add(&a,
                  "console=ttyS0 quiet tsc_early_khz=%" PRIu32 " lpj=%" PRIu64 "%s 8250.nr_uarts=1 pty.legacy_count=0 "
                  "random.trust_cpu=on panic=-1 hostmesh.hostname=%s%s%s%s",
-                 tsc_khz, (uint64_t) tsc_khz * 4, c->kvm ? "" : " tsc=reliable", c->hostname,
+                 tsc_khz, (uint64_t) tsc_khz * 4, c->kvm ? "" : " tsc=reliable lapic_timer_khz=1000000", c->hostname,
                  /* With more disks, the order of virtio-mmio probing decides
                   * which is vda: the guest finds its disk by serial. */
                  !c->disk_path ? "" : c->n_drives > 0 ? " hostmesh.disk=serial:hm-disk" : " hostmesh.disk=vda",

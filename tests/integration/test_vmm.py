@@ -148,10 +148,14 @@ class VmmLifecycleTest(unittest.TestCase):
 
     def test_run_streams_output_separately_and_exits_with_the_commands_code(self):
         r, before = self.mesh.nsc_json("list", "--all")
+        # The instance's first command: lo is up by then (init's warm-up
+        # child brings it up after READY, and commands wait for it), and
+        # nothing of the warm-up's reaches the host.
         r = self.mesh.nsc("run", "--machine_type", "2x2", "-e", "GREETING=hello there", "--",
-                          "sh", "-c", 'echo "$GREETING"; echo to-stderr >&2; exit 7', timeout=180)
+                          "sh", "-c", 'echo "$GREETING"; cat /sys/class/net/lo/flags; echo to-stderr >&2; exit 7',
+                          timeout=180)
         self.assertEqual(r.returncode, 7, r.stderr)
-        self.assertEqual(r.stdout, "hello there\n")
+        self.assertEqual(r.stdout, "hello there\n0x9\n")  # IFF_UP | IFF_LOOPBACK
         self.assertIn("to-stderr\n", r.stderr)
         self.assertNotIn("to-stderr", r.stdout)
         # Not kept: the instance is on its way out.
