@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
@@ -29,6 +30,7 @@ static void test_microvm_command_line_has_the_fast_boot_flags(void **state) {
         QemuConfig c = {
                 .binary = "/usr/bin/qemu-system-x86_64", .kernel = "/g/vmlinux", .initrd = "/g/initrd",
                 .machine = "microvm", .vcpus = 2, .memory_mb = 4096, .hostname = "abc", .log_path = "/x/qemu.log",
+                .no_acpi = true,
         };
         char **argv = NULL;
         char *s;
@@ -36,7 +38,8 @@ static void test_microvm_command_line_has_the_fast_boot_flags(void **state) {
         (void) state;
         assert_int_equal(qemu_build_argv(&c, &argv), 0);
         s = joined(argv);
-        assert_non_null(strstr(s, "-M microvm,x-option-roms=off,rtc=on "));
+        assert_non_null(strstr(s, "-M microvm,x-option-roms=off,rtc=on,acpi=off "));
+        assert_non_null(strstr(s, "panic=-1 acpi=off reboot=t hostmesh.poweroff=reset hostmesh.hostname=abc"));
         assert_non_null(strstr(s, "-accel tcg "));
         assert_non_null(strstr(s, "-nodefaults -no-user-config -nographic"));
         assert_non_null(strstr(s, "tsc_early_khz=2000000 lpj=8000000 tsc=reliable lapic_timer_khz=1000000 8250.nr_uarts=1"));
@@ -53,6 +56,61 @@ static void test_microvm_command_line_has_the_fast_boot_flags(void **state) {
         assert_null(strstr(s, "-netdev"));
         free(s);
         qemu_argv_free(argv);
+}
+
+/* A kernel that needs ACPI to find its devices (Debian's) keeps it, and
+ * powers off through it. */
+static void test_microvm_keeps_acpi_for_a_kernel_that_needs_it(void **state) {
+        QemuConfig c = {
+                .binary = "qemu-system-x86_64", .kernel = "/g/vmlinux", .initrd = "/g/initrd", .machine = "microvm",
+                .vcpus = 1, .memory_mb = 1024, .hostname = "abc", .log_path = "/x/qemu.log",
+        };
+        char **argv = NULL;
+        char *s;
+
+        (void) state;
+        assert_int_equal(qemu_build_argv(&c, &argv), 0);
+        s = joined(argv);
+        assert_non_null(strstr(s, "-M microvm,x-option-roms=off,rtc=on "));
+        assert_null(strstr(s, "acpi=off"));
+        assert_null(strstr(s, "hostmesh.poweroff"));
+        free(s);
+        qemu_argv_free(argv);
+}
+
+static int write_file(const char *path, const char *content, size_t size) {
+        FILE *f = fopen(path, "we");
+
+        if (!f)
+                return -errno;
+        if (fwrite(content, 1, size, f) != size) {
+                fclose(f);
+                return -EIO;
+        }
+        return fclose(f) == 0 ? 0 : -errno;
+}
+#define WRITE_LITERAL(path, s) write_file(path, s, sizeof(s) - 1)
+
+static void test_kernel_probe_finds_the_mmio_command_line_parameter(void **state) {
+        char dir[] = "/tmp/test-vmm-qemu-XXXXXX", with[64], without[64], empty[64];
+
+        (void) state;
+        assert_non_null(mkdtemp(dir));
+        snprintf(with, sizeof(with), "%s/with", dir);
+        snprintf(without, sizeof(without), "%s/without", dir);
+        snprintf(empty, sizeof(empty), "%s/empty", dir);
+        assert_int_equal(WRITE_LITERAL(with, "\177ELF...device\0virtio_mmio.device\0virtio_mmio..."), 0);
+        assert_int_equal(WRITE_LITERAL(without, "\177ELF...virtio_mmio.devic\0virtio_mmio\0.device\0"), 0);
+        assert_int_equal(WRITE_LITERAL(empty, ""), 0);
+        assert_int_equal(qemu_kernel_takes_mmio_cmdline(with), 1);
+        assert_int_equal(qemu_kernel_takes_mmio_cmdline(without), 0);
+        assert_int_equal(qemu_kernel_takes_mmio_cmdline(empty), 0);
+        assert_int_equal(qemu_kernel_takes_mmio_cmdline(dir), -EINVAL);
+        assert_int_equal(unlink(with), 0);
+        assert_int_equal(qemu_kernel_takes_mmio_cmdline(with), -ENOENT);
+        assert_int_equal(unlink(without), 0);
+        assert_int_equal(unlink(empty), 0);
+        assert_int_equal(rmdir(dir), 0);
 }
 
 static void test_host_tsc_rate_is_plausible(void **state) {
@@ -84,6 +142,9 @@ static void test_pc_with_disk_uses_pci_devices(void **state) {
         assert_int_equal(qemu_build_argv(&c, &argv), 0);
         s = joined(argv);
         assert_non_null(strstr(s, "-M pc "));
+        /* pc keeps its ACPI, and powers off through it. */
+        assert_null(strstr(s, "acpi=off"));
+        assert_null(strstr(s, "hostmesh.poweroff"));
         /* The measured rate and its delay loop; the TSC is left to KVM's
          * own judgement. */
         assert_non_null(strstr(s, "tsc_early_khz=2694138 lpj=10776552 8250.nr_uarts=1"));
@@ -181,6 +242,8 @@ static void test_container_disks_are_found_by_serial_and_the_system_disk_is_read
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_microvm_command_line_has_the_fast_boot_flags),
+                cmocka_unit_test(test_microvm_keeps_acpi_for_a_kernel_that_needs_it),
+                cmocka_unit_test(test_kernel_probe_finds_the_mmio_command_line_parameter),
                 cmocka_unit_test(test_host_tsc_rate_is_plausible),
                 cmocka_unit_test(test_pc_with_disk_uses_pci_devices),
                 cmocka_unit_test(test_container_disks_are_found_by_serial_and_the_system_disk_is_read_only),

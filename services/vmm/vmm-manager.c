@@ -1103,6 +1103,33 @@ static void manager_on_accel_decided(Accel *a, void *userdata) {
         }
 }
 
+
+/* microvm without ACPI when the kernel can do without (see
+ * qemu_kernel_takes_mmio_cmdline), read again when the image changes. */
+static bool manager_kernel_no_acpi(Manager *m) {
+        struct stat st;
+        int r;
+
+        if (stat(m->config.kernel, &st) < 0)
+                return false;
+        if (!m->kernel_probe.known || m->kernel_probe.dev != st.st_dev || m->kernel_probe.ino != st.st_ino ||
+            m->kernel_probe.size != st.st_size || m->kernel_probe.mtime.tv_sec != st.st_mtim.tv_sec ||
+            m->kernel_probe.mtime.tv_nsec != st.st_mtim.tv_nsec) {
+                r = qemu_kernel_takes_mmio_cmdline(m->config.kernel);
+                if (r < 0)
+                        log_warning_errno(r, "Cannot read %s to see whether it boots without ACPI: %m; "
+                                             "keeping ACPI.", m->config.kernel);
+                m->kernel_probe.dev = st.st_dev;
+                m->kernel_probe.ino = st.st_ino;
+                m->kernel_probe.size = st.st_size;
+                m->kernel_probe.mtime = st.st_mtim;
+                m->kernel_probe.known = r >= 0;
+                m->kernel_probe.mmio_cmdline = r > 0;
+                log_debug("%s %s virtio-mmio devices from its command line: %s.", m->config.kernel,
+                          r > 0 ? "takes" : "does not take", r > 0 ? "microvm without ACPI" : "ACPI kept");
+        }
+        return m->kernel_probe.mmio_cmdline;
+}
 static void instance_launch(Instance *i) {
         Manager *m = i->manager;
         _cleanup_close_ int qmp_fd = -EBADF, agent_fd = -EBADF, console_fd = -EBADF;
@@ -1183,6 +1210,7 @@ static void instance_launch(Instance *i) {
                 net_cmdline = with;
         }
         QemuConfig c = {
+                .no_acpi = manager_kernel_no_acpi(m),
                 .binary = qemu,
                 .kernel = m->config.kernel,
                 .initrd = m->config.initrd,

@@ -67,6 +67,13 @@ typedef struct Manager {
         char *machine;              /* effective machine: microvm, or pc when QEMU lacks microvm */
         int accel_mode;             /* AccelMode from [vmm] accel */
         uint32_t tsc_khz;           /* the host's TSC rate, told to every guest; 0 until measured */
+        struct {                    /* what the kernel image was found to take, while it is that file */
+                dev_t dev;
+                ino_t ino;
+                off_t size;
+                struct timespec mtime;
+                bool known, mmio_cmdline;
+        } kernel_probe;
         Accel *accel;               /* KVM or TCG, decided once by the probe */
         AccelQemuProbe *accel_probe;
         bool accel_waiting;         /* instances wait for the decision */

@@ -4,6 +4,8 @@
 #include <stdarg.h>
 #include <signal.h>
 #include <spawn.h>
+#include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -62,9 +64,16 @@ int qemu_build_argv(const QemuConfig *c, char ***ret) {
 
         argv_add(&a, "%s", c->binary);
         /* DESIGN.md: microvm is the fastest boot here (no option ROMs, an
-         * RTC for the guest clock); pc is the fallback. */
+         * RTC for the guest clock); pc is the fallback. No ACPI on microvm:
+         * its interpreter, the GED device and PnP took ~90 ms of a TCG
+         * guest's boot (bench/vmm/RESULTS.md); the guest finds its CPUs in
+         * the MP table and its virtio-mmio devices on the command line,
+         * where QEMU puts them then, and it ends itself with a reset (see
+         * hostmesh.poweroff below). */
         argv_add(&a, "-M");
-        argv_add(&a, "%s", microvm ? "microvm,x-option-roms=off,rtc=on" : "pc");
+        bool no_acpi = microvm && c->no_acpi;
+        argv_add(&a, "%s",
+                 !microvm ? "pc" : no_acpi ? "microvm,x-option-roms=off,rtc=on,acpi=off" : "microvm,x-option-roms=off,rtc=on");
         argv_add(&a, "-accel");
         argv_add(&a, "%s", c->kvm ? "kvm" : "tcg");
         argv_add(&a, "-cpu");
@@ -103,12 +112,17 @@ int qemu_build_argv(const QemuConfig *c, char ***ret) {
          * RDRAND at once (QEMU's RDRAND is the host's getrandom under TCG,
          * the host's CPU under KVM; the host is the guest's root of trust
          * anyway), 4 M instructions less before init. panic=-1: a guest
-         * panic ends the VM. */
+         * panic ends the VM. On microvm, acpi=off (there are no tables to
+         * look for), reboot=t (the reset that ends the VM, by triple fault:
+         * no keyboard controller to try first) and hostmesh.poweroff=reset
+         * (hostmesh-init resets instead of powering off, which without ACPI
+         * would halt the guest and leave QEMU running). */
         uint32_t tsc_khz = c->tsc_khz ?: QEMU_TSC_KHZ_DEFAULT;
         argv_add(&a,
                  "console=ttyS0 quiet tsc_early_khz=%" PRIu32 " lpj=%" PRIu64 "%s 8250.nr_uarts=1 pty.legacy_count=0 "
-                 "random.trust_cpu=on panic=-1 hostmesh.hostname=%s%s%s%s",
-                 tsc_khz, (uint64_t) tsc_khz * 4, c->kvm ? "" : " tsc=reliable lapic_timer_khz=1000000", c->hostname,
+                 "random.trust_cpu=on panic=-1%s hostmesh.hostname=%s%s%s%s",
+                 tsc_khz, (uint64_t) tsc_khz * 4, c->kvm ? "" : " tsc=reliable lapic_timer_khz=1000000",
+                 no_acpi ? " acpi=off reboot=t hostmesh.poweroff=reset" : "", c->hostname,
                  /* With more disks, the order of virtio-mmio probing decides
                   * which is vda: the guest finds its disk by serial. */
                  !c->disk_path ? "" : c->n_drives > 0 ? " hostmesh.disk=serial:hm-disk" : " hostmesh.disk=vda",
@@ -271,6 +285,27 @@ int qemu_find_binary(const char *name, char **ret) {
                 free(p);
         }
         return -ENOENT;
+}
+
+int qemu_kernel_takes_mmio_cmdline(const char *path) {
+        static const char name[] = "virtio_mmio.device";
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+        struct stat st;
+        void *p;
+        bool found;
+
+        if (fd < 0 || fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode))
+                return -EINVAL;
+        if (st.st_size == 0)
+                return 0;
+        p = mmap(NULL, (size_t) st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED)
+                return -errno;
+        found = memmem(p, (size_t) st.st_size, name, sizeof(name) - 1) != NULL;
+        (void) munmap(p, (size_t) st.st_size);
+        return found;
 }
 
 int qemu_has_machine(const char *binary, const char *machine) {

@@ -39,7 +39,15 @@ typedef struct QemuConfig {
         const QemuDrive *drives;   /* more virtio-blk disks, found by serial in the guest */
         size_t n_drives;
         uint32_t tsc_khz;          /* the guest's TSC rate; 0: QEMU_TSC_KHZ_DEFAULT */
+        bool no_acpi;              /* microvm without ACPI (qemu_kernel_takes_mmio_cmdline) */
 } QemuConfig;
+
+/* Whether the kernel image at path finds virtio-mmio devices on its command
+ * line (virtio_mmio.device=, built in; Debian's kernel has virtio_mmio as
+ * a module without that option): only such a guest can run on a microvm
+ * without ACPI, where QEMU describes the devices that way. Reads the image
+ * for the parameter's name. 1, 0 or a negative errno. */
+int qemu_kernel_takes_mmio_cmdline(const char *path);
 
 /* Used when the host's TSC rate cannot be measured. */
 #define QEMU_TSC_KHZ_DEFAULT 2000000u
