@@ -42,7 +42,8 @@ static void test_microvm_command_line_has_the_fast_boot_flags(void **state) {
         assert_non_null(strstr(s, "panic=-1 acpi=off reboot=t hostmesh.poweroff=reset hostmesh.hostname=abc"));
         assert_non_null(strstr(s, "-accel tcg "));
         assert_non_null(strstr(s, "-nodefaults -no-user-config -nographic"));
-        assert_non_null(strstr(s, "tsc_early_khz=2000000 lpj=8000000 tsc=reliable lapic_timer_khz=1000000 8250.nr_uarts=1"));
+        assert_non_null(
+                strstr(s, "tsc_early_khz=2000000 lpj=8000000 tsc=reliable lapic_timer_khz=1000000 8250.nr_uarts=1"));
         assert_non_null(strstr(s, "console=ttyS0 quiet"));
         assert_non_null(strstr(s, "hostmesh.hostname=abc"));
         assert_null(strstr(s, "hostmesh.disk"));

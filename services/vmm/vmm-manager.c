@@ -1103,7 +1103,6 @@ static void manager_on_accel_decided(Accel *a, void *userdata) {
         }
 }
 
-
 /* microvm without ACPI when the kernel can do without (see
  * qemu_kernel_takes_mmio_cmdline), read again when the image changes. */
 static bool manager_kernel_no_acpi(Manager *m) {
@@ -1130,6 +1129,7 @@ static bool manager_kernel_no_acpi(Manager *m) {
         }
         return m->kernel_probe.mmio_cmdline;
 }
+
 static void instance_launch(Instance *i) {
         Manager *m = i->manager;
         _cleanup_close_ int qmp_fd = -EBADF, agent_fd = -EBADF, console_fd = -EBADF;

@@ -73,7 +73,9 @@ int qemu_build_argv(const QemuConfig *c, char ***ret) {
         argv_add(&a, "-M");
         bool no_acpi = microvm && c->no_acpi;
         argv_add(&a, "%s",
-                 !microvm ? "pc" : no_acpi ? "microvm,x-option-roms=off,rtc=on,acpi=off" : "microvm,x-option-roms=off,rtc=on");
+                 !microvm  ? "pc"
+                 : no_acpi ? "microvm,x-option-roms=off,rtc=on,acpi=off"
+                           : "microvm,x-option-roms=off,rtc=on");
         argv_add(&a, "-accel");
         argv_add(&a, "%s", c->kvm ? "kvm" : "tcg");
         argv_add(&a, "-cpu");
@@ -106,9 +108,9 @@ int qemu_build_argv(const QemuConfig *c, char ***ret) {
          * APIC counts at 1 GHz but says so nowhere, and the guest would
          * spend 100 ms measuring it (guest/kernel-patches/; under KVM the
          * TSC deadline timer needs no measuring, and Debian's kernel
-         * ignores the option). 8250.nr_uarts=1 and pty.legacy_count=0: one serial port
-         * to probe and no legacy ptys to create, ~5% of the kernel's boot
-         * under TCG. random.trust_cpu=on: the random pool is seeded from
+         * ignores the option). 8250.nr_uarts=1 and pty.legacy_count=0: one
+         * serial port to probe and no legacy ptys to create, ~5% of the
+         * kernel's boot under TCG. random.trust_cpu=on: the random pool is seeded from
          * RDRAND at once (QEMU's RDRAND is the host's getrandom under TCG,
          * the host's CPU under KVM; the host is the guest's root of trust
          * anyway), 4 M instructions less before init. panic=-1: a guest
