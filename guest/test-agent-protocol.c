@@ -220,6 +220,21 @@ static void test_ready_refuses_phase_count_that_does_not_match_payload(void **st
         agent_buffer_done(&b);
 }
 
+/* c encoded in a frame with id and decoded again into *d (the caller's to
+ * free with agent_container_done). */
+static void container_round_trip(const AgentContainer *c, uint32_t id, AgentContainer *d) {
+        AgentBuffer b = {};
+        AgentFrame f;
+        size_t used;
+
+        assert_int_equal(agent_container_encode(&b, id, c), 0);
+        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
+        assert_int_equal(used, b.size);
+        assert_int_equal(f.id, id);
+        assert_int_equal(agent_container_decode(&f, d), 0);
+        agent_buffer_done(&b);
+}
+
 static void test_container_round_trips_and_exec_names_its_container(void **state) {
         char *argv[] = { "sh", "-c", "exit 3", NULL };
         char *env[] = { "A=1", NULL };
@@ -250,25 +265,19 @@ static void test_container_round_trips_and_exec_names_its_container(void **state
 
         /* The image's WorkingDir trails the environment; a relative one is refused. */
         c.cwd = "/srv/app";
-        assert_int_equal(agent_container_encode(&b, 9, &c), 0);
-        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
-        assert_int_equal(agent_container_decode(&f, &d), 0);
+        container_round_trip(&c, 9, &d);
         assert_string_equal(d.cwd, "/srv/app");
         agent_container_done(&d);
-        agent_buffer_done(&b);
         c.cwd = "srv";
         assert_int_equal(agent_container_encode(&b, 9, &c), -EINVAL);
         agent_buffer_done(&b);
         c.cwd = NULL;
         /* The image's User trails the cwd (empty when there is none). */
         c.user = "app:staff";
-        assert_int_equal(agent_container_encode(&b, 9, &c), 0);
-        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
-        assert_int_equal(agent_container_decode(&f, &d), 0);
+        container_round_trip(&c, 9, &d);
         assert_null(d.cwd);
         assert_string_equal(d.user, "app:staff");
         agent_container_done(&d);
-        agent_buffer_done(&b);
         c.user = "app:staff:x";
         assert_int_equal(agent_container_encode(&b, 9, &c), -EINVAL);
         agent_buffer_done(&b);
@@ -304,34 +313,25 @@ static void test_container_with_docker_round_trips_and_refuses_bad_socket_paths(
         size_t used;
 
         (void) state;
-        assert_int_equal(agent_container_encode(&b, 3, &c), 0);
-        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
-        assert_int_equal(agent_container_decode(&f, &d), 0);
+        container_round_trip(&c, 3, &d);
         assert_string_equal(d.docker_sock_path, "/var/run/docker.sock");
         assert_string_equal(d.image_serial, "hi-c1a2");
         assert_string_equal(d.image_ref, "127.0.0.1:5000/test/box:1");
         agent_container_done(&d);
-        agent_buffer_done(&b);
 
         /* Docker without an image disk: the empty strings decode as none. */
         c.image_serial = c.image_ref = NULL;
-        assert_int_equal(agent_container_encode(&b, 3, &c), 0);
-        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
-        assert_int_equal(agent_container_decode(&f, &d), 0);
+        container_round_trip(&c, 3, &d);
         assert_string_equal(d.docker_sock_path, "/var/run/docker.sock");
         assert_null(d.image_serial);
         assert_null(d.image_ref);
         agent_container_done(&d);
-        agent_buffer_done(&b);
 
         /* Without Docker nothing trails the environment. */
         c.docker_sock_path = NULL;
-        assert_int_equal(agent_container_encode(&b, 3, &c), 0);
-        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
-        assert_int_equal(agent_container_decode(&f, &d), 0);
+        container_round_trip(&c, 3, &d);
         assert_null(d.docker_sock_path);
         agent_container_done(&d);
-        agent_buffer_done(&b);
 
         static const char *const bad[] = { "relative/docker.sock", "/", "/var//run/docker.sock", "/var/run/",
                                            "/var/../etc/docker.sock", "/var/./run", "/var/run/docker sock",
@@ -591,6 +591,7 @@ static void test_container_features_trail_the_docker_part_and_older_hosts_send_n
         size_t used;
 
         (void) state;
+        /* The frame stays: it is cut below. */
         assert_int_equal(agent_container_encode(&b, 3, &c), 0);
         assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
         assert_int_equal(agent_container_decode(&f, &d), 0);
@@ -620,7 +621,8 @@ static void test_container_ports_trail_the_docker_part_and_are_checked(void **st
         size_t used;
 
         (void) state;
-        /* Ports without Docker: cwd, user and an empty Docker part go first. */
+        /* Ports without Docker: cwd, user and an empty Docker part go first.
+         * The frame stays: it is patched below. */
         assert_int_equal(agent_container_encode(&b, 5, &c), 0);
         assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
         assert_int_equal(agent_container_decode(&f, &d), 0);
@@ -657,14 +659,11 @@ static void test_container_ports_trail_the_docker_part_and_are_checked(void **st
         c.docker_sock_path = "/var/run/docker.sock";
         c.image_serial = "hi-c1a2";
         c.image_ref = "box:1";
-        assert_int_equal(agent_container_encode(&b, 5, &c), 0);
-        assert_int_equal(agent_frame_decode(b.data, b.size, &f, &used), 1);
-        assert_int_equal(agent_container_decode(&f, &d), 0);
+        container_round_trip(&c, 5, &d);
         assert_string_equal(d.docker_sock_path, "/var/run/docker.sock");
         assert_string_equal(d.image_ref, "box:1");
         assert_int_equal(d.n_ports, 2);
         agent_container_done(&d);
-        agent_buffer_done(&b);
 
         /* The encoder refuses what the decoder would. */
         c.ports[1] = 8080;

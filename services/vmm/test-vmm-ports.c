@@ -174,25 +174,32 @@ out:
         return NULL;
 }
 
-static void test_forward_passes_bytes_and_half_close(void **state) {
+/* A forwarder from a fresh port to a loopback backend, and the scenario's
+ * client and backend threads run against it until they are done. */
+static void run_scenario(Scenario *s, void *(*threads)(void *), sd_event **ret_e, PortForward **ret_f) {
         _cleanup_close_ int backend = -EBADF;
         uint16_t backend_port;
+        pthread_t t;
+
+        backend = listen_loopback(&backend_port);
+        s->backend_listen = backend;
+        s->forward_port = unused_port();
+        assert_int_equal(sd_event_new(ret_e), 0);
+        assert_int_equal(port_forward_new(*ret_e, loopback, s->forward_port, loopback, backend_port, ret_f), 0);
+        assert_int_equal(pthread_create(&t, NULL, threads, s), 0);
+        run_loop_until(*ret_e, s);
+        pthread_join(t, NULL);
+        if (s->result != 0)
+                fail_msg("%s", s->why);
+}
+
+static void test_forward_passes_bytes_and_half_close(void **state) {
         Scenario s = {};
         PortForward *f;
         sd_event *e;
-        pthread_t t;
 
         (void) state;
-        backend = listen_loopback(&backend_port);
-        s.backend_listen = backend;
-        s.forward_port = unused_port();
-        assert_int_equal(sd_event_new(&e), 0);
-        assert_int_equal(port_forward_new(e, loopback, s.forward_port, loopback, backend_port, &f), 0);
-        assert_int_equal(pthread_create(&t, NULL, half_close_threads, &s), 0);
-        run_loop_until(e, &s);
-        pthread_join(t, NULL);
-        if (s.result != 0)
-                fail_msg("%s", s.why);
+        run_scenario(&s, half_close_threads, &e, &f);
         /* Both sides closed: the connection is gone from the forwarder. */
         for (int k = 0; k < 1000 && port_forward_connections(f) > 0; k++)
                 sd_event_run(e, 1000);
@@ -275,24 +282,12 @@ static void *big_transfer_threads(void *userdata) {
 }
 
 static void test_forward_large_transfer_both_ways_is_intact(void **state) {
-        _cleanup_close_ int backend = -EBADF;
-        uint16_t backend_port;
         Scenario s = { .size = 24 * 1024 * 1024 + 7 };
         PortForward *f;
         sd_event *e;
-        pthread_t t;
 
         (void) state;
-        backend = listen_loopback(&backend_port);
-        s.backend_listen = backend;
-        s.forward_port = unused_port();
-        assert_int_equal(sd_event_new(&e), 0);
-        assert_int_equal(port_forward_new(e, loopback, s.forward_port, loopback, backend_port, &f), 0);
-        assert_int_equal(pthread_create(&t, NULL, big_transfer_threads, &s), 0);
-        run_loop_until(e, &s);
-        pthread_join(t, NULL);
-        if (s.result != 0)
-                fail_msg("%s", s.why);
+        run_scenario(&s, big_transfer_threads, &e, &f);
         port_forward_free(f);
         sd_event_unref(e);
 }
