@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <elf.h>
 #include <unistd.h>
 
 #include "vmm-qemu.h"
@@ -111,6 +112,43 @@ static void test_kernel_probe_finds_the_mmio_command_line_parameter(void **state
         assert_int_equal(qemu_kernel_takes_mmio_cmdline(with), -ENOENT);
         assert_int_equal(unlink(without), 0);
         assert_int_equal(unlink(empty), 0);
+        assert_int_equal(rmdir(dir), 0);
+}
+
+/* An ELF64 file with .shstrtab and a 32-byte .rodata at 320; the name is
+ * written at `at`, inside .rodata or not. */
+static int write_elf(const char *path, size_t at) {
+        static const char names[] = "\0.shstrtab\0.rodata";
+        uint8_t img[512] = {};
+        Elf64_Ehdr eh = { .e_ident = { ELFMAG0, ELFMAG1, ELFMAG2, ELFMAG3, ELFCLASS64, ELFDATA2LSB, EV_CURRENT },
+                          .e_shoff = 64, .e_shentsize = sizeof(Elf64_Shdr), .e_shnum = 3, .e_shstrndx = 1 };
+        Elf64_Shdr sh[3] = {
+                {},
+                { .sh_name = 1, .sh_type = SHT_STRTAB, .sh_offset = 256, .sh_size = sizeof(names) },
+                { .sh_name = 11, .sh_type = SHT_PROGBITS, .sh_offset = 320, .sh_size = 32 },
+        };
+
+        memcpy(img, &eh, sizeof(eh));
+        memcpy(img + 64, sh, sizeof(sh));
+        memcpy(img + 256, names, sizeof(names));
+        memcpy(img + at, "virtio_mmio.device", 18);
+        return write_file(path, (const char *) img, sizeof(img));
+}
+
+/* In an ELF image only .rodata is read: the name elsewhere does not count. */
+static void test_kernel_probe_reads_the_elf_images_rodata(void **state) {
+        char dir[] = "/tmp/test-vmm-qemu-XXXXXX", inside[64], outside[64];
+
+        (void) state;
+        assert_non_null(mkdtemp(dir));
+        snprintf(inside, sizeof(inside), "%s/inside", dir);
+        snprintf(outside, sizeof(outside), "%s/outside", dir);
+        assert_int_equal(write_elf(inside, 330), 0);
+        assert_int_equal(write_elf(outside, 400), 0);
+        assert_int_equal(qemu_kernel_takes_mmio_cmdline(inside), 1);
+        assert_int_equal(qemu_kernel_takes_mmio_cmdline(outside), 0);
+        assert_int_equal(unlink(inside), 0);
+        assert_int_equal(unlink(outside), 0);
         assert_int_equal(rmdir(dir), 0);
 }
 
@@ -245,6 +283,7 @@ int main(void) {
                 cmocka_unit_test(test_microvm_command_line_has_the_fast_boot_flags),
                 cmocka_unit_test(test_microvm_keeps_acpi_for_a_kernel_that_needs_it),
                 cmocka_unit_test(test_kernel_probe_finds_the_mmio_command_line_parameter),
+                cmocka_unit_test(test_kernel_probe_reads_the_elf_images_rodata),
                 cmocka_unit_test(test_host_tsc_rate_is_plausible),
                 cmocka_unit_test(test_pc_with_disk_uses_pci_devices),
                 cmocka_unit_test(test_container_disks_are_found_by_serial_and_the_system_disk_is_read_only),

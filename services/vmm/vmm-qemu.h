@@ -45,8 +45,9 @@ typedef struct QemuConfig {
 /* Whether the kernel image at path finds virtio-mmio devices on its command
  * line (virtio_mmio.device=, built in; Debian's kernel has virtio_mmio as
  * a module without that option): only such a guest can run on a microvm
- * without ACPI, where QEMU describes the devices that way. Reads the image
- * for the parameter's name. 1, 0 or a negative errno. */
+ * without ACPI, where QEMU describes the devices that way. Looks for the
+ * parameter's name in the ELF image's .rodata (the whole file when it has
+ * none). 1, 0 or a negative errno. */
 int qemu_kernel_takes_mmio_cmdline(const char *path);
 
 /* Used when the host's TSC rate cannot be measured. */
