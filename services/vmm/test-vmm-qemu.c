@@ -11,6 +11,7 @@
 #include <elf.h>
 #include <unistd.h>
 
+#include "fs-util.h"
 #include "vmm-qemu.h"
 
 static char *joined(char **argv) {
@@ -80,18 +81,7 @@ static void test_microvm_keeps_acpi_for_a_kernel_that_needs_it(void **state) {
         qemu_argv_free(argv);
 }
 
-static int write_file(const char *path, const char *content, size_t size) {
-        FILE *f = fopen(path, "we");
-
-        if (!f)
-                return -errno;
-        if (fwrite(content, 1, size, f) != size) {
-                fclose(f);
-                return -EIO;
-        }
-        return fclose(f) == 0 ? 0 : -errno;
-}
-#define WRITE_LITERAL(path, s) write_file(path, s, sizeof(s) - 1)
+#define WRITE_LITERAL(path, s) write_file_atomic(path, s, sizeof(s) - 1, 0644)
 
 static void test_kernel_probe_finds_the_mmio_command_line_parameter(void **state) {
         char dir[] = "/tmp/test-vmm-qemu-XXXXXX", with[64], without[64], empty[64];
@@ -132,7 +122,7 @@ static int write_elf(const char *path, size_t at) {
         memcpy(img + 64, sh, sizeof(sh));
         memcpy(img + 256, names, sizeof(names));
         memcpy(img + at, "virtio_mmio.device", 18);
-        return write_file(path, (const char *) img, sizeof(img));
+        return write_file_atomic(path, img, sizeof(img), 0644);
 }
 
 /* In an ELF image only .rodata is read: the name elsewhere does not count. */
